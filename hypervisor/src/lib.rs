@@ -1,0 +1,133 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! The hypervisor behind traits.
+//!
+//! The VMM talks to [`Hypervisor`], [`Vm`] and [`Vcpu`]; the only
+//! implementation is KVM ([`kvm`]). The VM is created *without* KVM's
+//! in-kernel interrupt controller: interrupts are injected by the VMM with
+//! [`Vcpu::inject_interrupt`] at exits, on the vCPU thread, so every
+//! delivery happens at a point a record/replay log can name.
+
+pub mod kick;
+pub mod kvm;
+mod vm_exit;
+
+use std::sync::Arc;
+
+pub use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs, CpuId};
+pub use vm_exit::VmExit;
+
+/// Errors from the hypervisor layer; each names the operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HypervisorError {
+    /// /dev/kvm could not be opened.
+    #[error("cannot open /dev/kvm")]
+    Open(#[source] std::io::Error),
+    /// KVM's API version is not the stable one (12).
+    #[error("unsupported KVM API version {0} (expected 12)")]
+    ApiVersion(i32),
+    /// A capability the VMM needs is missing.
+    #[error("KVM lacks a required capability: {0}")]
+    MissingCapability(&'static str),
+    /// An ioctl failed.
+    #[error("KVM ioctl {op} failed")]
+    Ioctl {
+        /// Which operation.
+        op: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
+    /// KVM_RUN came back with an exit reason the VMM does not know.
+    #[error("unexpected KVM exit reason {0}")]
+    UnknownExit(u32),
+    /// The kick signal handler could not be installed.
+    #[error("cannot install the vCPU kick signal handler")]
+    KickSignal(#[source] std::io::Error),
+}
+
+impl HypervisorError {
+    fn ioctl(op: &'static str, e: kvm_ioctls::Error) -> Self {
+        HypervisorError::Ioctl {
+            op,
+            source: std::io::Error::from_raw_os_error(e.errno()),
+        }
+    }
+}
+
+/// A short alias.
+pub type Result<T> = std::result::Result<T, HypervisorError>;
+
+/// A guest memory slot to register with the hypervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryRegion {
+    /// Slot number.
+    pub slot: u32,
+    /// Guest physical address.
+    pub guest_phys_addr: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Host virtual address of the mapping backing it.
+    pub userspace_addr: u64,
+    /// Log writes to it (dirty page tracking).
+    pub log_dirty: bool,
+}
+
+/// The hypervisor itself.
+pub trait Hypervisor: Send + Sync {
+    /// Creates a VM without an in-kernel interrupt controller.
+    fn create_vm(&self) -> Result<Arc<dyn Vm>>;
+    /// The CPUID entries the hypervisor can virtualize.
+    fn supported_cpuid(&self) -> Result<CpuId>;
+}
+
+/// A virtual machine.
+pub trait Vm: Send + Sync + std::fmt::Debug {
+    /// Registers guest memory.
+    ///
+    /// # Safety
+    /// `region.userspace_addr .. + size` must stay mapped, readable and
+    /// writable for as long as the VM uses the slot.
+    unsafe fn set_user_memory_region(&self, region: MemoryRegion) -> Result<()>;
+    /// Creates vCPU `id`.
+    fn create_vcpu(&self, id: u8) -> Result<Box<dyn Vcpu>>;
+    /// The bitmap of pages written since the last call, for `slot` of `size` bytes.
+    fn get_dirty_log(&self, slot: u32, size: u64) -> Result<Vec<u64>>;
+}
+
+/// A virtual CPU. Used only from the thread that runs it.
+pub trait Vcpu: Send + std::fmt::Debug {
+    /// Runs the guest until the next exit.
+    fn run(&mut self) -> Result<VmExit>;
+    /// Supplies the value of the port read that caused the last exit.
+    fn complete_io_in(&mut self, data: &[u8]);
+    /// Supplies the value of the MMIO read that caused the last exit.
+    fn complete_mmio_read(&mut self, data: &[u8]);
+    /// True when the guest can take an external interrupt at the next entry
+    /// (RFLAGS.IF set, no interrupt shadow, no event pending).
+    fn ready_for_interrupt(&mut self) -> bool;
+    /// Queues external interrupt `vector` for the next entry.
+    fn inject_interrupt(&mut self, vector: u8) -> Result<()>;
+    /// Asks for (or cancels) an exit as soon as the guest can take an interrupt.
+    fn request_interrupt_window(&mut self, on: bool);
+    /// Sets or clears the flag that makes the next `run` return at once.
+    fn set_immediate_exit(&mut self, on: bool);
+    /// Registers this vCPU with the kick mechanism of the calling thread;
+    /// call it on the thread that will run the vCPU.
+    fn bind_kick(&mut self) -> Result<kick::Kicker>;
+    /// General purpose registers.
+    fn get_regs(&self) -> Result<kvm_regs>;
+    /// Sets the general purpose registers.
+    fn set_regs(&self, regs: &kvm_regs) -> Result<()>;
+    /// Special registers.
+    fn get_sregs(&self) -> Result<kvm_sregs>;
+    /// Sets the special registers.
+    fn set_sregs(&self, sregs: &kvm_sregs) -> Result<()>;
+    /// Sets the FPU state.
+    fn set_fpu(&self, fpu: &kvm_fpu) -> Result<()>;
+    /// Sets the CPUID the guest sees.
+    fn set_cpuid(&self, cpuid: &CpuId) -> Result<()>;
+    /// Sets MSRs, `(index, value)` pairs.
+    fn set_msrs(&self, msrs: &[(u32, u64)]) -> Result<()>;
+}

@@ -1,0 +1,42 @@
+//! The workloads the command line chooses from. Each prints
+//! `test-guest: ready` first, then its own output.
+
+mod compute;
+mod idle;
+mod ticks;
+
+use test_guest::apic_timer::TimerError;
+use test_guest::config::Workload;
+use thiserror::Error;
+
+use crate::arch::{self, TIMER_VECTOR};
+use crate::lapic;
+
+/// A workload that could not run.
+#[derive(Debug, Error)]
+pub enum WorkloadError {
+    /// The APIC timer could not be programmed.
+    #[error("cannot start the APIC timer")]
+    Timer(#[source] TimerError),
+}
+
+/// Runs `workload`; returns when it is done (the caller powers off).
+pub fn run(workload: Workload) -> Result<(), WorkloadError> {
+    crate::println!("test-guest: ready");
+    match workload {
+        Workload::Compute { steps, hz } => compute::run(steps, hz),
+        Workload::Ticks { count, hz } => ticks::run(count, hz),
+        Workload::Idle { hz } => idle::run(hz),
+    }
+}
+
+/// Timer ticks since boot.
+fn ticks() -> u64 {
+    arch::irq_count(TIMER_VECTOR)
+}
+
+/// Starts the periodic APIC timer at `hz` (interrupts stay as they are).
+fn start_timer(hz: u64) -> Result<(), WorkloadError> {
+    lapic::enable();
+    lapic::start_periodic_timer(TIMER_VECTOR, hz).map_err(WorkloadError::Timer)
+}

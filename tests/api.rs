@@ -1,0 +1,232 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! The REST API and ch-remote against a real VMM running the test guest.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{api, ch_remote, text, wait_timeout, wait_until, TempDir};
+use serde_json::Value;
+
+struct Vmm {
+    child: Child,
+}
+
+impl Vmm {
+    fn start(socket: &Path, events: &Path) -> Self {
+        let child = Command::new(common::vmm_bin())
+            .arg("--api-socket")
+            .arg(format!("path={}", socket.display()))
+            .arg("--event-monitor")
+            .arg(format!("path={}", events.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn cloud-hypervisor");
+        assert!(
+            wait_until(Duration::from_secs(10), || socket.exists()),
+            "API socket never appeared"
+        );
+        Vmm { child }
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn vm_config(kernel: &Path, cmdline: &str, serial: &Path) -> String {
+    serde_json::json!({
+        "payload": {"kernel": kernel, "cmdline": cmdline},
+        "memory": {"size": 134217728u64},
+        "cpus": {"boot_vcpus": 1, "max_vcpus": 1},
+        "serial": {"mode": "File", "file": serial},
+        "console": {"mode": "Off"},
+    })
+    .to_string()
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn state(socket: &Path) -> String {
+    let (code, body) = api(socket, "GET", "vm.info", None);
+    assert_eq!(code, 200, "{body}");
+    json(&body)["state"].as_str().unwrap_or("?").to_string()
+}
+
+fn counter(socket: &Path, name: &str) -> u64 {
+    let (code, body) = api(socket, "GET", "vm.counters", None);
+    assert_eq!(code, 200, "{body}");
+    json(&body)["vcpu0"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name} in {body}"))
+}
+
+#[test]
+fn full_lifecycle_through_the_socket() {
+    let dir = TempDir::new("api");
+    let socket = dir.path("api.sock");
+    let events = dir.path("events.json");
+    let serial = dir.path("serial.log");
+    let mut vmm = Vmm::start(&socket, &events);
+
+    // ping, before any VM exists
+    let out = ch_remote(&socket, &["ping"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ping = json(&text(&out.stdout));
+    assert!(ping["version"].is_string(), "{ping}");
+    assert_eq!(ping["pid"].as_u64(), Some(u64::from(vmm.child.id())));
+
+    // info without a VM: an error, and ch-remote says so
+    let (code, body) = api(&socket, "GET", "vm.info", None);
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("VM is not created"), "{body}");
+    assert!(!ch_remote(&socket, &["info"]).status.success());
+
+    // malformed JSON and an invalid config are refused, nothing is created
+    let (code, body) = api(&socket, "PUT", "vm.create", Some("{not json"));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("Failed to deserialize JSON"), "{body}");
+    let bad = vm_config(common::test_guest(), "workload=idle", &serial)
+        .replace("\"boot_vcpus\":1", "\"boot_vcpus\":2");
+    let (code, body) = api(&socket, "PUT", "vm.create", Some(&bad));
+    assert!((400..=500).contains(&code), "{code} {body}");
+    assert_eq!(api(&socket, "GET", "vm.info", None).0, 500);
+
+    // create from a file with ch-remote, then boot
+    let cfg = dir.path("vm.json");
+    std::fs::write(&cfg, vm_config(common::test_guest(), "workload=idle", &serial)).unwrap();
+    let out = ch_remote(&socket, &["create", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(state(&socket), "Created");
+    let (code, body) = api(&socket, "PUT", "vm.create", Some(&std::fs::read_to_string(&cfg).unwrap()));
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("already created"), "{body}");
+    let out = ch_remote(&socket, &["boot"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(state(&socket), "Running");
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&serial)
+            .map(|s| s.contains("test-guest: ready"))
+            .unwrap_or(false)
+    }));
+
+    // info carries the config in Cloud Hypervisor's shape
+    let out = ch_remote(&socket, &["info"]);
+    assert!(out.status.success());
+    let info = json(&text(&out.stdout));
+    assert_eq!(info["config"]["memory"]["size"].as_u64(), Some(134217728));
+    assert_eq!(info["config"]["cpus"]["boot_vcpus"].as_u64(), Some(1));
+    assert!(info["config"]["payload"]["kernel"].is_string());
+    assert_eq!(info["memory_actual_size"].as_u64(), Some(134217728));
+    assert!(info["device_tree"].is_object());
+
+    // booting twice is a state error; the VM runs on
+    let (code, body) = api(&socket, "PUT", "vm.boot", None);
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("already"), "{body}");
+
+    // the timer ticks: counters move
+    assert!(wait_until(Duration::from_secs(10), || counter(&socket, "timer_fires") > 10));
+
+    // pause: no progress while paused
+    let out = ch_remote(&socket, &["pause"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(state(&socket), "Paused");
+    let a = counter(&socket, "interrupts_injected");
+    let e = counter(&socket, "exits");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(counter(&socket, "interrupts_injected"), a, "ticks while paused");
+    assert_eq!(counter(&socket, "exits"), e, "exits while paused");
+    let (code, body) = api(&socket, "PUT", "vm.pause", None);
+    assert_eq!(code, 500, "pausing a paused VM: {body}");
+
+    // resume: progress again
+    let out = ch_remote(&socket, &["resume"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(state(&socket), "Running");
+    assert!(wait_until(Duration::from_secs(10), || counter(
+        &socket,
+        "interrupts_injected"
+    ) > a + 5));
+
+    // bad requests do not harm the running guest
+    assert_eq!(api(&socket, "GET", "vm.nonsense", None).0, 404);
+    let (code, _) = api(&socket, "GET", "vm.boot", None);
+    assert!((400..500).contains(&code), "wrong method answered {code}");
+    let (code, _) = api(&socket, "PUT", "vm.create", Some("[1,2,"));
+    assert_eq!(code, 400);
+    let before = counter(&socket, "timer_fires");
+    assert!(wait_until(Duration::from_secs(10), || counter(&socket, "timer_fires") > before));
+    assert_eq!(state(&socket), "Running");
+
+    // shutdown, boot again, delete
+    let out = ch_remote(&socket, &["shutdown"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_ne!(state(&socket), "Running");
+    let out = ch_remote(&socket, &["boot"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(state(&socket), "Running");
+    let out = ch_remote(&socket, &["delete"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(api(&socket, "GET", "vm.info", None).0, 500);
+
+    // the VMM itself
+    let out = ch_remote(&socket, &["shutdown-vmm"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = wait_timeout(&mut vmm.child, Duration::from_secs(10)).expect("VMM exits");
+    assert!(status.success(), "{status:?}");
+
+    // lifecycle events, in order
+    let ev = std::fs::read_to_string(&events).unwrap();
+    let mut pos = 0;
+    for name in ["starting", "booting", "booted", "pausing", "paused", "resuming", "resumed", "shutdown", "deleted"] {
+        let needle = format!("\"{name}\"");
+        match ev[pos..].find(&needle) {
+            Some(i) => pos += i + needle.len(),
+            None => panic!("event {name} missing or out of order in:\n{ev}"),
+        }
+    }
+}
+
+#[test]
+fn guest_poweroff_ends_an_api_started_vmm() {
+    let dir = TempDir::new("api-poweroff");
+    let socket = dir.path("api.sock");
+    let events = dir.path("events.json");
+    let serial = dir.path("serial.log");
+    let mut vmm = Vmm::start(&socket, &events);
+    let cfg = vm_config(common::test_guest(), "workload=compute steps=1000", &serial);
+    assert_eq!(api(&socket, "PUT", "vm.create", Some(&cfg)).0, 204);
+    assert_eq!(api(&socket, "PUT", "vm.boot", None).0, 204);
+    let status = wait_timeout(&mut vmm.child, Duration::from_secs(30)).expect("VMM exits");
+    assert!(status.success());
+    let log = std::fs::read_to_string(&serial).unwrap();
+    assert!(log.contains("result=a17ac4d60a6b3f89"), "{log}");
+}
+
+#[test]
+fn a_socket_path_in_use_is_refused() {
+    let dir = TempDir::new("api-inuse");
+    let socket = dir.path("api.sock");
+    let events = dir.path("events.json");
+    let _first = Vmm::start(&socket, &events);
+    let out = common::run_vmm(
+        &["--api-socket", &format!("path={}", socket.display())],
+        Duration::from_secs(10),
+    );
+    assert!(!out.status.success());
+    assert!(!text(&out.stderr).contains("panicked"));
+    // the first VMM still answers
+    assert_eq!(api(&socket, "GET", "vmm.ping", None).0, 200);
+}

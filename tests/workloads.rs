@@ -1,0 +1,147 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! The test guest's workloads on the real VMM and KVM.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{boot_guest, text, TempDir};
+
+fn lines(out: &[u8]) -> Vec<String> {
+    text(out).lines().map(|l| l.trim_end().to_string()).collect()
+}
+
+/// SplitMix64 as the guest computes it, for any step count.
+fn expected(steps: u64) -> String {
+    let mut x: u64 = 0;
+    for _ in 0..steps {
+        let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x = z ^ (z >> 31);
+    }
+    format!("result={x:016x}")
+}
+
+#[test]
+fn reference_values() {
+    assert_eq!(expected(1), "result=e220a8397b1dcdaf");
+    assert_eq!(expected(1000), "result=a17ac4d60a6b3f89");
+}
+
+#[test]
+fn compute_one_step() {
+    let out = boot_guest("workload=compute steps=1", Duration::from_secs(60));
+    let l = lines(&out.stdout);
+    assert!(out.status.success(), "exit {:?}: {}", out.status, text(&out.stderr));
+    assert_eq!(l.first().map(String::as_str), Some("test-guest: ready"), "{l:?}");
+    assert_eq!(l.last().map(String::as_str), Some("result=e220a8397b1dcdaf"));
+}
+
+#[test]
+fn compute_thousand_steps() {
+    let out = boot_guest("workload=compute steps=1000", Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(lines(&out.stdout).contains(&"result=a17ac4d60a6b3f89".to_string()));
+}
+
+#[test]
+fn compute_with_a_fast_timer_reports_ticks() {
+    // 3·10⁸ steps take a good fraction of a second natively; at 1000 Hz the
+    // guest must see ticks while it computes, and still get the right result.
+    let steps = 300_000_000u64;
+    let out = boot_guest(
+        &format!("workload=compute steps={steps} hz=1000"),
+        Duration::from_secs(120),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let l = lines(&out.stdout);
+    let ticks: Vec<&String> = l.iter().filter(|s| s.starts_with("tick=")).collect();
+    assert!(!ticks.is_empty(), "no tick lines: {l:?}");
+    // Every reported tick is a multiple of 10, increasing, with steps increasing.
+    let mut last = (0u64, 0u64);
+    for t in &ticks {
+        let mut k = 0;
+        let mut i = 0;
+        for kv in t.split_whitespace() {
+            match kv.split_once('=') {
+                Some(("tick", v)) => k = v.parse().expect("tick number"),
+                Some(("step", v)) => i = v.parse().expect("step number"),
+                _ => panic!("bad tick line {t}"),
+            }
+        }
+        assert_eq!(k % 10, 0, "{t}");
+        assert!(k > last.0 && i >= last.1 && i <= steps, "{t} after {last:?}");
+        last = (k, i);
+    }
+    assert_eq!(l.last(), Some(&expected(steps)));
+}
+
+#[test]
+fn ticks_at_100_and_1000_hz() {
+    for (count, hz) in [(20u64, 100u64), (200, 1000)] {
+        let start = Instant::now();
+        let out = boot_guest(
+            &format!("workload=ticks count={count} hz={hz}"),
+            Duration::from_secs(60),
+        );
+        let took = start.elapsed();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let l = lines(&out.stdout);
+        assert!(l.contains(&format!("ticks={count}")), "{l:?}");
+        // The timer runs at the programmed rate: 200 ms of ticks cannot
+        // take less than 200 ms (an upper bound would be a timing test).
+        let min = Duration::from_millis(count * 1000 / hz);
+        assert!(took >= min, "{count} ticks at {hz} Hz took only {took:?}");
+    }
+}
+
+#[test]
+fn serial_to_file_and_off() {
+    let dir = TempDir::new("serial");
+    let serial = dir.path("serial.log");
+    let guest = common::test_guest().to_str().unwrap().to_string();
+    let out = common::run_vmm(
+        &[
+            "--kernel",
+            &guest,
+            "--cmdline",
+            "workload=compute steps=1000",
+            "--serial",
+            &format!("file={}", serial.display()),
+            "--console",
+            "off",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "serial went to stdout: {}", text(&out.stdout));
+    let log = std::fs::read_to_string(&serial).unwrap();
+    assert!(log.contains("test-guest: ready"), "{log}");
+    assert!(log.contains("result=a17ac4d60a6b3f89"), "{log}");
+    // --serial off: the guest still runs to completion, nothing is printed.
+    let out = common::run_vmm(
+        &[
+            "--kernel",
+            &guest,
+            "--cmdline",
+            "workload=compute steps=1000",
+            "--serial",
+            "off",
+            "--console",
+            "off",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn unknown_workload_is_reported_by_the_guest() {
+    let out = boot_guest("workload=nonsense", Duration::from_secs(60));
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("test-guest: error"), "{}", text(&out.stdout));
+}

@@ -1,0 +1,102 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! Bodies of API answers in Cloud Hypervisor's JSON shape, and the error
+//! the control loop returns when there is no VM (HTTP 404).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::config::VmConfig;
+
+/// The body of `GET vmm.ping`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmmPingResponse {
+    /// Build identifier, e.g. `v0.1.0` (upstream: `v54.0.0`).
+    pub build_version: String,
+    /// Version, e.g. `0.1.0`.
+    pub version: String,
+    /// The VMM's process id.
+    pub pid: i64,
+    /// Compiled-in features (upstream: `["io_uring","kvm"]`).
+    pub features: Vec<String>,
+}
+
+impl VmmPingResponse {
+    /// The answer for this build and process.
+    pub fn current() -> Self {
+        VmmPingResponse {
+            build_version: format!("v{}", env!("CARGO_PKG_VERSION")),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: i64::from(std::process::id()),
+            features: vec!["kvm".to_string()],
+        }
+    }
+}
+
+/// A VM's lifecycle state, spelled as upstream's `VmState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmState {
+    /// Created (`vm.create`), not booted.
+    Created,
+    /// Booted and running.
+    Running,
+    /// Shut down.
+    Shutdown,
+    /// Paused (`vm.pause`).
+    Paused,
+    /// Stopped at a debugger breakpoint.
+    BreakPoint,
+}
+
+/// The body of `GET vm.info`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfoResponse {
+    /// The VM's configuration, with every default filled in.
+    pub config: Box<VmConfig>,
+    /// Lifecycle state.
+    pub state: VmState,
+    /// Guest RAM currently backing the VM, in bytes.
+    pub memory_actual_size: u64,
+    /// Devices by id (left out when `None`, as upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_tree: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// The control loop's error when an action needs a VM and none was
+/// created. Returned directly (not wrapped) in an
+/// [`ApiResponse`](super::ApiResponse), or anywhere in its `source()`
+/// chain, it makes the HTTP answer 404 instead of 500, as upstream.
+#[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
+#[error("VM is not created")]
+pub struct VmNotCreated;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_shape() {
+        let value = serde_json::to_value(VmmPingResponse::current()).expect("serialise");
+        let object = value.as_object().expect("object");
+        let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["build_version", "features", "pid", "version"]);
+        assert_eq!(value["pid"], i64::from(std::process::id()));
+    }
+
+    #[test]
+    fn info_shape() {
+        let info = VmInfoResponse {
+            config: Box::default(),
+            state: VmState::Paused,
+            memory_actual_size: 1 << 20,
+            device_tree: None,
+        };
+        let text = serde_json::to_string(&info).expect("serialise");
+        assert!(text.contains(r#""state":"Paused""#));
+        assert!(!text.contains("device_tree"));
+        assert!(text.starts_with(r#"{"config":{"cpus":{"boot_vcpus":1"#));
+    }
+}

@@ -1,0 +1,89 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! The VM's clock: host monotonic time that stands still while the VM is paused.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use devices::clock::Clock;
+
+/// Nanoseconds since VM creation, minus the time spent paused.
+#[derive(Debug)]
+pub struct VmClock {
+    origin: Instant,
+    paused_total_ns: AtomicU64,
+    paused_since: Mutex<Option<Instant>>,
+}
+
+impl VmClock {
+    /// A clock reading zero now.
+    pub fn new() -> Self {
+        VmClock {
+            origin: Instant::now(),
+            paused_total_ns: AtomicU64::new(0),
+            paused_since: Mutex::new(None),
+        }
+    }
+
+    fn host_ns(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Stops time (the VM is paused). Idempotent.
+    pub fn pause(&self) {
+        let mut since = self.paused_since.lock().unwrap_or_else(|e| e.into_inner());
+        if since.is_none() {
+            *since = Some(Instant::now());
+        }
+    }
+
+    /// Lets time run again. Idempotent.
+    pub fn resume(&self) {
+        let mut since = self.paused_since.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = since.take() {
+            let d = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.paused_total_ns.fetch_add(d, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Default for VmClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for VmClock {
+    fn now_ns(&self) -> u64 {
+        let since = self.paused_since.lock().unwrap_or_else(|e| e.into_inner());
+        let host = match *since {
+            Some(t) => u64::try_from((t - self.origin).as_nanos()).unwrap_or(u64::MAX),
+            None => self.host_ns(),
+        };
+        host.saturating_sub(self.paused_total_ns.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn stands_still_while_paused() {
+        let c = VmClock::new();
+        std::thread::sleep(Duration::from_millis(2));
+        c.pause();
+        let a = c.now_ns();
+        std::thread::sleep(Duration::from_millis(20));
+        let b = c.now_ns();
+        assert_eq!(a, b);
+        c.resume();
+        std::thread::sleep(Duration::from_millis(2));
+        let d = c.now_ns();
+        assert!(d > b);
+        assert!(d - b < 15_000_000, "paused time must not count: {}", d - b);
+    }
+}

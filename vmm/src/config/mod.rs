@@ -1,0 +1,18 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! The VM configuration: Cloud Hypervisor's `VmConfig` JSON, what this
+//! VMM supports of it ([`VmConfig::validate`]), and the command line
+//! that builds it ([`cli::parse_args`]).
+
+pub mod cli;
+mod option_parser;
+mod validate;
+mod vm_config;
+
+pub use cli::{parse_args, CliCommand, CliError, VmmArgs};
+pub use option_parser::{parse_byte_size, OptionParser, OptionParserError};
+pub use validate::{
+    ValidationError, MAX_CMDLINE_LEN, MAX_MEMORY_SIZE, MEMORY_ALIGNMENT, MIN_MEMORY_SIZE,
+};
+pub use vm_config::*;

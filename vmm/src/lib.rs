@@ -1,0 +1,320 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! The VMM: configuration, the REST API, the VM lifecycle and the vCPU loop.
+//!
+//! Threads: the control loop (the caller of [`run`]) owns the VM and answers
+//! API requests; the API thread parses HTTP; the vCPU thread runs the guest
+//! and is the only writer of guest-visible state; a timer thread kicks the
+//! vCPU when the APIC timer is due; a stdin thread feeds `--serial tty`.
+
+pub mod api;
+pub mod boot;
+pub mod clock;
+pub mod config;
+pub mod cpuid;
+pub mod device_manager;
+pub mod layout;
+pub mod memory;
+pub mod stdin;
+pub mod vcpu;
+pub mod vm;
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender};
+
+use hypervisor::kvm::KvmHypervisor;
+use hypervisor::Hypervisor;
+use serde_json::json;
+
+use api::{ApiMessage, ApiRequest, ApiResponse, ApiResponsePayload};
+use config::cli::VmmArgs;
+use config::VmConfig;
+use vcpu::VcpuEnd;
+use vm::{Vm, VmError, VmState};
+
+/// The version reported by `vmm.ping` and `--version`.
+pub const VMM_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What reaches the control loop.
+#[derive(Debug)]
+pub enum ControlEvent {
+    /// An API request.
+    Api(ApiMessage),
+    /// The vCPU thread ended.
+    VcpuEnded(VcpuEnd),
+}
+
+/// Errors of the VMM as a whole, and of API actions.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// KVM could not be opened.
+    #[error("cannot use the hypervisor")]
+    Hypervisor(#[source] hypervisor::HypervisorError),
+    /// The API socket could not be served.
+    #[error("cannot start the HTTP API server")]
+    ApiServer(#[source] api::http::ApiServerError),
+    /// The event monitor file could not be opened.
+    #[error("cannot open the event monitor file {path}")]
+    EventMonitor {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The event monitor could not be set up.
+    #[error("cannot set up the event monitor")]
+    EventMonitorSetup(#[source] event_monitor::Error),
+    /// No VM configuration exists.
+    #[error("VM is not created")]
+    VmNotCreated,
+    /// A VM configuration exists already.
+    #[error("VM is already created")]
+    VmAlreadyCreated,
+    /// The VM is not booted.
+    #[error("VM is not booted")]
+    VmNotBooted,
+    /// A VM operation failed.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The vCPU stopped on an error.
+    #[error("the VM stopped on an error")]
+    VcpuFailed(#[source] vcpu::VcpuError),
+    /// The control channel closed.
+    #[error("the control channel closed unexpectedly")]
+    ChannelClosed,
+}
+
+/// What the control loop does after an event.
+enum Next {
+    Continue,
+    Exit,
+}
+
+/// The VMM's control state.
+struct Vmm {
+    hypervisor: Box<dyn Hypervisor>,
+    config: Option<VmConfig>,
+    vm: Option<Vm>,
+    events_tx: Sender<ControlEvent>,
+}
+
+/// Runs the VMM until the guest powers off or `vmm.shutdown` is called.
+pub fn run(args: VmmArgs) -> Result<(), VmmError> {
+    if let Some(path) = &args.event_monitor {
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|source| VmmError::EventMonitor {
+                path: path.clone(),
+                source,
+            })?;
+        event_monitor::set_monitor(file).map_err(VmmError::EventMonitorSetup)?;
+    }
+    event_monitor::event!("vmm", "starting");
+    let hypervisor = KvmHypervisor::new().map_err(VmmError::Hypervisor)?;
+    let (events_tx, events_rx) = mpsc::channel();
+    let mut vmm = Vmm {
+        hypervisor: Box::new(hypervisor),
+        config: None,
+        vm: None,
+        events_tx: events_tx.clone(),
+    };
+    if let Some(path) = &args.api_socket {
+        let tx = events_tx.clone();
+        api::http::start_http_thread(
+            path,
+            Box::new(move |m| tx.send(ControlEvent::Api(m)).is_ok()),
+        )
+        .map_err(VmmError::ApiServer)?;
+    }
+    if let Some(config) = args.vm_config {
+        vmm.config = Some(config);
+        vmm.vm_boot()?;
+    }
+    let result = vmm.control_loop(&events_rx);
+    if let Some(mut vm) = vmm.vm.take() {
+        let _ = vm.shutdown();
+    }
+    stdin::restore_terminal();
+    event_monitor::event!("vmm", "shutdown");
+    result
+}
+
+impl Vmm {
+    fn control_loop(&mut self, rx: &Receiver<ControlEvent>) -> Result<(), VmmError> {
+        loop {
+            let event = rx.recv().map_err(|_| VmmError::ChannelClosed)?;
+            match self.handle_event(event)? {
+                Next::Continue => {}
+                Next::Exit => return Ok(()),
+            }
+        }
+    }
+
+    fn handle_event(&mut self, event: ControlEvent) -> Result<Next, VmmError> {
+        match event {
+            ControlEvent::Api(msg) => {
+                let exit = matches!(msg.request, ApiRequest::VmmShutdown);
+                let response = self.handle_request(msg.request);
+                let _ = msg.response_tx.send(response);
+                Ok(if exit { Next::Exit } else { Next::Continue })
+            }
+            ControlEvent::VcpuEnded(end) => match end {
+                VcpuEnd::Stopped => Ok(Next::Continue),
+                VcpuEnd::Shutdown => {
+                    log::info!("the guest powered off");
+                    if let Some(mut vm) = self.vm.take() {
+                        let _ = vm.shutdown();
+                    }
+                    event_monitor::event!("vm", "shutdown");
+                    Ok(Next::Exit)
+                }
+                VcpuEnd::Reset => {
+                    log::info!("the guest asked for a reset: rebooting");
+                    self.vm_reboot()?;
+                    Ok(Next::Continue)
+                }
+                VcpuEnd::Error(e) => {
+                    if let Some(mut vm) = self.vm.take() {
+                        let _ = vm.shutdown();
+                    }
+                    Err(VmmError::VcpuFailed(e))
+                }
+            },
+        }
+    }
+
+    fn handle_request(&mut self, request: ApiRequest) -> ApiResponse {
+        let empty = |r: Result<(), VmmError>| {
+            r.map(|()| ApiResponsePayload::Empty)
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        };
+        match request {
+            ApiRequest::VmmPing => Ok(ApiResponsePayload::Json(json!({
+                "build_version": format!("v{VMM_VERSION}"),
+                "version": VMM_VERSION,
+                "pid": std::process::id(),
+                "features": ["kvm"],
+            }))),
+            ApiRequest::VmmShutdown => {
+                if let Some(mut vm) = self.vm.take() {
+                    let _ = vm.shutdown();
+                }
+                Ok(ApiResponsePayload::Empty)
+            }
+            ApiRequest::VmCreate(config) => empty(self.vm_create(*config)),
+            ApiRequest::VmBoot => empty(self.vm_boot()),
+            ApiRequest::VmDelete => empty(self.vm_delete()),
+            ApiRequest::VmShutdown => empty(self.vm_shutdown()),
+            ApiRequest::VmReboot => empty(self.vm_reboot()),
+            ApiRequest::VmPause => empty(self.vm_pause()),
+            ApiRequest::VmResume => empty(self.vm_resume()),
+            ApiRequest::VmInfo => self
+                .vm_info()
+                .map(ApiResponsePayload::Json)
+                .map_err(|e| Box::new(e) as _),
+            ApiRequest::VmCounters => self
+                .vm_counters()
+                .map(ApiResponsePayload::Json)
+                .map_err(|e| Box::new(e) as _),
+        }
+    }
+
+    fn vm_create(&mut self, config: VmConfig) -> Result<(), VmmError> {
+        if self.config.is_some() {
+            return Err(VmmError::VmAlreadyCreated);
+        }
+        self.config = Some(config);
+        Ok(())
+    }
+
+    fn vm_boot(&mut self) -> Result<(), VmmError> {
+        let config = self.config.as_ref().ok_or(VmmError::VmNotCreated)?;
+        if self.vm.is_some() {
+            return Err(VmmError::VmAlreadyCreated);
+        }
+        event_monitor::event!("vm", "booting");
+        let vm = Vm::boot(self.hypervisor.as_ref(), config, self.events_tx.clone())?;
+        self.vm = Some(vm);
+        event_monitor::event!("vm", "booted");
+        Ok(())
+    }
+
+    fn booted(&mut self) -> Result<&mut Vm, VmmError> {
+        if self.config.is_none() {
+            return Err(VmmError::VmNotCreated);
+        }
+        self.vm.as_mut().ok_or(VmmError::VmNotBooted)
+    }
+
+    fn vm_pause(&mut self) -> Result<(), VmmError> {
+        let vm = self.booted()?;
+        event_monitor::event!("vm", "pausing");
+        vm.pause()?;
+        event_monitor::event!("vm", "paused");
+        Ok(())
+    }
+
+    fn vm_resume(&mut self) -> Result<(), VmmError> {
+        let vm = self.booted()?;
+        event_monitor::event!("vm", "resuming");
+        vm.resume()?;
+        event_monitor::event!("vm", "resumed");
+        Ok(())
+    }
+
+    fn vm_shutdown(&mut self) -> Result<(), VmmError> {
+        let vm = self.booted()?;
+        vm.shutdown()?;
+        self.vm = None;
+        event_monitor::event!("vm", "shutdown");
+        Ok(())
+    }
+
+    fn vm_reboot(&mut self) -> Result<(), VmmError> {
+        event_monitor::event!("vm", "rebooting");
+        self.vm_shutdown()?;
+        self.vm_boot()?;
+        event_monitor::event!("vm", "rebooted");
+        Ok(())
+    }
+
+    fn vm_delete(&mut self) -> Result<(), VmmError> {
+        if self.config.is_none() {
+            return Err(VmmError::VmNotCreated);
+        }
+        if let Some(mut vm) = self.vm.take() {
+            vm.shutdown()?;
+        }
+        self.config = None;
+        event_monitor::event!("vm", "deleted");
+        Ok(())
+    }
+
+    fn vm_info(&self) -> Result<serde_json::Value, VmmError> {
+        let config = self.config.as_ref().ok_or(VmmError::VmNotCreated)?;
+        let (state, memory_actual_size, device_tree) = match &self.vm {
+            Some(vm) => vm.info(),
+            None => (VmState::Created, config.memory.size, json!({})),
+        };
+        Ok(json!({
+            "config": config,
+            "state": state.as_str(),
+            "memory_actual_size": memory_actual_size,
+            "device_tree": device_tree,
+        }))
+    }
+
+    fn vm_counters(&self) -> Result<serde_json::Value, VmmError> {
+        if self.config.is_none() {
+            return Err(VmmError::VmNotCreated);
+        }
+        let vm = self.vm.as_ref().ok_or(VmmError::VmNotBooted)?;
+        Ok(vm.counters())
+    }
+}

@@ -1,0 +1,291 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! What other threads may ask of the vCPU thread, and how they wake it.
+//!
+//! Other threads never touch guest-visible state: they post a request or a
+//! host input here and kick the vCPU; the vCPU thread acts on it at its next
+//! exit. The timer thread kicks the vCPU when the APIC timer's deadline (as
+//! published by the vCPU thread) passes.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use devices::clock::Clock;
+use hypervisor::kick::Kicker;
+
+/// What the control loop asks of a vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// Running the guest.
+    Running,
+    /// Asked to pause; not yet acknowledged.
+    PauseRequested,
+    /// Paused at an exit.
+    Paused,
+    /// Asked to stop for good.
+    StopRequested,
+    /// The vCPU thread has ended.
+    Stopped,
+}
+
+#[derive(Debug)]
+struct State {
+    run: RunState,
+    deadline: Option<u64>,
+    input: VecDeque<u8>,
+}
+
+/// Shared between the vCPU thread, its timer thread and the control loop.
+#[derive(Debug)]
+pub struct VcpuControl {
+    state: Mutex<State>,
+    cv: Condvar,
+    kicker: Mutex<Option<Kicker>>,
+}
+
+/// How long a control-loop request waits for the vCPU to acknowledge it.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl VcpuControl {
+    /// A control block for a running vCPU.
+    pub fn new() -> Arc<Self> {
+        Arc::new(VcpuControl {
+            state: Mutex::new(State {
+                run: RunState::Running,
+                deadline: None,
+                input: VecDeque::new(),
+            }),
+            cv: Condvar::new(),
+            kicker: Mutex::new(None),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Installs the vCPU thread's kicker.
+    pub fn set_kicker(&self, kicker: Option<Kicker>) {
+        *self.kicker.lock().unwrap_or_else(|e| e.into_inner()) = kicker;
+    }
+
+    /// Kicks the vCPU out of the guest and wakes it if it waits.
+    pub fn kick(&self) {
+        if let Some(k) = self.kicker.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            k.kick();
+        }
+        self.cv.notify_all();
+    }
+
+    /// The current run state.
+    pub fn run_state(&self) -> RunState {
+        self.lock().run
+    }
+
+    /// Asks the vCPU to pause and waits until it has. False on timeout or if
+    /// the vCPU is not running.
+    pub fn pause(&self) -> bool {
+        {
+            let mut s = self.lock();
+            if s.run != RunState::Running {
+                return s.run == RunState::Paused;
+            }
+            s.run = RunState::PauseRequested;
+        }
+        self.kick();
+        self.wait_for(|r| r != RunState::PauseRequested) == RunState::Paused
+    }
+
+    /// Lets a paused vCPU run again.
+    pub fn resume(&self) -> bool {
+        let mut s = self.lock();
+        if s.run != RunState::Paused {
+            return false;
+        }
+        s.run = RunState::Running;
+        drop(s);
+        self.cv.notify_all();
+        true
+    }
+
+    /// Asks the vCPU thread to end and waits until it has (or timeout).
+    pub fn stop(&self) -> bool {
+        {
+            let mut s = self.lock();
+            if s.run == RunState::Stopped {
+                return true;
+            }
+            s.run = RunState::StopRequested;
+        }
+        self.kick();
+        self.wait_for(|r| r == RunState::Stopped) == RunState::Stopped
+    }
+
+    fn wait_for(&self, done: impl Fn(RunState) -> bool) -> RunState {
+        let s = self.lock();
+        let (s, _) = self
+            .cv
+            .wait_timeout_while(s, ACK_TIMEOUT, |s| !done(s.run))
+            .unwrap_or_else(|e| e.into_inner());
+        s.run
+    }
+
+    /// Queues host input bytes for the guest (serial) and wakes the vCPU.
+    pub fn push_input(&self, bytes: &[u8]) {
+        self.lock().input.extend(bytes.iter().copied());
+        self.kick();
+    }
+
+    /// Host input waiting for the guest.
+    pub fn input_len(&self) -> usize {
+        self.lock().input.len()
+    }
+
+    /// Takes up to `max` queued input bytes.
+    pub fn take_input(&self, max: usize) -> Vec<u8> {
+        let mut s = self.lock();
+        let n = max.min(s.input.len());
+        s.input.drain(..n).collect()
+    }
+
+    // ---- called by the vCPU thread ----
+
+    /// The vCPU thread's view at a loop turn: acknowledges a pause request
+    /// and blocks while paused. Returns false when the vCPU must stop.
+    pub fn checkpoint(&self, on_pause: impl Fn(), on_resume: impl Fn()) -> bool {
+        let mut s = self.lock();
+        if s.run == RunState::PauseRequested {
+            s.run = RunState::Paused;
+            s.deadline = None;
+            on_pause();
+            self.cv.notify_all();
+            while s.run == RunState::Paused {
+                s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+            on_resume();
+        }
+        s.run != RunState::StopRequested
+    }
+
+    /// Publishes the clock time at which the vCPU must be kicked (APIC timer).
+    pub fn set_deadline(&self, deadline: Option<u64>) {
+        let mut s = self.lock();
+        if s.deadline != deadline {
+            s.deadline = deadline;
+            drop(s);
+            self.cv.notify_all();
+        }
+    }
+
+    /// Blocks a halted vCPU until `deadline` (clock time), a request, or input.
+    pub fn wait_halted(&self, clock: &dyn Clock, deadline: Option<u64>) {
+        let s = self.lock();
+        if s.run != RunState::Running || !s.input.is_empty() {
+            return;
+        }
+        let timeout = match deadline {
+            Some(d) => Duration::from_nanos(d.saturating_sub(clock.now_ns())),
+            None => Duration::from_secs(3600),
+        };
+        if timeout.is_zero() {
+            return;
+        }
+        let _ = self
+            .cv
+            .wait_timeout_while(s, timeout, |s| {
+                s.run == RunState::Running && s.input.is_empty()
+            })
+            .unwrap_or_else(|e| e.into_inner());
+    }
+
+    /// Marks the vCPU thread as ended.
+    pub fn mark_stopped(&self) {
+        self.lock().run = RunState::Stopped;
+        self.set_kicker(None);
+        self.cv.notify_all();
+    }
+
+    /// The timer thread: kicks the vCPU whenever the published deadline
+    /// passes, until the vCPU stops.
+    pub fn timer_loop(&self, clock: &dyn Clock) {
+        let mut s = self.lock();
+        loop {
+            if s.run == RunState::Stopped {
+                return;
+            }
+            match s.deadline {
+                None => {
+                    s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
+                Some(d) => {
+                    let now = clock.now_ns();
+                    if now >= d {
+                        s.deadline = None;
+                        drop(s);
+                        if let Some(k) = self.kicker.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                            k.kick();
+                        }
+                        self.cv.notify_all();
+                        s = self.lock();
+                    } else {
+                        let (g, _) = self
+                            .cv
+                            .wait_timeout(s, Duration::from_nanos(d - now))
+                            .unwrap_or_else(|e| e.into_inner());
+                        s = g;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devices::clock::ManualClock;
+
+    #[test]
+    fn pause_resume_stop_handshake() {
+        let c = VcpuControl::new();
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || {
+            let mut turns = 0u32;
+            while c2.checkpoint(|| {}, || {}) {
+                turns += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            c2.mark_stopped();
+            turns
+        });
+        assert!(c.pause());
+        assert_eq!(c.run_state(), RunState::Paused);
+        assert!(!c.resume() || c.run_state() == RunState::Running);
+        assert!(c.stop());
+        assert!(t.join().unwrap() > 0);
+        assert_eq!(c.run_state(), RunState::Stopped);
+        assert!(!c.pause());
+    }
+
+    #[test]
+    fn input_queue() {
+        let c = VcpuControl::new();
+        c.push_input(b"hello");
+        assert_eq!(c.input_len(), 5);
+        assert_eq!(c.take_input(3), b"hel");
+        assert_eq!(c.take_input(10), b"lo");
+    }
+
+    #[test]
+    fn halted_wait_returns_at_deadline_or_input() {
+        let c = VcpuControl::new();
+        let clock = ManualClock::new(100);
+        // A deadline already passed: no wait at all.
+        c.wait_halted(&clock, Some(50));
+        // Input pending: no wait.
+        c.push_input(b"x");
+        c.wait_halted(&clock, None);
+    }
+}

@@ -1,0 +1,267 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! One virtual machine: memory, devices, its vCPU thread and its state.
+
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use devices::interrupt::InterruptController;
+use hypervisor::Hypervisor;
+use serde_json::json;
+
+use crate::boot::{self, BootSpec};
+use crate::clock::VmClock;
+use crate::config::VmConfig;
+use crate::cpuid::{self, CpuidError};
+use crate::device_manager::{DeviceError, DeviceManager};
+use crate::memory::{self, GuestMemoryMmapT, MemoryError};
+use crate::vcpu::{RunState, VcpuControl, VcpuCounters, VcpuRunner};
+use crate::ControlEvent;
+
+/// A VM's lifecycle state, as Cloud Hypervisor reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmState {
+    /// Configured, not booted.
+    Created,
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// Stopped.
+    Shutdown,
+}
+
+impl VmState {
+    /// The name `vm.info` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Created => "Created",
+            VmState::Running => "Running",
+            VmState::Paused => "Paused",
+            VmState::Shutdown => "Shutdown",
+        }
+    }
+}
+
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Errors building, booting or controlling a VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// The configuration has no kernel.
+    #[error("no kernel given in the VM configuration (payload.kernel)")]
+    NoKernel,
+    /// Creating the hypervisor VM failed.
+    #[error("cannot create the VM")]
+    CreateVm(#[source] hypervisor::HypervisorError),
+    /// Guest memory.
+    #[error("cannot set up guest memory")]
+    Memory(#[source] MemoryError),
+    /// Devices.
+    #[error("cannot create devices")]
+    Devices(#[source] DeviceError),
+    /// Loading the kernel.
+    #[error("cannot load the kernel")]
+    Boot(#[source] boot::BootError),
+    /// CPUID.
+    #[error("cannot configure CPUID")]
+    Cpuid(#[source] CpuidError),
+    /// Creating or configuring the vCPU.
+    #[error("cannot configure the vCPU")]
+    Vcpu(#[source] hypervisor::HypervisorError),
+    /// A thread could not be started.
+    #[error("cannot start the {0} thread")]
+    Thread(&'static str, #[source] std::io::Error),
+    /// An action not valid in the current state.
+    #[error("Invalid VM state transition: {from} to {to}")]
+    InvalidStateTransition {
+        /// Current state.
+        from: VmState,
+        /// Requested state.
+        to: VmState,
+    },
+    /// The vCPU did not acknowledge a request in time.
+    #[error("the vCPU did not acknowledge the {0} request")]
+    Unresponsive(&'static str),
+}
+
+/// A booted VM.
+#[derive(Debug)]
+pub struct Vm {
+    state: VmState,
+    control: Arc<VcpuControl>,
+    counters: Arc<VcpuCounters>,
+    vcpu_thread: Option<JoinHandle<()>>,
+    timer_thread: Option<JoinHandle<()>>,
+    device_tree: serde_json::Value,
+    memory_size: u64,
+    // Kept alive for as long as the hypervisor VM uses it.
+    _memory: GuestMemoryMmapT,
+    _hv_vm: Arc<dyn hypervisor::Vm>,
+}
+
+impl Vm {
+    /// Builds the VM from `config` and starts its vCPU. The vCPU thread's
+    /// end is reported on `events`.
+    pub fn boot(
+        hv: &dyn Hypervisor,
+        config: &VmConfig,
+        events: Sender<ControlEvent>,
+    ) -> Result<Vm, VmError> {
+        let payload = config.payload.as_ref();
+        let kernel = payload
+            .and_then(|p| p.kernel.as_deref())
+            .ok_or(VmError::NoKernel)?;
+        let cmdline = payload.and_then(|p| p.cmdline.as_deref()).unwrap_or("");
+        let initramfs = payload.and_then(|p| p.initramfs.as_deref());
+
+        let hv_vm = hv.create_vm().map_err(VmError::CreateVm)?;
+        let memory = memory::create_guest_memory(&hv_vm, config.memory.size).map_err(VmError::Memory)?;
+        let entry = boot::load(
+            &memory,
+            &BootSpec {
+                kernel,
+                cmdline,
+                initramfs,
+            },
+        )
+        .map_err(VmError::Boot)?;
+        let dm = DeviceManager::new(&config.serial).map_err(VmError::Devices)?;
+
+        let vcpu = hv_vm.create_vcpu(0).map_err(VmError::Vcpu)?;
+        let supported = hv.supported_cpuid().map_err(VmError::Vcpu)?;
+        let cpuid = cpuid::guest_cpuid(&supported, 0, 1).map_err(VmError::Cpuid)?;
+        vcpu.set_cpuid(&cpuid).map_err(VmError::Vcpu)?;
+        let sregs = vcpu.get_sregs().map_err(VmError::Vcpu)?;
+        let sregs = boot::initial_sregs(&memory, &entry, sregs).map_err(VmError::Boot)?;
+        vcpu.set_sregs(&sregs).map_err(VmError::Vcpu)?;
+        vcpu.set_regs(&boot::initial_regs(&entry)).map_err(VmError::Vcpu)?;
+        vcpu.set_fpu(&boot::initial_fpu()).map_err(VmError::Vcpu)?;
+        vcpu.set_msrs(&boot::initial_msrs()).map_err(VmError::Vcpu)?;
+
+        let clock = Arc::new(VmClock::new());
+        let control = VcpuControl::new();
+        let counters = Arc::new(VcpuCounters::default());
+        let device_tree = dm.device_tree();
+        let serial_is_tty = dm.serial_is_tty;
+        let runner = VcpuRunner {
+            vcpu,
+            pio: dm.pio,
+            mmio: dm.mmio,
+            intc: InterruptController::new(clock.clone()),
+            irq_lines: dm.irq_lines,
+            serial: dm.serial,
+            clock: clock.clone(),
+            control: control.clone(),
+            counters: counters.clone(),
+        };
+        let vcpu_thread = std::thread::Builder::new()
+            .name("vcpu0".into())
+            .spawn(move || {
+                let end = runner.run();
+                let _ = events.send(ControlEvent::VcpuEnded(end));
+            })
+            .map_err(|e| VmError::Thread("vcpu", e))?;
+        let timer_control = control.clone();
+        let timer_clock = clock.clone();
+        let timer_thread = std::thread::Builder::new()
+            .name("vcpu0-timer".into())
+            .spawn(move || timer_control.timer_loop(timer_clock.as_ref()))
+            .map_err(|e| VmError::Thread("timer", e))?;
+        if serial_is_tty {
+            crate::stdin::start_stdin_reader(control.clone());
+        }
+        Ok(Vm {
+            state: VmState::Running,
+            control,
+            counters,
+            vcpu_thread: Some(vcpu_thread),
+            timer_thread: Some(timer_thread),
+            device_tree,
+            memory_size: config.memory.size,
+            _memory: memory,
+            _hv_vm: hv_vm,
+        })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> VmState {
+        self.state
+    }
+
+    /// Pauses the vCPU at its next exit.
+    pub fn pause(&mut self) -> Result<(), VmError> {
+        if self.state != VmState::Running {
+            return Err(VmError::InvalidStateTransition {
+                from: self.state,
+                to: VmState::Paused,
+            });
+        }
+        if !self.control.pause() {
+            return Err(VmError::Unresponsive("pause"));
+        }
+        self.state = VmState::Paused;
+        Ok(())
+    }
+
+    /// Resumes a paused vCPU.
+    pub fn resume(&mut self) -> Result<(), VmError> {
+        if self.state != VmState::Paused {
+            return Err(VmError::InvalidStateTransition {
+                from: self.state,
+                to: VmState::Running,
+            });
+        }
+        self.control.resume();
+        self.state = VmState::Running;
+        Ok(())
+    }
+
+    /// Stops the vCPU and tears the VM down.
+    pub fn shutdown(&mut self) -> Result<(), VmError> {
+        if self.control.run_state() == RunState::Paused {
+            self.control.resume();
+        }
+        let stopped = self.control.stop();
+        if let Some(t) = self.vcpu_thread.take() {
+            if stopped {
+                let _ = t.join();
+            }
+        }
+        if let Some(t) = self.timer_thread.take() {
+            if stopped {
+                let _ = t.join();
+            }
+        }
+        self.state = VmState::Shutdown;
+        if stopped {
+            Ok(())
+        } else {
+            Err(VmError::Unresponsive("shutdown"))
+        }
+    }
+
+    /// `vm.info`'s fields other than the configuration.
+    pub fn info(&self) -> (VmState, u64, serde_json::Value) {
+        (self.state, self.memory_size, self.device_tree.clone())
+    }
+
+    /// `vm.counters`.
+    pub fn counters(&self) -> serde_json::Value {
+        json!({ "vcpu0": self.counters.snapshot() })
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if self.vcpu_thread.is_some() {
+            let _ = self.shutdown();
+        }
+    }
+}
