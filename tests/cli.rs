@@ -39,7 +39,10 @@ fn unsupported_options_are_refused_not_ignored() {
     assert_refused(&["--kernel", &guest, "--cpus", "boot=2"], "vcpu");
     assert_refused(&["--kernel", &guest, "--disk", "path=/tmp/x.img"], "disk");
     assert_refused(&["--kernel", &guest, "--serial", "pty"], "pty");
-    assert_refused(&["--kernel", &guest, "--memory", "size=128M,shared=on"], "shared");
+    assert_refused(
+        &["--kernel", &guest, "--memory", "size=128M,shared=on"],
+        "shared",
+    );
     assert_refused(&["--kernel", &guest, "--memory", "size=lots"], "lots");
 }
 
@@ -65,7 +68,9 @@ fn missing_kernel_file() {
 fn garbage_and_empty_kernel_files() {
     let dir = TempDir::new("garbage");
     let garbage = dir.path("garbage.bin");
-    let bytes: Vec<u8> = (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..65536u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(&garbage, bytes).unwrap();
     assert_refused(
         &["--kernel", garbage.to_str().unwrap(), "--serial", "off"],
@@ -73,21 +78,36 @@ fn garbage_and_empty_kernel_files() {
     );
     let empty = dir.path("empty.bin");
     std::fs::write(&empty, b"").unwrap();
-    assert_refused(&["--kernel", empty.to_str().unwrap(), "--serial", "off"], "neither");
+    assert_refused(
+        &["--kernel", empty.to_str().unwrap(), "--serial", "off"],
+        "neither",
+    );
     // A truncated copy of the real guest: an ELF whose segments are cut off.
     let real = std::fs::read(common::test_guest()).unwrap();
     let cut = dir.path("cut.elf");
     std::fs::write(&cut, &real[..real.len().min(200)]).unwrap();
-    let out = run_vmm(&["--kernel", cut.to_str().unwrap(), "--serial", "off"], Duration::from_secs(30));
+    let out = run_vmm(
+        &["--kernel", cut.to_str().unwrap(), "--serial", "off"],
+        Duration::from_secs(30),
+    );
     assert!(!out.status.success());
-    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn unwritable_serial_file() {
     let guest = common::test_guest().to_str().unwrap().to_string();
     assert_refused(
-        &["--kernel", &guest, "--serial", "file=/nonexistent/dir/serial.log"],
+        &[
+            "--kernel",
+            &guest,
+            "--serial",
+            "file=/nonexistent/dir/serial.log",
+        ],
         "/nonexistent/dir/serial.log",
     );
 }

@@ -24,7 +24,13 @@ fn debian_kernel() -> PathBuf {
         .output()
         .expect("run scripts/fetch-debian-kernel");
     assert!(out.status.success(), "scripts/fetch-debian-kernel failed");
-    PathBuf::from(common::text(&out.stdout).lines().last().expect("a path").trim())
+    PathBuf::from(
+        common::text(&out.stdout)
+            .lines()
+            .last()
+            .expect("a path")
+            .trim(),
+    )
 }
 
 #[test]
@@ -78,6 +84,10 @@ fn debian_cloud_kernel_prints_its_banner() {
     let _ = child.wait();
     let _ = reader.join();
     let out = String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
-    assert!(found, "no banner after {:?}; serial:\n{out}", start.elapsed());
+    assert!(
+        found,
+        "no banner after {:?}; serial:\n{out}",
+        start.elapsed()
+    );
     eprintln!("Linux banner after {:?}", start.elapsed());
 }

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use common::{boot_guest, text, TempDir};
 
 fn lines(out: &[u8]) -> Vec<String> {
-    text(out).lines().map(|l| l.trim_end().to_string()).collect()
+    text(out)
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .collect()
 }
 
 /// SplitMix64 as the guest computes it, for any step count.
@@ -35,9 +38,21 @@ fn reference_values() {
 fn compute_one_step() {
     let out = boot_guest("workload=compute steps=1", Duration::from_secs(60));
     let l = lines(&out.stdout);
-    assert!(out.status.success(), "exit {:?}: {}", out.status, text(&out.stderr));
-    assert_eq!(l.first().map(String::as_str), Some("test-guest: ready"), "{l:?}");
-    assert_eq!(l.last().map(String::as_str), Some("result=e220a8397b1dcdaf"));
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert_eq!(
+        l.first().map(String::as_str),
+        Some("test-guest: ready"),
+        "{l:?}"
+    );
+    assert_eq!(
+        l.last().map(String::as_str),
+        Some("result=e220a8397b1dcdaf")
+    );
 }
 
 #[test]
@@ -60,7 +75,8 @@ fn compute_with_a_fast_timer_reports_ticks() {
     let l = lines(&out.stdout);
     let ticks: Vec<&String> = l.iter().filter(|s| s.starts_with("tick=")).collect();
     assert!(!ticks.is_empty(), "no tick lines: {l:?}");
-    // Every reported tick is a multiple of 10, increasing, with steps increasing.
+    // Each line reports the first tick the guest noticed in a new group of
+    // ten (ticks can land while it prints), with tick and step increasing.
     let mut last = (0u64, 0u64);
     for t in &ticks {
         let mut k = 0;
@@ -72,8 +88,8 @@ fn compute_with_a_fast_timer_reports_ticks() {
                 _ => panic!("bad tick line {t}"),
             }
         }
-        assert_eq!(k % 10, 0, "{t}");
-        assert!(k > last.0 && i >= last.1 && i <= steps, "{t} after {last:?}");
+        assert!(k / 10 > last.0 / 10, "{t} after {last:?}");
+        assert!(i >= last.1 && i <= steps, "{t} after {last:?}");
         last = (k, i);
     }
     assert_eq!(l.last(), Some(&expected(steps)));
@@ -117,7 +133,11 @@ fn serial_to_file_and_off() {
         Duration::from_secs(60),
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(out.stdout.is_empty(), "serial went to stdout: {}", text(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "serial went to stdout: {}",
+        text(&out.stdout)
+    );
     let log = std::fs::read_to_string(&serial).unwrap();
     assert!(log.contains("test-guest: ready"), "{log}");
     assert!(log.contains("result=a17ac4d60a6b3f89"), "{log}");
@@ -143,5 +163,9 @@ fn serial_to_file_and_off() {
 fn unknown_workload_is_reported_by_the_guest() {
     let out = boot_guest("workload=nonsense", Duration::from_secs(60));
     assert!(out.status.success());
-    assert!(text(&out.stdout).contains("test-guest: error"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("test-guest: error"),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -10,7 +10,6 @@
 //! [`interrupt::InterruptController`].
 
 // Tests may unwrap: a failed unwrap is a failed test.
-#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod bus;
 pub mod clock;

@@ -43,7 +43,7 @@ fn install_handler() -> Result<()> {
         let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
         act.sa_sigaction = on_kick as *const () as usize;
         act.sa_flags = 0; // no SA_RESTART: KVM_RUN must return EINTR
-        // SAFETY: act.sa_mask is a valid sigset_t owned by this frame.
+                          // SAFETY: act.sa_mask is a valid sigset_t owned by this frame.
         unsafe { libc::sigemptyset(&mut act.sa_mask) };
         // SAFETY: installs a handler that only does an async-signal-safe
         // volatile store; `act` is fully initialised.

@@ -97,14 +97,8 @@ mod tests {
             Cmdline::parse("workload=idle quiet"),
             Err(CmdlineError::NotKeyValue("quiet"))
         );
-        assert_eq!(
-            Cmdline::parse("=5"),
-            Err(CmdlineError::EmptyKey("=5"))
-        );
-        assert_eq!(
-            Cmdline::parse("a=1 a=2"),
-            Err(CmdlineError::Duplicate("a"))
-        );
+        assert_eq!(Cmdline::parse("=5"), Err(CmdlineError::EmptyKey("=5")));
+        assert_eq!(Cmdline::parse("a=1 a=2"), Err(CmdlineError::Duplicate("a")));
         let many = "a=1 b=1 c=1 d=1 e=1 f=1 g=1 h=1 i=1 j=1 k=1 l=1 m=1 n=1 o=1 p=1";
         assert_eq!(Cmdline::parse(many).unwrap().params().count(), MAX_PARAMS);
         let too_many = "a=1 b=1 c=1 d=1 e=1 f=1 g=1 h=1 i=1 j=1 k=1 l=1 m=1 n=1 o=1 p=1 q=1";

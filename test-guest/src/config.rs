@@ -34,6 +34,30 @@ pub enum Workload {
         /// Timer frequency in Hz.
         hz: u64,
     },
+    /// `workload=exits count=N`: N MMIO reads of the APIC version register,
+    /// each a VM exit straight from user mode (no fault emulation): for
+    /// measuring the VMM's exit rate.
+    Exits {
+        /// Exits to take.
+        count: u64,
+    },
+    /// `workload=fault [kind=ud|gp|pf]`: raise an exception on purpose, to
+    /// test the exception report.
+    Fault {
+        /// Which exception.
+        kind: FaultKind,
+    },
+}
+
+/// The exception `workload=fault` raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// `ud2`: invalid opcode (#UD, vector 6). The default.
+    InvalidOpcode,
+    /// A load from a non-canonical address: #GP (vector 13).
+    GeneralProtection,
+    /// A load from an unmapped address: #PF (vector 14).
+    PageFault,
 }
 
 /// A command line that names no usable workload.
@@ -44,11 +68,14 @@ pub enum ConfigError<'a> {
     #[error("bad command line: {0}")]
     Cmdline(CmdlineError<'a>),
     /// No `workload=` parameter.
-    #[error("no workload= on the command line (expected compute, ticks or idle)")]
+    #[error("no workload= on the command line (expected compute, ticks, idle, exits or fault)")]
     NoWorkload,
     /// `workload=` names no known workload.
-    #[error("unknown workload '{0}' (expected compute, ticks or idle)")]
+    #[error("unknown workload '{0}' (expected compute, ticks, idle, exits or fault)")]
     UnknownWorkload(&'a str),
+    /// `kind=` names no known fault.
+    #[error("unknown fault kind '{0}' (expected ud, gp or pf)")]
+    UnknownFault(&'a str),
     /// A parameter the workload needs is missing.
     #[error("workload {workload} needs {key}=")]
     Missing {
@@ -87,6 +114,8 @@ impl Workload {
             "compute" => &["steps", "hz"],
             "ticks" => &["count", "hz"],
             "idle" => &["hz"],
+            "fault" => &["kind"],
+            "exits" => &["count"],
             _ => return Err(ConfigError::UnknownWorkload(name)),
         };
         if let Some((key, _)) = cmdline
@@ -115,7 +144,18 @@ impl Workload {
                 count: required("count")?,
                 hz,
             },
-            _ => Workload::Idle { hz },
+            "idle" => Workload::Idle { hz },
+            "exits" => Workload::Exits {
+                count: required("count")?,
+            },
+            _ => Workload::Fault {
+                kind: match cmdline.get("kind").unwrap_or("ud") {
+                    "ud" => FaultKind::InvalidOpcode,
+                    "gp" => FaultKind::GeneralProtection,
+                    "pf" => FaultKind::PageFault,
+                    other => return Err(ConfigError::UnknownFault(other)),
+                },
+            },
         })
     }
 }
@@ -157,10 +197,23 @@ mod tests {
     }
 
     #[test]
+    fn exits_workload() {
+        assert_eq!(
+            Workload::from_cmdline("workload=exits count=5"),
+            Ok(Workload::Exits { count: 5 })
+        );
+        assert!(Workload::from_cmdline("workload=exits").is_err());
+        assert!(Workload::from_cmdline("workload=exits count=1 hz=5").is_err());
+    }
+
+    #[test]
     fn workloads() {
         assert_eq!(
             Workload::from_cmdline("workload=compute steps=1000"),
-            Ok(Workload::Compute { steps: 1000, hz: 100 })
+            Ok(Workload::Compute {
+                steps: 1000,
+                hz: 100
+            })
         );
         assert_eq!(
             Workload::from_cmdline("hz=1000 workload=compute steps=0"),
@@ -168,11 +221,26 @@ mod tests {
         );
         assert_eq!(
             Workload::from_cmdline("workload=ticks count=50 hz=1000"),
-            Ok(Workload::Ticks { count: 50, hz: 1000 })
+            Ok(Workload::Ticks {
+                count: 50,
+                hz: 1000
+            })
         );
         assert_eq!(
             Workload::from_cmdline("workload=idle"),
             Ok(Workload::Idle { hz: 100 })
+        );
+        assert_eq!(
+            Workload::from_cmdline("workload=fault"),
+            Ok(Workload::Fault {
+                kind: FaultKind::InvalidOpcode
+            })
+        );
+        assert_eq!(
+            Workload::from_cmdline("workload=fault kind=pf"),
+            Ok(Workload::Fault {
+                kind: FaultKind::PageFault
+            })
         );
     }
 
@@ -180,14 +248,21 @@ mod tests {
     fn errors() {
         assert_eq!(
             message(""),
-            "no workload= on the command line (expected compute, ticks or idle)"
+            "no workload= on the command line (expected compute, ticks, idle, exits or fault)"
         );
         assert_eq!(
             message("workload=fly"),
-            "unknown workload 'fly' (expected compute, ticks or idle)"
+            "unknown workload 'fly' (expected compute, ticks, idle, exits or fault)"
+        );
+        assert_eq!(
+            message("workload=fault kind=de"),
+            "unknown fault kind 'de' (expected ud, gp or pf)"
         );
         assert_eq!(message("workload=compute"), "workload compute needs steps=");
-        assert_eq!(message("workload=ticks hz=5"), "workload ticks needs count=");
+        assert_eq!(
+            message("workload=ticks hz=5"),
+            "workload ticks needs count="
+        );
         assert_eq!(
             message("workload=compute steps=1e9"),
             "steps='1e9' is not a decimal number"

@@ -2,7 +2,7 @@
 //! the page is mapped user-accessible. EOIs are written by the CPL0
 //! interrupt stubs (traps.s), not here.
 
-use core::ptr::write_volatile;
+use core::ptr::{read_volatile, write_volatile};
 
 use test_guest::apic_timer::{self, TimerError};
 
@@ -28,6 +28,16 @@ const SVR_ENABLE: u32 = 1 << 8;
 const LVT_PERIODIC: u32 = 1 << 17;
 /// LVT: masked.
 const LVT_MASKED: u32 = 1 << 16;
+
+/// Version Register.
+const VERSION: usize = 0x30;
+
+/// Reads the APIC version register (one MMIO exit under a VMM).
+pub fn version() -> u32 {
+    // SAFETY: BASE + VERSION is an aligned, read-only xAPIC register in the
+    // identity-mapped, user-accessible APIC page; reading has no side effects.
+    unsafe { read_volatile((BASE + VERSION) as *const u32) }
+}
 
 /// Writes `value` to the APIC register at `offset`.
 fn write(offset: usize, value: u32) {

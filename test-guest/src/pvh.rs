@@ -49,8 +49,7 @@ pub fn cmdline(start_info: u64) -> Result<&'static str, PvhError> {
     }
     // SAFETY: as above; the field is 8-byte aligned in the structure, read
     // unaligned anyway since the VMM chose the base.
-    let paddr =
-        unsafe { ((start_info + CMDLINE_PADDR_OFFSET) as *const u64).read_unaligned() };
+    let paddr = unsafe { ((start_info + CMDLINE_PADDR_OFFSET) as *const u64).read_unaligned() };
     if paddr == 0 {
         return Ok("");
     }

@@ -46,7 +46,10 @@ pub fn test_guest() -> &'static Path {
             .expect("run scripts/build-test-guest");
         assert!(out.status.success(), "scripts/build-test-guest failed");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let last = stdout.lines().last().expect("the script prints the ELF path");
+        let last = stdout
+            .lines()
+            .last()
+            .expect("the script prints the ELF path");
         PathBuf::from(last.trim())
     })
 }

@@ -4,6 +4,7 @@
 //! Creates the platform devices from the configuration and maps them on the
 //! buses, at Cloud Hypervisor's addresses.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -102,10 +103,15 @@ impl DeviceManager {
             )))
         });
         if let Some(s) = &serial_dev {
-            pio.insert(s.clone(), SERIAL_PORT, 8).map_err(DeviceError::Bus)?;
+            pio.insert(s.clone(), SERIAL_PORT, 8)
+                .map_err(DeviceError::Bus)?;
         }
-        pio.insert(Arc::new(Mutex::new(ShutdownDevice::new())), SHUTDOWN_PORT, 8)
-            .map_err(DeviceError::Bus)?;
+        pio.insert(
+            Arc::new(Mutex::new(ShutdownDevice::new())),
+            SHUTDOWN_PORT,
+            8,
+        )
+        .map_err(DeviceError::Bus)?;
         pio.insert(Arc::new(Mutex::new(DebugPort::new())), DEBUG_PORT, 1)
             .map_err(DeviceError::Bus)?;
         pio.insert(Arc::new(Mutex::new(I8042Device::new())), I8042_PORT, 4)
@@ -120,7 +126,7 @@ impl DeviceManager {
     }
 
     /// The `device_tree` of `vm.info`, in Cloud Hypervisor's shape.
-    pub fn device_tree(&self) -> serde_json::Value {
+    pub fn device_tree(&self) -> BTreeMap<String, serde_json::Value> {
         let pio = |id: &str, base: u64, size: u64| {
             json!({
                 "id": id,
@@ -130,7 +136,7 @@ impl DeviceManager {
                 "pci_bdf": null,
             })
         };
-        let mut tree = serde_json::Map::new();
+        let mut tree = BTreeMap::new();
         if self.serial.is_some() {
             tree.insert("__serial".into(), pio("__serial", SERIAL_PORT, 8));
         }
@@ -148,7 +154,10 @@ impl DeviceManager {
         };
         use devices::interrupt::{IOAPIC_BASE, IOAPIC_SIZE, LAPIC_BASE, LAPIC_SIZE};
         tree.insert("__lapic".into(), mmio("__lapic", LAPIC_BASE, LAPIC_SIZE));
-        tree.insert("__ioapic".into(), mmio("__ioapic", IOAPIC_BASE, IOAPIC_SIZE));
-        serde_json::Value::Object(tree)
+        tree.insert(
+            "__ioapic".into(),
+            mmio("__ioapic", IOAPIC_BASE, IOAPIC_SIZE),
+        );
+        tree
     }
 }

@@ -87,6 +87,15 @@ pub enum VmmError {
     ChannelClosed,
 }
 
+/// An action's error for the API: "no VM" is the API's own marker type
+/// (answered with 404, as upstream); the rest go as they are.
+fn boxed(e: VmmError) -> Box<dyn std::error::Error + Send + Sync> {
+    match e {
+        VmmError::VmNotCreated => Box::new(api::VmNotCreated),
+        e => Box::new(e),
+    }
+}
+
 /// What the control loop does after an event.
 enum Next {
     Continue,
@@ -124,19 +133,26 @@ pub fn run(args: VmmArgs) -> Result<(), VmmError> {
         vm: None,
         events_tx: events_tx.clone(),
     };
-    if let Some(path) = &args.api_socket {
-        let tx = events_tx.clone();
-        api::http::start_http_thread(
-            path,
-            Box::new(move |m| tx.send(ControlEvent::Api(m)).is_ok()),
-        )
-        .map_err(VmmError::ApiServer)?;
-    }
+    let api_server = match &args.api_socket {
+        Some(path) => {
+            let tx = events_tx.clone();
+            let server = api::http::ApiServer::bind(path).map_err(VmmError::ApiServer)?;
+            let handle = server
+                .spawn(Box::new(move |m| tx.send(ControlEvent::Api(m)).is_ok()))
+                .map_err(VmmError::ApiServer)?;
+            Some(handle)
+        }
+        None => None,
+    };
     if let Some(config) = args.vm_config {
         vmm.config = Some(config);
         vmm.vm_boot()?;
     }
     let result = vmm.control_loop(&events_rx);
+    if let Some(handle) = api_server {
+        // Removes the socket file, as upstream does on exit.
+        handle.shutdown();
+    }
     if let Some(mut vm) = vmm.vm.take() {
         let _ = vm.shutdown();
     }
@@ -190,17 +206,11 @@ impl Vmm {
     }
 
     fn handle_request(&mut self, request: ApiRequest) -> ApiResponse {
-        let empty = |r: Result<(), VmmError>| {
-            r.map(|()| ApiResponsePayload::Empty)
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-        };
+        let empty = |r: Result<(), VmmError>| r.map(|()| ApiResponsePayload::Empty).map_err(boxed);
         match request {
-            ApiRequest::VmmPing => Ok(ApiResponsePayload::Json(json!({
-                "build_version": format!("v{VMM_VERSION}"),
-                "version": VMM_VERSION,
-                "pid": std::process::id(),
-                "features": ["kvm"],
-            }))),
+            ApiRequest::VmmPing => Ok(ApiResponsePayload::Json(json!(
+                api::VmmPingResponse::current()
+            ))),
             ApiRequest::VmmShutdown => {
                 if let Some(mut vm) = self.vm.take() {
                     let _ = vm.shutdown();
@@ -214,14 +224,11 @@ impl Vmm {
             ApiRequest::VmReboot => empty(self.vm_reboot()),
             ApiRequest::VmPause => empty(self.vm_pause()),
             ApiRequest::VmResume => empty(self.vm_resume()),
-            ApiRequest::VmInfo => self
-                .vm_info()
-                .map(ApiResponsePayload::Json)
-                .map_err(|e| Box::new(e) as _),
+            ApiRequest::VmInfo => self.vm_info().map(ApiResponsePayload::Json).map_err(boxed),
             ApiRequest::VmCounters => self
                 .vm_counters()
                 .map(ApiResponsePayload::Json)
-                .map_err(|e| Box::new(e) as _),
+                .map_err(boxed),
         }
     }
 
@@ -300,13 +307,19 @@ impl Vmm {
         let config = self.config.as_ref().ok_or(VmmError::VmNotCreated)?;
         let (state, memory_actual_size, device_tree) = match &self.vm {
             Some(vm) => vm.info(),
-            None => (VmState::Created, config.memory.size, json!({})),
+            None => (VmState::Created, config.memory.size, Default::default()),
         };
-        Ok(json!({
-            "config": config,
-            "state": state.as_str(),
-            "memory_actual_size": memory_actual_size,
-            "device_tree": device_tree,
+        let state = match state {
+            VmState::Created => api::VmState::Created,
+            VmState::Running => api::VmState::Running,
+            VmState::Paused => api::VmState::Paused,
+            VmState::Shutdown => api::VmState::Shutdown,
+        };
+        Ok(json!(api::VmInfoResponse {
+            config: Box::new(config.clone()),
+            state,
+            memory_actual_size,
+            device_tree: Some(device_tree),
         }))
     }
 

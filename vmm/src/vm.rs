@@ -3,6 +3,7 @@
 
 //! One virtual machine: memory, devices, its vCPU thread and its state.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -99,7 +100,7 @@ pub struct Vm {
     counters: Arc<VcpuCounters>,
     vcpu_thread: Option<JoinHandle<()>>,
     timer_thread: Option<JoinHandle<()>>,
-    device_tree: serde_json::Value,
+    device_tree: BTreeMap<String, serde_json::Value>,
     memory_size: u64,
     // Kept alive for as long as the hypervisor VM uses it.
     _memory: GuestMemoryMmapT,
@@ -122,7 +123,8 @@ impl Vm {
         let initramfs = payload.and_then(|p| p.initramfs.as_deref());
 
         let hv_vm = hv.create_vm().map_err(VmError::CreateVm)?;
-        let memory = memory::create_guest_memory(&hv_vm, config.memory.size).map_err(VmError::Memory)?;
+        let memory =
+            memory::create_guest_memory(&hv_vm, config.memory.size).map_err(VmError::Memory)?;
         let entry = boot::load(
             &memory,
             &BootSpec {
@@ -141,9 +143,11 @@ impl Vm {
         let sregs = vcpu.get_sregs().map_err(VmError::Vcpu)?;
         let sregs = boot::initial_sregs(&memory, &entry, sregs).map_err(VmError::Boot)?;
         vcpu.set_sregs(&sregs).map_err(VmError::Vcpu)?;
-        vcpu.set_regs(&boot::initial_regs(&entry)).map_err(VmError::Vcpu)?;
+        vcpu.set_regs(&boot::initial_regs(&entry))
+            .map_err(VmError::Vcpu)?;
         vcpu.set_fpu(&boot::initial_fpu()).map_err(VmError::Vcpu)?;
-        vcpu.set_msrs(&boot::initial_msrs()).map_err(VmError::Vcpu)?;
+        vcpu.set_msrs(&boot::initial_msrs())
+            .map_err(VmError::Vcpu)?;
 
         let clock = Arc::new(VmClock::new());
         let control = VcpuControl::new();
@@ -248,7 +252,7 @@ impl Vm {
     }
 
     /// `vm.info`'s fields other than the configuration.
-    pub fn info(&self) -> (VmState, u64, serde_json::Value) {
+    pub fn info(&self) -> (VmState, u64, BTreeMap<String, serde_json::Value>) {
         (self.state, self.memory_size, self.device_tree.clone())
     }
 

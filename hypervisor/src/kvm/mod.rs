@@ -27,9 +27,8 @@ pub struct KvmHypervisor {
 impl KvmHypervisor {
     /// Opens `/dev/kvm` and checks the capabilities the VMM relies on.
     pub fn new() -> Result<Self> {
-        let kvm = Kvm::new().map_err(|e| {
-            HypervisorError::Open(std::io::Error::from_raw_os_error(e.errno()))
-        })?;
+        let kvm = Kvm::new()
+            .map_err(|e| HypervisorError::Open(std::io::Error::from_raw_os_error(e.errno())))?;
         let version = kvm.get_api_version();
         if version != 12 {
             return Err(HypervisorError::ApiVersion(version));

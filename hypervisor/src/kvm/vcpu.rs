@@ -107,12 +107,11 @@ impl Vcpu for KvmVcpu {
         let len = (usize::from(io.size) * io.count as usize).min(data.len());
         let base = run as *mut kvm_run as *mut u8;
         // SAFETY: KVM places the I/O data `data_offset` bytes into the
-        // kvm_run mapping, which is sized to hold `size * count` bytes there;
-        // `len` is at most that and at most `data.len()`.
-        unsafe {
-            let dst = base.add(io.data_offset as usize);
-            std::ptr::copy_nonoverlapping(data.as_ptr(), dst, len);
-        }
+        // kvm_run mapping, so the offset stays inside that mapping.
+        let dst = unsafe { base.add(io.data_offset as usize) };
+        // SAFETY: the mapping holds `size * count` bytes at `dst`; `len` is at
+        // most that and at most `data.len()`, and the regions are distinct.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), dst, len) };
     }
 
     fn complete_mmio_read(&mut self, data: &[u8]) {

@@ -91,7 +91,9 @@ pub fn halt() -> ! {
 pub unsafe fn outb(port: u16, value: u8) {
     // SAFETY: the caller vouches for the device; the instruction runs
     // natively with IOPL=3 or is emulated by the #GP handler.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) }
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    }
 }
 
 /// Powers the VM off through the shutdown port, or halts if that port does

@@ -2,6 +2,8 @@
 //! `test-guest: ready` first, then its own output.
 
 mod compute;
+mod exits;
+mod fault;
 mod idle;
 mod ticks;
 
@@ -27,6 +29,11 @@ pub fn run(workload: Workload) -> Result<(), WorkloadError> {
         Workload::Compute { steps, hz } => compute::run(steps, hz),
         Workload::Ticks { count, hz } => ticks::run(count, hz),
         Workload::Idle { hz } => idle::run(hz),
+        Workload::Exits { count } => {
+            exits::run(count);
+            Ok(())
+        }
+        Workload::Fault { kind } => fault::run(kind),
     }
 }
 

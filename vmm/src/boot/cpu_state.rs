@@ -7,7 +7,9 @@ use hypervisor::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress};
 
 use super::{BootError, EntryPoint};
-use crate::layout::{BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, PDE_START, PDPTE_START, PML4_START};
+use crate::layout::{
+    BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, PDE_START, PDPTE_START, PML4_START,
+};
 use crate::memory::GuestMemoryMmapT;
 
 const X86_CR0_PE: u64 = 1 << 0;
@@ -83,7 +85,12 @@ fn write_page_tables(mem: &GuestMemoryMmapT) -> Result<(), BootError> {
     write_mem(mem, PDPTE_START.0 | 0x3, PML4_START, "page tables")?;
     for i in 0..4u64 {
         let pd = PDE_START.0 + i * 0x1000;
-        write_mem(mem, pd | 0x3, GuestAddress(PDPTE_START.0 + i * 8), "page tables")?;
+        write_mem(
+            mem,
+            pd | 0x3,
+            GuestAddress(PDPTE_START.0 + i * 8),
+            "page tables",
+        )?;
         for j in 0..512u64 {
             let addr = ((i << 30) | (j << 21)) | 0x83;
             write_mem(mem, addr, GuestAddress(pd + j * 8), "page tables")?;
@@ -101,7 +108,12 @@ pub fn initial_sregs(
 ) -> Result<kvm_sregs, BootError> {
     let gdt = boot_gdt(entry);
     for (i, d) in gdt.iter().enumerate() {
-        write_mem(mem, *d, GuestAddress(BOOT_GDT_START.0 + 8 * i as u64), "the boot GDT")?;
+        write_mem(
+            mem,
+            *d,
+            GuestAddress(BOOT_GDT_START.0 + 8 * i as u64),
+            "the boot GDT",
+        )?;
     }
     write_mem(mem, 0u64, BOOT_IDT_START, "the boot IDT")?;
     let mut s = base;

@@ -139,8 +139,7 @@ pub fn load(mem: &GuestMemoryMmapT, spec: &BootSpec<'_>) -> Result<EntryPoint, B
         Ok(None) => Err(BootError::NoPvhNote(spec.kernel.to_path_buf())),
         Err(elf_err) => match bzimage::load(mem, &mut file) {
             Ok(loaded) => {
-                let initramfs =
-                    load_initramfs(mem, spec.initramfs, Some(loaded.initrd_addr_max))?;
+                let initramfs = load_initramfs(mem, spec.initramfs, Some(loaded.initrd_addr_max))?;
                 bzimage::write_boot_params(mem, &loaded, spec.cmdline, initramfs)
             }
             Err(bz_err) => Err(BootError::UnknownFormat {
@@ -267,7 +266,10 @@ mod tests {
             write_cmdline(&m, &"x".repeat(CMDLINE_MAX_SIZE)),
             Err(BootError::CmdlineTooLong { .. })
         ));
-        assert!(matches!(write_cmdline(&m, "a\0b"), Err(BootError::CmdlineNul)));
+        assert!(matches!(
+            write_cmdline(&m, "a\0b"),
+            Err(BootError::CmdlineNul)
+        ));
     }
 
     #[test]

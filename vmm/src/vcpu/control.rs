@@ -73,7 +73,12 @@ impl VcpuControl {
 
     /// Kicks the vCPU out of the guest and wakes it if it waits.
     pub fn kick(&self) {
-        if let Some(k) = self.kicker.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(k) = self
+            .kicker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             k.kick();
         }
         self.cv.notify_all();
@@ -224,7 +229,12 @@ impl VcpuControl {
                     if now >= d {
                         s.deadline = None;
                         drop(s);
-                        if let Some(k) = self.kicker.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                        if let Some(k) = self
+                            .kicker
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .as_ref()
+                        {
                             k.kick();
                         }
                         self.cv.notify_all();
@@ -249,22 +259,31 @@ mod tests {
 
     #[test]
     fn pause_resume_stop_handshake() {
+        use std::sync::atomic::{AtomicU32, Ordering};
         let c = VcpuControl::new();
-        let c2 = c.clone();
+        let turns = Arc::new(AtomicU32::new(0));
+        let (c2, t2) = (c.clone(), turns.clone());
         let t = std::thread::spawn(move || {
-            let mut turns = 0u32;
             while c2.checkpoint(|| {}, || {}) {
-                turns += 1;
+                t2.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(1));
             }
             c2.mark_stopped();
-            turns
         });
         assert!(c.pause());
         assert_eq!(c.run_state(), RunState::Paused);
-        assert!(!c.resume() || c.run_state() == RunState::Running);
+        let at_pause = turns.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(turns.load(Ordering::SeqCst), at_pause, "ran while paused");
+        assert!(c.resume());
+        assert!(!c.resume(), "resuming a running vCPU");
+        let start = std::time::Instant::now();
+        while turns.load(Ordering::SeqCst) <= at_pause + 3 {
+            assert!(start.elapsed() < Duration::from_secs(5), "no progress after resume");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert!(c.stop());
-        assert!(t.join().unwrap() > 0);
+        t.join().unwrap();
         assert_eq!(c.run_state(), RunState::Stopped);
         assert!(!c.pause());
     }
