@@ -279,7 +279,10 @@ mod tests {
         assert!(!c.resume(), "resuming a running vCPU");
         let start = std::time::Instant::now();
         while turns.load(Ordering::SeqCst) <= at_pause + 3 {
-            assert!(start.elapsed() < Duration::from_secs(5), "no progress after resume");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "no progress after resume"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(c.stop());
