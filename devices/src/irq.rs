@@ -63,9 +63,46 @@ impl vm_superio::Trigger for IrqLine {
     }
 }
 
+/// MSI messages (`address`, `data`) sent by devices during exit handling or
+/// while applying an event; the vCPU loop drains them into the interrupt
+/// controller right after, on the vCPU thread.
+#[derive(Debug, Default)]
+pub struct MsiQueue {
+    pending: std::sync::Mutex<Vec<(u64, u32)>>,
+}
+
+impl MsiQueue {
+    /// An empty queue, shared.
+    pub fn new() -> Arc<Self> {
+        Arc::new(MsiQueue::default())
+    }
+
+    /// Queues one MSI write.
+    pub fn send(&self, address: u64, data: u32) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((address, data));
+    }
+
+    /// Takes every queued message, oldest first.
+    pub fn take(&self) -> Vec<(u64, u32)> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn msi_queue_keeps_order() {
+        let q = MsiQueue::new();
+        q.send(0xfee0_0000, 0x41);
+        q.send(0xfee0_0000, 0x42);
+        assert_eq!(q.take(), vec![(0xfee0_0000, 0x41), (0xfee0_0000, 0x42)]);
+        assert!(q.take().is_empty());
+    }
 
     #[test]
     fn raise_and_take() {

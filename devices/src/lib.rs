@@ -11,6 +11,7 @@
 
 // Tests may unwrap: a failed unwrap is a failed test.
 
+pub mod async_event;
 pub mod bus;
 pub mod clock;
 pub mod interrupt;

@@ -10,23 +10,17 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use devices::async_event::{AsyncEventSource, Waker};
 use devices::bus::{Bus, BusError};
-use devices::irq::{IrqLine, IrqLines};
-use devices::legacy::{DebugPort, I8042Device, Serial, ShutdownDevice};
+use devices::irq::{IrqLine, IrqLines, MsiQueue};
+use devices::legacy::{
+    DebugPort, I8042Device, Serial, ShutdownDevice, DEBUG_PORT, DEBUG_PORT_SIZE, I8042_BASE,
+    I8042_SIZE, SERIAL_IRQ, SERIAL_PORT_BASE, SERIAL_PORT_SIZE, SHUTDOWN_PORT, SHUTDOWN_PORT_SIZE,
+};
 use serde_json::json;
 
-use crate::config::{ConsoleConfig, ConsoleOutputMode};
-
-/// COM1.
-pub const SERIAL_PORT: u64 = 0x3f8;
-/// COM1's IOAPIC pin.
-pub const SERIAL_IRQ: u32 = 4;
-/// Cloud Hypervisor's ACPI shutdown/reboot port.
-pub const SHUTDOWN_PORT: u64 = 0x600;
-/// The POST/debug port.
-pub const DEBUG_PORT: u64 = 0x80;
-/// The i8042 controller as Cloud Hypervisor maps it (0x61..0x64).
-pub const I8042_PORT: u64 = 0x61;
+use crate::config::{ConsoleOutputMode, VmConfig};
+use crate::memory::GuestMemoryMmapT;
 
 /// Errors creating devices.
 #[derive(Debug, thiserror::Error)]
@@ -76,13 +70,24 @@ pub struct DeviceManager {
     pub serial: Option<Arc<Mutex<Serial>>>,
     /// Interrupt lines raised by devices.
     pub irq_lines: Arc<IrqLines>,
+    /// MSIs sent by devices.
+    pub msi_queue: Arc<MsiQueue>,
+    /// Devices whose host-side work is applied on the vCPU thread.
+    pub async_sources: Vec<Arc<Mutex<dyn AsyncEventSource>>>,
     /// Whether the serial port reads host standard input.
     pub serial_is_tty: bool,
 }
 
 impl DeviceManager {
-    /// Creates the legacy devices for `serial`.
-    pub fn new(serial: &ConsoleConfig) -> Result<Self, DeviceError> {
+    /// Creates the devices `config` asks for. `memory` is the guest RAM
+    /// devices may access (only on the vCPU thread); `waker` is what their
+    /// I/O threads call when host work has finished.
+    pub fn new(
+        config: &VmConfig,
+        _memory: &GuestMemoryMmapT,
+        _waker: Arc<dyn Waker>,
+    ) -> Result<Self, DeviceError> {
+        let serial = &config.serial;
         let irq_lines = IrqLines::new();
         let mut pio = Bus::new();
         let out: Option<Box<dyn Write + Send>> = match serial.mode {
@@ -103,7 +108,7 @@ impl DeviceManager {
             )))
         });
         if let Some(s) = &serial_dev {
-            pio.insert(s.clone(), SERIAL_PORT, 8)
+            pio.insert(s.clone(), SERIAL_PORT_BASE, SERIAL_PORT_SIZE)
                 .map_err(DeviceError::Bus)?;
         }
         pio.insert(
@@ -112,15 +117,25 @@ impl DeviceManager {
             8,
         )
         .map_err(DeviceError::Bus)?;
-        pio.insert(Arc::new(Mutex::new(DebugPort::new())), DEBUG_PORT, 1)
-            .map_err(DeviceError::Bus)?;
-        pio.insert(Arc::new(Mutex::new(I8042Device::new())), I8042_PORT, 4)
-            .map_err(DeviceError::Bus)?;
+        pio.insert(
+            Arc::new(Mutex::new(DebugPort::new())),
+            DEBUG_PORT,
+            DEBUG_PORT_SIZE,
+        )
+        .map_err(DeviceError::Bus)?;
+        pio.insert(
+            Arc::new(Mutex::new(I8042Device::new())),
+            I8042_BASE,
+            I8042_SIZE,
+        )
+        .map_err(DeviceError::Bus)?;
         Ok(DeviceManager {
             pio,
             mmio: Bus::new(),
             serial: serial_dev,
             irq_lines,
+            msi_queue: MsiQueue::new(),
+            async_sources: Vec::new(),
             serial_is_tty: serial.mode == ConsoleOutputMode::Tty,
         })
     }
@@ -138,11 +153,20 @@ impl DeviceManager {
         };
         let mut tree = BTreeMap::new();
         if self.serial.is_some() {
-            tree.insert("__serial".into(), pio("__serial", SERIAL_PORT, 8));
+            tree.insert(
+                "__serial".into(),
+                pio("__serial", SERIAL_PORT_BASE, SERIAL_PORT_SIZE),
+            );
         }
-        tree.insert("__shutdown".into(), pio("__shutdown", SHUTDOWN_PORT, 8));
-        tree.insert("__debug_port".into(), pio("__debug_port", DEBUG_PORT, 1));
-        tree.insert("__i8042".into(), pio("__i8042", I8042_PORT, 4));
+        tree.insert(
+            "__shutdown".into(),
+            pio("__shutdown", SHUTDOWN_PORT, SHUTDOWN_PORT_SIZE),
+        );
+        tree.insert(
+            "__debug_port".into(),
+            pio("__debug_port", DEBUG_PORT, DEBUG_PORT_SIZE),
+        );
+        tree.insert("__i8042".into(), pio("__i8042", I8042_BASE, I8042_SIZE));
         let mmio = |id: &str, base: u64, size: u64| {
             json!({
                 "id": id,

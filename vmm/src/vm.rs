@@ -134,7 +134,8 @@ impl Vm {
             },
         )
         .map_err(VmError::Boot)?;
-        let dm = DeviceManager::new(&config.serial).map_err(VmError::Devices)?;
+        let control = VcpuControl::new();
+        let dm = DeviceManager::new(config, &memory, control.clone()).map_err(VmError::Devices)?;
 
         let vcpu = hv_vm.create_vcpu(0).map_err(VmError::Vcpu)?;
         let supported = hv.supported_cpuid().map_err(VmError::Vcpu)?;
@@ -150,7 +151,6 @@ impl Vm {
             .map_err(VmError::Vcpu)?;
 
         let clock = Arc::new(VmClock::new());
-        let control = VcpuControl::new();
         let counters = Arc::new(VcpuCounters::default());
         let device_tree = dm.device_tree();
         let serial_is_tty = dm.serial_is_tty;
@@ -160,6 +160,8 @@ impl Vm {
             mmio: dm.mmio,
             intc: InterruptController::new(clock.clone()),
             irq_lines: dm.irq_lines,
+            msi_queue: dm.msi_queue,
+            async_sources: dm.async_sources,
             serial: dm.serial,
             clock: clock.clone(),
             control: control.clone(),

@@ -35,6 +35,8 @@ struct State {
     run: RunState,
     deadline: Option<u64>,
     input: VecDeque<u8>,
+    /// A device finished host work: poll event sources.
+    events_ready: bool,
 }
 
 /// Shared between the vCPU thread, its timer thread and the control loop.
@@ -56,6 +58,7 @@ impl VcpuControl {
                 run: RunState::Running,
                 deadline: None,
                 input: VecDeque::new(),
+                events_ready: false,
             }),
             cv: Condvar::new(),
             kicker: Mutex::new(None),
@@ -143,6 +146,11 @@ impl VcpuControl {
         self.kick();
     }
 
+    /// Clears and returns the "device events ready" flag (vCPU thread).
+    pub fn take_events_ready(&self) -> bool {
+        std::mem::take(&mut self.lock().events_ready)
+    }
+
     /// Host input waiting for the guest.
     pub fn input_len(&self) -> usize {
         self.lock().input.len()
@@ -187,7 +195,7 @@ impl VcpuControl {
     /// Blocks a halted vCPU until `deadline` (clock time), a request, or input.
     pub fn wait_halted(&self, clock: &dyn Clock, deadline: Option<u64>) {
         let s = self.lock();
-        if s.run != RunState::Running || !s.input.is_empty() {
+        if s.run != RunState::Running || !s.input.is_empty() || s.events_ready {
             return;
         }
         let timeout = match deadline {
@@ -200,7 +208,7 @@ impl VcpuControl {
         let _ = self
             .cv
             .wait_timeout_while(s, timeout, |s| {
-                s.run == RunState::Running && s.input.is_empty()
+                s.run == RunState::Running && s.input.is_empty() && !s.events_ready
             })
             .unwrap_or_else(|e| e.into_inner());
     }
@@ -249,6 +257,13 @@ impl VcpuControl {
                 }
             }
         }
+    }
+}
+
+impl devices::async_event::Waker for VcpuControl {
+    fn wake(&self) {
+        self.lock().events_ready = true;
+        self.kick();
     }
 }
 
@@ -309,5 +324,18 @@ mod tests {
         // Input pending: no wait.
         c.push_input(b"x");
         c.wait_halted(&clock, None);
+        let _ = c.take_input(1);
+        // A device event wakes a halted vCPU from another thread.
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            devices::async_event::Waker::wake(c2.as_ref());
+        });
+        let start = std::time::Instant::now();
+        c.wait_halted(&clock, None);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(c.take_events_ready());
+        assert!(!c.take_events_ready());
+        t.join().unwrap();
     }
 }

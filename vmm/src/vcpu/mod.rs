@@ -15,10 +15,11 @@ pub mod exit;
 
 use std::sync::{Arc, Mutex};
 
+use devices::async_event::{ApplyError, AsyncEventSource};
 use devices::bus::Bus;
 use devices::clock::Clock;
 use devices::interrupt::InterruptController;
-use devices::irq::IrqLines;
+use devices::irq::{IrqLines, MsiQueue};
 use devices::legacy::Serial;
 use hypervisor::{Vcpu, VmExit};
 
@@ -50,6 +51,9 @@ pub enum VcpuError {
     /// An exit the VMM cannot handle.
     #[error("vCPU stopped")]
     Exit(#[source] ExitError),
+    /// A device event could not be applied.
+    #[error("cannot apply a device event")]
+    ApplyEvent(#[source] ApplyError),
 }
 
 /// Everything the vCPU thread owns.
@@ -65,6 +69,10 @@ pub struct VcpuRunner {
     pub intc: InterruptController,
     /// Lines raised by devices.
     pub irq_lines: Arc<IrqLines>,
+    /// MSIs sent by devices.
+    pub msi_queue: Arc<MsiQueue>,
+    /// Devices with host-side work to apply on this thread.
+    pub async_sources: Vec<Arc<Mutex<dyn AsyncEventSource>>>,
     /// The serial port, for host input.
     pub serial: Option<Arc<Mutex<Serial>>>,
     /// The VM clock.
@@ -98,7 +106,9 @@ impl VcpuRunner {
             if !self.control.checkpoint(|| clock.pause(), || clock.resume()) {
                 return VcpuEnd::Stopped;
             }
-            self.deliver_async_events();
+            if let Err(e) = self.deliver_async_events() {
+                return VcpuEnd::Error(e);
+            }
             if let Err(e) = self.inject_interrupts() {
                 return VcpuEnd::Error(e);
             }
@@ -117,11 +127,17 @@ impl VcpuRunner {
                 mmio: &self.mmio,
                 intc: &mut self.intc,
             };
-            match handle_exit(&exit, &mut ctx) {
+            let action = handle_exit(&exit, &mut ctx);
+            self.route_interrupts();
+            match action {
                 Ok(ExitAction::Continue) | Ok(ExitAction::Kicked) => {}
                 Ok(ExitAction::CompleteIoIn(data)) => self.vcpu.complete_io_in(&data),
                 Ok(ExitAction::CompleteMmioRead(data)) => self.vcpu.complete_mmio_read(&data),
-                Ok(ExitAction::Halt) => self.wait_for_interrupt(),
+                Ok(ExitAction::Halt) => {
+                    if let Err(e) = self.wait_for_interrupt() {
+                        return VcpuEnd::Error(e);
+                    }
+                }
                 Ok(ExitAction::Shutdown) => return VcpuEnd::Shutdown,
                 Ok(ExitAction::Reset) => return VcpuEnd::Reset,
                 Err(e) => return VcpuEnd::Error(VcpuError::Exit(e)),
@@ -130,8 +146,9 @@ impl VcpuRunner {
     }
 
     /// Applies what happened outside the guest since the last exit: the
-    /// timer's expiry and host input. The one input seam of the VMM.
-    fn deliver_async_events(&mut self) {
+    /// timer's expiry, host input and device events. The one input seam of
+    /// the VMM.
+    fn deliver_async_events(&mut self) -> Result<(), VcpuError> {
         // A late VMM fires every period that passed; the extra ticks
         // coalesce in the APIC (the deadline sequence stays deterministic).
         let now = self.clock.now_ns();
@@ -151,9 +168,27 @@ impl VcpuRunner {
                 debug_assert_eq!(taken, bytes.len());
             }
         }
+        if self.control.take_events_ready() {
+            for source in &self.async_sources {
+                let mut source = source.lock().unwrap_or_else(|e| e.into_inner());
+                while let Some(event) = source.poll_event() {
+                    source.apply_event(&event).map_err(VcpuError::ApplyEvent)?;
+                }
+            }
+        }
+        self.route_interrupts();
+        Ok(())
+    }
+
+    /// Routes what devices raised (IOAPIC lines, MSIs) into the interrupt
+    /// controller.
+    fn route_interrupts(&mut self) {
         let lines = self.irq_lines.take();
         if lines != 0 {
             self.intc.raise_irq_lines(lines);
+        }
+        for (address, data) in self.msi_queue.take() {
+            self.intc.deliver_msi(address, data);
         }
     }
 
@@ -179,15 +214,15 @@ impl VcpuRunner {
 
     /// The guest executed HLT: sleep until an interrupt is pending (timer,
     /// device, input) or the control loop wants something.
-    fn wait_for_interrupt(&mut self) {
+    fn wait_for_interrupt(&mut self) -> Result<(), VcpuError> {
         loop {
-            self.deliver_async_events();
+            self.deliver_async_events()?;
             if self.intc.has_pending() {
-                return;
+                return Ok(());
             }
             match self.control.run_state() {
                 RunState::Running => {}
-                _ => return,
+                _ => return Ok(()),
             }
             let deadline = self.intc.timer_deadline();
             self.control.wait_halted(self.clock.as_ref(), deadline);
