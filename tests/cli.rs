@@ -37,7 +37,10 @@ fn nothing_to_do() {
 fn unsupported_options_are_refused_not_ignored() {
     let guest = common::test_guest().to_str().unwrap().to_string();
     assert_refused(&["--kernel", &guest, "--cpus", "boot=2"], "vcpu");
-    assert_refused(&["--kernel", &guest, "--disk", "path=/tmp/x.img"], "disk");
+    assert_refused(
+        &["--kernel", &guest, "--disk", "path=/tmp/x.img,direct=on"],
+        "disk direct",
+    );
     assert_refused(&["--kernel", &guest, "--serial", "pty"], "pty");
     assert_refused(
         &["--kernel", &guest, "--memory", "size=128M,shared=on"],

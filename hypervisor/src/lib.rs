@@ -15,7 +15,10 @@ mod vm_exit;
 
 use std::sync::Arc;
 
-pub use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs, CpuId};
+pub use kvm_bindings::{
+    kvm_debugregs, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+    CpuId,
+};
 pub use vm_exit::VmExit;
 
 /// Errors from the hypervisor layer; each names the operation that failed.
@@ -130,4 +133,32 @@ pub trait Vcpu: Send + std::fmt::Debug {
     fn set_cpuid(&self, cpuid: &CpuId) -> Result<()>;
     /// Sets MSRs, `(index, value)` pairs.
     fn set_msrs(&self, msrs: &[(u32, u64)]) -> Result<()>;
+    /// The FPU state (legacy area).
+    fn get_fpu(&self) -> Result<kvm_fpu>;
+    /// Reads the MSRs `indices`; returns the `(index, value)` pairs KVM
+    /// answered (in order, stopping at the first index it does not know).
+    fn get_msrs(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>>;
+    /// The XSAVE area (FPU, SSE, AVX...).
+    fn get_xsave(&self) -> Result<kvm_xsave>;
+    /// Sets the XSAVE area, as read by [`get_xsave`](Self::get_xsave).
+    fn set_xsave(&self, xsave: &kvm_xsave) -> Result<()>;
+    /// The extended control registers (XCR0).
+    fn get_xcrs(&self) -> Result<kvm_xcrs>;
+    /// Sets the extended control registers.
+    fn set_xcrs(&self, xcrs: &kvm_xcrs) -> Result<()>;
+    /// Pending exceptions, interrupts, NMIs and the interrupt shadow.
+    fn get_vcpu_events(&self) -> Result<kvm_vcpu_events>;
+    /// Sets pending exceptions, interrupts, NMIs and the interrupt shadow.
+    fn set_vcpu_events(&self, events: &kvm_vcpu_events) -> Result<()>;
+    /// The debug registers.
+    fn get_debug_regs(&self) -> Result<kvm_debugregs>;
+    /// Sets the debug registers.
+    fn set_debug_regs(&self, regs: &kvm_debugregs) -> Result<()>;
+    /// The guest's RIP at the last exit: from KVM's sync registers when
+    /// the host has them (no ioctl), else from `KVM_GET_REGS`.
+    fn exit_rip(&mut self) -> Result<u64>;
+    /// Completes a pending I/O or MMIO exit without running guest code
+    /// (KVM_RUN with `immediate_exit` set), so that the registers can be
+    /// replaced afterwards without KVM overwriting them.
+    fn flush_pending_io(&mut self) -> Result<()>;
 }

@@ -47,6 +47,30 @@ pub enum Workload {
         /// Which exception.
         kind: FaultKind,
     },
+    /// `workload=disk [mib=M] [flushes=F]`: write M MiB of patterns to the
+    /// virtio disk, flush, read back and verify; then F write+flush rounds.
+    Disk {
+        /// MiB to write and verify (default 4).
+        mib: u64,
+        /// Single-sector write+flush rounds to time (default 16).
+        flushes: u64,
+    },
+    /// `workload=malformed [kind=all|index|loop|range|direction]`: send
+    /// the virtio disk malformed descriptor chains on purpose.
+    Malformed {
+        /// Which malformation.
+        kind: MalformedKind,
+    },
+    /// `workload=kv ip=A.B.C.D/P [gw=A.B.C.D]`: the TCP key-value service
+    /// on port 7000, its log on the virtio disk.
+    Kv {
+        /// The guest's IPv4 address.
+        ip: [u8; 4],
+        /// Its prefix length.
+        prefix: u8,
+        /// The default gateway, if any.
+        gateway: Option<[u8; 4]>,
+    },
 }
 
 /// The exception `workload=fault` raises.
@@ -60,6 +84,34 @@ pub enum FaultKind {
     PageFault,
 }
 
+/// The malformed descriptor chains `workload=malformed` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MalformedKind {
+    /// Every kind below, one after the other (the default).
+    All,
+    /// A `next` index past the queue size.
+    Index,
+    /// A chain that loops.
+    Loop,
+    /// A buffer outside guest memory.
+    Range,
+    /// A device-readable buffer after a device-writable one.
+    Direction,
+}
+
+impl MalformedKind {
+    /// The name used on the command line and in the output.
+    pub fn name(self) -> &'static str {
+        match self {
+            MalformedKind::All => "all",
+            MalformedKind::Index => "index",
+            MalformedKind::Loop => "loop",
+            MalformedKind::Range => "range",
+            MalformedKind::Direction => "direction",
+        }
+    }
+}
+
 /// A command line that names no usable workload.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError<'a> {
@@ -68,14 +120,17 @@ pub enum ConfigError<'a> {
     #[error("bad command line: {0}")]
     Cmdline(CmdlineError<'a>),
     /// No `workload=` parameter.
-    #[error("no workload= on the command line (expected compute, ticks, idle, exits or fault)")]
+    #[error("no workload= on the command line (expected compute, ticks, idle, exits, fault, disk, kv or malformed)")]
     NoWorkload,
     /// `workload=` names no known workload.
-    #[error("unknown workload '{0}' (expected compute, ticks, idle, exits or fault)")]
+    #[error("unknown workload '{0}' (expected compute, ticks, idle, exits, fault, disk, kv or malformed)")]
     UnknownWorkload(&'a str),
     /// `kind=` names no known fault.
     #[error("unknown fault kind '{0}' (expected ud, gp or pf)")]
     UnknownFault(&'a str),
+    /// `kind=` names no known malformation.
+    #[error("unknown malformed kind '{0}' (expected all, index, loop, range or direction)")]
+    UnknownMalformed(&'a str),
     /// A parameter the workload needs is missing.
     #[error("workload {workload} needs {key}=")]
     Missing {
@@ -100,6 +155,28 @@ pub enum ConfigError<'a> {
         /// Its value.
         value: &'a str,
     },
+    /// An address that is not `A.B.C.D` (with `/P` where a prefix is needed).
+    #[error("{key}='{value}' is not an IPv4 address{}", if *.prefix { " with a prefix (A.B.C.D/P, P in 1..=32)" } else { " (A.B.C.D)" })]
+    BadAddress {
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: &'a str,
+        /// Whether a `/P` prefix was expected.
+        prefix: bool,
+    },
+    /// A number out of the range the workload accepts.
+    #[error("{key}={value} is out of range ({min}..={max})")]
+    OutOfRange {
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: u64,
+        /// Smallest value accepted.
+        min: u64,
+        /// Largest value accepted.
+        max: u64,
+    },
     /// A timer frequency out of range.
     #[error("bad hz=")]
     Frequency(#[source] TimerError),
@@ -116,6 +193,9 @@ impl Workload {
             "idle" => &["hz"],
             "fault" => &["kind"],
             "exits" => &["count"],
+            "disk" => &["mib", "flushes"],
+            "kv" => &["ip", "gw"],
+            "malformed" => &["kind"],
             _ => return Err(ConfigError::UnknownWorkload(name)),
         };
         if let Some((key, _)) = cmdline
@@ -148,6 +228,50 @@ impl Workload {
             "exits" => Workload::Exits {
                 count: required("count")?,
             },
+            "disk" => Workload::Disk {
+                mib: in_range(&cmdline, "mib", 4, 1, 1024)?,
+                flushes: in_range(&cmdline, "flushes", 16, 0, 100_000)?,
+            },
+            "malformed" => Workload::Malformed {
+                kind: match cmdline.get("kind").unwrap_or("all") {
+                    "all" => MalformedKind::All,
+                    "index" => MalformedKind::Index,
+                    "loop" => MalformedKind::Loop,
+                    "range" => MalformedKind::Range,
+                    "direction" => MalformedKind::Direction,
+                    other => return Err(ConfigError::UnknownMalformed(other)),
+                },
+            },
+            "kv" => {
+                let ip = cmdline.get("ip").ok_or(ConfigError::Missing {
+                    workload: name,
+                    key: "ip",
+                })?;
+                let (address, prefix) = ip
+                    .split_once('/')
+                    .and_then(|(a, p)| Some((parse_ipv4(a)?, p.parse::<u8>().ok()?)))
+                    .filter(|&(_, p)| (1..=32).contains(&p))
+                    .ok_or(ConfigError::BadAddress {
+                        key: "ip",
+                        value: ip,
+                        prefix: true,
+                    })?;
+                let gateway = cmdline
+                    .get("gw")
+                    .map(|gw| {
+                        parse_ipv4(gw).ok_or(ConfigError::BadAddress {
+                            key: "gw",
+                            value: gw,
+                            prefix: false,
+                        })
+                    })
+                    .transpose()?;
+                Workload::Kv {
+                    ip: address,
+                    prefix,
+                    gateway,
+                }
+            }
             _ => Workload::Fault {
                 kind: match cmdline.get("kind").unwrap_or("ud") {
                     "ud" => FaultKind::InvalidOpcode,
@@ -170,6 +294,40 @@ fn number<'a>(cmdline: &Cmdline<'a>, key: &'static str) -> Result<Option<u64>, C
                 .map_err(|_| ConfigError::NotANumber { key, value })
         })
         .transpose()
+}
+
+/// The value of `key` (default `default`), checked against `min..=max`.
+fn in_range<'a>(
+    cmdline: &Cmdline<'a>,
+    key: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError<'a>> {
+    let value = number(cmdline, key)?.unwrap_or(default);
+    if !(min..=max).contains(&value) {
+        return Err(ConfigError::OutOfRange {
+            key,
+            value,
+            min,
+            max,
+        });
+    }
+    Ok(value)
+}
+
+/// Parses dotted-quad `A.B.C.D` (decimal, each 0..=255).
+pub fn parse_ipv4(text: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = text.split('.');
+    for byte in &mut out {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *byte = part.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 /// Displays an error followed by its chain of causes, `": "`-separated.
@@ -204,6 +362,82 @@ mod tests {
         );
         assert!(Workload::from_cmdline("workload=exits").is_err());
         assert!(Workload::from_cmdline("workload=exits count=1 hz=5").is_err());
+    }
+
+    #[test]
+    fn disk_and_kv_workloads() {
+        assert_eq!(
+            Workload::from_cmdline("workload=disk"),
+            Ok(Workload::Disk {
+                mib: 4,
+                flushes: 16
+            })
+        );
+        assert_eq!(
+            Workload::from_cmdline("workload=disk mib=64 flushes=0"),
+            Ok(Workload::Disk {
+                mib: 64,
+                flushes: 0
+            })
+        );
+        assert_eq!(
+            Workload::from_cmdline("workload=kv ip=10.0.0.2/24 gw=10.0.0.1"),
+            Ok(Workload::Kv {
+                ip: [10, 0, 0, 2],
+                prefix: 24,
+                gateway: Some([10, 0, 0, 1])
+            })
+        );
+        assert_eq!(
+            Workload::from_cmdline("workload=kv ip=192.168.249.2/30"),
+            Ok(Workload::Kv {
+                ip: [192, 168, 249, 2],
+                prefix: 30,
+                gateway: None
+            })
+        );
+        assert_eq!(message("workload=kv"), "workload kv needs ip=");
+        assert_eq!(
+            message("workload=kv ip=10.0.0.2"),
+            "ip='10.0.0.2' is not an IPv4 address with a prefix (A.B.C.D/P, P in 1..=32)"
+        );
+        assert_eq!(
+            message("workload=kv ip=10.0.0.256/24"),
+            "ip='10.0.0.256/24' is not an IPv4 address with a prefix (A.B.C.D/P, P in 1..=32)"
+        );
+        assert_eq!(
+            message("workload=kv ip=10.0.0.2/33"),
+            "ip='10.0.0.2/33' is not an IPv4 address with a prefix (A.B.C.D/P, P in 1..=32)"
+        );
+        assert_eq!(
+            message("workload=kv ip=10.0.0.2/24 gw=10.0.0"),
+            "gw='10.0.0' is not an IPv4 address (A.B.C.D)"
+        );
+        assert_eq!(
+            message("workload=disk mib=0"),
+            "mib=0 is out of range (1..=1024)"
+        );
+        assert_eq!(
+            message("workload=disk port=1"),
+            "unknown parameter 'port' for workload disk"
+        );
+    }
+
+    #[test]
+    fn ipv4() {
+        assert_eq!(parse_ipv4("0.0.0.0"), Some([0; 4]));
+        assert_eq!(parse_ipv4("255.1.2.3"), Some([255, 1, 2, 3]));
+        for bad in [
+            "",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            "a.b.c.d",
+            "1.2.3.+4",
+            "1.2.3.0004",
+        ] {
+            assert_eq!(parse_ipv4(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -248,11 +482,11 @@ mod tests {
     fn errors() {
         assert_eq!(
             message(""),
-            "no workload= on the command line (expected compute, ticks, idle, exits or fault)"
+            "no workload= on the command line (expected compute, ticks, idle, exits, fault, disk, kv or malformed)"
         );
         assert_eq!(
             message("workload=fly"),
-            "unknown workload 'fly' (expected compute, ticks, idle, exits or fault)"
+            "unknown workload 'fly' (expected compute, ticks, idle, exits, fault, disk, kv or malformed)"
         );
         assert_eq!(
             message("workload=fault kind=de"),

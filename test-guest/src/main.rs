@@ -8,11 +8,16 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 mod arch;
+mod heap;
 mod lapic;
 mod mem;
+mod pci;
 mod pvh;
 mod serial;
+mod virtio;
 mod workloads;
 
 use core::panic::PanicInfo;
@@ -23,6 +28,7 @@ use test_guest::config::{ErrorChain, Workload};
 /// physical address of the PVH `hvm_start_info`.
 #[no_mangle]
 extern "C" fn rust_main(start_info: u64) -> ! {
+    heap::init();
     let result = pvh::cmdline(start_info)
         .map_err(|e| println!("test-guest: error: {}", ErrorChain(&e)))
         .and_then(|text| {

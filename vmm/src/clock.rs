@@ -49,6 +49,20 @@ impl VmClock {
     }
 }
 
+/// Pausing the VM clock stops guest time (through a shared reference the
+/// methods above do the same).
+impl vm_migration::Pausable for VmClock {
+    fn pause(&mut self) -> Result<(), vm_migration::MigratableError> {
+        VmClock::pause(self);
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), vm_migration::MigratableError> {
+        VmClock::resume(self);
+        Ok(())
+    }
+}
+
 impl Default for VmClock {
     fn default() -> Self {
         Self::new()
@@ -85,5 +99,18 @@ mod tests {
         let d = c.now_ns();
         assert!(d > b);
         assert!(d - b < 15_000_000, "paused time must not count: {}", d - b);
+    }
+
+    #[test]
+    fn pausable_stops_time() {
+        use vm_migration::Pausable;
+        let mut c = VmClock::new();
+        Pausable::pause(&mut c).unwrap();
+        let a = c.now_ns();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(c.now_ns(), a);
+        Pausable::resume(&mut c).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(c.now_ns() > a);
     }
 }

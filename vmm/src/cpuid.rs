@@ -20,6 +20,21 @@
 //! checks rather than hidden (no CPUID bit turns them off).
 //! Note: on the development machines KVM does not apply CPUID to guest
 //! user mode (see the shared notes); real hosts do.
+//!
+//! ## Time base (leaves 0x15 and 0x16)
+//! There is no PIT, HPET, RTC or kvmclock, so a guest cannot calibrate its
+//! timers against another clock. Instead the table *states* the
+//! frequencies, as hardware does on Intel since Skylake: leaf 0x15 gives
+//! the core crystal clock, which is the APIC timer's input (1 GHz before its
+//! divider, [`APIC_BUS_HZ`]), and the TSC/crystal ratio; leaf 0x16 the base
+//! frequency. Linux 6.1 (`native_calibrate_tsc`) then sets both `tsc_khz`
+//! and the APIC timer period from CPUID alone: no calibration loop, no
+//! host-time-dependent values, the same numbers on every run. The TSC rate
+//! is measured once per VMM process against the host's monotonic clock (it
+//! is part of the VM's configuration, like the rest of this table).
+//! Linux reads these leaves only on Intel CPUs; on AMD hosts the guest needs
+//! `tsc_early_khz=<kHz>` on its command line, after which it measures the
+//! APIC timer against the TSC in a loop of a fixed number of APIC reads.
 
 use hypervisor::CpuId;
 use kvm_bindings::kvm_cpuid_entry2;
@@ -43,8 +58,82 @@ const LEAF1_ECX_RDRAND: u32 = 1 << 30;
 const LEAF7_EBX_RDSEED: u32 = 1 << 18;
 const LEAF7_ECX_WAITPKG: u32 = 1 << 5;
 
-/// Filters `entries` in place for vCPU `apic_id` of `vcpu_count`.
-pub fn sanitize(entries: &mut Vec<kvm_cpuid_entry2>, apic_id: u8, vcpu_count: u8) {
+/// Input frequency of the local APIC timer before its divider, in Hz (the
+/// core crystal clock of leaf 0x15). `devices::interrupt` counts at this rate.
+pub const APIC_BUS_HZ: u32 = 1_000_000_000;
+const INTEL_VENDOR: [u32; 3] = [0x756e_6547, 0x4965_6e69, 0x6c65_746e]; // "GenuineIntel"
+/// `crystal_kHz * numerator` must fit in 32 bits in Linux's computation.
+const MAX_TSC_NUMERATOR: u32 = u32::MAX / (APIC_BUS_HZ / 1000);
+
+/// The TSC/crystal ratio of leaf 0x15 closest to `tsc_khz`, as
+/// `(denominator, numerator)` with the numerator small enough for Linux.
+fn tsc_ratio(tsc_khz: u32) -> (u32, u32) {
+    let crystal_khz = u64::from(APIC_BUS_HZ / 1000);
+    let mut best = (1u32, 1u32, u64::MAX);
+    for den in 1..=MAX_TSC_NUMERATOR {
+        let num = (u64::from(tsc_khz) * u64::from(den) + crystal_khz / 2) / crystal_khz;
+        if num == 0 || num > u64::from(MAX_TSC_NUMERATOR) {
+            continue;
+        }
+        let khz = crystal_khz * num / u64::from(den);
+        let err = khz.abs_diff(u64::from(tsc_khz));
+        if err < best.2 {
+            best = (den, num as u32, err);
+        }
+    }
+    (best.0, best.1)
+}
+
+/// Adds the timing leaves 0x15/0x16 (see the module docs) on Intel CPUs.
+fn add_timing_leaves(entries: &mut Vec<kvm_cpuid_entry2>, tsc_khz: u32) {
+    let Some(leaf0) = entries.iter_mut().find(|e| e.function == 0) else {
+        return;
+    };
+    if [leaf0.ebx, leaf0.edx, leaf0.ecx] != INTEL_VENDOR || tsc_khz == 0 {
+        return;
+    }
+    leaf0.eax = leaf0.eax.max(0x16);
+    entries.retain(|e| e.function != 0x15 && e.function != 0x16);
+    let (den, num) = tsc_ratio(tsc_khz);
+    entries.push(kvm_cpuid_entry2 {
+        function: 0x15,
+        eax: den,
+        ebx: num,
+        ecx: APIC_BUS_HZ,
+        ..Default::default()
+    });
+    let mhz = tsc_khz / 1000;
+    entries.push(kvm_cpuid_entry2 {
+        function: 0x16,
+        eax: mhz,
+        ebx: mhz,
+        ecx: APIC_BUS_HZ / 1_000_000,
+        ..Default::default()
+    });
+}
+
+/// The host's TSC rate in kHz, measured once per process against the
+/// monotonic clock over 20 ms (0 when the CPU has no TSC).
+pub fn host_tsc_khz() -> u32 {
+    static KHZ: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *KHZ.get_or_init(|| {
+        let rdtsc = || {
+            // SAFETY: RDTSC has no memory effects; every x86-64 CPU has it.
+            unsafe { std::arch::x86_64::_rdtsc() }
+        };
+        let start = std::time::Instant::now();
+        let t0 = rdtsc();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let t1 = rdtsc();
+        let ns = start.elapsed().as_nanos().max(1);
+        u32::try_from(u128::from(t1.wrapping_sub(t0)) * 1_000_000 / ns).unwrap_or(0)
+    })
+}
+
+/// Filters `entries` in place for vCPU `apic_id` of `vcpu_count`, and adds
+/// the timing leaves for a TSC of `tsc_khz`.
+pub fn sanitize(entries: &mut Vec<kvm_cpuid_entry2>, apic_id: u8, vcpu_count: u8, tsc_khz: u32) {
+    add_timing_leaves(entries, tsc_khz);
     entries.retain(|e| !(0x4000_0000..0x5000_0000).contains(&e.function));
     for e in entries.iter_mut() {
         match e.function {
@@ -83,7 +172,11 @@ pub fn sanitize(entries: &mut Vec<kvm_cpuid_entry2>, apic_id: u8, vcpu_count: u8
 /// The guest CPUID for vCPU `apic_id`.
 pub fn guest_cpuid(supported: &CpuId, apic_id: u8, vcpu_count: u8) -> Result<CpuId, CpuidError> {
     let mut entries = supported.as_slice().to_vec();
-    sanitize(&mut entries, apic_id, vcpu_count);
+    let vendor_is_intel = entries
+        .iter()
+        .any(|e| e.function == 0 && [e.ebx, e.edx, e.ecx] == INTEL_VENDOR);
+    let tsc_khz = if vendor_is_intel { host_tsc_khz() } else { 0 };
+    sanitize(&mut entries, apic_id, vcpu_count, tsc_khz);
     CpuId::from_entries(&entries).map_err(|_| CpuidError::Build)
 }
 
@@ -111,7 +204,7 @@ mod tests {
             entry(0x4000_0001, 0, 1, 1),
             entry(0xa, 0, 5, 5),
         ];
-        sanitize(&mut v, 0, 1);
+        sanitize(&mut v, 0, 1, 2_000_000);
         assert_eq!(v.len(), 4);
         let l1 = v[0];
         assert_eq!(l1.ecx & LEAF1_ECX_RDRAND, 0);
@@ -123,5 +216,48 @@ mod tests {
         assert_eq!(v[1].ecx & LEAF7_ECX_WAITPKG, 0);
         assert_eq!(v[2].ebx, u32::MAX, "subleaf 1 untouched");
         assert_eq!(v[3].ebx, 0);
+    }
+
+    #[test]
+    fn timing_leaves_on_intel_only() {
+        let leaf0 = |ebx, edx, ecx| kvm_cpuid_entry2 {
+            function: 0,
+            eax: 0xd,
+            ebx,
+            ecx,
+            edx,
+            ..Default::default()
+        };
+        let [b, d, c] = INTEL_VENDOR;
+        let mut v = vec![leaf0(b, d, c), entry(0x15, 0, 7, 7)];
+        sanitize(&mut v, 0, 1, 2_445_426);
+        assert_eq!(v[0].eax, 0x16);
+        let l15 = v.iter().find(|e| e.function == 0x15).unwrap();
+        assert_eq!(l15.ecx, APIC_BUS_HZ);
+        // Linux: tsc_khz = crystal_khz * ebx / eax, in 32-bit arithmetic.
+        let khz = (APIC_BUS_HZ / 1000).checked_mul(l15.ebx).unwrap() / l15.eax;
+        assert!(khz.abs_diff(2_445_426) < 100, "{khz}");
+        assert_eq!(v.iter().filter(|e| e.function == 0x15).count(), 1);
+        let l16 = v.iter().find(|e| e.function == 0x16).unwrap();
+        assert_eq!(l16.eax, 2445);
+
+        // "AuthenticAMD": Linux ignores these leaves there; leave them out.
+        let mut v = vec![leaf0(0x6874_7541, 0x6974_6e65, 0x444d_4163)];
+        sanitize(&mut v, 0, 1, 2_445_426);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].eax, 0xd);
+    }
+
+    #[test]
+    fn tsc_ratio_fits_linux_arithmetic() {
+        for khz in [1_000_000, 2_100_000, 2_445_426, 3_999_999, 4_200_000] {
+            let (den, num) = tsc_ratio(khz);
+            assert!(num <= MAX_TSC_NUMERATOR && den > 0);
+            let got = u64::from(APIC_BUS_HZ / 1000) * u64::from(num) / u64::from(den);
+            assert!(
+                got.abs_diff(u64::from(khz)) * 10_000 < u64::from(khz),
+                "{khz} -> {got}"
+            );
+        }
     }
 }

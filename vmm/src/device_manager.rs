@@ -2,7 +2,13 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! Creates the platform devices from the configuration and maps them on the
-//! buses, at Cloud Hypervisor's addresses.
+//! buses, at Cloud Hypervisor's addresses: the legacy ports, then PCI
+//! segment 0 (configuration through ports 0xcf8/0xcfc and ECAM, BARs in
+//! the 32-bit device window) with the virtio-blk and virtio-net devices.
+//!
+//! A replaying VM builds its virtio devices [without host
+//! backends](DeviceManager::without_backends): no disk image or tap is
+//! opened, no I/O thread started, and their outputs are dropped.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -18,8 +24,22 @@ use devices::legacy::{
     I8042_SIZE, SERIAL_IRQ, SERIAL_PORT_BASE, SERIAL_PORT_SIZE, SHUTDOWN_PORT, SHUTDOWN_PORT_SIZE,
 };
 use serde_json::json;
+use virtio_devices::pci::{PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE};
 
-use crate::config::{ConsoleOutputMode, VmConfig};
+use virtio_devices::block::BlockError;
+use virtio_devices::net::NetError;
+use virtio_devices::pci::root::PciRootError;
+use virtio_devices::pci::{PciConfigIo, PciConfigMmio, PciMmioWindow, PciRoot};
+use virtio_devices::transport::{TransportError, BAR_SIZE};
+use virtio_devices::{
+    Block, Counters, DroppedOutput, ImmediateOutput, Net, OutputSink, VirtioDevice,
+    VirtioPciDevice, VirtioPciEvents,
+};
+
+use crate::config::{parse_mac, ConsoleOutputMode, VmConfig};
+use crate::layout::{
+    MEM_32BIT_DEVICES_SIZE, MEM_32BIT_DEVICES_START, PCI_MMCONFIG_SIZE, PCI_MMCONFIG_START,
+};
 use crate::memory::GuestMemoryMmapT;
 
 /// Errors creating devices.
@@ -40,6 +60,71 @@ pub enum DeviceError {
     /// Two devices on the same addresses.
     #[error("cannot map a device")]
     Bus(#[source] BusError),
+    /// A disk cannot be used.
+    #[error("disk {id}")]
+    Disk {
+        /// The device id.
+        id: String,
+        /// Why.
+        #[source]
+        source: BlockError,
+    },
+    /// A net device cannot be used.
+    #[error("net device {id}")]
+    Net {
+        /// The device id.
+        id: String,
+        /// Why.
+        #[source]
+        source: NetError,
+    },
+    /// A MAC that does not parse (validation catches it first).
+    #[error("invalid MAC address {0:?}")]
+    Mac(String),
+    /// PCI bus 0 is full.
+    #[error("cannot add a PCI device")]
+    Pci(#[source] PciRootError),
+    /// The virtio-pci transport cannot be built.
+    #[error("cannot build the virtio-pci transport of {id}")]
+    Transport {
+        /// The device id.
+        id: String,
+        /// Why.
+        #[source]
+        source: TransportError,
+    },
+    /// The device window is full.
+    #[error("no room left for the BAR of {0} in the 32-bit device window")]
+    NoBarSpace(String),
+    /// Building without backends, a disk whose size the recording does
+    /// not give.
+    #[error("disk {0} is not in the recording's device setup")]
+    NotRecorded(String),
+}
+
+/// Where the virtio devices' host side comes from.
+#[derive(Debug, Clone)]
+enum Backends<'a> {
+    /// Disk images and taps are opened, their I/O threads started; they
+    /// call the waker when host work has finished.
+    Host(Arc<dyn Waker>),
+    /// None (replay): disk sizes by device id, from the recording.
+    None(&'a [(String, u64)]),
+}
+
+/// A virtio device on PCI, as `vm.info` and `vm.counters` show it.
+#[derive(Debug, Clone)]
+pub struct PciDeviceInfo {
+    /// Device id (`_disk0`, or the configured id).
+    pub id: String,
+    /// PCI device number on bus 0.
+    pub device_number: u8,
+    /// BAR 0 address.
+    pub bar_base: u64,
+    /// BAR 0 size.
+    pub bar_size: u64,
+    /// The device's counters.
+    pub counters: Arc<Counters>,
 }
 
 /// Standard output, flushed after every write so interactive output appears at once.
@@ -76,6 +161,13 @@ pub struct DeviceManager {
     pub async_sources: Vec<Arc<Mutex<dyn AsyncEventSource>>>,
     /// Whether the serial port reads host standard input.
     pub serial_is_tty: bool,
+    /// The virtio-pci devices.
+    pub pci_devices: Vec<PciDeviceInfo>,
+    /// The same devices, for saving and restoring their state
+    /// ([`VirtioPciDevice::save_state`]).
+    pub virtio_devices: Vec<Arc<Mutex<VirtioPciDevice>>>,
+    /// Each disk's image size in bytes, by device id.
+    pub disk_sizes: Vec<(String, u64)>,
 }
 
 impl DeviceManager {
@@ -84,8 +176,65 @@ impl DeviceManager {
     /// I/O threads call when host work has finished.
     pub fn new(
         config: &VmConfig,
-        _memory: &GuestMemoryMmapT,
-        _waker: Arc<dyn Waker>,
+        memory: &GuestMemoryMmapT,
+        waker: Arc<dyn Waker>,
+    ) -> Result<Self, DeviceError> {
+        Self::with_output(config, memory, waker, Arc::new(ImmediateOutput))
+    }
+
+    /// As [`new`](Self::new), with devices' outputs (TX frames, disk
+    /// writes) going through `output` (the Output Rule's seam).
+    pub fn with_output(
+        config: &VmConfig,
+        memory: &GuestMemoryMmapT,
+        waker: Arc<dyn Waker>,
+        output: Arc<dyn OutputSink>,
+    ) -> Result<Self, DeviceError> {
+        Self::build(config, memory, output, Backends::Host(waker))
+    }
+
+    /// The devices of `config` for a VM that replays: the virtio devices
+    /// have no host side. No disk image is opened (each disk's size comes
+    /// from `disk_sizes`, the recording's, by device id), no tap is opened
+    /// or created, no I/O thread is started, and every output is dropped
+    /// ([`DroppedOutput`]): their events come from the log alone.
+    pub fn without_backends(
+        config: &VmConfig,
+        memory: &GuestMemoryMmapT,
+        disk_sizes: &[(String, u64)],
+    ) -> Result<Self, DeviceError> {
+        Self::build(
+            config,
+            memory,
+            Arc::new(DroppedOutput::default()),
+            Backends::None(disk_sizes),
+        )
+    }
+
+    /// What record/replay needs: the disk sizes (a recording's setup) and
+    /// the devices with guest-visible state besides the interrupt
+    /// controller, serial port first, then the virtio devices in PCI order.
+    pub fn ft_devices(&self) -> crate::vcpu::FtDevices {
+        let mut states: Vec<crate::vcpu::DeviceState> = Vec::new();
+        if let Some(s) = &self.serial {
+            states.push(s.clone());
+        }
+        for d in &self.virtio_devices {
+            states.push(d.clone());
+        }
+        crate::vcpu::FtDevices {
+            setup: ft_backend::Setup {
+                disks: self.disk_sizes.clone(),
+            },
+            states,
+        }
+    }
+
+    fn build(
+        config: &VmConfig,
+        memory: &GuestMemoryMmapT,
+        output: Arc<dyn OutputSink>,
+        backends: Backends<'_>,
     ) -> Result<Self, DeviceError> {
         let serial = &config.serial;
         let irq_lines = IrqLines::new();
@@ -129,7 +278,7 @@ impl DeviceManager {
             I8042_SIZE,
         )
         .map_err(DeviceError::Bus)?;
-        Ok(DeviceManager {
+        let mut dm = DeviceManager {
             pio,
             mmio: Bus::new(),
             serial: serial_dev,
@@ -137,7 +286,154 @@ impl DeviceManager {
             msi_queue: MsiQueue::new(),
             async_sources: Vec::new(),
             serial_is_tty: serial.mode == ConsoleOutputMode::Tty,
-        })
+            pci_devices: Vec::new(),
+            virtio_devices: Vec::new(),
+            disk_sizes: Vec::new(),
+        };
+        dm.add_pci(config, memory, output, backends)?;
+        Ok(dm)
+    }
+
+    /// PCI segment 0 and its virtio devices: disks first, then net
+    /// devices, ids `_diskN` / `_netN` from one counter, as upstream.
+    fn add_pci(
+        &mut self,
+        config: &VmConfig,
+        memory: &GuestMemoryMmapT,
+        output: Arc<dyn OutputSink>,
+        backends: Backends<'_>,
+    ) -> Result<(), DeviceError> {
+        let mut root = PciRoot::new();
+        let mut counter = 0usize;
+        let mut next_id = |prefix: &str, given: &Option<String>| {
+            let id = given
+                .clone()
+                .unwrap_or_else(|| format!("{prefix}{counter}"));
+            counter += 1;
+            id
+        };
+        let mut models: Vec<(String, Box<dyn VirtioDevice>, Arc<Counters>)> = Vec::new();
+        for disk in config.disks.as_deref().unwrap_or_default() {
+            let id = next_id("_disk", &disk.id);
+            let block = match &backends {
+                Backends::Host(waker) => Block::open(
+                    &id,
+                    &disk.path.clone().unwrap_or_default(),
+                    disk.readonly,
+                    disk.serial.as_deref(),
+                    output.clone(),
+                    waker.clone(),
+                )
+                .map_err(|source| DeviceError::Disk {
+                    id: id.clone(),
+                    source,
+                })?,
+                Backends::None(sizes) => {
+                    let size = sizes
+                        .iter()
+                        .find(|(d, _)| *d == id)
+                        .map(|(_, s)| *s)
+                        .ok_or_else(|| DeviceError::NotRecorded(id.clone()))?;
+                    Block::without_backend(
+                        &id,
+                        size,
+                        disk.readonly,
+                        disk.serial.as_deref(),
+                        output.clone(),
+                    )
+                }
+            };
+            self.disk_sizes.push((id.clone(), block.size()));
+            let counters = block.counters();
+            models.push((id, Box::new(block), counters));
+        }
+        for net in config.net.as_deref().unwrap_or_default() {
+            let id = next_id("_net", &net.id);
+            let mac = parse_mac(&net.mac).ok_or_else(|| DeviceError::Mac(net.mac.clone()))?;
+            let address = net.ip.zip(net.mask);
+            let dev = match &backends {
+                Backends::Host(waker) => Net::new(
+                    &id,
+                    net.tap.as_deref(),
+                    address,
+                    mac,
+                    output.clone(),
+                    waker.clone(),
+                )
+                .map_err(|source| DeviceError::Net {
+                    id: id.clone(),
+                    source,
+                })?,
+                Backends::None(_) => Net::without_backend(
+                    &id,
+                    net.tap.as_deref().unwrap_or_default(),
+                    mac,
+                    output.clone(),
+                ),
+            };
+            let counters = dev.counters();
+            models.push((id, Box::new(dev), counters));
+        }
+        for (index, (id, model, counters)) in models.into_iter().enumerate() {
+            let bar_base = MEM_32BIT_DEVICES_START + index as u64 * BAR_SIZE;
+            if bar_base + BAR_SIZE > MEM_32BIT_DEVICES_START + MEM_32BIT_DEVICES_SIZE {
+                return Err(DeviceError::NoBarSpace(id));
+            }
+            let transport =
+                VirtioPciDevice::new(&id, model, memory.clone(), self.msi_queue.clone(), bar_base)
+                    .map_err(|source| DeviceError::Transport {
+                        id: id.clone(),
+                        source,
+                    })?;
+            let transport = Arc::new(Mutex::new(transport));
+            let device_number = root
+                .add_device(transport.clone())
+                .map_err(DeviceError::Pci)?;
+            self.virtio_devices.push(transport.clone());
+            self.async_sources
+                .push(Arc::new(Mutex::new(VirtioPciEvents::new(transport))));
+            self.pci_devices.push(PciDeviceInfo {
+                id,
+                device_number,
+                bar_base,
+                bar_size: BAR_SIZE,
+                counters,
+            });
+        }
+        let root = Arc::new(Mutex::new(root));
+        self.pio
+            .insert(
+                Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+                PCI_CONFIG_IO_PORT,
+                PCI_CONFIG_IO_PORT_SIZE,
+            )
+            .map_err(DeviceError::Bus)?;
+        self.mmio
+            .insert(
+                Arc::new(Mutex::new(PciConfigMmio::new(root.clone()))),
+                PCI_MMCONFIG_START,
+                PCI_MMCONFIG_SIZE,
+            )
+            .map_err(DeviceError::Bus)?;
+        self.mmio
+            .insert(
+                Arc::new(Mutex::new(PciMmioWindow::new(
+                    root,
+                    MEM_32BIT_DEVICES_START,
+                ))),
+                MEM_32BIT_DEVICES_START,
+                MEM_32BIT_DEVICES_SIZE,
+            )
+            .map_err(DeviceError::Bus)?;
+        Ok(())
+    }
+
+    /// Counters of the virtio devices, by device id (`vm.counters`).
+    pub fn counters(devices: &[PciDeviceInfo]) -> BTreeMap<String, serde_json::Value> {
+        devices
+            .iter()
+            .map(|d| (d.id.clone(), json!(d.counters.snapshot())))
+            .collect()
     }
 
     /// The `device_tree` of `vm.info`, in Cloud Hypervisor's shape.
@@ -182,6 +478,108 @@ impl DeviceManager {
             "__ioapic".into(),
             mmio("__ioapic", IOAPIC_BASE, IOAPIC_SIZE),
         );
+        for d in &self.pci_devices {
+            let pci_id = format!("_virtio-pci-{}", d.id);
+            tree.insert(
+                d.id.clone(),
+                json!({
+                    "id": d.id,
+                    "resources": [],
+                    "parent": pci_id,
+                    "children": [],
+                    "pci_bdf": null,
+                }),
+            );
+            tree.insert(
+                pci_id.clone(),
+                json!({
+                    "id": pci_id,
+                    "resources": [{"PciBar": {
+                        "index": 0,
+                        "base": d.bar_base,
+                        "size": d.bar_size,
+                        "type_": "Mmio32",
+                        "prefetchable": false,
+                    }}],
+                    "parent": null,
+                    "children": [d.id],
+                    "pci_bdf": format!("0000:00:{:02x}.0", d.device_number),
+                }),
+            );
+        }
         tree
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use vm_memory::GuestAddress;
+
+    use super::*;
+    use crate::config::{DiskConfig, NetConfig};
+
+    fn memory() -> GuestMemoryMmapT {
+        GuestMemoryMmapT::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()
+    }
+
+    /// A disk image that does not exist and a tap name no tap can take.
+    fn config() -> VmConfig {
+        let mut c = VmConfig::with_kernel(PathBuf::from("/nonexistent/kernel"));
+        c.serial = crate::config::ConsoleConfig::with_mode(ConsoleOutputMode::Off);
+        c.disks = Some(vec![DiskConfig {
+            path: Some(PathBuf::from("/nonexistent/disk.img")),
+            ..DiskConfig::default()
+        }]);
+        c.net = Some(vec![NetConfig {
+            tap: Some("not/a/tap".into()),
+            mac: "52:54:00:12:34:56".into(),
+            ..NetConfig::default()
+        }]);
+        c
+    }
+
+    #[test]
+    fn without_backends_nothing_is_opened() {
+        let c = config();
+        let mem = memory();
+        assert!(matches!(
+            DeviceManager::new(&c, &mem, crate::vcpu::VcpuControl::new()),
+            Err(DeviceError::Disk { .. })
+        ));
+        let sizes = vec![("_disk0".to_string(), 8 << 20)];
+        let dm = DeviceManager::without_backends(&c, &mem, &sizes).unwrap();
+        assert_eq!(dm.disk_sizes, sizes);
+        let ids: Vec<&str> = dm.pci_devices.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["_disk0", "_net1"]);
+        let ft = dm.ft_devices();
+        assert_eq!(ft.setup.disks, sizes);
+        // The virtio devices' states, under their ids.
+        let names: Vec<String> = ft
+            .states
+            .iter()
+            .map(|s| s.lock().unwrap().snapshot_id().to_string())
+            .collect();
+        assert_eq!(names, ["_disk0", "_net1"]);
+        // The capacity the guest reads comes from the recorded size.
+        let mut cap = [0u8; 8];
+        let mut dev = dm.virtio_devices[0].lock().unwrap();
+        virtio_devices::pci::root::PciDevice::bar_read(
+            &mut *dev,
+            0,
+            virtio_devices::transport::DEVICE_CFG_OFFSET,
+            &mut cap,
+        );
+        assert_eq!(u64::from_le_bytes(cap), (8 << 20) / 512);
+    }
+
+    #[test]
+    fn without_backends_a_disk_must_be_recorded() {
+        let err = DeviceManager::without_backends(&config(), &memory(), &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "disk _disk0 is not in the recording's device setup"
+        );
     }
 }

@@ -41,8 +41,13 @@ pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, usize)> {
     ranges
 }
 
-/// Maps `size` bytes of RAM and registers it with `vm`.
-pub fn create_guest_memory(vm: &Arc<dyn Vm>, size: u64) -> Result<GuestMemoryMmapT, MemoryError> {
+/// Maps `size` bytes of RAM and registers it with `vm`, with KVM dirty
+/// page logging when `log_dirty` (record mode's micro-checkpoints).
+pub fn create_guest_memory(
+    vm: &Arc<dyn Vm>,
+    size: u64,
+    log_dirty: bool,
+) -> Result<GuestMemoryMmapT, MemoryError> {
     let mem = GuestMemoryMmap::from_ranges(&ram_ranges(size))
         .map_err(|source| MemoryError::Allocate { size, source })?;
     for (slot, region) in mem.iter().enumerate() {
@@ -51,7 +56,7 @@ pub fn create_guest_memory(vm: &Arc<dyn Vm>, size: u64) -> Result<GuestMemoryMma
             guest_phys_addr: region.start_addr().0,
             size: region.len(),
             userspace_addr: region.as_ptr() as u64,
-            log_dirty: false,
+            log_dirty,
         };
         // SAFETY: the mapping belongs to `mem`, which the VM keeps alive for
         // as long as the hypervisor VM exists (both are dropped together).

@@ -16,9 +16,9 @@ use crate::boot::{self, BootSpec};
 use crate::clock::VmClock;
 use crate::config::VmConfig;
 use crate::cpuid::{self, CpuidError};
-use crate::device_manager::{DeviceError, DeviceManager};
+use crate::device_manager::{DeviceError, DeviceManager, PciDeviceInfo};
 use crate::memory::{self, GuestMemoryMmapT, MemoryError};
-use crate::vcpu::{RunState, VcpuControl, VcpuCounters, VcpuRunner};
+use crate::vcpu::{FtContext, FtError, RunState, VcpuControl, VcpuCounters, VcpuRunner};
 use crate::ControlEvent;
 
 /// A VM's lifecycle state, as Cloud Hypervisor reports it.
@@ -87,6 +87,9 @@ pub enum VmError {
         /// Requested state.
         to: VmState,
     },
+    /// Record/replay could not be set up (log, configuration digest).
+    #[error("cannot set up --fault-tolerance")]
+    FaultTolerance(#[source] FtError),
     /// The vCPU did not acknowledge a request in time.
     #[error("the vCPU did not acknowledge the {0} request")]
     Unresponsive(&'static str),
@@ -101,6 +104,7 @@ pub struct Vm {
     vcpu_thread: Option<JoinHandle<()>>,
     timer_thread: Option<JoinHandle<()>>,
     device_tree: BTreeMap<String, serde_json::Value>,
+    pci_devices: Vec<PciDeviceInfo>,
     memory_size: u64,
     // Kept alive for as long as the hypervisor VM uses it.
     _memory: GuestMemoryMmapT,
@@ -123,8 +127,12 @@ impl Vm {
         let initramfs = payload.and_then(|p| p.initramfs.as_deref());
 
         let hv_vm = hv.create_vm().map_err(VmError::CreateVm)?;
-        let memory =
-            memory::create_guest_memory(&hv_vm, config.memory.size).map_err(VmError::Memory)?;
+        let memory = memory::create_guest_memory(
+            &hv_vm,
+            config.memory.size,
+            FtContext::wants_dirty_log(config),
+        )
+        .map_err(VmError::Memory)?;
         let entry = boot::load(
             &memory,
             &BootSpec {
@@ -135,7 +143,14 @@ impl Vm {
         )
         .map_err(VmError::Boot)?;
         let control = VcpuControl::new();
-        let dm = DeviceManager::new(config, &memory, control.clone()).map_err(VmError::Devices)?;
+        // A replay opens and checks its log first: its devices are built
+        // from the log's setup, with no host side.
+        let replay = FtContext::open_replay(config).map_err(VmError::FaultTolerance)?;
+        let dm = match &replay {
+            Some(r) => DeviceManager::without_backends(config, &memory, &r.setup().disks),
+            None => DeviceManager::new(config, &memory, control.clone()),
+        }
+        .map_err(VmError::Devices)?;
 
         let vcpu = hv_vm.create_vcpu(0).map_err(VmError::Vcpu)?;
         let supported = hv.supported_cpuid().map_err(VmError::Vcpu)?;
@@ -151,14 +166,25 @@ impl Vm {
             .map_err(VmError::Vcpu)?;
 
         let clock = Arc::new(VmClock::new());
+        let (ft, intc_clock) = FtContext::new(
+            config,
+            &memory,
+            hv_vm.clone(),
+            clock.clone(),
+            replay,
+            dm.ft_devices(),
+        )
+        .map_err(VmError::FaultTolerance)?;
+        let replaying = ft.replaying();
         let counters = Arc::new(VcpuCounters::default());
         let device_tree = dm.device_tree();
+        let pci_devices = dm.pci_devices.clone();
         let serial_is_tty = dm.serial_is_tty;
         let runner = VcpuRunner {
             vcpu,
             pio: dm.pio,
             mmio: dm.mmio,
-            intc: InterruptController::new(clock.clone()),
+            intc: InterruptController::new(intc_clock),
             irq_lines: dm.irq_lines,
             msi_queue: dm.msi_queue,
             async_sources: dm.async_sources,
@@ -166,6 +192,7 @@ impl Vm {
             clock: clock.clone(),
             control: control.clone(),
             counters: counters.clone(),
+            ft,
         };
         let vcpu_thread = std::thread::Builder::new()
             .name("vcpu0".into())
@@ -180,7 +207,8 @@ impl Vm {
             .name("vcpu0-timer".into())
             .spawn(move || timer_control.timer_loop(timer_clock.as_ref()))
             .map_err(|e| VmError::Thread("timer", e))?;
-        if serial_is_tty {
+        // Replay takes serial input from the log alone.
+        if serial_is_tty && !replaying {
             crate::stdin::start_stdin_reader(control.clone());
         }
         Ok(Vm {
@@ -190,6 +218,7 @@ impl Vm {
             vcpu_thread: Some(vcpu_thread),
             timer_thread: Some(timer_thread),
             device_tree,
+            pci_devices,
             memory_size: config.memory.size,
             _memory: memory,
             _hv_vm: hv_vm,
@@ -260,7 +289,9 @@ impl Vm {
 
     /// `vm.counters`.
     pub fn counters(&self) -> serde_json::Value {
-        json!({ "vcpu0": self.counters.snapshot() })
+        let mut all = DeviceManager::counters(&self.pci_devices);
+        all.insert("vcpu0".into(), json!(self.counters.snapshot()));
+        json!(all)
     }
 }
 

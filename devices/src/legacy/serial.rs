@@ -78,6 +78,25 @@ impl Serial {
         self.uart.state()
     }
 
+    /// Replaces the register state in place (the interrupt line and the
+    /// output sink stay). On error the device keeps its previous state.
+    pub fn restore_state(&mut self, state: &SerialState) -> Result<(), SerialError> {
+        let irq = self.uart.interrupt_evt().clone();
+        // Validate on a throw-away UART first, so a bad state loses nothing.
+        vm_superio::Serial::from_state(state, irq.clone(), NoEvents, std::io::sink())
+            .map_err(SerialError::Restore)?;
+        let placeholder = vm_superio::Serial::new(irq.clone(), Box::new(std::io::sink()) as Output);
+        let out = std::mem::replace(&mut self.uart, placeholder).into_writer();
+        match vm_superio::Serial::from_state(state, irq, NoEvents, out) {
+            Ok(uart) => {
+                self.uart = uart;
+                Ok(())
+            }
+            // Unreachable: the same state was accepted just above.
+            Err(e) => Err(SerialError::Restore(e)),
+        }
+    }
+
     /// Room left in the receive FIFO: how many bytes
     /// [`enqueue_input`](Self::enqueue_input) would take now.
     pub fn input_room(&self) -> usize {
@@ -260,6 +279,23 @@ mod tests {
         assert_eq!(rd(&mut s, 8), 0);
         assert_eq!(rd(&mut s, 300), 0);
         assert!(out.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn restore_in_place_keeps_the_sink() {
+        let (mut s, _, out) = serial();
+        s.write(7, &[0x11]);
+        let saved = s.state();
+        s.write(7, &[0x22]);
+        s.enqueue_input(b"abc");
+        s.restore_state(&saved).unwrap();
+        assert_eq!(s.state(), saved);
+        let mut bad = saved.clone();
+        bad.in_buffer = vec![0; 1000];
+        assert!(s.restore_state(&bad).is_err());
+        assert_eq!(s.state(), saved, "a refused state changes nothing");
+        s.write(0, b"k");
+        assert_eq!(out.0.lock().unwrap().as_slice(), b"k");
     }
 
     #[test]

@@ -51,7 +51,8 @@ impl crate::Hypervisor for KvmHypervisor {
             .map_err(|e| HypervisorError::ioctl("KVM_CREATE_VM", e))?;
         fd.set_tss_address(KVM_TSS_ADDRESS)
             .map_err(|e| HypervisorError::ioctl("KVM_SET_TSS_ADDR", e))?;
-        Ok(Arc::new(KvmVm { fd }))
+        let sync_regs = self.kvm.check_extension(Cap::SyncRegs);
+        Ok(Arc::new(KvmVm { fd, sync_regs }))
     }
 
     fn supported_cpuid(&self) -> Result<CpuId> {
@@ -65,6 +66,7 @@ impl crate::Hypervisor for KvmHypervisor {
 #[derive(Debug)]
 pub struct KvmVm {
     fd: VmFd,
+    sync_regs: bool,
 }
 
 impl Vm for KvmVm {
@@ -90,7 +92,7 @@ impl Vm for KvmVm {
             .fd
             .create_vcpu(u64::from(id))
             .map_err(|e| HypervisorError::ioctl("KVM_CREATE_VCPU", e))?;
-        Ok(Box::new(KvmVcpu::new(fd)))
+        Ok(Box::new(KvmVcpu::new(fd, self.sync_regs)))
     }
 
     fn get_dirty_log(&self, slot: u32, size: u64) -> Result<Vec<u64>> {

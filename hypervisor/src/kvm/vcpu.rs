@@ -3,7 +3,10 @@
 
 //! A KVM vCPU.
 
-use kvm_bindings::{kvm_fpu, kvm_interrupt, kvm_msr_entry, kvm_regs, kvm_run, kvm_sregs, Msrs};
+use kvm_bindings::{
+    kvm_debugregs, kvm_fpu, kvm_interrupt, kvm_msr_entry, kvm_regs, kvm_run, kvm_sregs,
+    kvm_vcpu_events, kvm_xcrs, kvm_xsave, Msrs,
+};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::ioctl::ioctl_with_ref;
 use vmm_sys_util::ioctl_iow_nr;
@@ -18,11 +21,16 @@ ioctl_iow_nr!(KVM_INTERRUPT, KVMIO, 0x86, kvm_interrupt);
 #[derive(Debug)]
 pub struct KvmVcpu {
     fd: VcpuFd,
+    /// KVM copies the registers into `kvm_run` at each exit.
+    sync_regs: bool,
 }
 
 impl KvmVcpu {
-    pub(crate) fn new(fd: VcpuFd) -> Self {
-        KvmVcpu { fd }
+    pub(crate) fn new(mut fd: VcpuFd, sync_regs: bool) -> Self {
+        if sync_regs {
+            fd.set_sync_valid_reg(kvm_ioctls::SyncReg::Register);
+        }
+        KvmVcpu { fd, sync_regs }
     }
 
     fn run_area(&mut self) -> &mut kvm_run {
@@ -216,5 +224,102 @@ impl Vcpu for KvmVcpu {
             log::warn!("KVM accepted {n} of {} MSRs", entries.len());
         }
         Ok(())
+    }
+
+    fn get_fpu(&self) -> Result<kvm_fpu> {
+        self.fd
+            .get_fpu()
+            .map_err(|e| HypervisorError::ioctl("KVM_GET_FPU", e))
+    }
+
+    fn get_msrs(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>> {
+        let entries: Vec<kvm_msr_entry> = indices
+            .iter()
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs = Msrs::from_entries(&entries).map_err(|_| HypervisorError::Ioctl {
+            op: "KVM_GET_MSRS",
+            source: std::io::Error::from_raw_os_error(libc::E2BIG),
+        })?;
+        let n = self
+            .fd
+            .get_msrs(&mut msrs)
+            .map_err(|e| HypervisorError::ioctl("KVM_GET_MSRS", e))?;
+        Ok(msrs
+            .as_slice()
+            .iter()
+            .take(n)
+            .map(|e| (e.index, e.data))
+            .collect())
+    }
+
+    fn get_xsave(&self) -> Result<kvm_xsave> {
+        self.fd
+            .get_xsave()
+            .map_err(|e| HypervisorError::ioctl("KVM_GET_XSAVE", e))
+    }
+
+    fn set_xsave(&self, xsave: &kvm_xsave) -> Result<()> {
+        // SAFETY: the VMM never enables KVM_CAP_XSAVE2 (no AMX state), so
+        // KVM reads exactly the 4096-byte kvm_xsave it is given.
+        unsafe { self.fd.set_xsave(xsave) }.map_err(|e| HypervisorError::ioctl("KVM_SET_XSAVE", e))
+    }
+
+    fn get_xcrs(&self) -> Result<kvm_xcrs> {
+        self.fd
+            .get_xcrs()
+            .map_err(|e| HypervisorError::ioctl("KVM_GET_XCRS", e))
+    }
+
+    fn set_xcrs(&self, xcrs: &kvm_xcrs) -> Result<()> {
+        self.fd
+            .set_xcrs(xcrs)
+            .map_err(|e| HypervisorError::ioctl("KVM_SET_XCRS", e))
+    }
+
+    fn get_vcpu_events(&self) -> Result<kvm_vcpu_events> {
+        self.fd
+            .get_vcpu_events()
+            .map_err(|e| HypervisorError::ioctl("KVM_GET_VCPU_EVENTS", e))
+    }
+
+    fn set_vcpu_events(&self, events: &kvm_vcpu_events) -> Result<()> {
+        self.fd
+            .set_vcpu_events(events)
+            .map_err(|e| HypervisorError::ioctl("KVM_SET_VCPU_EVENTS", e))
+    }
+
+    fn get_debug_regs(&self) -> Result<kvm_debugregs> {
+        self.fd
+            .get_debug_regs()
+            .map_err(|e| HypervisorError::ioctl("KVM_GET_DEBUGREGS", e))
+    }
+
+    fn set_debug_regs(&self, regs: &kvm_debugregs) -> Result<()> {
+        self.fd
+            .set_debug_regs(regs)
+            .map_err(|e| HypervisorError::ioctl("KVM_SET_DEBUGREGS", e))
+    }
+
+    fn exit_rip(&mut self) -> Result<u64> {
+        if self.sync_regs {
+            Ok(self.fd.sync_regs().regs.rip)
+        } else {
+            Ok(self.get_regs()?.rip)
+        }
+    }
+
+    fn flush_pending_io(&mut self) -> Result<()> {
+        self.fd.set_kvm_immediate_exit(1);
+        let r = match self.fd.run() {
+            Ok(_) => Ok(()),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Ok(()),
+            Err(e) => Err(HypervisorError::ioctl("KVM_RUN", e)),
+        };
+        self.fd.set_kvm_immediate_exit(0);
+        r
     }
 }

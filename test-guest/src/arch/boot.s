@@ -160,12 +160,14 @@ idt:
 pml4:
     .quad pdpt + 0x7
     .fill 511, 8, 0
+    .globl pdpt
 pdpt:
     .quad pd + 0x0000 + 0x7
     .quad pd + 0x1000 + 0x7
     .quad pd + 0x2000 + 0x7
     .quad pd + 0x3000 + 0x7
     .fill 508, 8, 0
+    .globl pd
 pd:
     .set page, 0
     .rept 1536
@@ -176,6 +178,12 @@ pd:
     .quad (page << 21) | 0x9f       // ... and PWT | PCD (uncached)
     .set page, page + 1
     .endr
+// Spare page directories for device memory above 4 GiB (64-bit PCI BARs):
+// user code fills one and links it into `pdpt` when a BAR lives there
+// (`pci::map_high_mmio`). Adding a mapping needs no TLB flush.
+    .globl pd_spare
+pd_spare:
+    .fill 4 * 512, 8, 0
 
 // --- Stacks (not zeroed, not in the file) -------------------------------------
     .section .stack, "aw", @nobits
@@ -189,5 +197,13 @@ double_fault_stack_top:
 exception_stack_top:
     .space 1048576
 user_stack_top:
+// The heap of the user-mode code (and its DMA buffers: physical =
+// virtual), handed to the allocator by `heap::init`.
+    .balign 4096
+    .globl heap_start
+heap_start:
+    .space 16 * 1048576
+    .globl heap_end
+heap_end:
 
     .text

@@ -103,3 +103,31 @@ pub fn power_off() -> ! {
     unsafe { outb(SHUTDOWN_PORT, SHUTDOWN_VALUE) };
     halt()
 }
+
+/// Writes the 32-bit `value` to I/O `port`.
+///
+/// # Safety
+/// The write must be harmless to the device at `port`.
+#[inline(always)]
+pub unsafe fn outl(port: u16, value: u32) {
+    // SAFETY: the caller vouches for the device; `out %eax,%dx` runs
+    // natively with IOPL=3 or is emulated by the #GP handler.
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    }
+}
+
+/// Reads a 32-bit value from I/O `port`.
+///
+/// # Safety
+/// The read must be harmless to the device at `port`.
+#[inline(always)]
+pub unsafe fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: the caller vouches for the device; `in %dx,%eax` runs
+    // natively with IOPL=3 or is emulated by the #GP handler.
+    unsafe {
+        asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+    }
+    value
+}

@@ -2,9 +2,12 @@
 //! `test-guest: ready` first, then its own output.
 
 mod compute;
+mod disk;
 mod exits;
 mod fault;
 mod idle;
+mod kv;
+mod malformed;
 mod ticks;
 
 use test_guest::apic_timer::TimerError;
@@ -20,6 +23,12 @@ pub enum WorkloadError {
     /// The APIC timer could not be programmed.
     #[error("cannot start the APIC timer")]
     Timer(#[source] TimerError),
+    /// The virtio disk failed.
+    #[error("disk")]
+    Disk(#[source] crate::virtio::blk::BlkError),
+    /// The key-value service could not start.
+    #[error("kv")]
+    Kv(#[source] kv::KvError),
 }
 
 /// Runs `workload`; returns when it is done (the caller powers off).
@@ -34,6 +43,13 @@ pub fn run(workload: Workload) -> Result<(), WorkloadError> {
             Ok(())
         }
         Workload::Fault { kind } => fault::run(kind),
+        Workload::Disk { mib, flushes } => disk::run(mib, flushes),
+        Workload::Kv {
+            ip,
+            prefix,
+            gateway,
+        } => kv::run(ip, prefix, gateway),
+        Workload::Malformed { kind } => malformed::run(kind),
     }
 }
 

@@ -54,10 +54,12 @@ pub(super) fn write_boot_params(
     mem: &GuestMemoryMmapT,
     loaded: &LoadedBzImage,
     cmdline: &str,
+    rsdp: GuestAddress,
     initramfs: Option<InitramfsPlacement>,
 ) -> Result<EntryPoint, BootError> {
     let mut params = boot_params {
         hdr: loaded.header,
+        acpi_rsdp_addr: rsdp.0,
         ..Default::default()
     };
     params.hdr.type_of_loader = KERNEL_LOADER_OTHER;

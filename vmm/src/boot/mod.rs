@@ -5,6 +5,7 @@
 //! (32-bit protected-mode entry with `hvm_start_info`), or a bzImage through
 //! the Linux 64-bit boot protocol.
 
+mod acpi;
 mod bzimage;
 mod cpu_state;
 mod pvh;
@@ -79,6 +80,9 @@ pub enum BootError {
         #[source]
         source: vm_memory::GuestMemoryError,
     },
+    /// The ACPI tables do not fit below 1 MiB.
+    #[error("the ACPI tables do not fit below 1 MiB")]
+    AcpiTooLarge,
     /// linux-loader could not write the boot parameters.
     #[error("cannot write the boot parameters")]
     Configurator(#[source] linux_loader::configurator::Error),
@@ -131,16 +135,17 @@ pub fn load(mem: &GuestMemoryMmapT, spec: &BootSpec<'_>) -> Result<EntryPoint, B
         source,
     })?;
     write_cmdline(mem, spec.cmdline)?;
+    let rsdp = acpi::write_tables(mem)?;
     match pvh::load(mem, &mut file) {
         Ok(Some(entry)) => {
             let initramfs = load_initramfs(mem, spec.initramfs, None)?;
-            pvh::write_start_info(mem, entry, spec.cmdline, initramfs)
+            pvh::write_start_info(mem, entry, rsdp, initramfs)
         }
         Ok(None) => Err(BootError::NoPvhNote(spec.kernel.to_path_buf())),
         Err(elf_err) => match bzimage::load(mem, &mut file) {
             Ok(loaded) => {
                 let initramfs = load_initramfs(mem, spec.initramfs, Some(loaded.initrd_addr_max))?;
-                bzimage::write_boot_params(mem, &loaded, spec.cmdline, initramfs)
+                bzimage::write_boot_params(mem, &loaded, spec.cmdline, rsdp, initramfs)
             }
             Err(bz_err) => Err(BootError::UnknownFormat {
                 path: spec.kernel.to_path_buf(),

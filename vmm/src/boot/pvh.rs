@@ -37,7 +37,7 @@ pub(super) fn load(
 pub(super) fn write_start_info(
     mem: &GuestMemoryMmapT,
     entry: GuestAddress,
-    _cmdline: &str,
+    rsdp: GuestAddress,
     initramfs: Option<InitramfsPlacement>,
 ) -> Result<EntryPoint, BootError> {
     let memmap: Vec<hvm_memmap_table_entry> = ram_map(mem)
@@ -55,6 +55,7 @@ pub(super) fn write_start_info(
         cmdline_paddr: CMDLINE_START.0,
         memmap_paddr: MEMMAP_START.0,
         memmap_entries: memmap.len() as u32,
+        rsdp_paddr: rsdp.0,
         ..Default::default()
     };
     let mut params;

@@ -19,6 +19,7 @@ use thiserror::Error;
 
 use super::option_parser::{OptionParser, OptionParserError};
 use super::validate::ValidationError;
+use super::virtio::{parse_disk, parse_net, DeviceConfigError};
 use super::vm_config::{
     ConsoleConfig, ConsoleOutputMode, CoreScheduling, CpuTopology, CpusConfig, HotplugMethod,
     MemoryConfig, PayloadConfig, VmConfig, DEFAULT_MEMORY_MB,
@@ -83,6 +84,12 @@ pub enum CliError {
     /// A malformed option list.
     #[error("Error parsing {0}")]
     Parse(&'static str, #[source] OptionParserError),
+    /// A bad `--fault-tolerance` value.
+    #[error("Invalid --fault-tolerance option")]
+    FaultTolerance(#[source] super::FaultToleranceError),
+    /// A `--disk` or `--net` that cannot be parsed or run.
+    #[error(transparent)]
+    Device(#[from] DeviceConfigError),
     /// A VM configuration this VMM cannot run.
     #[error("Invalid VM configuration")]
     Validation(#[source] ValidationError),
@@ -95,6 +102,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--console",
     "--cpus",
     "--event-monitor",
+    "--fault-tolerance",
     "--initramfs",
     "--kernel",
     "--log-file",
@@ -122,7 +130,6 @@ const UNSUPPORTED_FLAGS: &[&str] = &[
     "--dbus-service-name",
     "--debug-console",
     "--device",
-    "--disk",
     "--firmware",
     "--fs",
     "--fw-cfg-config",
@@ -133,7 +140,6 @@ const UNSUPPORTED_FLAGS: &[&str] = &[
     "--ivshmem",
     "--landlock-rules",
     "--memory-zone",
-    "--net",
     "--numa",
     "--pci-segment",
     "--platform",
@@ -148,13 +154,20 @@ const UNSUPPORTED_FLAGS: &[&str] = &[
     "--vsock",
 ];
 
+/// Flags that take one or more values and may be repeated (`--disk A B
+/// --disk C`), as upstream.
+const MULTI_FLAGS: &[&str] = &["--disk", "--net"];
+
 /// The flags that describe the VM and so need `--kernel`.
 const VM_FLAGS: &[&str] = &[
     "--cmdline",
     "--console",
     "--cpus",
+    "--disk",
+    "--fault-tolerance",
     "--initramfs",
     "--memory",
+    "--net",
     "--serial",
 ];
 
@@ -162,6 +175,7 @@ const VM_FLAGS: &[&str] = &[
 #[derive(Debug, Default)]
 struct RawArgs {
     values: Vec<(&'static str, String)>,
+    multi: Vec<(&'static str, String)>,
     unsupported: Option<String>,
     verbosity: u8,
     help: bool,
@@ -172,7 +186,15 @@ impl RawArgs {
     fn get(&self, flag: &str) -> Option<&str> {
         self.values
             .iter()
+            .chain(&self.multi)
             .find(|(name, _)| *name == flag)
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn all<'a>(&'a self, flag: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.multi
+            .iter()
+            .filter(move |(name, _)| *name == flag)
             .map(|(_, value)| value.as_str())
     }
 }
@@ -227,6 +249,21 @@ fn scan<I: IntoIterator<Item = String>>(args: I) -> Result<RawArgs, CliError> {
                 // Skip its values: everything up to the next flag.
                 while args.peek().is_some_and(|next| !next.starts_with('-')) {
                     args.next();
+                }
+            }
+            continue;
+        }
+        if let Some(flag) = MULTI_FLAGS.iter().copied().find(|flag| *flag == name) {
+            match inline {
+                Some(value) => raw.multi.push((flag, value)),
+                None => {
+                    let before = raw.multi.len();
+                    while let Some(value) = args.next_if(|next| !next.starts_with('-')) {
+                        raw.multi.push((flag, value));
+                    }
+                    if raw.multi.len() == before {
+                        return Err(CliError::MissingValue(flag));
+                    }
                 }
             }
             continue;
@@ -363,6 +400,24 @@ fn build_vm_config(raw: &RawArgs, kernel: &str) -> Result<VmConfig, CliError> {
     }
     if let Some(console) = raw.get("--console") {
         config.console = parse_console("--console", console)?;
+    }
+    let disks = raw
+        .all("--disk")
+        .map(parse_disk)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !disks.is_empty() {
+        config.disks = Some(disks);
+    }
+    let nets = raw
+        .all("--net")
+        .map(parse_net)
+        .collect::<Result<Vec<_>, _>>()?;
+    if !nets.is_empty() {
+        config.net = Some(nets);
+    }
+    if let Some(ft) = raw.get("--fault-tolerance") {
+        config.fault_tolerance =
+            Some(super::FaultToleranceConfig::parse(ft).map_err(CliError::FaultTolerance)?);
     }
     Ok(config)
 }
@@ -555,6 +610,8 @@ pub fn help_text() -> String {
          \x20     --api-socket <api-socket>  HTTP API socket (UNIX domain socket): path=</path/to/a/file> or a bare path\n\
          \x20     --cmdline <cmdline>        Kernel command line\n\
          \x20     --console <console>        Control (virtio) console: \"off|null\" [default: off]\n\
+         \x20     --disk <disk>              Raw disk image(s): path=<file>[,readonly=on|off][,id=<name>][,serial=<id>]\n\
+         \x20     --net <net>                Network device(s) on a tap: tap=<name>[,mac=<mac>][,ip=<ip>,mask=<mask>][,id=<name>]\n\
          \x20     --cpus <cpus>              boot=1,max=1 (only one vCPU is supported for now) [default: boot=1]\n\
          \x20     --event-monitor <monitor>  File to report events on: path=</path/to/a/file>\n\
          \x20     --initramfs <initramfs>    Path to initramfs image\n\
@@ -563,6 +620,7 @@ pub fn help_text() -> String {
          \x20     --memory <memory>          Memory parameters \"size=<guest_memory_size>\" (K/M/G suffixes) [default: size=512M]\n\
          \x20     --seccomp <seccomp>        Only \"false\" is supported: no seccomp filtering yet\n\
          \x20     --serial <serial>          Control serial port: off|null|tty|file=</path/to/a/file> [default: null]\n\
+         \x20     --fault-tolerance <ft>     Record or replay the VM: mode=record|replay,log=<file>[,max_delay_us=<n>] (this project's extension)\n\
          \x20 -v...                          Sets the level of debugging output\n\
          \x20 -h, --help                     Print help\n\
          \x20 -V, --version                  Print version\n\
@@ -850,5 +908,35 @@ mod tests {
         assert!(memory.hugepages && memory.prefault && !memory.thp);
         assert_eq!(memory.hugepage_size, Some(2 << 20));
         assert_eq!(parse_memory("shared=on").expect("parses").size, 512 << 20);
+    }
+
+    #[test]
+    fn disks_and_nets() {
+        let vmm = run(&[
+            "--kernel",
+            "/k",
+            "--disk",
+            "path=/a",
+            "path=/b,readonly=on",
+            "--net",
+            "tap=ft0,ip=192.168.249.1,mask=255.255.255.0",
+            "--disk=path=/c,id=c",
+            "-v",
+        ]);
+        let config = vmm.vm_config.expect("config");
+        let disks = config.disks.expect("disks");
+        assert_eq!(disks.len(), 3);
+        assert!(disks[1].readonly);
+        assert_eq!(disks[2].id.as_deref(), Some("c"));
+        assert_eq!(config.net.expect("net")[0].tap.as_deref(), Some("ft0"));
+        assert_eq!(vmm.verbosity, 1);
+        assert_eq!(error(&["--kernel", "/k", "--disk"]), "--disk needs a value");
+        assert_eq!(error(&["--disk", "path=/a"]), "--disk requires --kernel");
+        assert_eq!(
+            error(&["--kernel", "/k", "--disk", "path=/a,direct=on"]),
+            "--disk direct is not supported yet"
+        );
+        assert!(error(&["--kernel", "/k", "--net", "tap=a,ip=10.0.0.1"])
+            .ends_with("--net ip and mask go together: give both or neither"));
     }
 }

@@ -6,13 +6,22 @@
 //! that builds it ([`cli::parse_args`]).
 
 pub mod cli;
+mod fault_tolerance;
 mod option_parser;
 mod validate;
+mod virtio;
 mod vm_config;
 
 pub use cli::{parse_args, CliCommand, CliError, VmmArgs};
+pub use fault_tolerance::{
+    FaultToleranceConfig, FaultToleranceError, FaultToleranceMode, DEFAULT_MAX_DELAY_US,
+};
 pub use option_parser::{parse_byte_size, OptionParser, OptionParserError};
 pub use validate::{
     ValidationError, MAX_CMDLINE_LEN, MAX_MEMORY_SIZE, MEMORY_ALIGNMENT, MIN_MEMORY_SIZE,
+};
+pub use virtio::{
+    format_mac, parse_mac, DeviceConfigError, DiskConfig, NetConfig, DEFAULT_DISK_QUEUE_SIZE,
+    DEFAULT_NET_QUEUE_SIZE,
 };
 pub use vm_config::*;

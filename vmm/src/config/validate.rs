@@ -92,9 +92,15 @@ pub enum ValidationError {
     /// File mode without a file.
     #[error("{0}: mode File needs a file")]
     ConsoleFileMissing(&'static str),
+    /// A `--disk` or `--net` that cannot be run.
+    #[error(transparent)]
+    Device(#[from] super::virtio::DeviceConfigError),
     /// Any other option or device that is not implemented yet.
     #[error("{0} is not supported yet")]
     Unsupported(&'static str),
+    /// Bad record/replay settings.
+    #[error("invalid fault_tolerance settings")]
+    FaultTolerance(#[source] super::FaultToleranceError),
 }
 
 fn mode_name(mode: ConsoleOutputMode) -> &'static str {
@@ -168,6 +174,10 @@ impl VmConfig {
         self.validate_cpus()?;
         self.validate_memory()?;
         self.validate_consoles()?;
+        if let Some(ft) = &self.fault_tolerance {
+            ft.validate(self.cpus.boot_vcpus)
+                .map_err(ValidationError::FaultTolerance)?;
+        }
         self.validate_devices()
     }
 
@@ -291,8 +301,10 @@ impl VmConfig {
 
     fn validate_devices(&self) -> Result<(), ValidationError> {
         check_list(&self.rate_limit_groups, "--rate-limit-group")?;
-        check_list(&self.disks, "--disk")?;
-        check_list(&self.net, "--net")?;
+        super::virtio::validate_devices(
+            self.disks.as_deref().unwrap_or_default(),
+            self.net.as_deref().unwrap_or_default(),
+        )?;
         if self.rng.src.as_os_str() != DEFAULT_RNG_SOURCE || self.rng.iommu {
             return Err(ValidationError::Unsupported("--rng"));
         }
@@ -505,8 +517,6 @@ mod tests {
     #[test]
     fn devices_are_named() {
         for (patch, what) in [
-            (r#"{"disks":[{"path":"/d"}]}"#, "--disk"),
-            (r#"{"net":[{"tap":"t"}]}"#, "--net"),
             (r#"{"fs":[{"tag":"t","socket":"/s"}]}"#, "--fs"),
             (r#"{"pmem":[{"file":"/f"}]}"#, "--pmem"),
             (r#"{"devices":[{"path":"/p"}]}"#, "--device"),
@@ -527,5 +537,21 @@ mod tests {
             assert_eq!(err, ValidationError::Unsupported(what), "{patch}");
             assert!(err.to_string().ends_with("is not supported yet"));
         }
+    }
+
+    #[test]
+    fn disks_and_nets_are_checked() {
+        let mut config = good();
+        let patch = r#"{"disks":[{"path":"/d","readonly":true}],"net":[{"tap":"t0"}]}"#;
+        let mut value = serde_json::to_value(&config).expect("serialise");
+        merge(&mut value, serde_json::from_str(patch).expect("patch"));
+        config = serde_json::from_value(value).expect("deserialise");
+        config.validate().expect("supported devices");
+        let err = refused(r#"{"disks":[{"path":"/d","direct":true}]}"#);
+        assert_eq!(err.to_string(), "--disk direct=on is not supported yet");
+        let err = refused(r#"{"net":[{"tap":"t","mtu":9000}]}"#);
+        assert_eq!(err.to_string(), "--net mtu is not supported yet");
+        let err = refused(r#"{"disks":[{"readonly":true}]}"#);
+        assert!(err.to_string().contains("path"), "{err}");
     }
 }

@@ -347,12 +347,12 @@ pub struct VmConfig {
     /// I/O rate-limit groups (not supported yet).
     #[serde(default)]
     pub rate_limit_groups: Option<Vec<Unsupported>>,
-    /// Block devices (not supported yet).
+    /// Block devices (virtio-blk).
     #[serde(default)]
-    pub disks: Option<Vec<Unsupported>>,
-    /// Network devices (not supported yet).
+    pub disks: Option<Vec<super::virtio::DiskConfig>>,
+    /// Network devices (virtio-net on taps).
     #[serde(default)]
-    pub net: Option<Vec<Unsupported>>,
+    pub net: Option<Vec<super::virtio::NetConfig>>,
     /// Entropy device.
     #[serde(default)]
     pub rng: RngConfig,
@@ -416,6 +416,9 @@ pub struct VmConfig {
     /// Extra Landlock rules (not supported yet).
     #[serde(default)]
     pub landlock_rules: Option<Vec<Unsupported>>,
+    /// Record/replay (this project's extension, `--fault-tolerance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_tolerance: Option<super::FaultToleranceConfig>,
 }
 
 impl VmConfig {
@@ -462,6 +465,7 @@ impl Default for VmConfig {
             tpm: None,
             landlock_enable: false,
             landlock_rules: None,
+            fault_tolerance: None,
         }
     }
 }

@@ -151,6 +151,11 @@ impl VcpuControl {
         std::mem::take(&mut self.lock().events_ready)
     }
 
+    /// Whether a device has posted events not yet polled (the flag stays set).
+    pub fn events_pending(&self) -> bool {
+        self.lock().events_ready
+    }
+
     /// Host input waiting for the guest.
     pub fn input_len(&self) -> usize {
         self.lock().input.len()

@@ -21,6 +21,8 @@ pub struct VcpuCounters {
     other: AtomicU64,
     injections: AtomicU64,
     timer_fires: AtomicU64,
+    checkpoints: AtomicU64,
+    checkpoint_pages: AtomicU64,
 }
 
 impl VcpuCounters {
@@ -49,6 +51,13 @@ impl VcpuCounters {
         self.timer_fires.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one micro-checkpoint of `pages` guest pages (a forced
+    /// delivery when recording, an applied checkpoint when replaying).
+    pub fn count_checkpoint(&self, pages: u64) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.checkpoint_pages.fetch_add(pages, Ordering::Relaxed);
+    }
+
     /// Guest-caused exits (kicks excluded).
     pub fn guest_exits(&self) -> u64 {
         let s = self.snapshot();
@@ -71,6 +80,8 @@ impl VcpuCounters {
         m.insert("kicks", get(&self.kicked));
         m.insert("interrupts_injected", get(&self.injections));
         m.insert("timer_fires", get(&self.timer_fires));
+        m.insert("forced_deliveries", get(&self.checkpoints));
+        m.insert("checkpoint_pages", get(&self.checkpoint_pages));
         m
     }
 }
@@ -87,7 +98,10 @@ mod tests {
         c.count_exit(&VmExit::Interrupted);
         c.count_exit(&VmExit::MmioRead { addr: 0, len: 4 });
         c.count_injection();
+        c.count_checkpoint(12);
         let s = c.snapshot();
+        assert_eq!(s["forced_deliveries"], 1);
+        assert_eq!(s["checkpoint_pages"], 12);
         assert_eq!(s["exits_hlt"], 2);
         assert_eq!(s["exits"], 3, "kicks are not guest exits");
         assert_eq!(s["kicks"], 1);

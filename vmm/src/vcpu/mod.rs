@@ -12,6 +12,7 @@
 pub mod control;
 pub mod counters;
 pub mod exit;
+pub mod ft;
 
 use std::sync::{Arc, Mutex};
 
@@ -21,11 +22,13 @@ use devices::clock::Clock;
 use devices::interrupt::InterruptController;
 use devices::irq::{IrqLines, MsiQueue};
 use devices::legacy::Serial;
+use ft_backend::{EndReason, Entry, Event};
 use hypervisor::{Vcpu, VmExit};
 
 pub use control::{RunState, VcpuControl};
 pub use counters::VcpuCounters;
 use exit::{handle_exit, ExitAction, ExitContext, ExitError};
+pub use ft::{DeviceState, FtContext, FtDevices, FtError, FtRole};
 
 use crate::clock::VmClock;
 
@@ -54,6 +57,9 @@ pub enum VcpuError {
     /// A device event could not be applied.
     #[error("cannot apply a device event")]
     ApplyEvent(#[source] ApplyError),
+    /// Record/replay failed (log, divergence, checkpoint).
+    #[error("fault tolerance")]
+    Ft(#[source] FtError),
 }
 
 /// Everything the vCPU thread owns.
@@ -81,6 +87,8 @@ pub struct VcpuRunner {
     pub control: Arc<VcpuControl>,
     /// Exit counters.
     pub counters: Arc<VcpuCounters>,
+    /// Record/replay.
+    pub ft: FtContext,
 }
 
 impl VcpuRunner {
@@ -101,27 +109,68 @@ impl VcpuRunner {
     }
 
     fn run_loop(&mut self) -> VcpuEnd {
+        match self.run_guest() {
+            Ok(end) => end,
+            Err(e) => {
+                if let VcpuError::Ft(FtError::Replay(_) | FtError::Reset) = &e {
+                    // Nothing more to log: the end was logged or checked.
+                } else if self.ft.active() {
+                    let _ = self
+                        .ft
+                        .finish(EndReason::Error, self.vcpu.as_mut(), &self.intc);
+                }
+                VcpuEnd::Error(e)
+            }
+        }
+    }
+
+    /// Ends the run for `reason`: the final state digest is logged
+    /// (record) or checked (replay).
+    fn end(&mut self, reason: EndReason) -> Result<VcpuEnd, VcpuError> {
+        self.ft
+            .finish(reason, self.vcpu.as_mut(), &self.intc)
+            .map_err(VcpuError::Ft)?;
+        Ok(match reason {
+            EndReason::Shutdown => VcpuEnd::Shutdown,
+            EndReason::Reset if self.ft.active() => {
+                return Err(VcpuError::Ft(FtError::Reset));
+            }
+            EndReason::Reset => VcpuEnd::Reset,
+            EndReason::Stopped | EndReason::Error => VcpuEnd::Stopped,
+        })
+    }
+
+    fn run_guest(&mut self) -> Result<VcpuEnd, VcpuError> {
         loop {
             let clock = self.clock.clone();
             if !self.control.checkpoint(|| clock.pause(), || clock.resume()) {
-                return VcpuEnd::Stopped;
+                return self.end(EndReason::Stopped);
             }
-            if let Err(e) = self.deliver_async_events() {
-                return VcpuEnd::Error(e);
+            self.deliver_async_events()?;
+            if self.ft.replaying() && self.ft.replay_end_here() == Some(EndReason::Stopped) {
+                // The recording was stopped by its VMM at a kick after this
+                // exit: replay is complete, and the VMM exits as on power-off.
+                log::info!("fault tolerance: replay reached the end of a stopped recording");
+                self.end(EndReason::Stopped)?;
+                return Ok(VcpuEnd::Shutdown);
             }
-            if let Err(e) = self.inject_interrupts() {
-                return VcpuEnd::Error(e);
+            self.inject_interrupts()?;
+            self.ft.fresh_exit = false;
+            if self.ft.replay_checkpoint_next() {
+                // The recording ran the guest to a kick here: the checkpoint
+                // replaces that run.
+                continue;
             }
-            self.control.set_deadline(self.intc.timer_deadline());
+            self.control.set_deadline(self.kick_deadline());
 
-            let exit = match self.vcpu.run() {
-                Ok(exit) => exit,
-                Err(e) => return VcpuEnd::Error(VcpuError::Hypervisor(e)),
-            };
+            let exit = self.vcpu.run().map_err(VcpuError::Hypervisor)?;
             if exit == VmExit::Interrupted {
                 self.vcpu.set_immediate_exit(false);
             }
             self.counters.count_exit(&exit);
+            self.ft
+                .note_exit(&exit, self.vcpu.as_mut())
+                .map_err(VcpuError::Ft)?;
             let mut ctx = ExitContext {
                 pio: &self.pio,
                 mmio: &self.mmio,
@@ -129,26 +178,100 @@ impl VcpuRunner {
             };
             let action = handle_exit(&exit, &mut ctx);
             self.route_interrupts();
-            match action {
-                Ok(ExitAction::Continue) | Ok(ExitAction::Kicked) => {}
-                Ok(ExitAction::CompleteIoIn(data)) => self.vcpu.complete_io_in(&data),
-                Ok(ExitAction::CompleteMmioRead(data)) => self.vcpu.complete_mmio_read(&data),
-                Ok(ExitAction::Halt) => {
-                    if let Err(e) = self.wait_for_interrupt() {
-                        return VcpuEnd::Error(e);
-                    }
-                }
-                Ok(ExitAction::Shutdown) => return VcpuEnd::Shutdown,
-                Ok(ExitAction::Reset) => return VcpuEnd::Reset,
-                Err(e) => return VcpuEnd::Error(VcpuError::Exit(e)),
+            self.ft.check().map_err(VcpuError::Ft)?;
+            match action.map_err(VcpuError::Exit)? {
+                ExitAction::Continue | ExitAction::Kicked => {}
+                ExitAction::CompleteIoIn(data) => self.vcpu.complete_io_in(&data),
+                ExitAction::CompleteMmioRead(data) => self.vcpu.complete_mmio_read(&data),
+                ExitAction::Halt => self.wait_for_interrupt()?,
+                ExitAction::Shutdown => return self.end(EndReason::Shutdown),
+                ExitAction::Reset => return self.end(EndReason::Reset),
             }
+        }
+    }
+
+    /// When the timer thread must kick the vCPU: at the APIC timer's
+    /// deadline; when recording with an event already due but waiting for
+    /// a synchronous exit, at the forced-delivery bound; never in replay
+    /// (events come from the log).
+    fn kick_deadline(&self) -> Option<u64> {
+        let deadline = self.intc.timer_deadline();
+        match &self.ft.role {
+            FtRole::Off => deadline,
+            FtRole::Replay(_) => None,
+            FtRole::Record(r) => {
+                let now = self.clock.now_ns();
+                match self.oldest_waiting(now) {
+                    Some(t) => Some(t.saturating_add(r.max_delay_ns)),
+                    None => deadline,
+                }
+            }
+        }
+    }
+
+    /// Record mode: the clock time since which the oldest event has been
+    /// due (timer deadline passed, host input or a device event waiting).
+    fn oldest_waiting(&self, now: u64) -> Option<u64> {
+        let FtRole::Record(r) = &self.ft.role else {
+            return None;
+        };
+        let timer = self.intc.timer_deadline().filter(|d| *d <= now);
+        match (timer, r.waiting_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
     /// Applies what happened outside the guest since the last exit: the
     /// timer's expiry, host input and device events. The one input seam of
     /// the VMM.
+    ///
+    /// Plain runs deliver at every loop turn. Recording delivers only at a
+    /// synchronous point (no guest entry since its last exit) and logs each
+    /// event; at a kick it delivers only when an event waited longer than
+    /// `max_delay_us`, after a micro-checkpoint. Replay applies the log's
+    /// events recorded at this exit, and nothing from the host.
     fn deliver_async_events(&mut self) -> Result<(), VcpuError> {
+        match &self.ft.role {
+            FtRole::Off => return self.deliver_host_events(),
+            FtRole::Replay(_) => return self.deliver_replayed_events(),
+            FtRole::Record(_) => {}
+        }
+        let now = self.clock.now_ns();
+        if self.ft.at_sync {
+            if let FtRole::Record(r) = &mut self.ft.role {
+                r.waiting_since = None;
+            }
+            return self.deliver_host_events();
+        }
+        let host_waiting = self.control.input_len() > 0 || self.control.events_pending();
+        if let FtRole::Record(r) = &mut self.ft.role {
+            if host_waiting && r.waiting_since.is_none() {
+                r.waiting_since = Some(now);
+            }
+        }
+        let oldest = self.oldest_waiting(now);
+        if !self.ft.forced_delivery_due(oldest, now) {
+            return Ok(());
+        }
+        // Forced delivery: checkpoint the state at this arbitrary
+        // instruction, then deliver as at a synchronous exit.
+        let cp = self
+            .ft
+            .take_checkpoint(self.vcpu.as_mut(), &self.intc)
+            .map_err(VcpuError::Ft)?;
+        self.counters.count_checkpoint(cp.pages.len() as u64);
+        if let FtRole::Record(r) = &mut self.ft.role {
+            ft_backend_checkpoint(r, cp);
+            r.waiting_since = None;
+        }
+        self.ft.at_sync = true;
+        self.deliver_host_events()
+    }
+
+    /// Takes the host's events (timer, serial input, device events),
+    /// applies them and, when recording, logs them.
+    fn deliver_host_events(&mut self) -> Result<(), VcpuError> {
         // A late VMM fires every period that passed; the extra ticks
         // coalesce in the APIC (the deadline sequence stays deterministic).
         let now = self.clock.now_ns();
@@ -156,28 +279,115 @@ impl VcpuRunner {
             if now < deadline {
                 break;
             }
-            self.intc.fire_timer();
-            self.counters.count_timer_fire();
+            self.apply_event(Event::TimerFire)?;
         }
-        if let Some(serial) = &self.serial {
-            if self.control.input_len() > 0 {
-                let mut serial = serial.lock().unwrap_or_else(|e| e.into_inner());
-                // Only what fits in the FIFO is taken; the rest waits in the queue.
-                let bytes = self.control.take_input(serial.input_room());
-                let taken = serial.enqueue_input(&bytes);
-                debug_assert_eq!(taken, bytes.len());
+        if self.serial.is_some() && self.control.input_len() > 0 {
+            let room = self.serial.as_ref().map_or(0, |s| {
+                s.lock().unwrap_or_else(|e| e.into_inner()).input_room()
+            });
+            // Only what fits in the FIFO is taken; the rest waits in the queue.
+            let bytes = self.control.take_input(room);
+            if !bytes.is_empty() {
+                self.apply_event(Event::SerialInput(bytes))?;
             }
         }
         if self.control.take_events_ready() {
-            for source in &self.async_sources {
-                let mut source = source.lock().unwrap_or_else(|e| e.into_inner());
-                while let Some(event) = source.poll_event() {
-                    source.apply_event(&event).map_err(VcpuError::ApplyEvent)?;
+            for i in 0..self.async_sources.len() {
+                loop {
+                    let (id, event) = {
+                        let mut source = self.async_sources[i]
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner());
+                        match source.poll_event() {
+                            Some(ev) => (source.id().to_string(), ev),
+                            None => break,
+                        }
+                    };
+                    self.apply_event(Event::Device { id, data: event })?;
                 }
             }
         }
         self.route_interrupts();
         Ok(())
+    }
+
+    /// Applies one event (from the host or the log), logs it when
+    /// recording, and routes the interrupts it raised.
+    fn apply_event(&mut self, event: Event) -> Result<(), VcpuError> {
+        match &event {
+            Event::TimerFire => {
+                self.intc.fire_timer();
+                self.counters.count_timer_fire();
+            }
+            Event::SerialInput(bytes) => {
+                if let Some(serial) = &self.serial {
+                    let taken = serial
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .enqueue_input(bytes);
+                    debug_assert_eq!(taken, bytes.len());
+                }
+            }
+            Event::Device { id, data } => {
+                let source = self
+                    .async_sources
+                    .iter()
+                    .find(|s| s.lock().unwrap_or_else(|e| e.into_inner()).id() == id.as_str());
+                match source {
+                    Some(s) => s
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .apply_event(data)
+                        .map_err(VcpuError::ApplyEvent)?,
+                    None => {
+                        return Err(VcpuError::ApplyEvent(ApplyError::Malformed {
+                            device: id.clone(),
+                            reason: "no such device in this VM".into(),
+                        }))
+                    }
+                }
+            }
+        }
+        self.ft.log_event(|| event);
+        self.route_interrupts();
+        Ok(())
+    }
+
+    /// Replay: applies the events and checkpoints the log holds for the
+    /// current exit, in their recorded order.
+    fn deliver_replayed_events(&mut self) -> Result<(), VcpuError> {
+        if !self.ft.at_sync {
+            return Ok(());
+        }
+        let mut first = true;
+        loop {
+            let FtRole::Replay(r) = &self.ft.role else {
+                return Ok(());
+            };
+            if self.ft.replay_checkpoint_next() && (self.ft.fresh_exit || !first) {
+                // A checkpoint starts a loop turn of its own, as in the
+                // recording (after the injection of this one).
+                break;
+            }
+            first = false;
+            let last_id = self.ft.last_id;
+            let next = r
+                .replayer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .next_input(|| last_id);
+            match next {
+                Some(Entry::Event { event, .. }) => self.apply_event(event)?,
+                Some(Entry::Checkpoint(cp)) => {
+                    self.ft
+                        .apply_checkpoint(&cp, self.vcpu.as_mut(), &self.intc)
+                        .map_err(VcpuError::Ft)?;
+                    self.counters.count_checkpoint(cp.pages.len() as u64);
+                }
+                Some(_) | None => break,
+            }
+        }
+        self.ft.check().map_err(VcpuError::Ft)
     }
 
     /// Routes what devices raised (IOAPIC lines, MSIs) into the interrupt
@@ -193,11 +403,18 @@ impl VcpuRunner {
     }
 
     /// Injects the highest pending vector if the guest can take it now;
-    /// otherwise asks KVM for an exit when it can.
+    /// otherwise asks KVM for an exit when it can. Under record/replay only
+    /// at synchronous points (or right after a checkpoint, with the
+    /// recorded decision): a kick lands at an arbitrary instruction.
     fn inject_interrupts(&mut self) -> Result<(), VcpuError> {
+        if self.ft.active() && !self.ft.at_sync {
+            return Ok(());
+        }
+        let override_ready = self.ft.ready_override.take();
         let mut want_window = false;
         if let Some(vector) = self.intc.pending_vector() {
-            if self.vcpu.ready_for_interrupt() {
+            let ready = override_ready.unwrap_or_else(|| self.vcpu.ready_for_interrupt());
+            if ready {
                 self.vcpu
                     .inject_interrupt(vector)
                     .map_err(VcpuError::Hypervisor)?;
@@ -213,11 +430,12 @@ impl VcpuRunner {
     }
 
     /// The guest executed HLT: sleep until an interrupt is pending (timer,
-    /// device, input) or the control loop wants something.
+    /// device, input) or the control loop wants something. In replay the
+    /// log's events for this exit are all there is.
     fn wait_for_interrupt(&mut self) -> Result<(), VcpuError> {
         loop {
             self.deliver_async_events()?;
-            if self.intc.has_pending() {
+            if self.intc.has_pending() || self.ft.replaying() {
                 return Ok(());
             }
             match self.control.run_state() {
@@ -228,4 +446,11 @@ impl VcpuRunner {
             self.control.wait_halted(self.clock.as_ref(), deadline);
         }
     }
+}
+
+fn ft_backend_checkpoint(r: &mut ft::Record, cp: ft_backend::Checkpoint) {
+    r.recorder
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .checkpoint(cp);
 }

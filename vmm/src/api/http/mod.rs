@@ -161,25 +161,28 @@ impl ApiServer {
     /// Starts serving on a thread of its own.
     pub fn spawn(self, submit: ApiSubmitter) -> Result<ApiServerHandle, ApiServerError> {
         let stop = Arc::new(AtomicBool::new(false));
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let wake_path = self.path.clone();
         // Only a server that bound the path itself removes it.
         let remove_on_shutdown = self.path.is_some();
         let local_addr = self.listener.local_addr().ok();
         let thread_stop = stop.clone();
+        let thread_in_flight = in_flight.clone();
         let thread = thread::Builder::new()
             .name("http-server".to_string())
-            .spawn(move || self.serve(submit, &thread_stop))
+            .spawn(move || self.serve(submit, &thread_stop, thread_in_flight))
             .map_err(ApiServerError::Spawn)?;
         Ok(ApiServerHandle {
             thread: Some(thread),
             stop,
+            in_flight,
             path: wake_path
                 .or_else(|| local_addr.and_then(|addr| addr.as_pathname().map(Path::to_path_buf))),
             remove_on_shutdown,
         })
     }
 
-    fn serve(self, submit: ApiSubmitter, stop: &AtomicBool) {
+    fn serve(self, submit: ApiSubmitter, stop: &AtomicBool, in_flight: Arc<AtomicUsize>) {
         // Held until the server stops: the socket path is ours.
         let _lock = self.lock;
         let submit = Arc::new(Mutex::new(submit));
@@ -205,10 +208,11 @@ impl ApiServer {
             }
             let submit = submit.clone();
             let active_conn = active.clone();
+            let in_flight = in_flight.clone();
             let spawned = thread::Builder::new()
                 .name("http-connection".to_string())
                 .spawn(move || {
-                    serve_connection(stream, &submit, timeouts);
+                    serve_connection(stream, &submit, timeouts, &in_flight);
                     active_conn.fetch_sub(1, Ordering::SeqCst);
                 });
             if let Err(e) = spawned {
@@ -228,14 +232,39 @@ fn refuse_busy(mut stream: UnixStream) {
     }
 }
 
-fn serve_connection(stream: UnixStream, submit: &Mutex<ApiSubmitter>, timeouts: Timeouts) {
+/// Counts a request from the moment it is read until its answer is written,
+/// so that a shutting-down server can let answers (`vmm.shutdown`'s own)
+/// reach their clients.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn serve_connection(
+    stream: UnixStream,
+    submit: &Mutex<ApiSubmitter>,
+    timeouts: Timeouts,
+    in_flight: &AtomicUsize,
+) {
     if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
         warn!("HTTP API: cannot set the write timeout: {e}");
         return;
     }
     let mut reader = RequestReader::new(stream, timeouts);
     loop {
-        let (response, keep_alive) = match reader.next_request() {
+        let request = reader.next_request();
+        let _in_flight = InFlight::new(in_flight);
+        let (response, keep_alive) = match request {
             Ok(None) => return,
             Ok(Some(request)) => {
                 debug!("HTTP API: {} {}", request.method, request.path);
@@ -274,21 +303,30 @@ fn serve_connection(stream: UnixStream, submit: &Mutex<ApiSubmitter>, timeouts: 
     }
 }
 
+/// How long a stopping server waits for answers still being written.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// A running API server.
 #[derive(Debug)]
 pub struct ApiServerHandle {
     thread: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
     path: Option<PathBuf>,
     remove_on_shutdown: bool,
 }
 
 impl ApiServerHandle {
-    /// Stops accepting connections, waits for the accept thread and
-    /// removes the socket file (for a server that bound it). Connections
-    /// in progress finish on their own threads.
+    /// Stops accepting connections, waits for the accept thread and for
+    /// answers being written (at most [`SHUTDOWN_GRACE`]), and removes the
+    /// socket file (for a server that bound it). Idle connections are left
+    /// to the process's exit.
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        while self.in_flight.load(Ordering::SeqCst) > 0 && start.elapsed() < SHUTDOWN_GRACE {
+            thread::sleep(Duration::from_millis(2));
+        }
         if let Some(path) = &self.path {
             // Wake the blocking accept().
             let _ = UnixStream::connect(path);

@@ -1,0 +1,43 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! Fault tolerance: deterministic record and replay of a whole VM.
+//!
+//! The VMM plugs this crate into its seams:
+//! - the **input seam** (`VcpuRunner::deliver_async_events` in `vmm`): in
+//!   record mode every asynchronous event applied there (timer expiry,
+//!   serial input, device event bytes) is logged with the exit count at
+//!   which it was applied and that exit's identity; in replay mode the
+//!   events come from the log instead of the host;
+//! - the **clock seam** ([`clock::RecordingClock`], [`clock::ReplayClock`]):
+//!   every value of guest-visible time a device reads is logged, or served
+//!   from the log;
+//! - the **exit seam**: guest-caused exits are counted; each logged entry
+//!   names its exit so replay detects divergence;
+//! - **micro-checkpoints**: when an event waited longer than `max_delay_us`
+//!   without a synchronous exit, the recording VMM kicks the vCPU and logs
+//!   the pages dirtied since the last checkpoint plus vCPU and device state;
+//!   replay applies them at its last synchronous exit.
+//!
+//! The log format is described in [`log`] and in `ft-backend/README.md`.
+
+pub mod clock;
+pub mod digest;
+pub mod entry;
+pub mod log;
+pub mod recorder;
+pub mod replayer;
+
+pub use entry::{Checkpoint, EndReason, Entry, Event, ExitId, Setup};
+pub use log::{LogError, LogHeader, LogReader, LogStream, LogWriter};
+pub use recorder::{RecordError, Recorder};
+pub use replayer::{ReplayError, Replayer};
+
+/// What the VMM does with the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FtMode {
+    /// Run as usual and write every nondeterministic input to the log.
+    Record,
+    /// Run from the log alone.
+    Replay,
+}

@@ -1,0 +1,693 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! The log file: a header, then framed entries.
+//!
+//! ```text
+//! header (32 bytes):
+//!   magic        8 bytes  "CHFTLOG\0"
+//!   version      u32 LE   2
+//!   reserved     u32 LE   0
+//!   config       u64 LE   digest of the kernel (and initramfs) bytes and
+//!                         the guest-visible configuration
+//!   max_delay_us u32 LE   the recording's forced-delivery bound
+//!   crc          u32 LE   CRC-32 of the 28 bytes before it
+//! frame n (n = 1, 2, ...):
+//!   length       u32 LE   bytes of tag + payload
+//!   tag          u8       1 clock read, 2 event, 3 checkpoint, 4 end,
+//!                         5 setup
+//!   payload      length-1 bytes (see `entry`)
+//!   crc          u32 LE   CRC-32 (IEEE) of tag + payload
+//! ```
+//!
+//! All integers are little-endian; byte strings inside payloads are a u32
+//! length and the bytes. Frame 1 is the `setup` frame (and only frame 1);
+//! a complete recording ends with an `end` frame.
+//! The reader validates every frame before replay starts: a frame cut off
+//! by the end of the file is [`LogError::Truncated`], a CRC mismatch or a
+//! payload that does not decode is [`LogError::Corrupt`], both with the
+//! frame number; a header whose configuration digest differs from the
+//! replaying VM's is [`LogError::Foreign`].
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use vm_migration::{ByteWriter, CodecError};
+
+use crate::entry::Entry;
+
+/// The file magic.
+pub const MAGIC: [u8; 8] = *b"CHFTLOG\0";
+/// The format version this code writes and reads.
+/// (2: the `setup` frame, first, carries the disk sizes.)
+pub const VERSION: u32 = 2;
+/// Size of the header.
+pub const HEADER_LEN: usize = 32;
+/// Largest frame accepted (a checkpoint of a whole 1 GiB guest fits).
+pub const MAX_FRAME_LEN: u32 = 1 << 31;
+
+/// Errors reading or writing a log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The file cannot be opened, read or written.
+    #[error("cannot access the fault-tolerance log {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not start with the log magic.
+    #[error("{path} is not a fault-tolerance log (bad magic)")]
+    NotALog {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A format version this build does not read.
+    #[error(
+        "{path}: log format version {found} is not supported (this build reads version {VERSION})"
+    )]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u32,
+    },
+    /// The header's CRC does not match.
+    #[error("{path}: the log header is corrupt (CRC mismatch)")]
+    HeaderCorrupt {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The log was recorded with another kernel or configuration.
+    #[error("{path} was recorded with another kernel or configuration (log digest {found:#018x}, this VM {expected:#018x}): refusing to replay")]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// This VM's digest.
+        expected: u64,
+        /// The log's digest.
+        found: u64,
+    },
+    /// The file ends inside a frame.
+    #[error("{path}: the log is truncated in frame {frame} (at byte {offset})")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Frame number, from 1.
+        frame: u64,
+        /// Byte offset of the frame.
+        offset: u64,
+    },
+    /// A frame's CRC or content is wrong.
+    #[error("{path}: frame {frame} (at byte {offset}) is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Frame number, from 1.
+        frame: u64,
+        /// Byte offset of the frame.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The log has no end frame: the recording did not finish.
+    #[error("{path}: the log has no end frame after frame {frames} (the recording did not finish): truncated")]
+    NoEnd {
+        /// The file.
+        path: PathBuf,
+        /// Frames read.
+        frames: u64,
+    },
+}
+
+/// The header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogHeader {
+    /// Digest of the kernel and configuration.
+    pub config_digest: u64,
+    /// The recording's forced-delivery bound, in µs.
+    pub max_delay_us: u32,
+}
+
+impl LogHeader {
+    /// The 32 header bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut w = ByteWriter::new();
+        w.raw(&MAGIC)
+            .u32(VERSION)
+            .u32(0)
+            .u64(self.config_digest)
+            .u32(self.max_delay_us);
+        let mut b = w.into_inner();
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        let mut out = [0u8; HEADER_LEN];
+        out.copy_from_slice(&b);
+        out
+    }
+}
+
+fn le32(b: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a)
+}
+
+fn le64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// Writes a log. Entries are buffered; [`finish`](Self::finish) flushes.
+#[derive(Debug)]
+pub struct LogWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    frames: u64,
+    bytes: u64,
+}
+
+impl LogWriter {
+    /// Creates (or truncates) `path` and writes the header.
+    pub fn create(path: &Path, header: LogHeader) -> Result<Self, LogError> {
+        let io = |source| LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::create(path).map_err(io)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.write_all(&header.encode()).map_err(io)?;
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            out,
+            frames: 0,
+            bytes: HEADER_LEN as u64,
+        })
+    }
+
+    /// Appends one entry as a frame.
+    pub fn append(&mut self, entry: &Entry) -> Result<(), LogError> {
+        let mut w = ByteWriter::new();
+        w.u32(0).u8(entry.tag());
+        entry.encode_payload(&mut w);
+        let mut frame = w.into_inner();
+        let body_len = u32::try_from(frame.len() - 4).unwrap_or(u32::MAX);
+        frame[..4].copy_from_slice(&body_len.to_le_bytes());
+        let crc = crc32fast::hash(&frame[4..]);
+        frame.extend_from_slice(&crc.to_le_bytes());
+        self.out.write_all(&frame).map_err(|source| LogError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.frames += 1;
+        self.bytes += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes buffered frames to the file.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.out.flush().map_err(|source| LogError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Frames written.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Bytes written (header included).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// Reads the header from `src` and checks it (magic, version, CRC, and
+/// the configuration digest when `expected_config` is given).
+fn read_header(
+    src: &mut impl Read,
+    path: &Path,
+    expected_config: Option<u64>,
+) -> Result<LogHeader, LogError> {
+    let p = || path.to_path_buf();
+    let mut data = [0u8; HEADER_LEN];
+    let n = read_full(src, &mut data).map_err(|source| LogError::Io { path: p(), source })?;
+    if n < MAGIC.len() || data[..MAGIC.len()] != MAGIC {
+        return Err(LogError::NotALog { path: p() });
+    }
+    if n < HEADER_LEN {
+        return Err(LogError::Truncated {
+            path: p(),
+            frame: 0,
+            offset: 0,
+        });
+    }
+    let version = le32(&data[8..]);
+    if version != VERSION {
+        return Err(LogError::Version {
+            path: p(),
+            found: version,
+        });
+    }
+    if crc32fast::hash(&data[..28]) != le32(&data[28..]) {
+        return Err(LogError::HeaderCorrupt { path: p() });
+    }
+    let header = LogHeader {
+        config_digest: le64(&data[16..]),
+        max_delay_us: le32(&data[24..]),
+    };
+    if let Some(expected) = expected_config {
+        if expected != header.config_digest {
+            return Err(LogError::Foreign {
+                path: p(),
+                expected,
+                found: header.config_digest,
+            });
+        }
+    }
+    Ok(header)
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full(src: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match src.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Reads the frames after the header, one at a time.
+#[derive(Debug)]
+struct FrameReader<R> {
+    path: PathBuf,
+    src: R,
+    offset: u64,
+    frame: u64,
+    ended: bool,
+}
+
+impl<R: Read> FrameReader<R> {
+    fn new(path: &Path, src: R) -> Self {
+        FrameReader {
+            path: path.to_path_buf(),
+            src,
+            offset: HEADER_LEN as u64,
+            frame: 0,
+            ended: false,
+        }
+    }
+
+    /// The next entry; `None` at the end of the input, which must come
+    /// right after the end frame.
+    fn next_entry(&mut self) -> Result<Option<Entry>, LogError> {
+        let p = || self.path.clone();
+        let io = |source| LogError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut len = [0u8; 4];
+        let n = read_full(&mut self.src, &mut len).map_err(io)?;
+        let (frame, offset) = (self.frame + 1, self.offset);
+        let truncated = LogError::Truncated {
+            path: p(),
+            frame,
+            offset,
+        };
+        let corrupt = |reason: String| LogError::Corrupt {
+            path: p(),
+            frame,
+            offset,
+            reason,
+        };
+        if n == 0 {
+            return if self.ended {
+                Ok(None)
+            } else {
+                Err(LogError::NoEnd {
+                    path: p(),
+                    frames: self.frame,
+                })
+            };
+        }
+        if self.ended {
+            return Err(corrupt("data after the end frame".into()));
+        }
+        if n < 4 {
+            return Err(truncated);
+        }
+        let len = u32::from_le_bytes(len);
+        if len == 0 || len > MAX_FRAME_LEN {
+            return Err(corrupt(format!("impossible frame length {len}")));
+        }
+        let len = len as usize;
+        // Grows with the bytes actually there: a corrupt length cannot make
+        // it allocate more than the file holds.
+        let mut body = Vec::new();
+        (&mut self.src)
+            .take(len as u64 + 4)
+            .read_to_end(&mut body)
+            .map_err(io)?;
+        if body.len() < len + 4 {
+            return Err(truncated);
+        }
+        let crc = le32(&body[len..]);
+        if crc32fast::hash(&body[..len]) != crc {
+            return Err(corrupt("CRC mismatch".into()));
+        }
+        let entry = Entry::decode(body[0], &body[1..len])
+            .map_err(|e: CodecError| corrupt(e.to_string()))?;
+        match (frame, &entry) {
+            (1, Entry::Setup(_)) => {}
+            (1, other) => {
+                return Err(corrupt(format!(
+                    "the first frame must be the device setup, not a {}",
+                    other.describe()
+                )))
+            }
+            (_, Entry::Setup(_)) => return Err(corrupt("a second device setup frame".into())),
+            _ => {}
+        }
+        self.ended = matches!(entry, Entry::End { .. });
+        self.frame = frame;
+        self.offset += len as u64 + 8;
+        Ok(Some(entry))
+    }
+}
+
+/// A whole log, read and validated, in memory.
+#[derive(Debug)]
+pub struct LogReader {
+    /// The header.
+    pub header: LogHeader,
+    /// The entries, in order.
+    pub entries: Vec<Entry>,
+}
+
+impl LogReader {
+    /// Reads and validates `path`. With `expected_config`, a log recorded
+    /// with another configuration digest is refused.
+    pub fn open(path: &Path, expected_config: Option<u64>) -> Result<Self, LogError> {
+        let data = std::fs::read(path).map_err(|source| LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &data, expected_config)
+    }
+
+    /// Validates and decodes log bytes (`path` only names the log in errors).
+    pub fn parse(path: &Path, data: &[u8], expected_config: Option<u64>) -> Result<Self, LogError> {
+        let mut src = data;
+        let header = read_header(&mut src, path, expected_config)?;
+        let mut frames = FrameReader::new(path, src);
+        let mut entries = Vec::new();
+        while let Some(e) = frames.next_entry()? {
+            entries.push(e);
+        }
+        Ok(LogReader { header, entries })
+    }
+}
+
+/// A log read one frame at a time (memory bounded by the largest frame),
+/// validated whole when opened.
+#[derive(Debug)]
+pub struct LogStream {
+    frames: FrameReader<BufReader<File>>,
+    done: bool,
+}
+
+impl LogStream {
+    /// Opens `path`, checks its header (refusing another configuration
+    /// when `expected_config` is given) and validates every frame without
+    /// keeping them, so that a truncated or corrupt log is refused before
+    /// anything runs. Returns the header, the number of frames and the
+    /// stream of entries.
+    pub fn open(
+        path: &Path,
+        expected_config: Option<u64>,
+    ) -> Result<(LogHeader, u64, LogStream), LogError> {
+        let open = || {
+            File::open(path)
+                .map(|f| BufReader::with_capacity(1 << 20, f))
+                .map_err(|source| LogError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        };
+        let mut src = open()?;
+        let header = read_header(&mut src, path, expected_config)?;
+        let mut check = FrameReader::new(path, src);
+        while check.next_entry()?.is_some() {}
+        let frames = check.frame;
+        let mut src = open()?;
+        read_header(&mut src, path, expected_config)?;
+        Ok((
+            header,
+            frames,
+            LogStream {
+                frames: FrameReader::new(path, src),
+                done: false,
+            },
+        ))
+    }
+}
+
+impl Iterator for LogStream {
+    type Item = Result<Entry, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.frames.next_entry() {
+            Ok(Some(e)) => Some(Ok(e)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{EndReason, Event, ExitId, Setup};
+
+    fn sample_log() -> (Vec<u8>, Vec<Entry>) {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("ft-log-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sample.log");
+        let entries = vec![
+            Entry::Setup(Setup::default()),
+            Entry::ClockRead { exit: 0, value: 5 },
+            Entry::Event {
+                exit: 3,
+                at: ExitId::default(),
+                event: Event::SerialInput(b"x".to_vec()),
+            },
+            Entry::End {
+                exit: 4,
+                reason: EndReason::Shutdown,
+                digest: 1,
+            },
+        ];
+        let mut w = LogWriter::create(
+            &path,
+            LogHeader {
+                config_digest: 77,
+                max_delay_us: 2000,
+            },
+        )
+        .unwrap();
+        for e in &entries {
+            w.append(e).unwrap();
+        }
+        w.flush().unwrap();
+        assert_eq!(w.frames(), 4);
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(w.bytes(), data.len() as u64);
+        let r = LogReader::open(&path, Some(77)).unwrap();
+        assert_eq!(r.entries, entries);
+        assert_eq!(r.header.max_delay_us, 2000);
+        let _ = std::fs::remove_dir_all(&dir);
+        (data, entries)
+    }
+
+    #[test]
+    fn the_stream_reads_what_the_reader_reads() {
+        let (data, entries) = sample_log();
+        let dir = std::env::temp_dir().join(format!("ft-stream-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.log");
+        std::fs::write(&path, &data).unwrap();
+        let (header, frames, stream) = LogStream::open(&path, Some(77)).unwrap();
+        assert_eq!((header.config_digest, frames), (77, 4));
+        let read: Vec<Entry> = stream.map(|e| e.unwrap()).collect();
+        assert_eq!(read, entries);
+        // Refusals happen at open, with the frame number.
+        std::fs::write(&path, &data[..data.len() - 2]).unwrap();
+        assert!(matches!(
+            LogStream::open(&path, None),
+            Err(LogError::Truncated { frame: 4, .. })
+        ));
+        assert!(matches!(
+            LogStream::open(&dir.join("missing"), None),
+            Err(LogError::Io { .. })
+        ));
+        std::fs::write(&path, &data).unwrap();
+        assert!(matches!(
+            LogStream::open(&path, Some(1)),
+            Err(LogError::Foreign { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn parse(d: &[u8], cfg: Option<u64>) -> Result<LogReader, LogError> {
+        LogReader::parse(Path::new("t.log"), d, cfg)
+    }
+
+    #[test]
+    fn refusals() {
+        let (data, _) = sample_log();
+        assert!(matches!(
+            parse(&data, Some(78)),
+            Err(LogError::Foreign {
+                expected: 78,
+                found: 77,
+                ..
+            })
+        ));
+        assert!(parse(&data, None).is_ok());
+        assert!(matches!(
+            parse(b"hello", None),
+            Err(LogError::NotALog { .. })
+        ));
+        assert!(matches!(parse(&[], None), Err(LogError::NotALog { .. })));
+        let mut v = data.clone();
+        // Version 1 logs (no setup frame) are refused by version.
+        v[8] = 1;
+        assert!(matches!(
+            parse(&v, None),
+            Err(LogError::Version { found: 1, .. })
+        ));
+        let mut h = data.clone();
+        h[20] ^= 1;
+        assert!(matches!(
+            parse(&h, None),
+            Err(LogError::HeaderCorrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn truncation_names_the_frame() {
+        let (data, _) = sample_log();
+        // Cut inside each frame: frame 1 (setup, no disks) spans
+        // [32, 32+4+5+4).
+        let f1_end = HEADER_LEN + 4 + 5 + 4;
+        for cut in HEADER_LEN + 1..f1_end {
+            match parse(&data[..cut], None) {
+                Err(LogError::Truncated { frame: 1, .. }) => {}
+                other => panic!("cut {cut}: {other:?}"),
+            }
+        }
+        match parse(&data[..data.len() - 1], None) {
+            Err(LogError::Truncated { frame: 4, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        // Cut exactly between frames: no end frame.
+        match parse(&data[..f1_end], None) {
+            Err(e @ LogError::NoEnd { frames: 1, .. }) => {
+                assert!(e.to_string().contains("truncated"))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&data[..HEADER_LEN - 3], None) {
+            Err(LogError::Truncated { frame: 0, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn corruption_names_the_frame() {
+        let (data, _) = sample_log();
+        // Flip every byte after the header in turn: always an error, never a panic.
+        for i in HEADER_LEN..data.len() {
+            let mut d = data.clone();
+            d[i] ^= 0x40;
+            let e = parse(&d, None).expect_err("flipped byte accepted");
+            let s = e.to_string();
+            assert!(s.contains("frame"), "{s}");
+        }
+        let mut d = data.clone();
+        d[HEADER_LEN + 10] ^= 1;
+        match parse(&d, None) {
+            Err(LogError::Corrupt {
+                frame: 1, reason, ..
+            }) => assert!(reason.contains("CRC")),
+            other => panic!("{other:?}"),
+        }
+        let mut extra = data.clone();
+        extra.extend_from_slice(&data[HEADER_LEN..HEADER_LEN + 25]);
+        assert!(matches!(
+            parse(&extra, None),
+            Err(LogError::Corrupt { frame: 5, .. })
+        ));
+    }
+
+    #[test]
+    fn the_setup_frame_comes_first_and_once() {
+        let dir = std::env::temp_dir().join(format!("ft-setup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let header = LogHeader {
+            config_digest: 1,
+            max_delay_us: 1,
+        };
+        let end = Entry::End {
+            exit: 1,
+            reason: EndReason::Shutdown,
+            digest: 0,
+        };
+        let setup = Entry::Setup(Setup {
+            disks: vec![("_disk0".into(), 4096)],
+        });
+        let write = |entries: &[&Entry]| {
+            let path = dir.join("s.log");
+            let mut w = LogWriter::create(&path, header).unwrap();
+            for e in entries {
+                w.append(e).unwrap();
+            }
+            w.flush().unwrap();
+            std::fs::read(&path).unwrap()
+        };
+        let good = parse(&write(&[&setup, &end]), None).unwrap();
+        assert_eq!(good.entries[0], setup);
+        match parse(&write(&[&end]), None) {
+            Err(LogError::Corrupt {
+                frame: 1, reason, ..
+            }) => assert!(reason.contains("device setup"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&write(&[&setup, &setup, &end]), None),
+            Err(LogError::Corrupt { frame: 2, .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,375 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! The replaying side: serves the log's entries at the exits where they
+//! were recorded, and reports divergence.
+//!
+//! Shared (behind a mutex) by the vCPU thread and the replay clock, both on
+//! the vCPU thread.
+
+use crate::entry::{EndReason, Entry, ExitId, Setup};
+use crate::log::{LogError, LogHeader, LogReader, LogStream};
+
+/// Errors while replaying: the guest did not do what the recording says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// The replayed execution differs from the recorded one.
+    #[error("replay diverged at exit {exit}: expected {expected}, found {found}")]
+    Diverged {
+        /// The exit count where it was noticed.
+        exit: u64,
+        /// What the log says.
+        expected: String,
+        /// What the replay did.
+        found: String,
+    },
+    /// The log could not be read any more (it changed after validation).
+    #[error("cannot read the log any more: {0}")]
+    Log(String),
+    /// A checkpoint or event from the log could not be applied.
+    #[error("cannot apply {what} at exit {exit}: {reason}")]
+    Apply {
+        /// The exit count.
+        exit: u64,
+        /// The entry.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The entries a replay reads, in order.
+type Source = Box<dyn Iterator<Item = Result<Entry, LogError>> + Send>;
+
+/// Serves a validated log, one entry ahead.
+pub struct Replayer {
+    header: LogHeader,
+    setup: Setup,
+    source: Source,
+    next: Option<Entry>,
+    exit: u64,
+    error: Option<ReplayError>,
+}
+
+impl std::fmt::Debug for Replayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replayer")
+            .field("header", &self.header)
+            .field("next", &self.next.as_ref().map(Entry::describe))
+            .field("exit", &self.exit)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replayer {
+    /// Replays a log read into memory.
+    pub fn new(log: LogReader) -> Self {
+        Self::with_source(log.header, Box::new(log.entries.into_iter().map(Ok)))
+    }
+
+    /// Replays a log streamed from its file.
+    pub fn from_stream(header: LogHeader, stream: LogStream) -> Self {
+        Self::with_source(header, Box::new(stream))
+    }
+
+    fn with_source(header: LogHeader, source: Source) -> Self {
+        let mut r = Replayer {
+            header,
+            setup: Setup::default(),
+            source,
+            next: None,
+            exit: 0,
+            error: None,
+        };
+        r.advance();
+        if let Some(Entry::Setup(setup)) = &r.next {
+            r.setup = setup.clone();
+            r.advance();
+        }
+        r
+    }
+
+    /// Moves to the next entry of the source.
+    fn advance(&mut self) {
+        self.next = match self.source.next() {
+            Some(Ok(e)) => Some(e),
+            Some(Err(e)) => {
+                self.fail(ReplayError::Log(e.to_string()));
+                None
+            }
+            None => None,
+        };
+    }
+
+    /// The log's header.
+    pub fn header(&self) -> LogHeader {
+        self.header
+    }
+
+    /// The recording's device setup (its first frame; empty when the
+    /// entries had none).
+    pub fn setup(&self) -> &Setup {
+        &self.setup
+    }
+
+    /// Sets the count of guest-caused exits so far.
+    pub fn set_exit(&mut self, exit: u64) {
+        self.exit = exit;
+    }
+
+    /// The count of guest-caused exits so far.
+    pub fn exit(&self) -> u64 {
+        self.exit
+    }
+
+    /// The next entry, if any.
+    pub fn peek(&self) -> Option<&Entry> {
+        self.next.as_ref()
+    }
+
+    /// Records a divergence (the first one wins).
+    pub fn fail(&mut self, error: ReplayError) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+    }
+
+    /// Fails with the first divergence seen, if any.
+    pub fn check(&mut self) -> Result<(), ReplayError> {
+        match self.error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn diverged(&mut self, expected: String, found: String) {
+        let exit = self.exit;
+        self.fail(ReplayError::Diverged {
+            exit,
+            expected,
+            found,
+        });
+    }
+
+    /// A device reads guest-visible time: the next entry must be a clock
+    /// read at this exit. On divergence returns 0 and remembers the error.
+    pub fn clock_read(&mut self) -> u64 {
+        match &self.next {
+            Some(Entry::ClockRead { exit, value }) if *exit == self.exit => {
+                let v = *value;
+                self.advance();
+                v
+            }
+            other => {
+                let expected = other
+                    .as_ref()
+                    .map_or("the end of the log".into(), Entry::describe);
+                self.diverged(expected, "a clock read".into());
+                0
+            }
+        }
+    }
+
+    /// The next event or checkpoint recorded after the current exit, if
+    /// the log has one here; its exit identity is checked against `at`
+    /// (a mismatch is a divergence and returns None).
+    pub fn next_input(&mut self, at: impl FnOnce() -> ExitId) -> Option<Entry> {
+        let (logged_at, exit) = match self.next.as_ref()? {
+            Entry::Event { exit, at, .. } => (*at, *exit),
+            Entry::Checkpoint(c) => (c.at, c.exit),
+            _ => return None,
+        };
+        if exit != self.exit {
+            return None;
+        }
+        let here = at();
+        if here != logged_at {
+            self.diverged(format!("exit {logged_at}"), format!("exit {here}"));
+            return None;
+        }
+        let e = self.next.take();
+        self.advance();
+        e
+    }
+
+    /// After a guest exit: every entry of an earlier exit must have been
+    /// consumed, and the guest must not run past the end of the recording.
+    pub fn check_progress(&mut self) {
+        let Some(next) = &self.next else {
+            return;
+        };
+        if next.exit() < self.exit {
+            let expected = next.describe();
+            self.diverged(expected, "the guest went on without it".into());
+        } else if let Entry::End { exit, reason, .. } = next {
+            if self.exit > *exit && *reason != EndReason::Stopped {
+                let expected = next.describe();
+                self.diverged(expected, "the guest still running".into());
+            }
+        }
+    }
+
+    /// The recording's end, if the next entry is it and it is at the
+    /// current exit or earlier.
+    pub fn end_here(&self) -> Option<(EndReason, u64)> {
+        match &self.next {
+            Some(Entry::End {
+                exit,
+                reason,
+                digest,
+            }) if *exit <= self.exit => Some((*reason, *digest)),
+            _ => None,
+        }
+    }
+
+    /// The guest ended (`reason`) in replay with state digest `digest`:
+    /// checks it against the recording's end.
+    pub fn finish(&mut self, reason: EndReason, digest: u64) -> Result<(), ReplayError> {
+        self.check()?;
+        let exit = self.exit;
+        match &self.next {
+            Some(Entry::End {
+                exit: e,
+                reason: r,
+                digest: d,
+            }) => {
+                if *e != exit || *r != reason {
+                    return Err(ReplayError::Diverged {
+                        exit,
+                        expected: format!("{r:?} at exit {e}"),
+                        found: format!("{reason:?} at exit {exit}"),
+                    });
+                }
+                if *r != EndReason::Stopped && *d != digest {
+                    return Err(ReplayError::Diverged {
+                        exit,
+                        expected: format!("final state digest {d:016x}"),
+                        found: format!("final state digest {digest:016x}"),
+                    });
+                }
+                Ok(())
+            }
+            other => Err(ReplayError::Diverged {
+                exit,
+                expected: other.as_ref().map_or("more log".into(), Entry::describe),
+                found: format!("{reason:?}"),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Event;
+
+    fn replayer(entries: Vec<Entry>) -> Replayer {
+        Replayer::new(LogReader {
+            header: LogHeader {
+                config_digest: 0,
+                max_delay_us: 0,
+            },
+            entries,
+        })
+    }
+
+    const AT: ExitId = ExitId {
+        kind: 2,
+        addr: 0x3f8,
+        rip: 0x100,
+    };
+
+    #[test]
+    fn serves_entries_at_their_exit() {
+        let setup = Setup {
+            disks: vec![("_disk0".into(), 1024)],
+        };
+        let mut r = replayer(vec![
+            Entry::Setup(setup.clone()),
+            Entry::ClockRead { exit: 0, value: 7 },
+            Entry::Event {
+                exit: 2,
+                at: AT,
+                event: Event::TimerFire,
+            },
+            Entry::End {
+                exit: 3,
+                reason: EndReason::Shutdown,
+                digest: 11,
+            },
+        ]);
+        assert_eq!(r.setup(), &setup);
+        assert_eq!(r.setup().disk_size("_disk0"), Some(1024));
+        assert_eq!(r.setup().disk_size("_disk1"), None);
+        assert_eq!(r.clock_read(), 7);
+        r.set_exit(1);
+        r.check_progress();
+        assert!(r.next_input(|| AT).is_none());
+        r.set_exit(2);
+        assert!(matches!(r.next_input(|| AT), Some(Entry::Event { .. })));
+        r.set_exit(3);
+        r.check_progress();
+        r.check().unwrap();
+        assert_eq!(r.end_here(), Some((EndReason::Shutdown, 11)));
+        r.finish(EndReason::Shutdown, 11).unwrap();
+        assert!(r.finish(EndReason::Shutdown, 12).is_err());
+    }
+
+    #[test]
+    fn divergences_name_the_exit() {
+        // A clock read the log does not have.
+        let mut r = replayer(vec![Entry::End {
+            exit: 9,
+            reason: EndReason::Shutdown,
+            digest: 0,
+        }]);
+        r.set_exit(4);
+        assert_eq!(r.clock_read(), 0);
+        let e = r.check().unwrap_err();
+        assert!(e.to_string().contains("exit 4"), "{e}");
+
+        // Another exit identity.
+        let mut r = replayer(vec![Entry::Event {
+            exit: 1,
+            at: AT,
+            event: Event::TimerFire,
+        }]);
+        r.set_exit(1);
+        let other = ExitId { rip: 0x104, ..AT };
+        assert!(r.next_input(|| other).is_none());
+        let e = r.check().unwrap_err().to_string();
+        assert!(
+            e.contains("exit 1") && e.contains("rip 0x100") && e.contains("rip 0x104"),
+            "{e}"
+        );
+
+        // Skipped past an event.
+        let mut r = replayer(vec![Entry::Event {
+            exit: 1,
+            at: AT,
+            event: Event::TimerFire,
+        }]);
+        r.set_exit(2);
+        r.check_progress();
+        assert!(r.check().is_err());
+
+        // Ran past the end.
+        let mut r = replayer(vec![Entry::End {
+            exit: 1,
+            reason: EndReason::Shutdown,
+            digest: 0,
+        }]);
+        r.set_exit(2);
+        r.check_progress();
+        assert!(r.check().is_err());
+        // Ended elsewhere.
+        let mut r = replayer(vec![Entry::End {
+            exit: 5,
+            reason: EndReason::Shutdown,
+            digest: 0,
+        }]);
+        r.set_exit(4);
+        assert!(r.finish(EndReason::Shutdown, 0).is_err());
+    }
+}

@@ -1,0 +1,786 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! Record and replay of the test guest on the real VMM and KVM
+//! (`--fault-tolerance`): serial output byte for byte and final state
+//! digests must match; altered, truncated, corrupt and foreign logs are
+//! refused with the exit or frame they concern.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Duration;
+
+use common::{run_vmm, test_guest, text, TempDir};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn args<'a>(guest: &'a str, cmdline: &'a str, ft: &'a str) -> Vec<&'a str> {
+    vec![
+        "--kernel",
+        guest,
+        "--cmdline",
+        cmdline,
+        "--memory",
+        "size=32M",
+        "--serial",
+        "tty",
+        "--fault-tolerance",
+        ft,
+        "-v",
+    ]
+}
+
+fn run_ft(cmdline: &str, mode: &str, log: &Path) -> Output {
+    let guest = test_guest().to_str().expect("utf-8 path").to_string();
+    let ft = format!("mode={mode},log={}", log.display());
+    run_vmm(&args(&guest, cmdline, &ft), TIMEOUT)
+}
+
+/// The final state digest and exit count the VMM logged.
+fn digest(out: &Output) -> (String, u64) {
+    let err = text(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("final state digest"))
+        .unwrap_or_else(|| panic!("no digest line in:\n{err}"));
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "digest");
+    let d = words.next().expect("digest value").to_string();
+    words.find(|w| *w == "after");
+    let exits = words
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("exit count");
+    (d, exits)
+}
+
+/// Records `cmdline`, replays it, and checks that both runs succeed with
+/// the same serial output and final state digest. Returns both outputs.
+fn record_and_replay(cmdline: &str, dir: &TempDir) -> (Output, Output) {
+    let log = dir.path("run.log");
+    let rec = run_ft(cmdline, "record", &log);
+    assert!(
+        rec.status.success(),
+        "record {cmdline}: {}",
+        text(&rec.stderr)
+    );
+    let rep = run_ft(cmdline, "replay", &log);
+    assert!(
+        rep.status.success(),
+        "replay {cmdline}: {}",
+        text(&rep.stderr)
+    );
+    assert_eq!(
+        text(&rec.stdout),
+        text(&rep.stdout),
+        "serial output differs for {cmdline}"
+    );
+    assert_eq!(digest(&rec), digest(&rep), "state differs for {cmdline}");
+    (rec, rep)
+}
+
+fn checkpoints(rec: &Output) -> u64 {
+    let err = text(&rec.stderr);
+    err.lines()
+        .find(|l| l.contains("fault tolerance: recorded"))
+        .and_then(|l| {
+            l.split(", ")
+                .find(|w| w.ends_with("checkpoints (") || w.contains(" checkpoints"))
+        })
+        .and_then(|w| w.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no record summary in:\n{err}"))
+}
+
+#[test]
+fn ticks_replay_exactly() {
+    let dir = TempDir::new("rr-ticks");
+    let (rec, _) = record_and_replay("workload=ticks count=30 hz=200", &dir);
+    assert!(text(&rec.stdout).contains("ticks=30"));
+}
+
+#[test]
+fn compute_with_a_slow_timer_replays_exactly() {
+    let dir = TempDir::new("rr-slow");
+    let (rec, _) = record_and_replay("workload=compute steps=1000 hz=10", &dir);
+    assert!(text(&rec.stdout).contains("result=a17ac4d60a6b3f89"));
+}
+
+#[test]
+fn exits_workload_replays_exactly() {
+    let dir = TempDir::new("rr-exits");
+    record_and_replay("workload=exits count=2000", &dir);
+}
+
+/// A fast timer while the guest computes without exits: ticks are forced
+/// in with micro-checkpoints, and replay still matches.
+#[test]
+fn compute_with_a_fast_timer_uses_checkpoints() {
+    let dir = TempDir::new("rr-fast");
+    let (rec, rep) = record_and_replay("workload=compute steps=60000000 hz=1000", &dir);
+    let out = text(&rec.stdout);
+    assert!(out.contains("tick="), "no tick seen while computing: {out}");
+    assert!(checkpoints(&rec) > 0, "{}", text(&rec.stderr));
+    assert!(text(&rep.stderr).contains("final state digest"));
+}
+
+/// Property-style: several timer rates and workload sizes, each recorded
+/// and replayed; the sizes are kept small so the whole runs in seconds.
+#[test]
+fn many_rates_and_sizes_replay_exactly() {
+    let dir = TempDir::new("rr-prop");
+    for (steps, hz) in [
+        (1u64, 1000u64),
+        (200_000, 50),
+        (3_000_000, 333),
+        (20_000_000, 2000),
+        (40_000_000, 250),
+    ] {
+        record_and_replay(&format!("workload=compute steps={steps} hz={hz}"), &dir);
+    }
+    for (count, hz) in [(5u64, 1000u64), (12, 77)] {
+        record_and_replay(&format!("workload=ticks count={count} hz={hz}"), &dir);
+    }
+    // And a few drawn at random (seed printed; RR_SEED=n replays a draw).
+    let seed: u64 = std::env::var("RR_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("many_rates_and_sizes_replay_exactly: RR_SEED={seed}");
+    let mut x = seed;
+    let mut next = |m: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) % m
+    };
+    for _ in 0..3 {
+        let steps = 1 + next(40_000_000);
+        let hz = 20 + next(2500);
+        record_and_replay(&format!("workload=compute steps={steps} hz={hz}"), &dir);
+    }
+}
+
+#[test]
+fn replaying_twice_gives_the_same_result() {
+    let dir = TempDir::new("rr-twice");
+    let cmdline = "workload=compute steps=20000000 hz=500";
+    let (_, first) = record_and_replay(cmdline, &dir);
+    let second = run_ft(cmdline, "replay", &dir.path("run.log"));
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert_eq!(text(&first.stdout), text(&second.stdout));
+    assert_eq!(digest(&first), digest(&second));
+}
+
+// ---- the log file, frame by frame (format in ft-backend/src/log.rs) ----
+
+/// CRC-32 (IEEE), as the log frames use.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// (offset, tag, payload range) of every frame.
+fn frames(log: &[u8]) -> Vec<(usize, u8, std::ops::Range<usize>)> {
+    let mut v = Vec::new();
+    let mut pos = 32;
+    while pos < log.len() {
+        let len = u32::from_le_bytes(log[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        v.push((pos, log[pos + 4], pos + 5..pos + 4 + len));
+        pos += len + 8;
+    }
+    v
+}
+
+fn refresh_crc(log: &mut [u8], frame: &(usize, u8, std::ops::Range<usize>)) {
+    let body = frame.0 + 4..frame.2.end;
+    let crc = crc32(&log[body.clone()]);
+    log[body.end..body.end + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+const TAG_EVENT: u8 = 2;
+const TAG_CHECKPOINT: u8 = 3;
+const TICKS: &str = "workload=ticks count=20 hz=200";
+
+fn recorded_ticks(dir: &TempDir) -> Vec<u8> {
+    let log = dir.path("run.log");
+    let rec = run_ft(TICKS, "record", &log);
+    assert!(rec.status.success(), "{}", text(&rec.stderr));
+    std::fs::read(&log).expect("read the log")
+}
+
+fn replay_bytes(dir: &TempDir, bytes: &[u8]) -> Output {
+    let path = dir.path("altered.log");
+    std::fs::write(&path, bytes).expect("write the log");
+    run_ft(TICKS, "replay", &path)
+}
+
+#[test]
+fn an_altered_input_is_reported_as_divergence() {
+    let dir = TempDir::new("rr-alter");
+    let log = recorded_ticks(&dir);
+    let all = frames(&log);
+    let events: Vec<_> = all.iter().filter(|f| f.1 == TAG_EVENT).collect();
+    assert!(events.len() >= 10, "{} events", events.len());
+    let exit_of = |f: &(usize, u8, std::ops::Range<usize>)| {
+        u64::from_le_bytes(log[f.2.start..f.2.start + 8].try_into().expect("8 bytes"))
+    };
+
+    // 1. The RIP of the fifth timer event's exit: caught at that exit.
+    let target = events[4];
+    let exit = exit_of(target);
+    let mut altered = log.clone();
+    let rip = target.2.start + 8 + 1 + 8; // exit, kind, address
+    altered[rip] ^= 0x10;
+    refresh_crc(&mut altered, target);
+    let out = replay_bytes(&dir, &altered);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("replay diverged at exit {exit}")),
+        "exit {exit}: {err}"
+    );
+
+    // 2. A timer expiry delivered one exit later than recorded: the guest
+    //    does something else; replay stops at an exit it names.
+    let target = events[4];
+    let exit = exit_of(target);
+    let mut altered = log.clone();
+    altered[target.2.start..target.2.start + 8].copy_from_slice(&(exit + 1).to_le_bytes());
+    refresh_crc(&mut altered, target);
+    let out = replay_bytes(&dir, &altered);
+    assert!(!out.status.success(), "altered log replayed fine");
+    let err = text(&out.stderr);
+    assert!(err.contains("replay diverged at exit "), "{err}");
+    // Nothing was printed past the divergence that the recording did not print.
+    assert!(!text(&out.stdout).contains("ticks=20"));
+}
+
+#[test]
+fn truncated_corrupt_and_foreign_logs_are_refused() {
+    let dir = TempDir::new("rr-bad");
+    let log = recorded_ticks(&dir);
+    let all = frames(&log);
+    assert!(all.len() > 5);
+
+    // Cut in the middle of the fourth frame.
+    let f = &all[3];
+    let out = replay_bytes(&dir, &log[..f.2.start + 2]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("truncated in frame 4"), "{err}");
+    assert!(!text(&out.stdout).contains("ready"), "ran with a bad log");
+
+    // Cut cleanly between frames: no end frame.
+    let out = replay_bytes(&dir, &log[..all[3].0]);
+    assert!(
+        text(&out.stderr).contains("no end frame"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A flipped bit in the third frame.
+    let mut bad = log.clone();
+    bad[all[2].2.start] ^= 0x01;
+    let out = replay_bytes(&dir, &bad);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("frame 3") && err.contains("corrupt"), "{err}");
+
+    // Not a log at all.
+    let out = replay_bytes(&dir, b"hello world, this is not a log file at all");
+    assert!(text(&out.stderr).contains("not a fault-tolerance log"));
+
+    // Another configuration (command line) than the recording's.
+    let path = dir.path("good.log");
+    std::fs::write(&path, &log).expect("write the log");
+    let out = run_ft("workload=ticks count=21 hz=200", "replay", &path);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("recorded with another kernel or configuration"),
+        "{err}"
+    );
+    assert!(
+        !text(&out.stdout).contains("ready"),
+        "ran with a foreign log"
+    );
+}
+
+#[test]
+fn bad_options_are_refused_clearly() {
+    let guest = test_guest().to_str().expect("utf-8 path").to_string();
+    let dir = TempDir::new("rr-opts");
+    let missing = dir.path("nope.log");
+    let nodir = dir.path("no/such/dir/x.log");
+    let cases: Vec<(String, &str)> = vec![
+        ("mode=record".into(), "needs log=FILE"),
+        ("log=/tmp/x".into(), "needs mode=record or mode=replay"),
+        (
+            "mode=rewind,log=/tmp/x".into(),
+            "needs mode=record or mode=replay",
+        ),
+        (
+            "mode=record,log=/tmp/x,max_delay_us=1".into(),
+            "max_delay_us=1 is out of range",
+        ),
+        ("mode=record,log=/tmp/x,speed=3".into(), "unknown option"),
+        (
+            format!("mode=replay,log={}", missing.display()),
+            "cannot access the fault-tolerance log",
+        ),
+        (
+            format!("mode=record,log={}", nodir.display()),
+            "cannot access the fault-tolerance log",
+        ),
+    ];
+    for (ft, want) in cases {
+        let out = run_vmm(&args(&guest, TICKS, &ft), Duration::from_secs(30));
+        assert!(!out.status.success(), "{ft} accepted");
+        let err = text(&out.stderr);
+        assert!(err.contains(want), "{ft}: {err}");
+        assert!(!text(&out.stdout).contains("ready"), "{ft}: the guest ran");
+    }
+    // A log that cannot be written: the run fails and says why.
+    let out = run_vmm(
+        &args(&guest, TICKS, "mode=record,log=/dev/full"),
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success(), "a lost recording reported success");
+    assert!(
+        text(&out.stderr).contains("No space left on device"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run_vmm(
+        &[
+            "--kernel",
+            &guest,
+            "--cpus",
+            "boot=2",
+            "--fault-tolerance",
+            "mode=record,log=/tmp/x",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+}
+
+/// A recording stopped through the API (the guest still computing) shows
+/// its forced deliveries in `vm.counters`, and replays to the same point.
+#[test]
+fn a_stopped_recording_replays_and_counters_show_forced_deliveries() {
+    let dir = TempDir::new("rr-api");
+    let guest = test_guest().to_str().expect("utf-8 path").to_string();
+    let log = dir.path("run.log");
+    let socket = dir.path("api.sock");
+    let cmdline = "workload=compute steps=5000000000 hz=1000";
+    let ft = format!("mode=record,log={}", log.display());
+    let sock = format!("path={}", socket.display());
+    let mut a = args(&guest, cmdline, &ft);
+    a.extend(["--api-socket", &sock]);
+    let child = std::process::Command::new(common::vmm_bin())
+        .args(&a)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cloud-hypervisor");
+    let mut forced = 0;
+    assert!(
+        common::wait_until(Duration::from_secs(30), || {
+            if !socket.exists() {
+                return false;
+            }
+            let (status, body) = common::api(&socket, "GET", "vm.counters", None);
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            forced = v["vcpu0"]["forced_deliveries"].as_u64().unwrap_or(0);
+            status == 200 && forced >= 100
+        }),
+        "no forced deliveries counted"
+    );
+    let out = common::ch_remote(&socket, &["shutdown"]);
+    assert!(out.status.success(), "shutdown: {}", text(&out.stderr));
+    // The VMM may close the connection as it exits: only its exit matters.
+    let _ = common::ch_remote(&socket, &["shutdown-vmm"]);
+    let rec = common::wait_output(child, TIMEOUT);
+    assert!(rec.status.success(), "{}", text(&rec.stderr));
+    assert!(text(&rec.stdout).contains("tick="));
+    assert!(
+        !text(&rec.stdout).contains("result="),
+        "finished before the stop"
+    );
+
+    let rep = run_ft(cmdline, "replay", &log);
+    assert!(rep.status.success(), "{}", text(&rep.stderr));
+    assert_eq!(text(&rec.stdout), text(&rep.stdout));
+    assert!(text(&rep.stderr).contains("end of a stopped recording"));
+    assert_eq!(digest(&rec).1, digest(&rep).1, "stopped at another exit");
+}
+
+/// A file's bytes and modification time.
+fn file_state(path: &Path) -> (Vec<u8>, std::time::SystemTime) {
+    let bytes = std::fs::read(path).expect("read the file");
+    let mtime = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    (bytes, mtime)
+}
+
+/// The virtio disk: completions (with read data) are device events; replay
+/// applies the logged bytes and matches the recording, without the disk
+/// image: it is neither opened nor written.
+#[test]
+fn disk_workload_replays_exactly() {
+    let dir = TempDir::new("rr-disk");
+    let image = dir.path("disk.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("create the disk image");
+    let guest = test_guest().to_str().expect("utf-8 path").to_string();
+    let log = dir.path("run.log");
+    let disk = format!("path={}", image.display());
+    let run = |mode: &str| {
+        let ft = format!("mode={mode},log={}", log.display());
+        let mut a = args(&guest, "workload=disk mib=2 flushes=4", &ft);
+        a.extend(["--disk", &disk]);
+        run_vmm(&a, TIMEOUT)
+    };
+    let rec = run("record");
+    assert!(rec.status.success(), "{}", text(&rec.stderr));
+    assert!(
+        text(&rec.stdout).contains("disk=ok"),
+        "{}",
+        text(&rec.stdout)
+    );
+    let recorded = file_state(&image);
+    assert!(
+        recorded.0.iter().any(|b| *b != 0),
+        "the recording wrote nothing"
+    );
+
+    // Replay from the log alone: the image is not there.
+    let away = dir.path("disk.img.away");
+    std::fs::rename(&image, &away).expect("move the disk image away");
+    let rep = run("replay");
+    assert!(rep.status.success(), "{}", text(&rep.stderr));
+    assert_eq!(text(&rec.stdout), text(&rep.stdout));
+    assert_eq!(digest(&rec), digest(&rep));
+    assert!(!image.exists(), "replay created the disk image");
+
+    // With the image back, replay leaves it as the recording left it.
+    std::fs::rename(&away, &image).expect("move the disk image back");
+    let again = run("replay");
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&rec.stdout), text(&again.stdout));
+    assert_eq!(digest(&rec), digest(&again));
+    let after = file_state(&image);
+    assert!(after.0 == recorded.0, "replay changed the disk image");
+    assert_eq!(after.1, recorded.1, "replay touched the disk image");
+}
+
+/// Micro-checkpoints carry the virtio devices' state (transport, queues,
+/// requests in flight) and replay compares it: a checkpoint whose `_disk0`
+/// state was altered (CRC fixed up) is reported as divergence, naming the
+/// device.
+#[test]
+fn checkpoints_compare_virtio_state() {
+    let dir = TempDir::new("rr-vstate");
+    let image = dir.path("disk.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(1 << 20))
+        .expect("create the disk image");
+    let guest = test_guest().to_str().expect("utf-8 path").to_string();
+    let disk = format!("path={}", image.display());
+    let cmdline = "workload=compute steps=60000000 hz=1000";
+    let run = |mode: &str, log: &Path| {
+        let ft = format!("mode={mode},log={}", log.display());
+        let mut a = args(&guest, cmdline, &ft);
+        a.extend(["--disk", &disk]);
+        run_vmm(&a, TIMEOUT)
+    };
+    let log = dir.path("run.log");
+    let rec = run("record", &log);
+    assert!(rec.status.success(), "{}", text(&rec.stderr));
+    assert!(checkpoints(&rec) > 0, "{}", text(&rec.stderr));
+    let rep = run("replay", &log);
+    assert!(rep.status.success(), "{}", text(&rep.stderr));
+    assert_eq!(text(&rec.stdout), text(&rep.stdout));
+    assert_eq!(digest(&rec), digest(&rep));
+
+    let mut bytes = std::fs::read(&log).expect("read the log");
+    let cp = frames(&bytes)
+        .into_iter()
+        .find(|f| f.1 == TAG_CHECKPOINT)
+        .expect("a checkpoint frame");
+    let exit = u64::from_le_bytes(
+        bytes[cp.2.start..cp.2.start + 8]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    // The device list follows the pages and the vCPU state: the last
+    // "_disk0" id (u32 length 6, then the id), then its state bytes.
+    let needle = b"\x06\0\0\0_disk0";
+    let at = bytes[cp.2.clone()]
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+        .expect("the virtio-blk state in the checkpoint")
+        + cp.2.start
+        + needle.len();
+    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+    assert!(len > 256, "a {len}-byte virtio-blk state");
+    // Any byte will do: states are compared byte for byte.
+    bytes[at + 4 + len / 2] ^= 0x01;
+    refresh_crc(&mut bytes, &cp);
+    let altered = dir.path("altered.log");
+    std::fs::write(&altered, &bytes).expect("write the log");
+    let out = run("replay", &altered);
+    assert!(!out.status.success(), "altered virtio state replayed fine");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("replay diverged at exit {exit}"))
+            && err.contains("the state of _disk0 recorded in checkpoint 1"),
+        "{err}"
+    );
+}
+
+/// A network namespace for one test, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("ftrr-{tag}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("run ip (iproute2)")
+        };
+        let _ = ip(&["netns", "del", &name]);
+        assert!(ip(&["netns", "add", &name]).success(), "ip netns add");
+        assert!(ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]).success());
+        Netns(name)
+    }
+
+    /// Runs `f` on a thread inside the namespace.
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        use std::os::fd::AsRawFd;
+        let path = format!("/var/run/netns/{}", self.0);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let ns = std::fs::File::open(&path).expect("open the namespace");
+                    // SAFETY: setns on this thread only, with a valid namespace
+                    // fd; the thread ends when `f` returns.
+                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                    f()
+                })
+                .join()
+                .expect("client thread panicked")
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// The kv service over virtio-net and virtio-blk: RX frames and disk
+/// completions are logged; the recording (stopped through the API while
+/// the service runs) replays in another namespace, without a client, to
+/// the same serial output: without the disk image, and where the tap
+/// cannot be created (a bridge has its name), so
+/// replay opens neither.
+#[test]
+fn kv_service_replays_exactly() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = TempDir::new("rr-kv");
+    let image = dir.path("kv.img");
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(16 << 20))
+        .expect("create the disk image");
+    let guest = test_guest().to_str().expect("utf-8 path").to_string();
+    let log = dir.path("run.log");
+    let socket = dir.path("api.sock");
+    let vm_args = |mode: &str, serial: &Path| -> Vec<String> {
+        [
+            "--kernel",
+            &guest,
+            "--cmdline",
+            "workload=kv ip=192.168.250.2/24 gw=192.168.250.1",
+            "--memory",
+            "size=128M",
+            "--disk",
+            &format!("path={}", image.display()),
+            "--net",
+            // A fixed MAC: a random one would make the configurations differ.
+            "tap=ftrr0,ip=192.168.250.1,mask=255.255.255.0,mac=52:54:00:12:34:56",
+            "--serial",
+            &format!("file={}", serial.display()),
+            "--fault-tolerance",
+            &format!("mode={mode},log={}", log.display()),
+            "-v",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let spawn = |ns: &Netns, args: Vec<String>| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns.0, common::vmm_bin()])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn cloud-hypervisor")
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+
+    let rec_serial = dir.path("rec-serial.txt");
+    let ns = Netns::new("rec");
+    let mut args = vm_args("record", &rec_serial);
+    args.extend(["--api-socket".into(), format!("path={}", socket.display())]);
+    let child = spawn(&ns, args);
+    assert!(
+        common::wait_until(Duration::from_secs(60), || read(&rec_serial)
+            .contains("kv: listening on")),
+        "the service did not start: {}",
+        read(&rec_serial)
+    );
+    ns.run(|| {
+        let addr: std::net::SocketAddr = "192.168.250.2:7000".parse().expect("address");
+        let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(20))
+            .expect("connect to the guest");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut w = stream.try_clone().expect("clone the stream");
+        let mut r = BufReader::new(stream);
+        let mut ask = |line: String| {
+            w.write_all(line.as_bytes()).expect("send");
+            let mut answer = String::new();
+            r.read_line(&mut answer).expect("answer");
+            answer
+        };
+        for i in 0..20 {
+            assert_eq!(ask(format!("SET key{i} value{i}\n")), "OK\n");
+            assert_eq!(ask(format!("GET key{i}\n")), format!("VALUE value{i}\n"));
+        }
+    });
+    let out = common::ch_remote(&socket, &["shutdown"]);
+    assert!(out.status.success(), "shutdown: {}", text(&out.stderr));
+    let _ = common::ch_remote(&socket, &["shutdown-vmm"]);
+    let rec = common::wait_output(child, TIMEOUT);
+    assert!(rec.status.success(), "{}", text(&rec.stderr));
+    // The recording's namespace goes, and its tap with it.
+    drop(ns);
+    let recorded = file_state(&image);
+    let away = dir.path("kv.img.away");
+    std::fs::rename(&image, &away).expect("move the disk image away");
+
+    let rep_serial = dir.path("rep-serial.txt");
+    let ns = Netns::new("rep");
+    // A bridge named as the tap: opening or creating the tap would fail.
+    let ip = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args(["-n", &ns.0])
+            .args(args)
+            .output()
+            .expect("run ip")
+    };
+    assert!(ip(&["link", "add", "ftrr0", "type", "bridge"])
+        .status
+        .success());
+    let rep = common::wait_output(spawn(&ns, vm_args("replay", &rep_serial)), TIMEOUT);
+    assert!(rep.status.success(), "{}", text(&rep.stderr));
+    assert_eq!(read(&rec_serial), read(&rep_serial));
+    assert!(text(&rep.stderr).contains("end of a stopped recording"));
+    assert_eq!(digest(&rec).1, digest(&rep).1, "stopped at another exit");
+    let link = text(&ip(&["-d", "link", "show", "ftrr0"]).stdout);
+    assert!(
+        link.contains("bridge") && !link.contains("tun"),
+        "the interface changed: {link}"
+    );
+    assert!(!image.exists(), "replay created the disk image");
+    std::fs::rename(&away, &image).expect("move the disk image back");
+    let after = file_state(&image);
+    assert!(after.0 == recorded.0, "replay changed the disk image");
+    assert_eq!(after.1, recorded.1, "replay touched the disk image");
+}
+
+/// Host input on the serial port (stdin with `--serial tty`) is an event:
+/// replay applies it from the log (its stdin is empty), and a log whose
+/// input bytes were altered ends in a different device state, reported as
+/// divergence.
+#[test]
+fn serial_input_is_recorded_and_replayed() {
+    use std::io::Write;
+    let dir = TempDir::new("rr-stdin");
+    let guest = test_guest().to_str().expect("utf-8 path").to_string();
+    let log = dir.path("run.log");
+    let cmdline = "workload=ticks count=40 hz=100";
+    let ft = format!("mode=record,log={}", log.display());
+    let mut child = std::process::Command::new(common::vmm_bin())
+        .args(args(&guest, cmdline, &ft))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cloud-hypervisor");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    std::thread::sleep(Duration::from_millis(100));
+    stdin.write_all(b"xyz").expect("write stdin");
+    drop(stdin);
+    let rec = common::wait_output(child, TIMEOUT);
+    assert!(rec.status.success(), "{}", text(&rec.stderr));
+    let rep = run_ft(cmdline, "replay", &log);
+    assert!(rep.status.success(), "{}", text(&rep.stderr));
+    assert_eq!(text(&rec.stdout), text(&rep.stdout));
+    assert_eq!(digest(&rec), digest(&rep));
+
+    // The input event carries its bytes; alter one (CRC fixed up).
+    let mut bytes = std::fs::read(&log).expect("read the log");
+    let input = frames(&bytes)
+        .into_iter()
+        .find(|f| f.1 == TAG_EVENT && bytes[f.2.start + 25] == 2)
+        .expect("a serial input event in the log");
+    let data = input.2.start + 25 + 1 + 4; // exit-id, kind, length
+    assert_eq!(&bytes[data..data + 3], b"xyz");
+    bytes[data + 1] = b'Y';
+    refresh_crc(&mut bytes, &input);
+    let altered = dir.path("altered.log");
+    std::fs::write(&altered, &bytes).expect("write the log");
+    let out = run_ft(cmdline, "replay", &altered);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    // Caught by the device state of a later checkpoint, or else by the
+    // final digest.
+    assert!(
+        err.contains("replay diverged at exit")
+            && (err.contains("state of serial") || err.contains("final state digest")),
+        "{err}"
+    );
+}

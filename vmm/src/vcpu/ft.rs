@@ -1,0 +1,618 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! Record/replay in the vCPU loop: the role of this VM (off, recording,
+//! replaying), the exit count and identity, micro-checkpoints and state
+//! digests.
+//!
+//! Where the loop calls in:
+//! - after every guest-caused exit: [`FtContext::note_exit`] counts it and
+//!   remembers its identity (kind, port/address, RIP from KVM's sync
+//!   registers);
+//! - at the input seam: record logs each event it applies
+//!   ([`FtContext::log_event`]); replay applies the log's events instead of
+//!   the host's ([`Replay`]);
+//! - at a kick in record mode, when an event waited longer than
+//!   `max_delay_us`: a micro-checkpoint, then the events;
+//! - at the end: the final state digest, logged (record) or compared
+//!   (replay).
+//!
+//! Device state (the interrupt controller, the serial port, each
+//! virtio-pci device's transport, queues and requests in flight) is
+//! compared, never restored, at replayed checkpoints: devices change only
+//! at exits and events, which replay reproduces, so a difference is a
+//! divergence. The same states enter every state digest.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use devices::clock::Clock;
+use devices::interrupt::InterruptController;
+use ft_backend::clock::{RecordingClock, ReplayClock};
+use ft_backend::digest::{config_digest, state_digest};
+use ft_backend::{
+    Checkpoint, EndReason, Entry, Event, ExitId, LogError, LogHeader, LogStream, RecordError,
+    Recorder, ReplayError, Replayer, Setup,
+};
+use hypervisor::{Vcpu, VmExit};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+use vm_migration::vcpu::VcpuState;
+use vm_migration::{MigratableError, Snapshottable};
+
+use crate::config::{FaultToleranceConfig, FaultToleranceMode, VmConfig};
+use crate::memory::GuestMemoryMmapT;
+
+/// Page size of the dirty log.
+const PAGE_SIZE: u64 = 4096;
+/// A checkpoint carries a full state digest every this many checkpoints
+/// (it reads all of guest memory).
+const DIGEST_EVERY: u64 = 64;
+
+/// Errors of record/replay in the vCPU loop.
+#[derive(Debug, thiserror::Error)]
+pub enum FtError {
+    /// The kernel or initramfs could not be read for the configuration digest.
+    #[error("cannot read {path} for the fault-tolerance configuration digest")]
+    ReadPayload {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The log could not be opened, created or validated.
+    #[error("fault-tolerance log")]
+    Log(#[source] LogError),
+    /// Writing the recording failed.
+    #[error("recording failed")]
+    Record(#[source] RecordError),
+    /// The replay diverged from the recording.
+    #[error("replay failed")]
+    Replay(#[source] ReplayError),
+    /// vCPU or device state could not be saved or restored.
+    #[error("micro-checkpoint failed")]
+    Checkpoint(#[source] MigratableError),
+    /// The dirty log could not be read.
+    #[error("cannot read the dirty page log")]
+    DirtyLog(#[source] hypervisor::HypervisorError),
+    /// Reading registers for a digest or an exit identity failed.
+    #[error("cannot read the vCPU registers")]
+    Registers(#[source] hypervisor::HypervisorError),
+    /// Guest memory could not be read or written.
+    #[error("guest memory access at {0:#x} failed")]
+    Memory(u64),
+    /// A guest reset while recording or replaying.
+    #[error("the guest asked for a reset: a reboot under --fault-tolerance is not supported yet")]
+    Reset,
+    /// A replay was set up without its log.
+    #[error("replay needs its log opened before the devices are built")]
+    NoReplayLog,
+}
+
+/// A device whose state checkpoints and digests cover.
+pub type DeviceState = Arc<Mutex<dyn Snapshottable + Send>>;
+
+/// What record/replay needs from the VM's devices.
+#[derive(Default)]
+pub struct FtDevices {
+    /// What the devices learned from the host (disk sizes): the first
+    /// frame of a recording.
+    pub setup: Setup,
+    /// The devices with guest-visible state besides the interrupt
+    /// controller (serial port, virtio-pci devices), in a fixed order.
+    pub states: Vec<DeviceState>,
+}
+
+impl std::fmt::Debug for FtDevices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FtDevices")
+            .field("setup", &self.setup)
+            .field("states", &self.states.len())
+            .finish()
+    }
+}
+
+/// The recording side.
+#[derive(Debug)]
+pub struct Record {
+    /// The log writer (shared with the recording clock).
+    pub recorder: Arc<Mutex<Recorder>>,
+    /// Forced-delivery bound.
+    pub max_delay_ns: u64,
+    /// VM clock time since which host input or a device event has been
+    /// left waiting at kicks.
+    pub waiting_since: Option<u64>,
+    /// Checkpoints taken.
+    pub seq: u64,
+}
+
+/// The replaying side.
+#[derive(Debug)]
+pub struct Replay {
+    /// The log (shared with the replay clock).
+    pub replayer: Arc<Mutex<Replayer>>,
+}
+
+/// What this VM does about record/replay.
+#[derive(Debug)]
+pub enum FtRole {
+    /// Plain run.
+    Off,
+    /// Recording.
+    Record(Record),
+    /// Replaying.
+    Replay(Replay),
+}
+
+/// Record/replay state of the vCPU loop.
+#[derive(Debug)]
+pub struct FtContext {
+    /// The role.
+    pub role: FtRole,
+    /// Guest-caused exits so far.
+    pub exits: u64,
+    /// Identity of the last guest-caused exit.
+    pub last_id: ExitId,
+    /// Whether the guest has not been entered since its last exit (a
+    /// synchronous point: events may be delivered here).
+    pub at_sync: bool,
+    /// After a replayed checkpoint: the recorded injection decision.
+    pub ready_override: Option<bool>,
+    /// The current loop turn is the first after a guest-caused exit (it
+    /// injects with KVM's view at that exit; checkpoints start later turns).
+    pub fresh_exit: bool,
+    memory: GuestMemoryMmapT,
+    vm: Arc<dyn hypervisor::Vm>,
+    devices: FtDevices,
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The digest of everything in `config` that the guest can observe: the
+/// kernel and initramfs bytes, the command line, memory size, vCPUs and
+/// devices. Output destinations (serial, console) are left out: they are
+/// host-side.
+pub fn vm_config_digest(config: &VmConfig) -> Result<u64, FtError> {
+    let read = |p: &PathBuf| {
+        std::fs::read(p).map_err(|source| FtError::ReadPayload {
+            path: p.clone(),
+            source,
+        })
+    };
+    let payload = config.payload.as_ref();
+    let kernel = match payload.and_then(|p| p.kernel.as_ref()) {
+        Some(k) => read(k)?,
+        None => Vec::new(),
+    };
+    let initramfs = match payload.and_then(|p| p.initramfs.as_ref()) {
+        Some(i) => read(i)?,
+        None => Vec::new(),
+    };
+    let cmdline = payload.and_then(|p| p.cmdline.clone()).unwrap_or_default();
+    let json = |v: serde_json::Result<String>| v.unwrap_or_default().into_bytes();
+    let memory = config.memory.size.to_le_bytes();
+    let vcpus = config.cpus.boot_vcpus.to_le_bytes();
+    let disks = json(serde_json::to_string(&config.disks));
+    let net = json(serde_json::to_string(&config.net));
+    Ok(config_digest(&[
+        ("kernel", &kernel),
+        ("initramfs", &initramfs),
+        ("cmdline", cmdline.as_bytes()),
+        ("memory", &memory),
+        ("vcpus", &vcpus),
+        ("disks", &disks),
+        ("net", &net),
+    ]))
+}
+
+impl FtContext {
+    /// Replay only: opens the log of `config` and validates it whole,
+    /// before anything else is built (the devices are built from its
+    /// setup frame, [`Replayer::setup`]). `None` unless `config` replays.
+    pub fn open_replay(config: &VmConfig) -> Result<Option<Replayer>, FtError> {
+        match &config.fault_tolerance {
+            Some(FaultToleranceConfig {
+                mode: FaultToleranceMode::Replay,
+                log,
+                ..
+            }) => {
+                let digest = vm_config_digest(config)?;
+                let (header, frames, stream) =
+                    LogStream::open(log, Some(digest)).map_err(FtError::Log)?;
+                log::info!(
+                    "fault tolerance: replaying {} ({frames} entries)",
+                    log.display()
+                );
+                Ok(Some(Replayer::from_stream(header, stream)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Sets up record/replay for `config`: a recording creates its log
+    /// with `devices.setup` as the first frame; a replay uses `replay`,
+    /// from [`open_replay`](Self::open_replay). Returns the context and
+    /// the clock the interrupt controller must read guest time from.
+    pub fn new(
+        config: &VmConfig,
+        memory: &GuestMemoryMmapT,
+        vm: Arc<dyn hypervisor::Vm>,
+        clock: Arc<dyn Clock>,
+        replay: Option<Replayer>,
+        devices: FtDevices,
+    ) -> Result<(FtContext, Arc<dyn Clock>), FtError> {
+        let (role, intc_clock): (FtRole, Arc<dyn Clock>) = match &config.fault_tolerance {
+            None => (FtRole::Off, clock),
+            Some(FaultToleranceConfig {
+                mode,
+                log,
+                max_delay_us,
+            }) => match mode {
+                FaultToleranceMode::Record => {
+                    let header = LogHeader {
+                        config_digest: vm_config_digest(config)?,
+                        max_delay_us: u32::try_from(*max_delay_us).unwrap_or(u32::MAX),
+                    };
+                    let recorder = Arc::new(Mutex::new(
+                        Recorder::create(log, header, devices.setup.clone())
+                            .map_err(FtError::Record)?,
+                    ));
+                    let c = Arc::new(RecordingClock::new(clock, recorder.clone()));
+                    (
+                        FtRole::Record(Record {
+                            recorder,
+                            max_delay_ns: max_delay_us.saturating_mul(1000),
+                            waiting_since: None,
+                            seq: 0,
+                        }),
+                        c,
+                    )
+                }
+                FaultToleranceMode::Replay => {
+                    let replayer = Arc::new(Mutex::new(replay.ok_or(FtError::NoReplayLog)?));
+                    let c = Arc::new(ReplayClock::new(replayer.clone()));
+                    (FtRole::Replay(Replay { replayer }), c)
+                }
+            },
+        };
+        Ok((
+            FtContext {
+                role,
+                exits: 0,
+                last_id: ExitId::default(),
+                at_sync: true,
+                ready_override: None,
+                fresh_exit: true,
+                memory: memory.clone(),
+                vm,
+                devices,
+            },
+            intc_clock,
+        ))
+    }
+
+    /// Whether the VM records or replays.
+    pub fn active(&self) -> bool {
+        !matches!(self.role, FtRole::Off)
+    }
+
+    /// Whether the VM replays.
+    pub fn replaying(&self) -> bool {
+        matches!(self.role, FtRole::Replay(_))
+    }
+
+    /// Whether `config` replays (its devices then have no host side).
+    pub fn replays(config: &VmConfig) -> bool {
+        config
+            .fault_tolerance
+            .as_ref()
+            .is_some_and(|f| f.mode == FaultToleranceMode::Replay)
+    }
+
+    /// Whether dirty page logging is needed (recording).
+    pub fn wants_dirty_log(config: &VmConfig) -> bool {
+        config
+            .fault_tolerance
+            .as_ref()
+            .is_some_and(|f| f.mode == FaultToleranceMode::Record)
+    }
+
+    /// Called after every `run`: counts guest-caused exits and remembers
+    /// the identity of the last one.
+    pub fn note_exit(&mut self, exit: &VmExit, vcpu: &mut dyn Vcpu) -> Result<(), FtError> {
+        if !exit.is_guest_caused() {
+            self.at_sync = false;
+            return Ok(());
+        }
+        self.exits += 1;
+        self.at_sync = true;
+        self.fresh_exit = true;
+        match &self.role {
+            FtRole::Off => {}
+            FtRole::Record(r) => {
+                self.last_id = ExitId::of(exit, vcpu.exit_rip().map_err(FtError::Registers)?);
+                lock(&r.recorder).set_exit(self.exits);
+            }
+            FtRole::Replay(r) => {
+                self.last_id = ExitId::of(exit, vcpu.exit_rip().map_err(FtError::Registers)?);
+                lock(&r.replayer).set_exit(self.exits);
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs an event applied at the current exit (record mode).
+    pub fn log_event(&self, event: impl FnOnce() -> Event) {
+        if let FtRole::Record(r) = &self.role {
+            lock(&r.recorder).event(self.last_id, event());
+        }
+    }
+
+    /// After handling an exit: the first recording or replay error.
+    pub fn check(&mut self) -> Result<(), FtError> {
+        match &self.role {
+            FtRole::Off => Ok(()),
+            FtRole::Record(r) => lock(&r.recorder).check().map_err(FtError::Record),
+            FtRole::Replay(r) => {
+                let mut rep = lock(&r.replayer);
+                rep.check_progress();
+                rep.check().map_err(FtError::Replay)
+            }
+        }
+    }
+
+    /// The digest of guest memory, the vCPU's registers and the device
+    /// states (interrupt controller, serial port, virtio-pci devices).
+    pub fn state_digest(
+        &self,
+        vcpu: &dyn Vcpu,
+        intc: &InterruptController,
+    ) -> Result<u64, FtError> {
+        let regs = vcpu.get_regs().map_err(FtError::Registers)?;
+        let sregs = vcpu.get_sregs().map_err(FtError::Registers)?;
+        let regions: Vec<&[u8]> = self
+            .memory
+            .iter()
+            .map(|r| {
+                let len = usize::try_from(r.len()).unwrap_or(0);
+                // SAFETY: the region's mapping is `len` bytes at `as_ptr()` and
+                // stays mapped while `self.memory` lives; the vCPU is not running
+                // (this is its own thread, between runs) and no other thread
+                // writes guest memory, so the bytes do not change under us.
+                unsafe { std::slice::from_raw_parts(r.as_ptr().cast_const(), len) }
+            })
+            .collect();
+        let mut state = VcpuState::register_bytes(&regs, &sregs);
+        for (id, data) in self.device_snapshots(intc) {
+            state.extend_from_slice(id.as_bytes());
+            state.extend_from_slice(&data);
+        }
+        Ok(state_digest(&regions, &state))
+    }
+
+    /// The guest ended (`reason`): record logs the end with the final state
+    /// digest; replay checks it against the recording. Both log it.
+    pub fn finish(
+        &mut self,
+        reason: EndReason,
+        vcpu: &mut dyn Vcpu,
+        intc: &InterruptController,
+    ) -> Result<(), FtError> {
+        if !self.active() {
+            return Ok(());
+        }
+        let digest = self.state_digest(vcpu, intc)?;
+        log::info!(
+            "fault tolerance: final state digest {digest:016x} after {} exits ({reason:?})",
+            self.exits
+        );
+        match &self.role {
+            FtRole::Off => Ok(()),
+            FtRole::Record(r) => {
+                let mut rec = lock(&r.recorder);
+                let stats = rec.stats();
+                rec.end(reason, digest).map_err(FtError::Record)?;
+                log::info!(
+                    "fault tolerance: recorded {} events, {} clock reads, {} checkpoints ({} pages, largest {} bytes), {} log bytes",
+                    stats.events,
+                    stats.clock_reads,
+                    stats.checkpoints,
+                    stats.checkpoint_pages,
+                    stats.largest_checkpoint_bytes,
+                    rec.stats().log_bytes
+                );
+                Ok(())
+            }
+            FtRole::Replay(r) => lock(&r.replayer)
+                .finish(reason, digest)
+                .map_err(FtError::Replay),
+        }
+    }
+
+    /// Replay: whether the next log entry is a checkpoint at this exit (the
+    /// recording ran the guest to a kick there: replay does not run it, it
+    /// applies the checkpoint at its next loop turn).
+    pub fn replay_checkpoint_next(&self) -> bool {
+        match &self.role {
+            FtRole::Replay(r) => matches!(
+                lock(&r.replayer).peek(),
+                Some(Entry::Checkpoint(c)) if c.exit == self.exits
+            ),
+            _ => false,
+        }
+    }
+
+    /// The recording's end if replay reached it at this exit (a recording
+    /// stopped by the VMM ends at a kick after its last exit).
+    pub fn replay_end_here(&self) -> Option<EndReason> {
+        match &self.role {
+            FtRole::Replay(r) => lock(&r.replayer).end_here().map(|(reason, _)| reason),
+            _ => None,
+        }
+    }
+
+    /// Record mode, at a kick: whether an event has waited long enough to
+    /// force its delivery. `oldest` is the clock time since which the
+    /// oldest undelivered event has been due.
+    pub fn forced_delivery_due(&self, oldest: Option<u64>, now: u64) -> bool {
+        match (&self.role, oldest) {
+            (FtRole::Record(r), Some(t)) => now >= t.saturating_add(r.max_delay_ns),
+            _ => false,
+        }
+    }
+
+    /// Record mode: takes a micro-checkpoint at a kick (the guest stopped
+    /// at an arbitrary instruction after exit `self.exits`).
+    pub fn take_checkpoint(
+        &mut self,
+        vcpu: &mut dyn Vcpu,
+        intc: &InterruptController,
+    ) -> Result<Checkpoint, FtError> {
+        let seq = match &mut self.role {
+            FtRole::Record(r) => {
+                r.seq += 1;
+                r.seq
+            }
+            _ => 0,
+        };
+        let mut pages = Vec::new();
+        for (slot, region) in self.memory.iter().enumerate() {
+            let base = region.start_addr().0;
+            let bitmap = self
+                .vm
+                .get_dirty_log(u32::try_from(slot).unwrap_or(u32::MAX), region.len())
+                .map_err(FtError::DirtyLog)?;
+            for (w, word) in bitmap.iter().enumerate() {
+                let mut bits = *word;
+                while bits != 0 {
+                    let b = u64::from(bits.trailing_zeros());
+                    bits &= bits - 1;
+                    let gpa = base + (w as u64 * 64 + b) * PAGE_SIZE;
+                    let mut page = vec![0u8; PAGE_SIZE as usize];
+                    self.memory
+                        .read_slice(&mut page, GuestAddress(gpa))
+                        .map_err(|_| FtError::Memory(gpa))?;
+                    pages.push((gpa, page));
+                }
+            }
+        }
+        let vcpu_state = VcpuState::save(vcpu).map_err(FtError::Checkpoint)?;
+        let devices = self.device_snapshots(intc);
+        let digest = if seq % DIGEST_EVERY == 1 {
+            Some(self.state_digest(vcpu, intc)?)
+        } else {
+            None
+        };
+        Ok(Checkpoint {
+            exit: self.exits,
+            at: self.last_id,
+            seq,
+            pages,
+            vcpu: vcpu_state.encode(),
+            devices,
+            ready_for_interrupt: vcpu.ready_for_interrupt(),
+            digest,
+        })
+    }
+
+    /// Replay mode: applies a recorded checkpoint after exit `self.exits`.
+    /// Device state must match (devices change only at exits, which replay
+    /// reproduces): a difference is a divergence.
+    pub fn apply_checkpoint(
+        &mut self,
+        cp: &Checkpoint,
+        vcpu: &mut dyn Vcpu,
+        intc: &InterruptController,
+    ) -> Result<(), FtError> {
+        let diverged = |expected: String, found: String| {
+            FtError::Replay(ReplayError::Diverged {
+                exit: cp.exit,
+                expected,
+                found,
+            })
+        };
+        let here = self.device_snapshots(intc);
+        for (id, data) in &cp.devices {
+            match here.iter().find(|(i, _)| i == id).map(|(_, d)| d) {
+                Some(mine) if mine == data => {}
+                Some(_) => {
+                    return Err(diverged(
+                        format!("the state of {id} recorded in checkpoint {}", cp.seq),
+                        format!("another state of {id}"),
+                    ))
+                }
+                None => {
+                    return Err(diverged(
+                        format!("device {id} recorded in checkpoint {}", cp.seq),
+                        format!("no device {id}"),
+                    ))
+                }
+            }
+        }
+        for (gpa, page) in &cp.pages {
+            self.memory
+                .write_slice(page, GuestAddress(*gpa))
+                .map_err(|_| FtError::Memory(*gpa))?;
+        }
+        let state = VcpuState::decode(&cp.vcpu).map_err(FtError::Checkpoint)?;
+        state.restore(vcpu).map_err(FtError::Checkpoint)?;
+        if let Some(d) = cp.digest {
+            let mine = self.state_digest(vcpu, intc)?;
+            if mine != d {
+                return Err(diverged(
+                    format!("state digest {d:016x} after checkpoint {}", cp.seq),
+                    format!("{mine:016x}"),
+                ));
+            }
+        }
+        self.ready_override = Some(cp.ready_for_interrupt);
+        Ok(())
+    }
+
+    /// The device states by snapshot id: the interrupt controller, then
+    /// the other devices in their fixed order.
+    fn device_snapshots(&self, intc: &InterruptController) -> Vec<(String, Vec<u8>)> {
+        let mut v = vec![(intc.snapshot_id().to_string(), intc.snapshot())];
+        for d in &self.devices.states {
+            let d = lock(d);
+            v.push((d.snapshot_id().to_string(), d.snapshot()));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_digest_covers_what_the_guest_sees() {
+        let dir = std::env::temp_dir().join(format!("ft-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kernel = dir.join("k");
+        std::fs::write(&kernel, b"kernel one").unwrap();
+        let mut c = VmConfig::with_kernel(kernel.clone());
+        let base = vm_config_digest(&c).unwrap();
+        // Output destinations and the FT settings themselves do not count.
+        c.serial = crate::config::ConsoleConfig::with_mode(crate::config::ConsoleOutputMode::Tty);
+        assert_eq!(vm_config_digest(&c).unwrap(), base);
+        if let Some(p) = c.payload.as_mut() {
+            p.cmdline = Some("workload=ticks".into());
+        }
+        let with_cmdline = vm_config_digest(&c).unwrap();
+        assert_ne!(with_cmdline, base);
+        c.memory.size *= 2;
+        assert_ne!(vm_config_digest(&c).unwrap(), with_cmdline);
+        std::fs::write(&kernel, b"kernel two").unwrap();
+        let c2 = VmConfig::with_kernel(kernel.clone());
+        assert_ne!(vm_config_digest(&c2).unwrap(), base);
+        std::fs::remove_file(&kernel).unwrap();
+        assert!(matches!(
+            vm_config_digest(&c2),
+            Err(FtError::ReadPayload { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
