@@ -169,3 +169,50 @@ fn unknown_workload_is_reported_by_the_guest() {
         text(&out.stdout)
     );
 }
+
+/// A guest reset (port 0x600 value 1, or 0xfe on the i8042 command port)
+/// reboots the VM, as Cloud Hypervisor does: the guest boots again.
+#[test]
+fn guest_reset_reboots_the_vm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    for via in ["port", "i8042"] {
+        let dir = TempDir::new("reset");
+        let events = dir.path("events.json");
+        let guest = common::test_guest().to_str().unwrap().to_string();
+        let mut child = Command::new(common::vmm_bin())
+            .args(["--kernel", &guest, "--cmdline", &format!("workload=reset via={via}")])
+            .args(["--serial", "tty", "--console", "off"])
+            .arg("--event-monitor")
+            .arg(format!("path={}", events.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut boots = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while boots < 3 && Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+                assert!(!line.contains("ignored by the VMM"), "{via}: {line}");
+                if line == "test-guest: ready" {
+                    boots += 1;
+                }
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(boots, 3, "{via}: the VM did not reboot");
+        let ev = std::fs::read_to_string(&events).unwrap();
+        assert!(ev.contains("\"rebooting\"") && ev.contains("\"rebooted\""), "{ev}");
+    }
+}

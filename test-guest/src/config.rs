@@ -41,6 +41,12 @@ pub enum Workload {
         /// Exits to take.
         count: u64,
     },
+    /// `workload=reset [via=port|i8042]`: ask the VMM for a reset (port 0x600
+    /// value 1, or 0xfe on the i8042 command port 0x64), to test reboots.
+    Reset {
+        /// Which reset path.
+        via: ResetVia,
+    },
     /// `workload=fault [kind=ud|gp|pf]`: raise an exception on purpose, to
     /// test the exception report.
     Fault {
@@ -112,6 +118,15 @@ impl MalformedKind {
     }
 }
 
+/// The reset path `workload=reset` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetVia {
+    /// Value 1 on Cloud Hypervisor's ACPI shutdown/reboot port 0x600.
+    Port,
+    /// 0xfe (pulse reset) on the i8042 command port 0x64.
+    I8042,
+}
+
 /// A command line that names no usable workload.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError<'a> {
@@ -125,6 +140,9 @@ pub enum ConfigError<'a> {
     /// `workload=` names no known workload.
     #[error("unknown workload '{0}' (expected compute, ticks, idle, exits, fault, disk, kv or malformed)")]
     UnknownWorkload(&'a str),
+    /// `via=` names no known reset path.
+    #[error("unknown reset path '{0}' (expected port or i8042)")]
+    UnknownResetVia(&'a str),
     /// `kind=` names no known fault.
     #[error("unknown fault kind '{0}' (expected ud, gp or pf)")]
     UnknownFault(&'a str),
@@ -193,6 +211,7 @@ impl Workload {
             "idle" => &["hz"],
             "fault" => &["kind"],
             "exits" => &["count"],
+            "reset" => &["via"],
             "disk" => &["mib", "flushes"],
             "kv" => &["ip", "gw"],
             "malformed" => &["kind"],
@@ -225,6 +244,13 @@ impl Workload {
                 hz,
             },
             "idle" => Workload::Idle { hz },
+            "reset" => Workload::Reset {
+                via: match cmdline.get("via").unwrap_or("port") {
+                    "port" => ResetVia::Port,
+                    "i8042" => ResetVia::I8042,
+                    other => return Err(ConfigError::UnknownResetVia(other)),
+                },
+            },
             "exits" => Workload::Exits {
                 count: required("count")?,
             },
@@ -352,6 +378,23 @@ mod tests {
 
     fn message(text: &str) -> String {
         ErrorChain(&Workload::from_cmdline(text).unwrap_err()).to_string()
+    }
+
+    #[test]
+    fn reset_workload() {
+        assert_eq!(
+            Workload::from_cmdline("workload=reset"),
+            Ok(Workload::Reset {
+                via: ResetVia::Port
+            })
+        );
+        assert_eq!(
+            Workload::from_cmdline("workload=reset via=i8042"),
+            Ok(Workload::Reset {
+                via: ResetVia::I8042
+            })
+        );
+        assert!(Workload::from_cmdline("workload=reset via=acpi").is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod fault;
 mod idle;
 mod kv;
 mod malformed;
+mod reset;
 mod ticks;
 
 use test_guest::apic_timer::TimerError;
@@ -42,6 +43,7 @@ pub fn run(workload: Workload) -> Result<(), WorkloadError> {
             exits::run(count);
             Ok(())
         }
+        Workload::Reset { via } => reset::run(via),
         Workload::Fault { kind } => fault::run(kind),
         Workload::Disk { mib, flushes } => disk::run(mib, flushes),
         Workload::Kv {
