@@ -167,7 +167,7 @@ impl Guest {
     }
 }
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[test]
 fn pvh_boot_to_shell_command_round_trip_and_poweroff() {

@@ -181,7 +181,12 @@ fn guest_reset_reboots_the_vm() {
         let events = dir.path("events.json");
         let guest = common::test_guest().to_str().unwrap().to_string();
         let mut child = Command::new(common::vmm_bin())
-            .args(["--kernel", &guest, "--cmdline", &format!("workload=reset via={via}")])
+            .args([
+                "--kernel",
+                &guest,
+                "--cmdline",
+                &format!("workload=reset via={via}"),
+            ])
             .args(["--serial", "tty", "--console", "off"])
             .arg("--event-monitor")
             .arg(format!("path={}", events.display()))
@@ -213,6 +218,9 @@ fn guest_reset_reboots_the_vm() {
         let _ = child.wait();
         assert_eq!(boots, 3, "{via}: the VM did not reboot");
         let ev = std::fs::read_to_string(&events).unwrap();
-        assert!(ev.contains("\"rebooting\"") && ev.contains("\"rebooted\""), "{ev}");
+        assert!(
+            ev.contains("\"rebooting\"") && ev.contains("\"rebooted\""),
+            "{ev}"
+        );
     }
 }

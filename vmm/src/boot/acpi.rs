@@ -33,7 +33,7 @@ use devices::legacy::{SERIAL_IRQ, SERIAL_PORT_BASE, SERIAL_PORT_SIZE, SHUTDOWN_P
 use vm_memory::{Bytes, GuestAddress};
 
 use super::BootError;
-use crate::layout::{ACPI_END, MEM_32BIT_RESERVED_START, RSDP_START};
+use crate::layout::{ACPI_END, MEM_32BIT_DEVICES_SIZE, MEM_32BIT_DEVICES_START, RSDP_START};
 
 /// The PCI configuration mechanism #1 ports (0xcf8 address, 0xcfc data).
 const PCI_CONFIG_PORT: u16 = 0xcf8;
@@ -87,7 +87,7 @@ fn dsdt() -> Vec<u8> {
 }
 
 /// The PCI host bridge: segment 0, bus 0, configuration through ports
-/// 0xcf8..0xcff, and the 32-bit device hole (below the IOAPIC) for BARs.
+/// 0xcf8..0xcff, and the 32-bit device window for BARs.
 /// With ACPI enabled, Linux scans PCI only below the host bridges the DSDT
 /// describes. There is no `_PRT`: devices interrupt through MSI-X.
 fn pci_host_bridge() -> PciHostBridge {
@@ -112,8 +112,8 @@ impl Aml for PciHostBridge {
         let mmio = aml::AddressSpace::new_memory(
             aml::AddressSpaceCacheable::NotCacheable,
             true,
-            MEM_32BIT_RESERVED_START as u32,
-            (IOAPIC_BASE - 1) as u32,
+            MEM_32BIT_DEVICES_START as u32,
+            (MEM_32BIT_DEVICES_START + MEM_32BIT_DEVICES_SIZE - 1) as u32,
             None,
         );
         let crs = aml::Name::new(
