@@ -14,12 +14,12 @@ mod common;
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::netns::Netns;
 use common::{test_guest, vmm_bin, wait_until, TempDir};
 use ft_kv_client::{run_load, Connection, LoadConfig};
 
@@ -30,59 +30,6 @@ fn addr() -> SocketAddr {
     format!("{GUEST}:{KV_PORT}")
         .parse()
         .expect("a socket address")
-}
-
-/// A network namespace of this test, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "ftkv-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        let status = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip (iproute2)");
-        assert!(status.success(), "ip netns add {name} failed");
-        let status = Command::new("ip")
-            .args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"])
-            .status()
-            .expect("run ip");
-        assert!(status.success());
-        Netns(name)
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let ns = File::open(&path).expect("open the namespace");
-                    // SAFETY: setns on this thread only, with a valid
-                    // namespace fd; the thread exits when `f` returns.
-                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                    f()
-                })
-                .join()
-                .expect("client thread panicked")
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 /// A running VMM with the kv workload.
@@ -171,7 +118,7 @@ fn connect() -> Connection {
 fn round_trips_and_protocol_errors() {
     let dir = TempDir::new("kv-rt");
     let disk = sparse_disk(&dir, 16 << 20);
-    let ns = Netns::new();
+    let ns = Netns::new("ftkv");
     let vm = KvVm::start(&ns, &dir, &format!("path={}", disk.display()));
     assert!(
         vm.serial_text().contains("kv: formatted the disk"),
@@ -223,7 +170,7 @@ fn round_trips_and_protocol_errors() {
 fn many_concurrent_clients_all_verified() {
     let dir = TempDir::new("kv-many");
     let disk = sparse_disk(&dir, 64 << 20);
-    let ns = Netns::new();
+    let ns = Netns::new("ftkv");
     let _vm = KvVm::start(&ns, &dir, &format!("path={}", disk.display()));
     let report = ns.run(|| {
         let mut config = LoadConfig::new(addr());
@@ -243,7 +190,7 @@ fn many_concurrent_clients_all_verified() {
 fn acknowledged_data_survives_a_vm_restart() {
     let dir = TempDir::new("kv-restart");
     let disk = sparse_disk(&dir, 16 << 20);
-    let ns = Netns::new();
+    let ns = Netns::new("ftkv");
     let disk_arg = format!("path={}", disk.display());
     let mut vm = KvVm::start(&ns, &dir, &disk_arg);
     ns.run(|| {
@@ -280,7 +227,7 @@ fn acknowledged_data_survives_a_vm_restart() {
 fn a_read_only_disk_serves_gets_and_refuses_sets() {
     let dir = TempDir::new("kv-ro");
     let disk = sparse_disk(&dir, 16 << 20);
-    let ns = Netns::new();
+    let ns = Netns::new("ftkv");
     let mut vm = KvVm::start(&ns, &dir, &format!("path={}", disk.display()));
     ns.run(|| connect().set("kept", "yes").unwrap());
     vm.stop();
@@ -307,7 +254,7 @@ fn a_read_only_disk_serves_gets_and_refuses_sets() {
 fn a_corrupt_record_is_reported_and_skipped() {
     let dir = TempDir::new("kv-corrupt");
     let disk = sparse_disk(&dir, 16 << 20);
-    let ns = Netns::new();
+    let ns = Netns::new("ftkv");
     let disk_arg = format!("path={}", disk.display());
     let mut vm = KvVm::start(&ns, &dir, &disk_arg);
     ns.run(|| {
@@ -351,7 +298,7 @@ fn a_foreign_disk_is_formatted() {
     let dir = TempDir::new("kv-foreign");
     let disk = dir.path("kv.img");
     std::fs::write(&disk, vec![0x5au8; 4 << 20]).expect("write the image");
-    let ns = Netns::new();
+    let ns = Netns::new("ftkv");
     let vm = KvVm::start(&ns, &dir, &format!("path={}", disk.display()));
     let serial = vm.serial_text();
     assert!(serial.contains("kv: formatted the disk"), "{serial}");

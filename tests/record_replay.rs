@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use common::netns::Netns;
 use common::{run_vmm, test_guest, text, TempDir};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -560,53 +561,6 @@ fn checkpoints_compare_virtio_state() {
     );
 }
 
-/// A network namespace for one test, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("ftrr-{tag}-{}", std::process::id());
-        let ip = |args: &[&str]| {
-            std::process::Command::new("ip")
-                .args(args)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .expect("run ip (iproute2)")
-        };
-        let _ = ip(&["netns", "del", &name]);
-        assert!(ip(&["netns", "add", &name]).success(), "ip netns add");
-        assert!(ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]).success());
-        Netns(name)
-    }
-
-    /// Runs `f` on a thread inside the namespace.
-    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        use std::os::fd::AsRawFd;
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let ns = std::fs::File::open(&path).expect("open the namespace");
-                    // SAFETY: setns on this thread only, with a valid namespace
-                    // fd; the thread ends when `f` returns.
-                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                    f()
-                })
-                .join()
-                .expect("client thread panicked")
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status();
-    }
-}
-
 /// The kv service over virtio-net and virtio-blk: RX frames and disk
 /// completions are logged; the recording (stopped through the API while
 /// the service runs) replays in another namespace, without a client, to
@@ -660,7 +614,7 @@ fn kv_service_replays_exactly() {
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
 
     let rec_serial = dir.path("rec-serial.txt");
-    let ns = Netns::new("rec");
+    let ns = Netns::new("ftrr-rec");
     let mut args = vm_args("record", &rec_serial);
     args.extend(["--api-socket".into(), format!("path={}", socket.display())]);
     let child = spawn(&ns, args);
@@ -702,7 +656,7 @@ fn kv_service_replays_exactly() {
     std::fs::rename(&image, &away).expect("move the disk image away");
 
     let rep_serial = dir.path("rep-serial.txt");
-    let ns = Netns::new("rep");
+    let ns = Netns::new("ftrr-rep");
     // A bridge named as the tap: opening or creating the tap would fail.
     let ip = |args: &[&str]| {
         std::process::Command::new("ip")

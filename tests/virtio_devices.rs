@@ -9,73 +9,11 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::netns::Netns;
 use common::{api, run_vmm, test_guest, text, vmm_bin, wait_timeout, wait_until, TempDir};
-
-/// A network namespace of this test, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "ftvd-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip (iproute2)")
-            .success();
-        assert!(ok, "ip netns add {name} failed");
-        Netns(name)
-    }
-
-    /// Runs `args` inside the namespace, returning stdout.
-    fn exec(&self, args: &[&str]) -> (bool, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .expect("run ip netns exec");
-        (out.status.success(), text(&out.stdout) + &text(&out.stderr))
-    }
-}
-
-impl Netns {
-    /// Runs `f` on a thread inside the namespace.
-    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let path = format!("/var/run/netns/{}", self.0);
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    let ns = std::fs::File::open(&path).expect("open the namespace");
-                    // SAFETY: setns on this thread only, with a valid
-                    // namespace fd; the thread ends when `f` returns.
-                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-                    f()
-                })
-                .join()
-                .expect("namespace thread panicked")
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 fn sparse(dir: &TempDir, name: &str, size: u64) -> String {
     let path = dir.path(name);
@@ -87,7 +25,7 @@ fn sparse(dir: &TempDir, name: &str, size: u64) -> String {
 #[test]
 fn devices_show_in_vm_info_and_counters_and_the_tap_is_configured() {
     let dir = TempDir::new("virtio-info");
-    let ns = Netns::new();
+    let ns = Netns::new("ftvd");
     let disk = sparse(&dir, "a.img", 1 << 20);
     let disk_arg = format!("path={disk},readonly=on,id=data");
     let socket = dir.path("api.sock");
