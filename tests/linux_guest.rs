@@ -70,11 +70,43 @@ fn cmdline() -> String {
     c
 }
 
+/// The command line for a recorded (or replayed) guest: Linux must not read
+/// the TSC, which KVM cannot trap for a VMM, so `clearcpuid=4` hides it;
+/// Linux then keeps time with the PIT (boot), the APIC timer and jiffies.
+/// `norandmaps` keeps user-space addresses fixed (the entropy pool still
+/// mixes in RDTSC values; they change no exit).
+fn replayable_cmdline() -> String {
+    String::from("console=ttyS0 clearcpuid=4,308,151 noxsave norandmaps")
+}
+
+/// The VMM's arguments for booting `kernel_key` with `cmdline`.
+fn boot_args(kernel_key: &str, cmdline: &str) -> Vec<String> {
+    let paths = linux_guest();
+    [
+        "--kernel",
+        paths[kernel_key].to_str().expect("UTF-8 path"),
+        "--initramfs",
+        paths["INITRAMFS"].to_str().expect("UTF-8 path"),
+        "--cmdline",
+        cmdline,
+        "--memory",
+        "size=256M",
+        "--serial",
+        "tty",
+        "--console",
+        "off",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// A running Linux guest with its serial console on our pipes.
 struct Guest {
     child: Child,
     stdin: ChildStdin,
     output: Arc<Mutex<Vec<u8>>>,
+    reader: std::thread::JoinHandle<()>,
     started: Instant,
 }
 
@@ -84,24 +116,14 @@ impl Guest {
     }
 
     fn boot_with(kernel_key: &str, extra: &[&str]) -> Guest {
-        let paths = linux_guest();
+        Self::boot_cmdline(kernel_key, extra, &cmdline())
+    }
+
+    fn boot_cmdline(kernel_key: &str, extra: &[&str], cmdline: &str) -> Guest {
         let started = Instant::now();
         let mut child = Command::new(common::vmm_bin())
             .args(extra)
-            .args([
-                "--kernel",
-                paths[kernel_key].to_str().expect("UTF-8 path"),
-                "--initramfs",
-                paths["INITRAMFS"].to_str().expect("UTF-8 path"),
-                "--cmdline",
-                &cmdline(),
-                "--memory",
-                "size=256M",
-                "--serial",
-                "tty",
-                "--console",
-                "off",
-            ])
+            .args(boot_args(kernel_key, cmdline))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -111,7 +133,7 @@ impl Guest {
         let mut stdout = child.stdout.take().expect("piped stdout");
         let output = Arc::new(Mutex::new(Vec::new()));
         let o2 = output.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = stdout.read(&mut buf) {
                 if n == 0 {
@@ -124,6 +146,7 @@ impl Guest {
             child,
             stdin,
             output,
+            reader,
             started,
         }
     }
@@ -162,16 +185,23 @@ impl Guest {
     }
 
     /// Powers the guest off and returns the VMM's exit status.
-    fn poweroff(mut self) -> std::process::ExitStatus {
+    fn poweroff(self) -> std::process::ExitStatus {
+        self.poweroff_with_output().0
+    }
+
+    /// Powers the guest off; returns the VMM's exit status and the whole
+    /// serial output.
+    fn poweroff_with_output(mut self) -> (std::process::ExitStatus, Vec<u8>) {
         self.send("poweroff -f\n");
         let status = common::wait_timeout(&mut self.child, Duration::from_secs(60));
-        match status {
-            Some(s) => s,
-            None => {
-                let _ = self.child.kill();
-                panic!("VMM still running after poweroff; serial:\n{}", self.text());
-            }
-        }
+        let Some(status) = status else {
+            let _ = self.child.kill();
+            panic!("VMM still running after poweroff; serial:\n{}", self.text());
+        };
+        // The reader ends at the end of the pipe.
+        self.reader.join().expect("serial reader");
+        let output = std::mem::take(&mut *self.output.lock().expect("output lock"));
+        (status, output)
     }
 }
 
@@ -275,4 +305,84 @@ fn virtio_net_tcp_exchange_with_the_host() {
     assert_eq!(peer.ip().to_string(), "192.168.251.2");
     server.join().expect("server thread");
     assert_eq!(g.poweroff().code(), Some(0));
+}
+
+/// The hardest determinism test: a Linux boot to the shell, a command typed
+/// on the console and the power-off, recorded, then replayed from the log
+/// alone; the replay's serial output is the recording's, byte for byte.
+#[test]
+fn a_recorded_linux_boot_replays_byte_identically() {
+    let dir = common::TempDir::new("linux-ft");
+    let log = dir.path("boot.ftlog");
+    let record = format!("mode=record,log={}", log.display());
+    let cmdline = replayable_cmdline();
+    let started = Instant::now();
+    let mut g = Guest::boot_cmdline("VMLINUX", &["--fault-tolerance", &record], &cmdline);
+    g.wait_for("linux-guest: ready", 0, BOOT_TIMEOUT);
+    // Wait for the prompt so the input arrives while the shell reads.
+    g.wait_for("/ # ", 0, Duration::from_secs(60));
+    let at = g.send("echo replayed-$((6*7)); cat /proc/interrupts\n");
+    g.wait_for("replayed-42", at, Duration::from_secs(60));
+    let (status, recorded) = g.poweroff_with_output();
+    let recorded_s = started.elapsed();
+    assert_eq!(status.code(), Some(0), "recording failed");
+    let log_len = std::fs::metadata(&log).expect("the log").len();
+
+    let started = Instant::now();
+    let replay = format!("mode=replay,log={}", log.display());
+    let mut child = Command::new(common::vmm_bin())
+        .args(["--fault-tolerance", &replay])
+        .args(boot_args("VMLINUX", &cmdline))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the replay");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let status = common::wait_timeout(&mut child, Duration::from_secs(600));
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let replayed = out_reader.join().expect("stdout reader");
+    let errors = String::from_utf8_lossy(&err_reader.join().expect("stderr reader")).into_owned();
+    eprintln!(
+        "Linux boot: recorded in {:.1} s ({} MB log), replayed in {:.1} s",
+        recorded_s.as_secs_f64(),
+        log_len >> 20,
+        started.elapsed().as_secs_f64()
+    );
+    let status = status.expect("the replay ended within 600 s");
+    assert_eq!(status.code(), Some(0), "replay failed: {errors}");
+    let rec = String::from_utf8_lossy(&recorded);
+    assert!(rec.contains("replayed-42") && rec.contains("linux-guest: ready"));
+    if replayed != recorded {
+        let at = recorded
+            .iter()
+            .zip(&replayed)
+            .position(|(a, b)| a != b)
+            .unwrap_or(recorded.len().min(replayed.len()));
+        panic!(
+            "serial output differs at byte {at} (recorded {} bytes, replayed {}):\n\
+             recorded: {:?}\nreplayed: {:?}\nstderr: {errors}",
+            recorded.len(),
+            replayed.len(),
+            String::from_utf8_lossy(
+                &recorded[at.saturating_sub(200)..(at + 200).min(recorded.len())]
+            ),
+            String::from_utf8_lossy(
+                &replayed[at.saturating_sub(200)..(at + 200).min(replayed.len())]
+            ),
+        );
+    }
 }

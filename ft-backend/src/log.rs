@@ -6,7 +6,7 @@
 //! ```text
 //! header (32 bytes):
 //!   magic        8 bytes  "CHFTLOG\0"
-//!   version      u32 LE   2
+//!   version      u32 LE   3
 //!   reserved     u32 LE   0
 //!   config       u64 LE   digest of the kernel (and initramfs) bytes and
 //!                         the guest-visible configuration
@@ -40,8 +40,10 @@ use crate::entry::Entry;
 /// The file magic.
 pub const MAGIC: [u8; 8] = *b"CHFTLOG\0";
 /// The format version this code writes and reads.
-/// (2: the `setup` frame, first, carries the disk sizes.)
-pub const VERSION: u32 = 2;
+/// (2: the `setup` frame, first, carries the disk sizes; 3: the interrupt
+/// controller's state in checkpoints includes the PIT, and timer events
+/// may fire it.)
+pub const VERSION: u32 = 3;
 /// Size of the header.
 pub const HEADER_LEN: usize = 32;
 /// Largest frame accepted (a checkpoint of a whole 1 GiB guest fits).

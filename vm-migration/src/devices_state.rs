@@ -10,6 +10,7 @@ use devices::interrupt::ioapic::IoapicState;
 use devices::interrupt::lapic::timer::{ArmedTimer, TimerState};
 use devices::interrupt::lapic::vectors::VectorSet;
 use devices::interrupt::lapic::LapicState;
+use devices::interrupt::pit::{Access, PitChannelState, PitState};
 use devices::interrupt::{InterruptController, InterruptControllerState};
 use devices::legacy::Serial;
 use vm_superio::SerialState;
@@ -17,7 +18,8 @@ use vm_superio::SerialState;
 use crate::codec::{ByteReader, ByteWriter, CodecError};
 use crate::{MigratableError, Snapshottable};
 
-const INTC_VERSION: u8 = 1;
+/// Version 2 added the PIT.
+const INTC_VERSION: u8 = 2;
 const SERIAL_VERSION: u8 = 1;
 
 fn put_vectors(w: &mut ByteWriter, v: &VectorSet) {
@@ -65,7 +67,97 @@ pub fn encode_intc(s: &InterruptControllerState) -> Vec<u8> {
         w.u64(e);
     }
     w.u32(io.asserted);
+    put_pit(&mut w, &s.pit);
     w.into_inner()
+}
+
+fn put_opt_u64(w: &mut ByteWriter, v: Option<u64>) {
+    match v {
+        None => w.u8(0),
+        Some(v) => w.u8(1).u64(v),
+    };
+}
+
+fn get_opt_u64(r: &mut ByteReader<'_>) -> Result<Option<u64>, CodecError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.u64()?)),
+        t => Err(r.bad(format!("option tag {t}"))),
+    }
+}
+
+fn put_pit(w: &mut ByteWriter, pit: &PitState) {
+    for c in &pit.channels {
+        let access = match c.access {
+            Access::Lsb => 1,
+            Access::Msb => 2,
+            Access::LsbMsb => 3,
+        };
+        w.u8(c.mode)
+            .u8(access)
+            .u8(u8::from(c.bcd))
+            .u32(u32::from(c.reload));
+        put_opt_u64(w, c.pending_lsb.map(u64::from));
+        w.u8(u8::from(c.read_msb_next));
+        put_opt_u64(w, c.latched_count.map(u64::from));
+        put_opt_u64(w, c.latched_status.map(u64::from));
+        put_opt_u64(w, c.start_ns);
+        match c.irq {
+            None => w.u8(0),
+            Some(a) => w.u8(1).u64(a.deadline_ns).u64(a.period_ns),
+        };
+    }
+}
+
+fn get_pit(r: &mut ByteReader<'_>) -> Result<PitState, CodecError> {
+    let mut pit = PitState::default();
+    for c in pit.channels.iter_mut() {
+        let mode = r.u8()?;
+        if mode > 5 {
+            return Err(r.bad(format!("PIT mode {mode}")));
+        }
+        let access = match r.u8()? {
+            1 => Access::Lsb,
+            2 => Access::Msb,
+            3 => Access::LsbMsb,
+            a => return Err(r.bad(format!("PIT access mode {a}"))),
+        };
+        let bcd = r.u8()? != 0;
+        let reload = u16::try_from(r.u32()?).map_err(|_| r.bad("PIT count"))?;
+        let byte = |r: &mut ByteReader<'_>, what: &str| -> Result<Option<u8>, CodecError> {
+            get_opt_u64(r)?
+                .map(|v| u8::try_from(v).map_err(|_| r.bad(what.to_string())))
+                .transpose()
+        };
+        let pending_lsb = byte(r, "PIT pending byte")?;
+        let read_msb_next = r.u8()? != 0;
+        let latched_count = get_opt_u64(r)?
+            .map(|v| u16::try_from(v).map_err(|_| r.bad("PIT latched count")))
+            .transpose()?;
+        let latched_status = byte(r, "PIT latched status")?;
+        let start_ns = get_opt_u64(r)?;
+        let irq = match r.u8()? {
+            0 => None,
+            1 => Some(ArmedTimer {
+                deadline_ns: r.u64()?,
+                period_ns: r.u64()?,
+            }),
+            t => return Err(r.bad(format!("PIT armed tag {t}"))),
+        };
+        *c = PitChannelState {
+            mode,
+            access,
+            bcd,
+            reload,
+            pending_lsb,
+            read_msb_next,
+            latched_count,
+            latched_status,
+            start_ns,
+            irq,
+        };
+    }
+    Ok(pit)
 }
 
 /// Decodes a state written by [`encode_intc`].
@@ -121,8 +213,9 @@ pub fn decode_intc(data: &[u8]) -> Result<InterruptControllerState, CodecError> 
         *e = r.u64()?;
     }
     ioapic.asserted = r.u32()?;
+    let pit = get_pit(&mut r)?;
     r.finish()?;
-    Ok(InterruptControllerState { lapic, ioapic })
+    Ok(InterruptControllerState { lapic, ioapic, pit })
 }
 
 impl Snapshottable for InterruptController {
@@ -225,6 +318,12 @@ mod tests {
         w32(&mut c, 0xfec0_0000, 0x10 + 2 * 4); // IOREGSEL: pin 4 low
         w32(&mut c, 0xfec0_0010, 0x24);
         c.deliver_msi(0xfee0_0000, 0x51);
+        // PIT: channel 0 periodic (10 ms), channel 2 latched mid-count.
+        assert!(c.pio_write(0x43, &[0x34]));
+        assert!(c.pio_write(0x40, &[0x9c, 0x2e]));
+        assert!(c.pio_write(0x43, &[0xb0]));
+        assert!(c.pio_write(0x42, &[0xff]));
+        assert!(c.pio_write(0x43, &[0x80]));
         let saved = Snapshottable::snapshot(&c);
         assert_eq!(decode_intc(&saved).unwrap(), c.state());
 
@@ -235,6 +334,8 @@ mod tests {
         Snapshottable::restore(&mut c, &saved).unwrap();
         assert_eq!(Snapshottable::snapshot(&c), saved);
         assert_eq!(c.timer_deadline(), Some(1_000 + 1_000_000));
+        assert_eq!(c.pit().state().channels[2].pending_lsb, Some(0xff));
+        assert!(c.pit().state().channels[0].irq.is_some());
         assert_eq!(c.pending_vector(), Some(0x51));
 
         // Garbage is refused and changes nothing.

@@ -20,8 +20,9 @@ use devices::async_event::{AsyncEventSource, Waker};
 use devices::bus::{Bus, BusError};
 use devices::irq::{IrqLine, IrqLines, MsiQueue};
 use devices::legacy::{
-    DebugPort, I8042Device, Serial, ShutdownDevice, DEBUG_PORT, DEBUG_PORT_SIZE, I8042_BASE,
-    I8042_SIZE, SERIAL_IRQ, SERIAL_PORT_BASE, SERIAL_PORT_SIZE, SHUTDOWN_PORT, SHUTDOWN_PORT_SIZE,
+    DebugPort, I8042Device, Pm1Device, Serial, ShutdownDevice, DEBUG_PORT, DEBUG_PORT_SIZE,
+    I8042_BASE, I8042_SIZE, PM1_PORT_BASE, PM1_PORT_SIZE, SERIAL_IRQ, SERIAL_PORT_BASE,
+    SERIAL_PORT_SIZE, SHUTDOWN_PORT, SHUTDOWN_PORT_SIZE,
 };
 use serde_json::json;
 use virtio_devices::pci::{PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE};
@@ -266,6 +267,13 @@ impl DeviceManager {
             8,
         )
         .map_err(DeviceError::Bus)?;
+        // The ACPI PM1 event and control registers the FADT names.
+        pio.insert(
+            Arc::new(Mutex::new(Pm1Device::new())),
+            PM1_PORT_BASE,
+            PM1_PORT_SIZE,
+        )
+        .map_err(DeviceError::Bus)?;
         pio.insert(
             Arc::new(Mutex::new(DebugPort::new())),
             DEBUG_PORT,
@@ -462,7 +470,13 @@ impl DeviceManager {
             "__debug_port".into(),
             pio("__debug_port", DEBUG_PORT, DEBUG_PORT_SIZE),
         );
+        tree.insert("__pm1".into(), pio("__pm1", PM1_PORT_BASE, PM1_PORT_SIZE));
         tree.insert("__i8042".into(), pio("__i8042", I8042_BASE, I8042_SIZE));
+        // The i8254 PIT lives in the interrupt controller, not on the port
+        // bus, but the guest sees it at ports 0x40..0x43.
+        const PIT_PORT_BASE: u64 = 0x40;
+        const PIT_PORT_SIZE: u64 = 4;
+        tree.insert("__pit".into(), pio("__pit", PIT_PORT_BASE, PIT_PORT_SIZE));
         let mmio = |id: &str, base: u64, size: u64| {
             json!({
                 "id": id,

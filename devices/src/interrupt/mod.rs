@@ -2,7 +2,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! The user-space interrupt controller: one local APIC with its timer, one
-//! IOAPIC, and MSI delivery.
+//! IOAPIC, MSI delivery, and the platform's other interrupt source with a
+//! clock, the i8254 PIT on IOAPIC pin 2.
 //!
 //! There is no in-kernel irqchip: KVM would inject interrupts at moments the
 //! host chooses, which record/replay cannot reproduce. Instead the vCPU
@@ -13,13 +14,17 @@
 //! [`InterruptController::acknowledge`].
 //!
 //! Guest-visible time comes only from the [`Clock`], and only when a guest
-//! action depends on it (arming the timer, reading its current count,
-//! changing its divider while it runs).
+//! action depends on it (arming a timer, reading a current count, changing
+//! the APIC timer's divider while it runs). The two timers share one
+//! deadline ([`InterruptController::timer_deadline`]) and one expiry call
+//! ([`InterruptController::fire_timer`], which fires the earlier one), so
+//! the VMM, and record/replay, see one timer.
 
 pub mod ioapic;
 pub mod lapic;
 pub mod message;
 pub mod msi;
+pub mod pit;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use log::debug;
 use self::ioapic::{Ioapic, IoapicState, PinOutcome};
 use self::lapic::{Acceptance, Ipi, Lapic, LapicEffect, LapicState, Shorthand, TimerFire};
 use self::message::{DeliveryMode, InterruptMessage};
+use self::pit::{Pit, PitState};
 use crate::clock::Clock;
 
 /// Guest-physical base of the local APIC's xAPIC MMIO page.
@@ -41,6 +47,9 @@ pub const IOAPIC_BASE: u64 = 0xfec0_0000;
 pub const IOAPIC_SIZE: u64 = 0x1000;
 /// APIC ID of the (only) local APIC.
 pub const BSP_APIC_ID: u8 = 0;
+/// IOAPIC pin of ISA IRQ 0 (the PIT), as the MADT's interrupt source
+/// override says.
+pub const PIT_GSI: u32 = 2;
 
 /// The guest-visible state of the whole controller, for save/restore.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +58,8 @@ pub struct InterruptControllerState {
     pub lapic: LapicState,
     /// The IOAPIC.
     pub ioapic: IoapicState,
+    /// The PIT.
+    pub pit: PitState,
 }
 
 /// Event counts, for `vm.counters`. Not guest-visible.
@@ -78,6 +89,8 @@ pub struct InterruptCounters {
     pub timer_fires: u64,
     /// Timer expiries suppressed by the LVT mask.
     pub timer_fires_masked: u64,
+    /// PIT channel 0 expiries (each pulses IOAPIC pin 2).
+    pub pit_fires: u64,
     /// Vectors the VMM injected (IRR to ISR).
     pub interrupts_injected: u64,
     /// Acknowledgements of a vector that was not pending.
@@ -113,6 +126,7 @@ impl InterruptCounters {
             ("ipi_delivered", self.ipi_delivered),
             ("timer_fires", self.timer_fires),
             ("timer_fires_masked", self.timer_fires_masked),
+            ("pit_fires", self.pit_fires),
             ("interrupts_injected", self.interrupts_injected),
             ("spurious_acknowledges", self.spurious_acknowledges),
             ("eoi", self.eoi),
@@ -212,6 +226,7 @@ pub struct InterruptController {
     clock: Arc<dyn Clock>,
     lapic: Lapic,
     ioapic: Ioapic,
+    pit: Pit,
     counters: InterruptCounters,
 }
 
@@ -222,15 +237,17 @@ impl InterruptController {
             clock,
             lapic: Lapic::new(BSP_APIC_ID),
             ioapic: Ioapic::new(),
+            pit: Pit::new(),
             counters: InterruptCounters::default(),
         }
     }
 
-    /// Puts the local APIC and the IOAPIC back in their power-up state (for
-    /// a guest reboot). Counters are kept.
+    /// Puts the local APIC, the IOAPIC and the PIT back in their power-up
+    /// state (for a guest reboot). Counters are kept.
     pub fn reset(&mut self) {
         self.lapic = Lapic::new(BSP_APIC_ID);
         self.ioapic = Ioapic::new();
+        self.pit = Pit::new();
     }
 
     /// The guest-visible state.
@@ -238,6 +255,7 @@ impl InterruptController {
         InterruptControllerState {
             lapic: self.lapic.state().clone(),
             ioapic: self.ioapic.state().clone(),
+            pit: self.pit.state().clone(),
         }
     }
 
@@ -245,6 +263,7 @@ impl InterruptController {
     pub fn restore(&mut self, state: InterruptControllerState) {
         self.lapic = Lapic::from_state(state.lapic);
         self.ioapic = Ioapic::from_state(state.ioapic);
+        self.pit = Pit::from_state(state.pit);
     }
 
     /// The local APIC.
@@ -255,6 +274,29 @@ impl InterruptController {
     /// The IOAPIC.
     pub fn ioapic(&self) -> &Ioapic {
         &self.ioapic
+    }
+
+    /// The PIT.
+    pub fn pit(&self) -> &Pit {
+        &self.pit
+    }
+
+    /// Port read at the PIT's ports; returns false if `port` is not one.
+    pub fn pio_read(&mut self, port: u16, data: &mut [u8]) -> bool {
+        if !Pit::owns(port) {
+            return false;
+        }
+        self.pit.io_read(port, data, self.clock.as_ref());
+        true
+    }
+
+    /// Port write at the PIT's ports; returns false if `port` is not one.
+    pub fn pio_write(&mut self, port: u16, data: &[u8]) -> bool {
+        if !Pit::owns(port) {
+            return false;
+        }
+        self.pit.io_write(port, data, self.clock.as_ref());
+        true
     }
 
     /// MMIO in the LAPIC or IOAPIC window; returns false if addr is not theirs.
@@ -373,18 +415,37 @@ impl InterruptController {
         }
     }
 
-    /// Clock time (`Clock::now_ns` units) at which the LAPIC timer next
-    /// fires, if armed. A masked timer still counts: its deadline is
-    /// returned, but [`fire_timer`](Self::fire_timer) raises nothing.
+    /// Clock time (`Clock::now_ns` units) at which the next timer fires:
+    /// the earlier of the LAPIC timer's and the PIT's deadlines. A masked
+    /// timer still counts: its deadline is returned, but
+    /// [`fire_timer`](Self::fire_timer) raises nothing.
     pub fn timer_deadline(&self) -> Option<u64> {
-        self.lapic.timer_deadline()
+        match (self.lapic.timer_deadline(), self.pit.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Called by the VMM when the deadline passed: sets the timer vector in
-    /// IRR (unless masked); periodic mode re-arms from the programmed
-    /// deadline (deadline += period), one-shot disarms. Does not read the
-    /// clock: the VMM decides when the deadline passed.
+    /// Called by the VMM when [`timer_deadline`](Self::timer_deadline)
+    /// passed: fires the timer that deadline belongs to (the LAPIC's on a
+    /// tie). The LAPIC timer sets its vector in IRR (unless masked); the
+    /// PIT pulses IOAPIC pin [`PIT_GSI`]. Periodic timers re-arm from the
+    /// programmed deadline (deadline += period), one-shots disarm. Does not
+    /// read the clock: the VMM decides when the deadline passed, and the
+    /// choice between the timers depends only on their state.
     pub fn fire_timer(&mut self) {
+        let pit_first = match (self.lapic.timer_deadline(), self.pit.deadline()) {
+            (Some(l), Some(p)) => p < l,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if pit_first {
+            if self.pit.fire() {
+                self.counters.pit_fires += 1;
+                self.raise_irq_lines(1 << PIT_GSI);
+            }
+            return;
+        }
         match self.lapic.fire_timer() {
             TimerFire::NotArmed => debug!("interrupt: fire_timer with no timer armed"),
             TimerFire::Masked => {
@@ -688,6 +749,55 @@ mod tests {
         c.ioapic_w(0x11 + 2 * 4, 1 << 24);
         c.raise_irq_lines(1 << 4);
         assert_eq!(c.counter("no_destination"), 1);
+    }
+
+    /// The PIT on IOAPIC pin 2 and the LAPIC timer share one deadline;
+    /// `fire_timer` fires the earlier one, the LAPIC's on a tie.
+    #[test]
+    fn pit_ticks_reach_pin_2_and_share_the_deadline() {
+        let (mut c, clock) = controller();
+        c.ioapic_w(0x10 + 2 * PIT_GSI, 0x30);
+        c.ioapic_w(0x11 + 2 * PIT_GSI, 0);
+        assert!(!c.pio_write(0x44, &[0]));
+        let mut b = [0u8];
+        assert!(!c.pio_read(0x3f, &mut b));
+        // Periodic, 11932 ticks (10 ms).
+        assert!(c.pio_write(0x43, &[0x34]));
+        assert!(c.pio_write(0x40, &[0x9c]));
+        assert!(c.pio_write(0x40, &[0x2e]));
+        let pit_period = c.pit().deadline().unwrap();
+        assert!((9_999_000..10_001_000).contains(&pit_period));
+        // LAPIC one-shot at 15 ms.
+        c.lapic_w(TIMER_DIVIDE, 0xb);
+        c.lapic_w(LVT_TIMER, 0x40);
+        c.lapic_w(TIMER_INITIAL_COUNT, 15_000_000);
+        assert_eq!(c.timer_deadline(), Some(pit_period));
+        clock.set(pit_period);
+        c.fire_timer();
+        assert_eq!(c.counter("pit_fires"), 1);
+        assert_eq!(c.counter("timer_fires"), 0);
+        assert_eq!(c.inject(), Some(0x30));
+        c.eoi();
+        assert_eq!(c.timer_deadline(), Some(15_000_000));
+        clock.set(15_000_000);
+        c.fire_timer();
+        assert_eq!(c.counter("timer_fires"), 1);
+        assert_eq!(c.inject(), Some(0x40));
+        c.eoi();
+        assert_eq!(c.timer_deadline(), Some(2 * pit_period));
+        // The current count is read through the port, from the clock.
+        clock.set(pit_period + pit_period / 2);
+        assert!(c.pio_write(0x43, &[0x00]));
+        let (mut lo, mut hi) = ([0u8], [0u8]);
+        assert!(c.pio_read(0x40, &mut lo) && c.pio_read(0x40, &mut hi));
+        let count = u16::from_le_bytes([lo[0], hi[0]]);
+        assert!((5960..=5972).contains(&count), "{count}");
+        // State round trip and reset include the PIT.
+        let mut other = InterruptController::new(clock.clone());
+        other.restore(c.state());
+        assert_eq!(other.timer_deadline(), c.timer_deadline());
+        other.reset();
+        assert_eq!(other.pit().deadline(), None);
     }
 
     #[test]

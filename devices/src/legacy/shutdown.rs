@@ -4,8 +4,11 @@
 //! The ACPI shutdown/reboot port Cloud Hypervisor exposes at 0x600.
 //!
 //! The guest powers off by writing its S5 sleep type with the sleep enable
-//! bit (`(5 << 2) | (1 << 5)` = 0x34, the PM1 control layout the DSDT
-//! describes) and reboots by writing 1.
+//! bit (`(5 << 2) | (1 << 5)` = 0x34, the layout of a hardware-reduced
+//! sleep control register) and reboots by writing 1. The FADT names the
+//! port only as the reset register: ACPI guests (Linux) power off through
+//! `PM1_CNT` ([`super::Pm1Device`]); the test guest writes 0x34 here
+//! directly.
 
 use log::{debug, info};
 

@@ -15,7 +15,7 @@ pub struct ExitContext<'a> {
     pub pio: &'a Bus,
     /// MMIO devices other than the interrupt controller.
     pub mmio: &'a Bus,
-    /// The user-space interrupt controller (LAPIC, IOAPIC).
+    /// The user-space interrupt controller (LAPIC, IOAPIC, PIT).
     pub intc: &'a mut InterruptController,
 }
 
@@ -71,6 +71,9 @@ pub fn handle_exit(exit: &VmExit, ctx: &mut ExitContext<'_>) -> Result<ExitActio
     Ok(match exit {
         VmExit::IoOut { port, size, data } => {
             let size = usize::from(*size).max(1);
+            if ctx.intc.pio_write(*port, data) {
+                return Ok(ExitAction::Continue);
+            }
             let mut action = ExitAction::Continue;
             for chunk in data.chunks(size) {
                 let a = action_of(ctx.pio.write(u64::from(*port), chunk));
@@ -87,6 +90,9 @@ pub fn handle_exit(exit: &VmExit, ctx: &mut ExitContext<'_>) -> Result<ExitActio
             let size = usize::from(*size).clamp(1, 4);
             let count = (*count as usize).clamp(1, 4096);
             let mut out = vec![0xffu8; size * count];
+            if ctx.intc.pio_read(*port, &mut out) {
+                return Ok(ExitAction::CompleteIoIn(out));
+            }
             for chunk in out.chunks_mut(size) {
                 if !ctx.pio.read(u64::from(*port), chunk) {
                     chunk.fill(0xff);
@@ -198,6 +204,41 @@ mod tests {
         assert_eq!(
             handle_exit(&nobody, &mut ctx),
             Ok(ExitAction::CompleteIoIn(vec![0xff; 3]))
+        );
+    }
+
+    #[test]
+    fn pit_ports_go_to_the_interrupt_controller() {
+        let (pio, mmio, mut intc, _) = setup();
+        let mut ctx = ExitContext {
+            pio: &pio,
+            mmio: &mmio,
+            intc: &mut intc,
+        };
+        for (port, data) in [(0x43, vec![0x34]), (0x40, vec![0x9c]), (0x40, vec![0x2e])] {
+            let out = VmExit::IoOut {
+                port,
+                size: 1,
+                data,
+            };
+            assert_eq!(handle_exit(&out, &mut ctx), Ok(ExitAction::Continue));
+        }
+        assert!(ctx.intc.timer_deadline().is_some(), "channel 0 armed");
+        let latch = VmExit::IoOut {
+            port: 0x43,
+            size: 1,
+            data: vec![0],
+        };
+        assert_eq!(handle_exit(&latch, &mut ctx), Ok(ExitAction::Continue));
+        let inp = VmExit::IoIn {
+            port: 0x40,
+            size: 1,
+            count: 2,
+        };
+        // Clock at 0: the latched count is the full 11932 (0x2e9c).
+        assert_eq!(
+            handle_exit(&inp, &mut ctx),
+            Ok(ExitAction::CompleteIoIn(vec![0x9c, 0x2e]))
         );
     }
 

@@ -161,6 +161,9 @@ pub struct FtContext {
     /// The current loop turn is the first after a guest-caused exit (it
     /// injects with KVM's view at that exit; checkpoints start later turns).
     pub fresh_exit: bool,
+    /// The last exit was an interrupt-window exit. Under record/replay it
+    /// is an asynchronous point, like a kick (see [`note_exit`](Self::note_exit)).
+    pub window_exit: bool,
     memory: GuestMemoryMmapT,
     vm: Arc<dyn hypervisor::Vm>,
     devices: FtDevices,
@@ -285,6 +288,7 @@ impl FtContext {
                 at_sync: true,
                 ready_override: None,
                 fresh_exit: true,
+                window_exit: false,
                 memory: memory.clone(),
                 vm,
                 devices,
@@ -319,10 +323,19 @@ impl FtContext {
             .is_some_and(|f| f.mode == FaultToleranceMode::Record)
     }
 
-    /// Called after every `run`: counts guest-caused exits and remembers
-    /// the identity of the last one.
+    /// Called after every `run`: counts the exits a replay reaches again
+    /// at the same guest instruction and remembers the identity of the
+    /// last one.
+    ///
+    /// Under record/replay an interrupt-window exit is not one of them:
+    /// KVM reports it some time after the guest enabled interrupts, and
+    /// where depends on the host (on hosts that emulate guest kernel code,
+    /// such as the development machines, it lands a varying number of
+    /// instructions later). It is an asynchronous point, like a kick: the
+    /// recording delivers there through a micro-checkpoint.
     pub fn note_exit(&mut self, exit: &VmExit, vcpu: &mut dyn Vcpu) -> Result<(), FtError> {
-        if !exit.is_guest_caused() {
+        self.window_exit = self.active() && *exit == VmExit::IrqWindowOpen;
+        if !exit.is_guest_caused() || self.window_exit {
             self.at_sync = false;
             return Ok(());
         }

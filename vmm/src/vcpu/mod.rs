@@ -251,7 +251,13 @@ impl VcpuRunner {
             }
         }
         let oldest = self.oldest_waiting(now);
-        if !self.ft.forced_delivery_due(oldest, now) {
+        // The guest opened the interrupt window the VMM asked for, at an
+        // instruction replay cannot find again: deliver the pending
+        // interrupt now, through a checkpoint.
+        let window = self.ft.window_exit
+            && self.intc.pending_vector().is_some()
+            && self.vcpu.ready_for_interrupt();
+        if !window && !self.ft.forced_delivery_due(oldest, now) {
             return Ok(());
         }
         // Forced delivery: checkpoint the state at this arbitrary
@@ -408,6 +414,11 @@ impl VcpuRunner {
     /// recorded decision): a kick lands at an arbitrary instruction.
     fn inject_interrupts(&mut self) -> Result<(), VcpuError> {
         if self.ft.active() && !self.ft.at_sync {
+            if self.ft.window_exit {
+                // Not used (replay, or nothing left to inject): asking
+                // again would only bring the same exit back.
+                self.vcpu.request_interrupt_window(false);
+            }
             return Ok(());
         }
         let override_ready = self.ft.ready_override.take();
