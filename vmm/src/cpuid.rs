@@ -22,8 +22,9 @@
 //! user mode (see the shared notes); real hosts do.
 //!
 //! ## Time base (leaves 0x15 and 0x16)
-//! There is no PIT, HPET, RTC or kvmclock, so a guest cannot calibrate its
-//! timers against another clock. Instead the table *states* the
+//! There is no HPET, RTC or kvmclock; the PIT is there (for guests without
+//! a TSC, see `devices::interrupt::pit`) but calibrating against it takes a
+//! tenth of a second of guest time. Instead the table *states* the
 //! frequencies, as hardware does on Intel since Skylake: leaf 0x15 gives
 //! the core crystal clock, which is the APIC timer's input (1 GHz before its
 //! divider, [`APIC_BUS_HZ`]), and the TSC/crystal ratio; leaf 0x16 the base
@@ -35,6 +36,8 @@
 //! Linux reads these leaves only on Intel CPUs; on AMD hosts the guest needs
 //! `tsc_early_khz=<kHz>` on its command line, after which it measures the
 //! APIC timer against the TSC in a loop of a fixed number of APIC reads.
+//! A guest booted without the TSC (`clearcpuid=4`, for record/replay)
+//! measures the APIC timer against PIT ticks instead.
 
 use hypervisor::CpuId;
 use kvm_bindings::kvm_cpuid_entry2;
