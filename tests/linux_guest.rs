@@ -371,7 +371,7 @@ fn record_and_replay_linux(tag: &str, command: Option<(&str, &str)>) {
 
     let started = Instant::now();
     let replay = format!("mode=replay,log={}", log.display());
-    let mut child = Command::new(common::vmm_bin())
+    let child = Command::new(common::vmm_bin())
         .args(["--fault-tolerance", &replay])
         .args(boot_args("VMLINUX", &cmdline))
         .stdin(Stdio::null())
@@ -379,31 +379,15 @@ fn record_and_replay_linux(tag: &str, command: Option<(&str, &str)>) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn the replay");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stdout.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = stderr.read_to_end(&mut v);
-        v
-    });
-    let status = common::wait_timeout(&mut child, Duration::from_secs(600));
-    if status.is_none() {
-        let _ = child.kill();
-    }
-    let replayed = out_reader.join().expect("stdout reader");
-    let errors = String::from_utf8_lossy(&err_reader.join().expect("stderr reader")).into_owned();
+    let out = common::wait_output(child, Duration::from_secs(600));
+    let (status, replayed) = (out.status, out.stdout);
+    let errors = common::text(&out.stderr);
     eprintln!(
         "Linux boot: recorded in {:.1} s ({} MB log), replayed in {:.1} s",
         recorded_s.as_secs_f64(),
         log_len >> 20,
         started.elapsed().as_secs_f64()
     );
-    let status = status.expect("the replay ended within 600 s");
     assert_eq!(status.code(), Some(0), "replay failed: {errors}");
     let rec = String::from_utf8_lossy(&recorded);
     assert!(rec.contains("linux-guest: ready") && rec.contains("/ # "));
