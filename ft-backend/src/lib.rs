@@ -21,6 +21,7 @@
 //!
 //! The log format is described in [`log`] and in `ft-backend/README.md`.
 
+pub mod channel;
 pub mod clock;
 pub mod digest;
 pub mod entry;

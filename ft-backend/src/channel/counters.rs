@@ -1,0 +1,171 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! The channel's counters, for `vm.counters`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Live counters, updated by the channel's threads.
+#[derive(Debug, Default)]
+pub struct ChannelCounters {
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    records_sent: AtomicU64,
+    records_received: AtomicU64,
+    frame_bytes_sent: AtomicU64,
+    frame_bytes_received: AtomicU64,
+    progress_sent: AtomicU64,
+    progress_received: AtomicU64,
+    acks_sent: AtomicU64,
+    acks_received: AtomicU64,
+    ack_round_trips: AtomicU64,
+    ack_rtt_us_total: AtomicU64,
+    ack_rtt_us_max: AtomicU64,
+    heartbeats_sent: AtomicU64,
+    heartbeats_received: AtomicU64,
+    window_waits: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// Bytes written to the socket (records, headers included).
+    pub bytes_sent: u64,
+    /// Bytes read from the socket.
+    pub bytes_received: u64,
+    /// Records written.
+    pub records_sent: u64,
+    /// Records read and accepted.
+    pub records_received: u64,
+    /// Log-frame bytes sent.
+    pub frame_bytes_sent: u64,
+    /// Log-frame bytes received.
+    pub frame_bytes_received: u64,
+    /// Progress messages sent.
+    pub progress_sent: u64,
+    /// Progress messages received.
+    pub progress_received: u64,
+    /// Acks sent.
+    pub acks_sent: u64,
+    /// Acks received.
+    pub acks_received: u64,
+    /// Progress messages acknowledged (a round trip each).
+    pub ack_round_trips: u64,
+    /// Sum of those round trips' times, in microseconds.
+    pub ack_rtt_us_total: u64,
+    /// The longest of them, in microseconds.
+    pub ack_rtt_us_max: u64,
+    /// Heartbeats sent.
+    pub heartbeats_sent: u64,
+    /// Heartbeats received.
+    pub heartbeats_received: u64,
+    /// Times a sender waited for the unacknowledged window.
+    pub window_waits: u64,
+}
+
+impl CounterSnapshot {
+    /// The counters by name, as `vm.counters` lists them.
+    pub fn pairs(&self) -> [(&'static str, u64); 16] {
+        [
+            ("bytes_sent", self.bytes_sent),
+            ("bytes_received", self.bytes_received),
+            ("records_sent", self.records_sent),
+            ("records_received", self.records_received),
+            ("frame_bytes_sent", self.frame_bytes_sent),
+            ("frame_bytes_received", self.frame_bytes_received),
+            ("progress_sent", self.progress_sent),
+            ("progress_received", self.progress_received),
+            ("acks_sent", self.acks_sent),
+            ("acks_received", self.acks_received),
+            ("ack_round_trips", self.ack_round_trips),
+            ("ack_rtt_us_total", self.ack_rtt_us_total),
+            ("ack_rtt_us_max", self.ack_rtt_us_max),
+            ("heartbeats_sent", self.heartbeats_sent),
+            ("heartbeats_received", self.heartbeats_received),
+            ("window_waits", self.window_waits),
+        ]
+    }
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl ChannelCounters {
+    pub(crate) fn sent(&self, wire: usize) {
+        add(&self.bytes_sent, wire as u64);
+        add(&self.records_sent, 1);
+    }
+
+    pub(crate) fn received(&self, wire: usize) {
+        add(&self.bytes_received, wire as u64);
+        add(&self.records_received, 1);
+    }
+
+    pub(crate) fn frames_sent(&self, n: usize) {
+        add(&self.frame_bytes_sent, n as u64);
+    }
+
+    pub(crate) fn frames_received(&self, n: usize) {
+        add(&self.frame_bytes_received, n as u64);
+    }
+
+    pub(crate) fn progress_sent(&self) {
+        add(&self.progress_sent, 1);
+    }
+
+    pub(crate) fn progress_received(&self) {
+        add(&self.progress_received, 1);
+    }
+
+    pub(crate) fn ack_sent(&self) {
+        add(&self.acks_sent, 1);
+    }
+
+    pub(crate) fn ack_received(&self) {
+        add(&self.acks_received, 1);
+    }
+
+    pub(crate) fn round_trip(&self, rtt: Duration) {
+        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        add(&self.ack_round_trips, 1);
+        add(&self.ack_rtt_us_total, us);
+        self.ack_rtt_us_max.fetch_max(us, Ordering::Relaxed);
+    }
+
+    pub(crate) fn heartbeat_sent(&self) {
+        add(&self.heartbeats_sent, 1);
+    }
+
+    pub(crate) fn heartbeat_received(&self) {
+        add(&self.heartbeats_received, 1);
+    }
+
+    pub(crate) fn window_wait(&self) {
+        add(&self.window_waits, 1);
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterSnapshot {
+            bytes_sent: g(&self.bytes_sent),
+            bytes_received: g(&self.bytes_received),
+            records_sent: g(&self.records_sent),
+            records_received: g(&self.records_received),
+            frame_bytes_sent: g(&self.frame_bytes_sent),
+            frame_bytes_received: g(&self.frame_bytes_received),
+            progress_sent: g(&self.progress_sent),
+            progress_received: g(&self.progress_received),
+            acks_sent: g(&self.acks_sent),
+            acks_received: g(&self.acks_received),
+            ack_round_trips: g(&self.ack_round_trips),
+            ack_rtt_us_total: g(&self.ack_rtt_us_total),
+            ack_rtt_us_max: g(&self.ack_rtt_us_max),
+            heartbeats_sent: g(&self.heartbeats_sent),
+            heartbeats_received: g(&self.heartbeats_received),
+            window_waits: g(&self.window_waits),
+        }
+    }
+}

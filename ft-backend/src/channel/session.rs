@@ -1,0 +1,629 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! An open channel: flow control, acks, heartbeats and failure detection.
+//!
+//! Each open channel runs two threads of its own:
+//! - a **reader**, which reads every record (the socket's read timeout is
+//!   the failure detector's `timeout`: heartbeats keep an idle channel
+//!   talking), applies acks to the sender's window, queues log frames and
+//!   progress in a bounded receive buffer for [`ChannelReceiver::recv`], and
+//!   sends acks through the [`AckCoalescer`]. When the receive buffer is
+//!   full it stops reading: the peer's window fills and its sender waits.
+//! - a **heartbeat** thread, which sends a heartbeat whenever this side has
+//!   sent nothing for `heartbeat`.
+//!
+//! The first failure (a refused record, a timeout, a closed or failed
+//! socket, an error or goodbye from the peer) makes the channel *lost*:
+//! the socket is shut down, every waiting call returns that cause, and
+//! nothing after it is delivered. Frames received before it stay in the
+//! receive buffer and are still returned by `recv` (a backup replays all it
+//! received before going live).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::ack::AckCoalescer;
+use super::counters::{ChannelCounters, CounterSnapshot};
+use super::handshake::Established;
+use super::message::{Message, Position, MAX_FRAMES_CHUNK};
+use super::record::{RecordError, RecordReader, RecordWriter};
+use super::ChannelConfig;
+
+/// Progress positions kept for round-trip measurement.
+const MAX_RTT_PENDING: usize = 4096;
+
+/// Accounting overhead of one queued item besides its frame bytes.
+const ITEM_OVERHEAD: usize = 64;
+
+/// Why a channel is no longer usable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SessionError {
+    /// Receiving failed: timeout, end of stream, refused record.
+    #[error("lost the peer: receiving failed")]
+    Receive(#[source] Arc<RecordError>),
+    /// Sending failed.
+    #[error("lost the peer: sending failed")]
+    Send(#[source] Arc<RecordError>),
+    /// The peer sent an error message.
+    #[error("lost the peer: it reported an error: {0}")]
+    PeerError(String),
+    /// The peer broke the protocol.
+    #[error("lost the peer: protocol violation: {0}")]
+    Protocol(&'static str),
+    /// The peer closed the channel on purpose.
+    #[error("the peer closed the channel (goodbye)")]
+    Goodbye,
+    /// This side closed the channel.
+    #[error("the channel was closed by this side")]
+    Closed,
+    /// Starting the channel's threads failed.
+    #[error("cannot start the channel's threads: {0}")]
+    Spawn(String),
+}
+
+impl SessionError {
+    /// The refused or failed record behind a receive or send failure.
+    pub fn record_error(&self) -> Option<&RecordError> {
+        match self {
+            SessionError::Receive(e) | SessionError::Send(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What the receiver gets, in the order sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// Bytes of the log's frames (a stream: chunk boundaries mean nothing).
+    LogFrames(Vec<u8>),
+    /// The sender has run up to here.
+    Progress(Position),
+}
+
+impl Incoming {
+    fn cost(&self) -> usize {
+        match self {
+            Incoming::LogFrames(b) => b.len() + ITEM_OVERHEAD,
+            Incoming::Progress(_) => ITEM_OVERHEAD,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Flow {
+    /// Log-frame bytes handed to the socket (or about to be).
+    sent: u64,
+    /// Log-frame bytes the peer acknowledged.
+    acked_bytes: u64,
+    /// The last progress position the peer acknowledged.
+    acked: Position,
+    /// Progress positions sent and not yet acknowledged, with their time.
+    rtt: VecDeque<(Position, Instant)>,
+}
+
+#[derive(Debug, Default)]
+struct Inbox {
+    queue: VecDeque<Incoming>,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct Outbox {
+    writer: RecordWriter,
+    last_sent: Instant,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: ChannelConfig,
+    stream: TcpStream,
+    outbox: Mutex<Outbox>,
+    flow: Mutex<Flow>,
+    flow_cv: Condvar,
+    inbox: Mutex<Inbox>,
+    inbox_cv: Condvar,
+    stop: Mutex<()>,
+    stop_cv: Condvar,
+    lost: OnceLock<SessionError>,
+    counters: ChannelCounters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn lost(&self) -> Option<SessionError> {
+        self.lost.get().cloned()
+    }
+
+    /// Records the first failure and wakes every waiter.
+    fn lose(&self, cause: SessionError) {
+        let first = self.lost.set(cause.clone()).is_ok();
+        if first && !matches!(cause, SessionError::Closed) {
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+        // Take each lock before notifying: a waiter checks `lost` under its
+        // lock, so it is either not yet checking or already waiting.
+        drop(lock(&self.flow));
+        self.flow_cv.notify_all();
+        drop(lock(&self.inbox));
+        self.inbox_cv.notify_all();
+        drop(lock(&self.stop));
+        self.stop_cv.notify_all();
+    }
+
+    fn send(&self, msg: &Message) -> Result<(), SessionError> {
+        if let Some(e) = self.lost() {
+            return Err(e);
+        }
+        let mut out = lock(&self.outbox);
+        match out.writer.send(msg) {
+            Ok(n) => {
+                out.last_sent = Instant::now();
+                self.counters.sent(n);
+                Ok(())
+            }
+            Err(e) => {
+                drop(out);
+                self.lose(SessionError::Send(Arc::new(e)));
+                Err(self.lost().unwrap_or(SessionError::Closed))
+            }
+        }
+    }
+
+    fn send_ack(&self, acks: &mut AckCoalescer) -> Result<(), SessionError> {
+        let (position, log_bytes) = acks.take();
+        self.send(&Message::Ack {
+            position,
+            log_bytes,
+        })?;
+        self.counters.ack_sent();
+        Ok(())
+    }
+
+    fn on_ack(&self, position: Position, log_bytes: u64) {
+        let mut flow = lock(&self.flow);
+        if log_bytes > flow.sent {
+            drop(flow);
+            self.lose(SessionError::Protocol("an ack for log frames never sent"));
+            return;
+        }
+        self.counters.ack_received();
+        flow.acked_bytes = flow.acked_bytes.max(log_bytes);
+        flow.acked = flow.acked.max(position);
+        while let Some(&(p, at)) = flow.rtt.front() {
+            if p > position {
+                break;
+            }
+            flow.rtt.pop_front();
+            self.counters.round_trip(at.elapsed());
+        }
+        drop(flow);
+        self.flow_cv.notify_all();
+    }
+
+    /// Queues an item for the receiver, waiting while the receive buffer
+    /// is full (after acking what is queued). False when the channel is
+    /// lost.
+    fn push(&self, item: Incoming, acks: &mut AckCoalescer) -> bool {
+        let cost = item.cost();
+        let mut inbox = lock(&self.inbox);
+        loop {
+            if self.lost.get().is_some() {
+                return false;
+            }
+            if inbox.queue.is_empty() || inbox.bytes + cost <= self.config.recv_buffer_bytes {
+                inbox.bytes += cost;
+                inbox.queue.push_back(item);
+                drop(inbox);
+                self.inbox_cv.notify_all();
+                return true;
+            }
+            if acks.pending() {
+                drop(inbox);
+                if self.send_ack(acks).is_err() {
+                    return false;
+                }
+                inbox = lock(&self.inbox);
+                continue;
+            }
+            inbox = self
+                .inbox_cv
+                .wait(inbox)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+fn reader_loop(shared: &Shared, mut reader: RecordReader) {
+    let threshold = (shared.config.window_bytes / 4).max(1) as u64;
+    let mut acks = AckCoalescer::new(threshold);
+    loop {
+        let (msg, wire) = match reader.recv() {
+            Ok(x) => x,
+            Err(e) => {
+                shared.lose(SessionError::Receive(Arc::new(e)));
+                return;
+            }
+        };
+        if shared.lost.get().is_some() && !matches!(shared.lost.get(), Some(SessionError::Closed)) {
+            return;
+        }
+        shared.counters.received(wire);
+        match msg {
+            Message::LogFrames(bytes) => {
+                let n = bytes.len();
+                shared.counters.frames_received(n);
+                if !shared.push(Incoming::LogFrames(bytes), &mut acks) {
+                    return;
+                }
+                acks.frames(n);
+            }
+            Message::Progress(p) => {
+                shared.counters.progress_received();
+                if !shared.push(Incoming::Progress(p), &mut acks) {
+                    return;
+                }
+                acks.progress(p);
+            }
+            Message::Ack {
+                position,
+                log_bytes,
+            } => shared.on_ack(position, log_bytes),
+            Message::Heartbeat => shared.counters.heartbeat_received(),
+            Message::Goodbye => {
+                shared.lose(SessionError::Goodbye);
+                return;
+            }
+            Message::Error { text, .. } => {
+                shared.lose(SessionError::PeerError(text));
+                return;
+            }
+            Message::Hello(_) => {
+                shared.lose(SessionError::Protocol("a second hello"));
+                return;
+            }
+        }
+        if acks.due(reader.drained()) && shared.send_ack(&mut acks).is_err() {
+            return;
+        }
+    }
+}
+
+fn heartbeat_loop(shared: &Shared) {
+    let period = shared.config.heartbeat;
+    loop {
+        if shared.lost.get().is_some() {
+            return;
+        }
+        let idle = lock(&shared.outbox).last_sent.elapsed();
+        let wait = if idle >= period {
+            if shared.send(&Message::Heartbeat).is_err() {
+                return;
+            }
+            shared.counters.heartbeat_sent();
+            period
+        } else {
+            period - idle
+        };
+        let stop = lock(&shared.stop);
+        if shared.lost.get().is_some() {
+            return;
+        }
+        drop(
+            shared
+                .stop_cv
+                .wait_timeout(stop, wait)
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+    }
+}
+
+/// Starts the channel's threads on an established connection.
+pub(super) fn start(
+    established: Established,
+    config: &ChannelConfig,
+) -> Result<(ChannelSender, ChannelReceiver, ChannelHandle), SessionError> {
+    let Established {
+        stream,
+        writer,
+        reader,
+        ..
+    } = established;
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        stream,
+        outbox: Mutex::new(Outbox {
+            writer,
+            last_sent: Instant::now(),
+        }),
+        flow: Mutex::new(Flow {
+            sent: 0,
+            acked_bytes: 0,
+            acked: Position::default(),
+            rtt: VecDeque::new(),
+        }),
+        flow_cv: Condvar::new(),
+        inbox: Mutex::new(Inbox::default()),
+        inbox_cv: Condvar::new(),
+        stop: Mutex::new(()),
+        stop_cv: Condvar::new(),
+        lost: OnceLock::new(),
+        counters: ChannelCounters::default(),
+    });
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(f)
+            .map_err(|e| SessionError::Spawn(e.to_string()))
+    };
+    let r = Arc::clone(&shared);
+    let reader_thread = spawn("ft-chan-rx", Box::new(move || reader_loop(&r, reader)))?;
+    let h = Arc::clone(&shared);
+    let heartbeat_thread = match spawn("ft-chan-hb", Box::new(move || heartbeat_loop(&h))) {
+        Ok(t) => t,
+        Err(e) => {
+            shared.lose(e.clone());
+            let _ = reader_thread.join();
+            return Err(e);
+        }
+    };
+    Ok((
+        ChannelSender {
+            shared: Arc::clone(&shared),
+            threads: vec![reader_thread, heartbeat_thread],
+        },
+        ChannelReceiver {
+            shared: Arc::clone(&shared),
+        },
+        ChannelHandle { shared },
+    ))
+}
+
+/// The sending side (the primary's vCPU thread): log frames and progress,
+/// within the unacknowledged window. Dropping it closes the channel
+/// abruptly; [`ChannelSender::close`] says goodbye first.
+pub struct ChannelSender {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for ChannelSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelSender")
+            .field("lost", &self.shared.lost.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelSender {
+    /// Sends bytes of log frames (opaque to the channel), in records of at
+    /// most [`MAX_FRAMES_CHUNK`] bytes. Waits while the unacknowledged
+    /// log-frame bytes would pass the window (one record always fits in
+    /// an empty window).
+    pub fn send_frames(&mut self, frames: &[u8]) -> Result<(), SessionError> {
+        for chunk in frames.chunks(MAX_FRAMES_CHUNK) {
+            self.reserve(chunk.len())?;
+            self.shared.send(&Message::LogFrames(chunk.to_vec()))?;
+            self.shared.counters.frames_sent(chunk.len());
+        }
+        Ok(())
+    }
+
+    /// Tells the peer this side has run up to `position` (every frame up
+    /// to there is sent). The peer's ack of it completes a round trip.
+    pub fn send_progress(&mut self, position: Position) -> Result<(), SessionError> {
+        {
+            let mut flow = lock(&self.shared.flow);
+            if flow.rtt.len() == MAX_RTT_PENDING {
+                flow.rtt.pop_front();
+            }
+            flow.rtt.push_back((position, Instant::now()));
+        }
+        self.shared.send(&Message::Progress(position))?;
+        self.shared.counters.progress_sent();
+        Ok(())
+    }
+
+    /// Says goodbye and closes: the peer sees [`SessionError::Goodbye`]
+    /// after everything sent before.
+    pub fn close(mut self) -> Result<(), SessionError> {
+        let said = self.shared.send(&Message::Goodbye);
+        self.shutdown();
+        said
+    }
+
+    /// Counts `len` bytes into the window, waiting until they fit.
+    fn reserve(&self, len: usize) -> Result<(), SessionError> {
+        let window = self.shared.config.window_bytes as u64;
+        let mut flow = lock(&self.shared.flow);
+        let mut counted = false;
+        loop {
+            if let Some(e) = self.shared.lost() {
+                return Err(e);
+            }
+            let unacked = flow.sent - flow.acked_bytes;
+            if unacked == 0 || unacked + len as u64 <= window {
+                flow.sent += len as u64;
+                return Ok(());
+            }
+            if !counted {
+                self.shared.counters.window_wait();
+                counted = true;
+            }
+            flow = self
+                .shared
+                .flow_cv
+                .wait(flow)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if self.threads.is_empty() {
+            return;
+        }
+        self.shared.lose(SessionError::Closed);
+        // Half-close: the peer reads everything sent, then closes its side,
+        // which ends our reader (or its read timeout does).
+        let _ = self.shared.stream.shutdown(Shutdown::Write);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let _ = self.shared.stream.shutdown(Shutdown::Both);
+    }
+}
+
+impl Drop for ChannelSender {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The receiving side (the backup's replay): log frames and progress in
+/// the order sent, from a bounded receive buffer.
+pub struct ChannelReceiver {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ChannelReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelReceiver")
+            .field("lost", &self.shared.lost.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelReceiver {
+    /// The next item, waiting for it. Items received before the channel
+    /// was lost are returned first; then the cause of the loss.
+    pub fn recv(&mut self) -> Result<Incoming, SessionError> {
+        loop {
+            if let Some(item) = self.recv_until(None)? {
+                return Ok(item);
+            }
+        }
+    }
+
+    /// The next item, waiting at most `timeout`: `None` when nothing came.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming>, SessionError> {
+        self.recv_until(Some(Instant::now() + timeout))
+    }
+
+    fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<Incoming>, SessionError> {
+        let mut inbox = lock(&self.shared.inbox);
+        loop {
+            if let Some(item) = inbox.queue.pop_front() {
+                inbox.bytes -= item.cost();
+                drop(inbox);
+                self.shared.inbox_cv.notify_all();
+                return Ok(Some(item));
+            }
+            if let Some(e) = self.shared.lost() {
+                return Err(e);
+            }
+            inbox = match deadline {
+                None => self
+                    .shared
+                    .inbox_cv
+                    .wait(inbox)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    self.shared
+                        .inbox_cv
+                        .wait_timeout(inbox, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+}
+
+/// A handle any thread may hold: acknowledged positions (the Output Rule
+/// waits on them), the channel's state and counters.
+#[derive(Clone)]
+pub struct ChannelHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ChannelHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelHandle")
+            .field("lost", &self.shared.lost.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChannelHandle {
+    /// The last progress position the peer acknowledged.
+    pub fn acked(&self) -> Position {
+        lock(&self.shared.flow).acked
+    }
+
+    /// Log-frame bytes sent, and acknowledged by the peer.
+    pub fn frame_bytes(&self) -> (u64, u64) {
+        let flow = lock(&self.shared.flow);
+        (flow.sent, flow.acked_bytes)
+    }
+
+    /// Waits until the peer acknowledged `position` (or later); fails when
+    /// the channel is lost first (within the failure detector's timeout).
+    pub fn wait_acked(&self, position: Position) -> Result<(), SessionError> {
+        let mut flow = lock(&self.shared.flow);
+        loop {
+            if flow.acked >= position {
+                return Ok(());
+            }
+            if let Some(e) = self.shared.lost() {
+                return Err(e);
+            }
+            flow = self
+                .shared
+                .flow_cv
+                .wait(flow)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Why the channel was lost, if it was.
+    pub fn lost(&self) -> Option<SessionError> {
+        self.shared.lost()
+    }
+
+    /// Waits at most `timeout` for the channel to be lost.
+    pub fn wait_lost(&self, timeout: Duration) -> Option<SessionError> {
+        let deadline = Instant::now() + timeout;
+        let mut stop = lock(&self.shared.stop);
+        loop {
+            if let Some(e) = self.shared.lost() {
+                return Some(e);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            stop = self
+                .shared
+                .stop_cv
+                .wait_timeout(stop, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// The counters now.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.shared.counters.snapshot()
+    }
+}
