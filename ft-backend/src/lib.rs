@@ -28,6 +28,7 @@ pub mod entry;
 pub mod log;
 pub mod recorder;
 pub mod replayer;
+pub mod tiebreak;
 
 pub use entry::{Checkpoint, EndReason, Entry, Event, ExitId, Setup};
 pub use log::{LogError, LogHeader, LogReader, LogStream, LogWriter};
