@@ -162,6 +162,11 @@ impl Shared {
         if let Some(e) = self.lost() {
             return Err(e);
         }
+        self.write(msg)
+    }
+
+    /// Sends even when the channel is lost (the goodbye after closing).
+    fn write(&self, msg: &Message) -> Result<(), SessionError> {
         let mut out = lock(&self.outbox);
         match out.writer.send(msg) {
             Ok(n) => {
@@ -434,7 +439,14 @@ impl ChannelSender {
     /// Says goodbye and closes: the peer sees [`SessionError::Goodbye`]
     /// after everything sent before.
     pub fn close(mut self) -> Result<(), SessionError> {
-        let said = self.shared.send(&Message::Goodbye);
+        if let Some(e) = self.shared.lost() {
+            self.shutdown();
+            return Err(e);
+        }
+        // Closed first: the peer's answer to the goodbye (closing its side)
+        // is then no loss.
+        self.shared.lose(SessionError::Closed);
+        let said = self.shared.write(&Message::Goodbye);
         self.shutdown();
         said
     }
