@@ -151,9 +151,15 @@ fn frames_progress_and_acks_round_trip_over_loopback() {
     }
     let (p, sent) = sender.join().expect("sender");
     assert_eq!(received, sent, "the frames arrive intact and in order");
-    assert_eq!(progress, (1..=sizes.len() as u64).map(pos).collect::<Vec<_>>());
+    assert_eq!(
+        progress,
+        (1..=sizes.len() as u64).map(pos).collect::<Vec<_>>()
+    );
     assert_eq!(p.handle.acked(), pos(sizes.len() as u64));
-    assert_eq!(p.handle.frame_bytes(), (sent.len() as u64, sent.len() as u64));
+    assert_eq!(
+        p.handle.frame_bytes(),
+        (sent.len() as u64, sent.len() as u64)
+    );
 
     let pc = p.handle.counters();
     let bc = b.handle.counters();
@@ -164,7 +170,10 @@ fn frames_progress_and_acks_round_trip_over_loopback() {
     assert!(pc.acks_received >= 1 && pc.acks_received == bc.acks_sent);
     assert!(pc.ack_round_trips >= 1, "{pc:?}");
     assert_eq!(pc.bytes_sent, bc.bytes_received);
-    assert!(pc.bytes_sent > sent.len() as u64, "headers and tags cost bytes");
+    assert!(
+        pc.bytes_sent > sent.len() as u64,
+        "headers and tags cost bytes"
+    );
 
     // Goodbye: the backup sees it after everything else, as a loss it can
     // tell from a failure.
@@ -293,7 +302,8 @@ fn a_stranger_is_not_a_channel() {
     let addr = l.local_addr().expect("addr");
     let backup = thread::spawn(move || accept(&l, &key(1), &hello(Role::Backup), &quiet()));
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
     let err = backup.join().expect("join").expect_err("refused");
     assert!(matches!(err, HandshakeError::NotAChannel), "{err}");
 }
@@ -379,10 +389,7 @@ fn relay(target: SocketAddr, mut script: Script) -> SocketAddr {
         if !forward(&mut to_backup, &[preamble, len, msg].concat()) {
             return;
         }
-        loop {
-            let Some(header) = read(RECORD_HEADER_LEN) else {
-                break;
-            };
+        while let Some(header) = read(RECORD_HEADER_LEN) {
             let seq = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
             let len = u16::from_le_bytes([header[8], header[9]]);
             let Some(body) = read(usize::from(len)) else {
@@ -403,7 +410,8 @@ fn relay(target: SocketAddr, mut script: Script) -> SocketAddr {
                     // Swallow the rest until the primary closes.
                     let mut sink = [0u8; 16384];
                     while matches!(from_primary.read(&mut sink), Ok(n) if n > 0) {}
-                    break;
+                    // Nor the primary's close.
+                    return;
                 }
             }
         }
@@ -489,7 +497,11 @@ fn a_flipped_byte_is_refused_and_nothing_of_it_is_delivered() {
 fn a_replayed_record_is_refused() {
     // As captured: its sequence number is stale.
     let (got, loss, _) = attack(Box::new(|seq, rec| {
-        Verdict::Send(if seq == 3 { [&rec[..], &rec[..]].concat() } else { rec })
+        Verdict::Send(if seq == 3 {
+            [&rec[..], &rec[..]].concat()
+        } else {
+            rec
+        })
     }));
     assert_eq!(got, frames(3));
     assert!(

@@ -253,9 +253,7 @@ fn run(
     prologue.extend_from_slice(PROLOGUE_LABEL);
     prologue.extend_from_slice(first);
     prologue.extend_from_slice(second);
-    let params = NOISE_PARAMS
-        .parse()
-        .map_err(HandshakeError::Noise)?;
+    let params = NOISE_PARAMS.parse().map_err(HandshakeError::Noise)?;
     let builder = Builder::new(params)
         .prologue(&prologue)
         .and_then(|b| b.psk(0, key.bytes()))
@@ -275,7 +273,9 @@ fn run(
         send_handshake(&mut stream, &buf[..n]).map_err(io_err)?;
         let msg = recv_handshake(&mut stream, &mut buf).map_err(io_err)?;
         if msg.is_empty() {
-            return Err(HandshakeError::Authentication("the backup refused our handshake"));
+            return Err(HandshakeError::Authentication(
+                "the backup refused our handshake",
+            ));
         }
         noise
             .read_message(msg, &mut payload)
@@ -286,7 +286,9 @@ fn run(
             // Tell the primary, so that it reports the key rather than a
             // dropped connection; it carries nothing secret.
             let _ = send_handshake(&mut stream, &[]);
-            return Err(HandshakeError::Authentication("the primary's handshake did not verify"));
+            return Err(HandshakeError::Authentication(
+                "the primary's handshake did not verify",
+            ));
         }
         let n = noise
             .write_message(&[], &mut buf)
@@ -302,7 +304,11 @@ fn run(
     // 3. Hellos.
     let clone = |s: &TcpStream| s.try_clone().map_err(HandshakeError::Io);
     let mut writer = RecordWriter::new(clone(&stream)?, Arc::clone(&transport));
-    let mut reader = RecordReader::new(clone(&stream)?, Arc::clone(&transport), config.connect_timeout);
+    let mut reader = RecordReader::new(
+        clone(&stream)?,
+        Arc::clone(&transport),
+        config.connect_timeout,
+    );
     writer
         .send(&Message::Hello(hello.clone()))
         .map_err(HandshakeError::Record)?;
@@ -432,20 +438,35 @@ mod tests {
         let p = hello(Role::Primary);
         let b = hello(Role::Backup);
         check_peer(&p, &b).expect("matching hellos");
-        assert!(matches!(check_peer(&p, &p), Err(HandshakeError::SameRole(Role::Primary))));
+        assert!(matches!(
+            check_peer(&p, &p),
+            Err(HandshakeError::SameRole(Role::Primary))
+        ));
         let mut x = b.clone();
         x.config_digest = 2;
         let e = check_peer(&p, &x).expect_err("config");
-        assert!(e.to_string().starts_with("peer's configuration differs"), "{e}");
+        assert!(
+            e.to_string().starts_with("peer's configuration differs"),
+            "{e}"
+        );
         let mut x = b.clone();
         x.disks[0].digest = 6;
-        assert!(matches!(check_peer(&p, &x), Err(HandshakeError::DiskDiffers { .. })));
+        assert!(matches!(
+            check_peer(&p, &x),
+            Err(HandshakeError::DiskDiffers { .. })
+        ));
         let mut x = b.clone();
         x.disks.clear();
-        assert!(matches!(check_peer(&p, &x), Err(HandshakeError::DiskSetDiffers { .. })));
+        assert!(matches!(
+            check_peer(&p, &x),
+            Err(HandshakeError::DiskSetDiffers { .. })
+        ));
         let mut x = b.clone();
         x.generation = 4;
-        assert!(matches!(check_peer(&p, &x), Err(HandshakeError::Generation { peer: 4, ours: 3 })));
+        assert!(matches!(
+            check_peer(&p, &x),
+            Err(HandshakeError::Generation { peer: 4, ours: 3 })
+        ));
         let mut x = b;
         x.version = 9;
         let e = check_peer(&p, &x).expect_err("version");

@@ -456,7 +456,10 @@ mod tests {
         let mut buf = Vec::new();
         for m in samples() {
             m.encode(&mut buf).expect("encode");
-            if !matches!(m, Message::LogFrames(_) | Message::Heartbeat | Message::Goodbye) {
+            if !matches!(
+                m,
+                Message::LogFrames(_) | Message::Heartbeat | Message::Goodbye
+            ) {
                 assert!(Message::decode(&buf[..buf.len() - 1]).is_err(), "{m:?}");
             }
             if !matches!(m, Message::LogFrames(_)) {

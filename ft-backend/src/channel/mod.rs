@@ -143,8 +143,7 @@ pub fn accept(
 fn open(est: handshake::Established, config: &ChannelConfig) -> Result<Channel, HandshakeError> {
     let peer = est.peer.clone();
     let peer_addr = est.peer_addr;
-    let (sender, receiver, handle) =
-        session::start(est, config).map_err(HandshakeError::Start)?;
+    let (sender, receiver, handle) = session::start(est, config).map_err(HandshakeError::Start)?;
     Ok(Channel {
         sender,
         receiver,

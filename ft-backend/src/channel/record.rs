@@ -57,7 +57,9 @@ pub enum RecordError {
         ms: u128,
     },
     /// The record's sequence number is not the next one.
-    #[error("record {found} arrived where record {expected} was due (replayed, reordered or dropped)")]
+    #[error(
+        "record {found} arrived where record {expected} was due (replayed, reordered or dropped)"
+    )]
     OutOfOrder {
         /// The next sequence number.
         expected: u64,
@@ -131,10 +133,8 @@ impl RecordWriter {
             .transport
             .write_message(seq, &self.plain, &mut self.wire[HEADER_LEN..])
             .map_err(|source| RecordError::Encrypt { seq, source })?;
-        let len16 = u16::try_from(len).map_err(|_| RecordError::BadLength {
-            seq,
-            len: u16::MAX,
-        })?;
+        let len16 =
+            u16::try_from(len).map_err(|_| RecordError::BadLength { seq, len: u16::MAX })?;
         self.wire[..8].copy_from_slice(&seq.to_le_bytes());
         self.wire[8..HEADER_LEN].copy_from_slice(&len16.to_le_bytes());
         let total = HEADER_LEN + len;

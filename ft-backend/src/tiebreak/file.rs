@@ -191,7 +191,10 @@ mod tests {
             Outcome::Lost { winner: "a".into() }
         );
         assert_eq!(t.test_and_set(1, "a").expect("again"), Outcome::Won);
-        assert_eq!(t.test_and_set(2, "b").expect("next generation"), Outcome::Won);
+        assert_eq!(
+            t.test_and_set(2, "b").expect("next generation"),
+            Outcome::Won
+        );
         let record = SlotRecord::decode(&fs::read(t.slot(2)).expect("slot")).expect("record");
         assert_eq!(record.winner, "b");
         assert_eq!(record.generation, 2);

@@ -138,10 +138,8 @@ pub fn post_json(
     )
     .into_bytes();
     request.extend_from_slice(body);
-    stream
-        .set_write_timeout(left())
-        .map_err(|e| io_err(e))?;
-    stream.write_all(&request).map_err(|e| io_err(e))?;
+    stream.set_write_timeout(left()).map_err(&io_err)?;
+    stream.write_all(&request).map_err(&io_err)?;
 
     let bad = |what| HttpError::BadResponse {
         host: authority.clone(),
@@ -153,7 +151,7 @@ pub fn post_json(
         let Some(d) = left() else {
             return Err(timed_out());
         };
-        stream.set_read_timeout(Some(d)).map_err(|e| io_err(e))?;
+        stream.set_read_timeout(Some(d)).map_err(&io_err)?;
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -188,7 +186,11 @@ fn parse(buf: &[u8], eof: bool) -> Result<Option<Response>, &'static str> {
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             let v = std::str::from_utf8(h.value).map_err(|_| "bad Content-Length")?;
-            length = Some(v.trim().parse::<usize>().map_err(|_| "bad Content-Length")?);
+            length = Some(
+                v.trim()
+                    .parse::<usize>()
+                    .map_err(|_| "bad Content-Length")?,
+            );
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = h.value.eq_ignore_ascii_case(b"chunked");
         }
@@ -249,9 +251,11 @@ mod tests {
             .expect("parse")
             .expect("complete");
         assert_eq!((r.status, r.body.as_slice()), (200, &b"ok"[..]));
-        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok", false)
-            .expect("parse")
-            .is_none());
+        assert!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok", false)
+                .expect("parse")
+                .is_none()
+        );
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n";
         let r = parse(chunked, false).expect("parse").expect("complete");
         assert_eq!(r.body, b"abcde");

@@ -313,7 +313,10 @@ mod tests {
         damaged[40] ^= 1;
         assert_eq!(SlotRecord::decode(&damaged), None);
         assert_eq!(SlotRecord::decode(b""), None);
-        assert_eq!(SlotRecord::decode(&bytes.as_bytes()[..bytes.len() - 3]), None);
+        assert_eq!(
+            SlotRecord::decode(&bytes.as_bytes()[..bytes.len() - 3]),
+            None
+        );
         assert_eq!(
             SlotRecord::outcome_for(Some(r.clone()), "backup host-b pid 7"),
             Outcome::Won
