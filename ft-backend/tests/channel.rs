@@ -736,3 +736,33 @@ fn a_full_window_blocks_the_sender_until_the_receiver_drains() {
     assert_eq!(xxhash_rust::xxh3::xxh3_64(&received), expected);
     assert_eq!(p.handle.frame_bytes(), (total as u64, total as u64));
 }
+
+#[test]
+fn closing_does_not_hang_on_a_peer_that_stopped_reading() {
+    let config = ChannelConfig {
+        heartbeat: Duration::from_millis(50),
+        timeout: Duration::from_millis(1000),
+        window_bytes: 1 << 20,
+        recv_buffer_bytes: 128 << 10,
+        ..quiet()
+    };
+    let (mut p, mut b) = good_pair(&config);
+    // Fits the window, overflows the backup's buffer: its reader stops
+    // reading (and so never sees the goodbye) while its heartbeats go on.
+    p.sender.send_frames(&pattern(512 << 10, 5)).expect("send");
+    thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    p.sender.close().expect("goodbye written");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // The backup still gets what was queued, then the end.
+    let mut got = 0;
+    let end = loop {
+        match b.receiver.recv() {
+            Ok(Incoming::LogFrames(f)) => got += f.len(),
+            Ok(Incoming::Progress(_)) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(got >= 128 << 10, "{got}");
+    assert!(!matches!(end, SessionError::Closed), "{end}");
+}

@@ -483,12 +483,18 @@ impl ChannelSender {
         }
         self.shared.lose(SessionError::Closed);
         // Half-close: the peer reads everything sent, then closes its side,
-        // which ends our reader (or its read timeout does).
+        // which ends our reader. A peer that does not (its receive buffer
+        // is full, but its heartbeats still come) is cut off after the
+        // failure detector's timeout.
         let _ = self.shared.stream.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + self.shared.config.timeout;
+        while !self.threads.iter().all(JoinHandle::is_finished) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let _ = self.shared.stream.shutdown(Shutdown::Both);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        let _ = self.shared.stream.shutdown(Shutdown::Both);
     }
 }
 
