@@ -106,7 +106,8 @@ impl Hello {
 /// An open channel.
 #[derive(Debug)]
 pub struct Channel {
-    /// Sends log frames and progress.
+    /// Sends log frames and progress. It owns the channel's threads:
+    /// dropping it closes the channel, so the backup keeps it too.
     pub sender: ChannelSender,
     /// Receives what the peer sent.
     pub receiver: ChannelReceiver,
