@@ -82,6 +82,11 @@ fn channel_throughput(mib: usize) -> f64 {
     }
     p.handle.wait_acked(pos(n)).expect("acked");
     let b = rx.join().expect("rx");
+    eprintln!(
+        "channel run: longest wait for a record: backup {} us, primary {} us",
+        b.handle.counters().rx_wait_us_max,
+        p.handle.counters().rx_wait_us_max
+    );
     let secs = start.elapsed().as_secs_f64();
     let _ = p.sender.close();
     drop(b);

@@ -25,6 +25,7 @@ pub struct ChannelCounters {
     heartbeats_sent: AtomicU64,
     heartbeats_received: AtomicU64,
     window_waits: AtomicU64,
+    rx_wait_us_max: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -62,11 +63,14 @@ pub struct CounterSnapshot {
     pub heartbeats_received: u64,
     /// Times a sender waited for the unacknowledged window.
     pub window_waits: u64,
+    /// The longest wait for the next record from the peer, in
+    /// microseconds: how close the channel came to the failure timeout.
+    pub rx_wait_us_max: u64,
 }
 
 impl CounterSnapshot {
     /// The counters by name, as `vm.counters` lists them.
-    pub fn pairs(&self) -> [(&'static str, u64); 16] {
+    pub fn pairs(&self) -> [(&'static str, u64); 17] {
         [
             ("bytes_sent", self.bytes_sent),
             ("bytes_received", self.bytes_received),
@@ -84,6 +88,7 @@ impl CounterSnapshot {
             ("heartbeats_sent", self.heartbeats_sent),
             ("heartbeats_received", self.heartbeats_received),
             ("window_waits", self.window_waits),
+            ("rx_wait_us_max", self.rx_wait_us_max),
         ]
     }
 }
@@ -142,6 +147,11 @@ impl ChannelCounters {
         add(&self.heartbeats_received, 1);
     }
 
+    pub(crate) fn rx_wait(&self, waited: Duration) {
+        let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        self.rx_wait_us_max.fetch_max(us, Ordering::Relaxed);
+    }
+
     pub(crate) fn window_wait(&self) {
         add(&self.window_waits, 1);
     }
@@ -166,6 +176,7 @@ impl ChannelCounters {
             heartbeats_sent: g(&self.heartbeats_sent),
             heartbeats_received: g(&self.heartbeats_received),
             window_waits: g(&self.window_waits),
+            rx_wait_us_max: g(&self.rx_wait_us_max),
         }
     }
 }

@@ -250,7 +250,10 @@ fn reader_loop(shared: &Shared, mut reader: RecordReader) {
     let threshold = (shared.config.window_bytes / 4).max(1) as u64;
     let mut acks = AckCoalescer::new(threshold);
     loop {
-        let (msg, wire) = match reader.recv() {
+        let waiting = Instant::now();
+        let received = reader.recv();
+        shared.counters.rx_wait(waiting.elapsed());
+        let (msg, wire) = match received {
             Ok(x) => x,
             Err(e) => {
                 shared.lose(SessionError::Receive(Arc::new(e)));
