@@ -87,6 +87,90 @@ fn file_exactly_one_racer_wins_each_generation() {
     fs::remove_dir_all(&dir).expect("cleanup");
 }
 
+/// Set in the children of `file_racing_processes`: "SLOT-PATH GENERATIONS
+/// GO-FILE NAME".
+const CHILD_ENV: &str = "FT_TIEBREAK_RACER";
+
+#[test]
+fn file_racing_processes_exactly_one_wins_each_generation() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        // A racer process: wait for the start, claim every generation,
+        // print one outcome a line.
+        let parts: Vec<&str> = spec.splitn(4, ' ').collect();
+        let t: Tiebreaker = format!("file:{}", parts[0]).parse().expect("parse");
+        let generations: u64 = parts[1].parse().expect("count");
+        let go = Path::new(parts[2]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !go.exists() {
+            assert!(Instant::now() < deadline, "never started");
+            thread::sleep(Duration::from_millis(1));
+        }
+        for g in 1..=generations {
+            match t.test_and_set(g, parts[3]).expect("claim") {
+                Outcome::Won => println!("RESULT {g} won"),
+                Outcome::Lost { winner } => println!("RESULT {g} lost {winner}"),
+            }
+        }
+        return;
+    }
+    let dir = temp_dir("processes");
+    let slot = dir.join("vm.tiebreak");
+    let go = dir.join("go");
+    let generations = 100u64;
+    let racers = 4;
+    let children: Vec<_> = (0..racers)
+        .map(|i| {
+            Command::new(std::env::current_exe().expect("test binary"))
+                .args([
+                    "--exact",
+                    "file_racing_processes_exactly_one_wins_each_generation",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(
+                    CHILD_ENV,
+                    format!(
+                        "{} {generations} {} process {i}",
+                        slot.display(),
+                        go.display()
+                    ),
+                )
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn racer")
+        })
+        .collect();
+    fs::write(&go, b"").expect("start");
+    let mut won = vec![Vec::new(); generations as usize + 1];
+    let mut lost_to = vec![Vec::new(); generations as usize + 1];
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("racer");
+        assert!(out.status.success(), "racer {i} failed");
+        let text = String::from_utf8(out.stdout).expect("utf8");
+        // libtest may print its own words before the first line.
+        let results: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.find("RESULT ").map(|at| &l[at..]))
+            .collect();
+        assert_eq!(results.len(), generations as usize, "racer {i}:\n{text}");
+        for line in results {
+            let mut words = line.splitn(4, ' ').skip(1);
+            let g: usize = words.next().expect("g").parse().expect("g");
+            match words.next() {
+                Some("won") => won[g].push(format!("process {i}")),
+                Some("lost") => lost_to[g].push(words.next().expect("winner").to_string()),
+                other => panic!("bad line {line:?} ({other:?})"),
+            }
+        }
+    }
+    for g in 1..=generations as usize {
+        assert_eq!(won[g].len(), 1, "generation {g}: winners {:?}", won[g]);
+        assert_eq!(lost_to[g].len(), racers - 1);
+        assert!(lost_to[g].iter().all(|w| *w == won[g][0]), "generation {g}");
+    }
+    fs::remove_dir_all(&dir).expect("cleanup");
+}
+
 #[test]
 fn file_on_missing_storage_is_fail_safe() {
     let t: Tiebreaker = "file:/nonexistent-ft-shared/vm.tiebreak"
