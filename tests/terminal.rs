@@ -98,9 +98,10 @@ impl Pty {
             )
         };
         assert_eq!(r, 0, "openpty: {}", io::Error::last_os_error());
-        // SAFETY: both descriptors are fresh and owned by nothing else.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        // SAFETY: a fresh descriptor, owned by nothing else.
+        let master = unsafe { OwnedFd::from_raw_fd(master) };
+        // SAFETY: a fresh descriptor, owned by nothing else.
+        let slave = unsafe { OwnedFd::from_raw_fd(slave) };
         // Other tests' VMMs must not inherit them.
         set_cloexec(&master);
         set_cloexec(&slave);

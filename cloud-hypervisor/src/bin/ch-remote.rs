@@ -322,6 +322,7 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
     use std::path::PathBuf;
     use std::sync::mpsc;
 
@@ -560,12 +561,12 @@ mod tests {
                 let mut request = Vec::new();
                 let mut byte = [0u8; 1];
                 while !request.ends_with(b"\r\n\r\n") {
-                    match std::io::Read::read(&mut stream, &mut byte) {
+                    match stream.read(&mut byte) {
                         Ok(1) => request.push(byte[0]),
                         _ => break,
                     }
                 }
-                std::io::Write::write_all(&mut stream, answer).expect("answer");
+                stream.write_all(answer).expect("answer");
             }
         })
     }
