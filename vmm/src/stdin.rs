@@ -15,7 +15,7 @@
 //!   can use it too ([`restore_terminal_settings`]).
 
 use std::io;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
@@ -66,7 +66,7 @@ pub fn start_stdin_reader(control: Arc<VcpuControl>) {
     };
     match std::thread::Builder::new()
         .name("serial-stdin".into())
-        .spawn(move || read_loop(&stop_fd))
+        .spawn(move || read_loop(libc::STDIN_FILENO, &stop_fd, deliver))
     {
         Ok(thread) => *reader = Some(Reader { stop, thread }),
         Err(e) => log::warn!("cannot start the serial input thread: {e}"),
@@ -102,13 +102,22 @@ fn enter_raw_mode() -> io::Result<()> {
     Ok(())
 }
 
-/// Reads standard input until end of file, an error, or `stop`.
-fn read_loop(stop: &EventFd) {
+/// Hands input to the current VM's vCPU.
+fn deliver(bytes: &[u8]) {
+    let target = TARGET.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(control) = target {
+        control.push_input(bytes);
+    }
+}
+
+/// Reads `fd` until end of file, an error, or `stop`, handing what it
+/// reads to `deliver`.
+fn read_loop(fd: RawFd, stop: &EventFd, deliver: impl Fn(&[u8])) {
     let mut buf = [0u8; 256];
     loop {
         let mut fds = [
             libc::pollfd {
-                fd: libc::STDIN_FILENO,
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -140,16 +149,13 @@ fn read_loop(stop: &EventFd) {
         }
         // SAFETY: reads at most buf.len() bytes into `buf`, which outlives
         // the call.
-        let count = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
+        let count = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         match count {
             0 => return,
             n if n > 0 => {
                 // Positive and at most buf.len(): the conversion is exact.
                 let n = usize::try_from(n).unwrap_or(0);
-                let target = TARGET.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                if let Some(control) = target {
-                    control.push_input(&buf[..n]);
-                }
+                deliver(&buf[..n]);
             }
             _ => {
                 let error = io::Error::last_os_error();
@@ -188,5 +194,70 @@ pub fn restore_terminal_settings() {
     if let Some(saved) = SAVED_TERMIOS.get() {
         // SAFETY: tcsetattr reads `saved`, a valid termios in a static.
         unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::io::FromRawFd;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A pipe: (read end, write end).
+    fn pipe() -> (std::fs::File, std::fs::File) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into `fds`.
+        let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+        assert_eq!(r, 0, "pipe2: {}", io::Error::last_os_error());
+        // SAFETY: a fresh descriptor, owned by nothing else.
+        let read = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+        // SAFETY: a fresh descriptor, owned by nothing else.
+        let write = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+        (read, write)
+    }
+
+    fn reader_on(fd: RawFd) -> (EventFd, mpsc::Receiver<Vec<u8>>, JoinHandle<()>) {
+        let stop = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
+        let stop_fd = stop.try_clone().expect("eventfd");
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            read_loop(fd, &stop_fd, |bytes| {
+                let _ = tx.send(bytes.to_vec());
+            })
+        });
+        (stop, rx, thread)
+    }
+
+    /// The root cause of a VMM that waited for a key: a reader blocked
+    /// with nothing to read must stop when asked.
+    #[test]
+    fn a_waiting_reader_stops_when_asked() {
+        let (read, mut write) = pipe();
+        let (stop, rx, thread) = reader_on(read.as_raw_fd());
+        write.write_all(b"abc").expect("write");
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(10)).expect("input"),
+            b"abc"
+        );
+        // Nothing more to read: the reader waits; stopping it is prompt.
+        stop.write(1).expect("stop");
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(thread.join().is_ok());
+        });
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        drop(write);
+    }
+
+    #[test]
+    fn the_reader_ends_at_end_of_file() {
+        let (read, write) = pipe();
+        let (_stop, rx, thread) = reader_on(read.as_raw_fd());
+        drop(write);
+        thread.join().expect("reader");
+        assert!(rx.try_recv().is_err());
     }
 }
