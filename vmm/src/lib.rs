@@ -6,7 +6,8 @@
 //! Threads: the control loop (the caller of [`run`]) owns the VM and answers
 //! API requests; the API thread parses HTTP; the vCPU thread runs the guest
 //! and is the only writer of guest-visible state; a timer thread kicks the
-//! vCPU when the APIC timer is due; a stdin thread feeds `--serial tty`.
+//! vCPU when the APIC timer is due; a stdin thread feeds `--serial tty`;
+//! a signal thread turns `SIGTERM`/`SIGINT` into a clean stop.
 
 pub mod api;
 pub mod boot;
@@ -16,6 +17,7 @@ pub mod cpuid;
 pub mod device_manager;
 pub mod layout;
 pub mod memory;
+pub mod signals;
 pub mod stdin;
 pub mod vcpu;
 pub mod vm;
@@ -26,7 +28,6 @@ use std::sync::mpsc::{self, Receiver, Sender};
 
 use hypervisor::kvm::KvmHypervisor;
 use hypervisor::Hypervisor;
-use serde_json::json;
 
 use api::{ApiMessage, ApiRequest, ApiResponse, ApiResponsePayload};
 use config::cli::VmmArgs;
@@ -44,6 +45,8 @@ pub enum ControlEvent {
     Api(ApiMessage),
     /// The vCPU thread ended.
     VcpuEnded(VcpuEnd),
+    /// `SIGTERM` or `SIGINT` arrived: stop cleanly and exit.
+    Signal(i32),
 }
 
 /// Errors of the VMM as a whole, and of API actions.
@@ -67,6 +70,12 @@ pub enum VmmError {
     /// The event monitor could not be set up.
     #[error("cannot set up the event monitor")]
     EventMonitorSetup(#[source] event_monitor::Error),
+    /// An answer could not be serialised.
+    #[error("cannot serialise the answer")]
+    Serialize(#[source] serde_json::Error),
+    /// The SIGTERM/SIGINT handlers could not be installed.
+    #[error("cannot handle termination signals")]
+    Signals(#[source] signals::SignalError),
     /// No VM configuration exists.
     #[error("VM is not created")]
     VmNotCreated,
@@ -110,8 +119,19 @@ struct Vmm {
     events_tx: Sender<ControlEvent>,
 }
 
-/// Runs the VMM until the guest powers off or `vmm.shutdown` is called.
+/// Restores the terminal however [`run`] returns (or unwinds).
+struct TerminalGuard;
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        stdin::restore_terminal();
+    }
+}
+
+/// Runs the VMM until the guest powers off, `vmm.shutdown` is called or
+/// `SIGTERM`/`SIGINT` arrives.
 pub fn run(args: VmmArgs) -> Result<(), VmmError> {
+    let _terminal = TerminalGuard;
     if let Some(path) = &args.event_monitor {
         let file = OpenOptions::new()
             .create(true)
@@ -127,6 +147,7 @@ pub fn run(args: VmmArgs) -> Result<(), VmmError> {
     event_monitor::event!("vmm", "starting");
     let hypervisor = KvmHypervisor::new().map_err(VmmError::Hypervisor)?;
     let (events_tx, events_rx) = mpsc::channel();
+    signals::install(events_tx.clone()).map_err(VmmError::Signals)?;
     let mut vmm = Vmm {
         hypervisor: Box::new(hypervisor),
         config: None,
@@ -180,6 +201,14 @@ impl Vmm {
                 let _ = msg.response_tx.send(response);
                 Ok(if exit { Next::Exit } else { Next::Continue })
             }
+            ControlEvent::Signal(signal) => {
+                log::info!("{} received: shutting down", signals::signal_name(signal));
+                if let Some(mut vm) = self.vm.take() {
+                    let _ = vm.shutdown();
+                    event_monitor::event!("vm", "shutdown");
+                }
+                Ok(Next::Exit)
+            }
             ControlEvent::VcpuEnded(end) => match end {
                 VcpuEnd::Stopped => Ok(Next::Continue),
                 VcpuEnd::Shutdown => {
@@ -208,9 +237,11 @@ impl Vmm {
     fn handle_request(&mut self, request: ApiRequest) -> ApiResponse {
         let empty = |r: Result<(), VmmError>| r.map(|()| ApiResponsePayload::Empty).map_err(boxed);
         match request {
-            ApiRequest::VmmPing => Ok(ApiResponsePayload::Json(json!(
-                api::VmmPingResponse::current()
-            ))),
+            // Serialised from the structs, so that the fields come in
+            // upstream's order (a serde_json::Value would sort them).
+            ApiRequest::VmmPing => serde_json::to_string(&api::VmmPingResponse::current())
+                .map(ApiResponsePayload::JsonText)
+                .map_err(|e| boxed(VmmError::Serialize(e))),
             ApiRequest::VmmShutdown => {
                 if let Some(mut vm) = self.vm.take() {
                     let _ = vm.shutdown();
@@ -224,7 +255,10 @@ impl Vmm {
             ApiRequest::VmReboot => empty(self.vm_reboot()),
             ApiRequest::VmPause => empty(self.vm_pause()),
             ApiRequest::VmResume => empty(self.vm_resume()),
-            ApiRequest::VmInfo => self.vm_info().map(ApiResponsePayload::Json).map_err(boxed),
+            ApiRequest::VmInfo => self
+                .vm_info()
+                .map(ApiResponsePayload::JsonText)
+                .map_err(boxed),
             ApiRequest::VmCounters => self
                 .vm_counters()
                 .map(ApiResponsePayload::Json)
@@ -303,7 +337,7 @@ impl Vmm {
         Ok(())
     }
 
-    fn vm_info(&self) -> Result<serde_json::Value, VmmError> {
+    fn vm_info(&self) -> Result<String, VmmError> {
         let config = self.config.as_ref().ok_or(VmmError::VmNotCreated)?;
         let (state, memory_actual_size, device_tree) = match &self.vm {
             Some(vm) => vm.info(),
@@ -315,12 +349,13 @@ impl Vmm {
             VmState::Paused => api::VmState::Paused,
             VmState::Shutdown => api::VmState::Shutdown,
         };
-        Ok(json!(api::VmInfoResponse {
+        serde_json::to_string(&api::VmInfoResponse {
             config: Box::new(config.clone()),
             state,
             memory_actual_size,
             device_tree: Some(device_tree),
-        }))
+        })
+        .map_err(VmmError::Serialize)
     }
 
     fn vm_counters(&self) -> Result<serde_json::Value, VmmError> {

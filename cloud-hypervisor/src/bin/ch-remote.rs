@@ -322,6 +322,7 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
     use std::path::PathBuf;
     use std::sync::mpsc;
 
@@ -543,6 +544,59 @@ mod tests {
             run(None, &Command::Ping),
             Err(RemoteError::NoSocket)
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A server that writes its status lines with a reason phrase (as this
+    /// project's server did, and most HTTP servers do): each connection
+    /// gets the next canned answer.
+    fn canned_server(
+        path: &std::path::Path,
+        answers: Vec<&'static [u8]>,
+    ) -> std::thread::JoinHandle<()> {
+        let listener = std::os::unix::net::UnixListener::bind(path).expect("bind");
+        std::thread::spawn(move || {
+            for answer in answers {
+                let (mut stream, _) = listener.accept().expect("accept");
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => request.push(byte[0]),
+                        _ => break,
+                    }
+                }
+                stream.write_all(answer).expect("answer");
+            }
+        })
+    }
+
+    #[test]
+    fn against_a_server_with_reason_phrases() {
+        let dir = temp_dir("reason");
+        let path = dir.join("api.sock");
+        let _ = std::fs::remove_file(&path);
+        let server = canned_server(
+            &path,
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"pong\":1}",
+                b"HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n",
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 18\r\n\r\n[\"Error from API\"]",
+            ],
+        );
+        let socket = path.to_str();
+        assert_eq!(
+            run(socket, &Command::Ping).expect("ping").as_deref(),
+            Some(r#"{"pong":1}"#)
+        );
+        assert_eq!(run(socket, &Command::Pause).expect("pause"), None);
+        match run(socket, &Command::Boot) {
+            Err(RemoteError::ServerResponse { status: 500, body }) => {
+                assert_eq!(body, r#"["Error from API"]"#);
+            }
+            other => panic!("{other:?}"),
+        }
+        server.join().expect("server");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

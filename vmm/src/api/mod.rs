@@ -52,6 +52,10 @@ pub enum ApiResponsePayload {
     Empty,
     /// A JSON body (HTTP 200).
     Json(serde_json::Value),
+    /// A JSON body serialised already (HTTP 200): from a struct, its fields
+    /// in declaration order as upstream sends them (a `serde_json::Value`
+    /// would sort them).
+    JsonText(String),
 }
 
 /// The control loop's answer: a payload, or the error whose chain

@@ -270,4 +270,71 @@ mod tests {
             Err(ClientError::Malformed(_))
         ));
     }
+
+    /// Upstream's server writes no reason phrase ("HTTP/1.1 200 \r\n"),
+    /// ours did and other servers do ("HTTP/1.1 200 OK\r\n"), and
+    /// micro-http's "too many connections" answer has not even the space
+    /// ("HTTP/1.1 503\r\n"): the client reads all three alike.
+    #[test]
+    fn status_lines_with_and_without_a_reason_phrase() {
+        let upstream: &[(&[u8], u16, &[u8])] = &[
+            (
+                b"HTTP/1.1 200 \r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n\
+                  Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                200,
+                b"{}",
+            ),
+            (
+                b"HTTP/1.1 204 \r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n\r\n",
+                204,
+                b"",
+            ),
+            (
+                b"HTTP/1.1 404 \r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n\
+                  Content-Type: application/json\r\nContent-Length: 13\r\n\r\n[\"Not Found\"]",
+                404,
+                b"[\"Not Found\"]",
+            ),
+            (
+                b"HTTP/1.1 503\r\nServer: Firecracker API\r\nConnection: close\r\n\
+                  Content-Length: 40\r\n\r\n{ \"error\": \"Too many open connections\" }",
+                503,
+                b"{ \"error\": \"Too many open connections\" }",
+            ),
+        ];
+        let with_reason: &[(&[u8], u16, &[u8])] = &[
+            (
+                b"HTTP/1.1 200 OK\r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n\
+                  Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                200,
+                b"{}",
+            ),
+            (
+                b"HTTP/1.1 204 No Content\r\nServer: Cloud Hypervisor API\r\n\
+                  Connection: keep-alive\r\nContent-Type: application/json\r\n\r\n",
+                204,
+                b"",
+            ),
+            (
+                b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 5\r\n\r\n[\"a\"]",
+                500,
+                b"[\"a\"]",
+            ),
+        ];
+        for (bytes, status, body) in upstream.iter().chain(with_reason) {
+            let answer = ApiClient::new(duplex(bytes))
+                .read_response()
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)));
+            assert_eq!((answer.status, &answer.body[..]), (*status, *body));
+        }
+        // Both forms back to back on one kept-alive stream.
+        let mut client = ApiClient::new(duplex(
+            b"HTTP/1.1 204 \r\nConnection: keep-alive\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx\
+              HTTP/1.1 100 \r\n\r\nHTTP/1.1 200 \r\nContent-Length: 1\r\n\r\ny",
+        ));
+        assert_eq!(client.read_response().expect("1").status, 204);
+        assert_eq!(client.read_response().expect("2").body, b"x");
+        assert_eq!(client.read_response().expect("3").body, b"y");
+    }
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+use super::response::Response;
+
 /// Largest request head (request line and headers) accepted.
 pub const MAX_HEAD_SIZE: usize = 16 << 10;
 /// Largest request body accepted.
@@ -236,7 +238,7 @@ impl<S: TimedStream> RequestReader<S> {
         let total = head.length + head.content_length;
         if head.expect_continue && self.buffer.len() < total {
             self.stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .write_all(&Response::empty(100).to_bytes(true))
                 .map_err(RequestError::Io)?;
         }
         while self.buffer.len() < total {
@@ -339,7 +341,10 @@ mod tests {
         let request = reader.next_request().expect("ok").expect("request");
         assert!(!request.keep_alive);
         assert_eq!(request.body, b"ab");
-        assert_eq!(reader.stream().output, b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert_eq!(
+            reader.stream().output,
+            b"HTTP/1.1 100 \r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n\r\n"
+        );
     }
 
     #[test]

@@ -1,12 +1,26 @@
 // Copyright 2026 The ft-cloud-hypervisor authors.
 // SPDX-License-Identifier: Apache-2.0
 
-//! HTTP answers, written as upstream's API server writes them: a
-//! `Server: Cloud Hypervisor API` header, JSON content type, and error
-//! bodies that are a JSON array of messages from the outermost error to
-//! its root cause.
+//! HTTP answers, written byte for byte as upstream's API server (the
+//! micro-http crate) writes them, because upstream's clients parse them
+//! literally:
+//!
+//! ```text
+//! HTTP/1.1 <code> \r\n                 no reason phrase: upstream's client takes
+//!                                       everything after "HTTP/1.1 " as the number
+//! Server: Cloud Hypervisor API\r\n
+//! Connection: keep-alive\r\n           ("close" when this server closes after it)
+//! Content-Type: application/json\r\n   not on 100 or 204
+//! Content-Length: <n>\r\n              not on 100 or 204; 0 for an empty body
+//! \r\n
+//! <body>                                compact JSON; errors are a JSON array of
+//!                                       messages, outermost error first
+//! ```
 
 use std::io::{self, Write};
+
+/// The `Server` header upstream's API server sends.
+pub const SERVER: &str = "Cloud Hypervisor API";
 
 /// An HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,26 +31,14 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-/// The reason phrase of the status codes this server sends.
-fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        204 => "No Content",
-        400 => "Bad Request",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        413 => "Payload Too Large",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "",
-    }
+/// Whether answers with `status` carry neither a body nor the content
+/// headers (RFC 9110: 1xx and 204 have no Content-Length).
+fn bodiless(status: u16) -> bool {
+    status == 204 || (100..200).contains(&status)
 }
 
 impl Response {
-    /// An answer with no body.
+    /// An answer with no body (`Content-Length: 0` unless 1xx or 204).
     pub fn empty(status: u16) -> Self {
         Response {
             status,
@@ -49,6 +51,14 @@ impl Response {
         Response {
             status: 200,
             body: value.to_string().into_bytes(),
+        }
+    }
+
+    /// 200 with a body that is JSON text already.
+    pub fn json_text(text: String) -> Self {
+        Response {
+            status: 200,
+            body: text.into_bytes(),
         }
     }
 
@@ -65,26 +75,32 @@ impl Response {
         }
     }
 
-    /// Writes the answer; `keep_alive` says whether the connection stays
+    /// The answer's bytes; `keep_alive` says whether the connection stays
     /// open afterwards.
-    pub fn write_to<W: Write>(&self, out: &mut W, keep_alive: bool) -> io::Result<()> {
+    pub fn to_bytes(&self, keep_alive: bool) -> Vec<u8> {
         let mut head = format!(
-            "HTTP/1.1 {} {}\r\nServer: Cloud Hypervisor API\r\nConnection: {}\r\n\
-             Content-Type: application/json\r\n",
+            "HTTP/1.1 {} \r\nServer: {SERVER}\r\nConnection: {}\r\n",
             self.status,
-            reason(self.status),
             if keep_alive { "keep-alive" } else { "close" },
         );
-        // A 204 carries no body and, per RFC 9110, no Content-Length.
-        if self.status != 204 {
-            head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        if !bodiless(self.status) {
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                self.body.len()
+            ));
         }
         head.push_str("\r\n");
         let mut bytes = head.into_bytes();
-        if self.status != 204 {
+        if !bodiless(self.status) {
             bytes.extend_from_slice(&self.body);
         }
-        out.write_all(&bytes)?;
+        bytes
+    }
+
+    /// Writes the answer; `keep_alive` says whether the connection stays
+    /// open afterwards.
+    pub fn write_to<W: Write>(&self, out: &mut W, keep_alive: bool) -> io::Result<()> {
+        out.write_all(&self.to_bytes(keep_alive))?;
         out.flush()
     }
 }
@@ -104,18 +120,39 @@ mod tests {
         let text = written(&Response::json(&serde_json::json!({"a": 1})), true);
         assert_eq!(
             text,
-            "HTTP/1.1 200 OK\r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n\
+            "HTTP/1.1 200 \r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n\
              Content-Type: application/json\r\nContent-Length: 7\r\n\r\n{\"a\":1}"
         );
     }
 
     #[test]
-    fn no_content_has_no_length() {
-        let text = written(&Response::empty(204), false);
-        assert!(text.starts_with("HTTP/1.1 204 No Content\r\n"));
-        assert!(text.contains("Connection: close\r\n"));
-        assert!(!text.contains("Content-Length"));
-        assert!(text.ends_with("\r\n\r\n"));
+    fn no_content_has_no_content_headers() {
+        assert_eq!(
+            written(&Response::empty(204), true),
+            "HTTP/1.1 204 \r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n\r\n"
+        );
+        assert_eq!(
+            written(&Response::empty(204), false),
+            "HTTP/1.1 204 \r\nServer: Cloud Hypervisor API\r\nConnection: close\r\n\r\n"
+        );
+        // Even if a body were set, a 204 sends none.
+        let mut response = Response::empty(204);
+        response.body = b"x".to_vec();
+        assert!(written(&response, true).ends_with("keep-alive\r\n\r\n"));
+    }
+
+    #[test]
+    fn empty_answers_say_length_zero() {
+        assert_eq!(
+            written(&Response::empty(200), true),
+            "HTTP/1.1 200 \r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n\
+             Content-Type: application/json\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert_eq!(
+            written(&Response::empty(400), true),
+            "HTTP/1.1 400 \r\nServer: Cloud Hypervisor API\r\nConnection: keep-alive\r\n\
+             Content-Type: application/json\r\nContent-Length: 0\r\n\r\n"
+        );
     }
 
     #[test]
@@ -123,7 +160,10 @@ mod tests {
         let response = Response::error(500, ["Error from API", "The VM could not boot", "x \"y\""]);
         let body: Vec<String> = serde_json::from_slice(&response.body).expect("json");
         assert_eq!(body, ["Error from API", "The VM could not boot", "x \"y\""]);
-        let text = written(&Response::empty(200), true);
-        assert!(text.contains("Content-Length: 0\r\n"));
+        assert_eq!(
+            written(&Response::error(404, ["Not Found"]), false),
+            "HTTP/1.1 404 \r\nServer: Cloud Hypervisor API\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: 13\r\n\r\n[\"Not Found\"]"
+        );
     }
 }

@@ -95,6 +95,15 @@ impl Endpoint {
         }
     }
 
+    /// Whether upstream serves this endpoint with its generic action
+    /// handler (all but ping, info, create and vmm.shutdown).
+    fn generic_handler(self) -> bool {
+        !matches!(
+            self,
+            Endpoint::VmmPing | Endpoint::VmInfo | Endpoint::VmCreate | Endpoint::VmmShutdown
+        )
+    }
+
     /// Upstream's `ApiError` message for a failure of this action.
     fn context(self) -> &'static str {
         match self {
@@ -165,6 +174,7 @@ fn call(endpoint: Endpoint, request: ApiRequest, submit: &dyn Fn(ApiMessage) -> 
             vec!["The VMM dropped the request without answering".to_string()],
         ),
         Ok(Ok(ApiResponsePayload::Json(value))) => Response::json(&value),
+        Ok(Ok(ApiResponsePayload::JsonText(text))) => Response::json_text(text),
         // vmm.shutdown answers 200 with no body, as upstream.
         Ok(Ok(ApiResponsePayload::Empty)) if endpoint == Endpoint::VmmShutdown => {
             Response::empty(200)
@@ -219,6 +229,12 @@ pub fn handle(
         // As upstream: vm.create without a body is 400 with no body.
         (Shape::Create, "PUT") if body.is_empty() => Response::empty(400),
         (Shape::Create, "PUT") => create(body, submit),
+        // As upstream: its generic action handler answers a method other
+        // than GET and PUT with a bare 400; the endpoints with handlers of
+        // their own (ping, info, create, vmm.shutdown) with a body.
+        (_, method) if method != "GET" && method != "PUT" && endpoint.generic_handler() => {
+            Response::empty(400)
+        }
         _ => bad_request(),
     }
 }
@@ -310,12 +326,23 @@ mod tests {
             ("GET", "/api/v1/vm.boot", b""),
             ("POST", "/api/v1/vm.info", b""),
             ("GET", "/api/v1/vm.create", b""),
+            ("PATCH", "/api/v1/vm.create", b"{}"),
             ("PUT", "/api/v1/vm.boot", b"{}"),
+            ("PUT", "/api/v1/vm.counters", b""),
             ("DELETE", "/api/v1/vmm.shutdown", b""),
         ] {
             let response = handle(method, path, request_body, &submit);
             assert_eq!(response.status, 400, "{method} {path}");
             assert_eq!(body(&response), serde_json::json!(["Bad Request"]));
+        }
+        // Upstream's generic action handler: a bare 400 for other methods.
+        for (method, path) in [
+            ("PATCH", "/api/v1/vm.boot"),
+            ("POST", "/api/v1/vm.pause"),
+            ("DELETE", "/api/v1/vm.counters"),
+        ] {
+            let response = handle(method, path, b"", &submit);
+            assert_eq!(response, Response::empty(400), "{method} {path}");
         }
         assert!(seen.borrow().is_empty());
         let response = handle("PUT", "/api/v1/vm.create", b"", &submit);
