@@ -22,6 +22,7 @@
 //! The log format is described in [`log`] and in `ft-backend/README.md`.
 
 pub mod clock;
+pub mod codec;
 pub mod digest;
 pub mod entry;
 pub mod log;

@@ -6,28 +6,36 @@
 //! ```text
 //! header (32 bytes):
 //!   magic        8 bytes  "CHFTLOG\0"
-//!   version      u32 LE   3
+//!   version      u32 LE   4
 //!   reserved     u32 LE   0
 //!   config       u64 LE   digest of the kernel (and initramfs) bytes and
 //!                         the guest-visible configuration
 //!   max_delay_us u32 LE   the recording's forced-delivery bound
 //!   crc          u32 LE   CRC-32 of the 28 bytes before it
 //! frame n (n = 1, 2, ...):
-//!   length       u32 LE   bytes of tag + payload
+//!   length       u32 LE   bytes of codec + tag + raw length + body
+//!   codec        u8       0 stored, 1 zstd (the stream goes on),
+//!                         2 zstd (a new stream starts: a reset point)
 //!   tag          u8       1 clock read, 2 event, 3 checkpoint, 4 end,
 //!                         5 setup
-//!   payload      length-1 bytes (see `entry`)
-//!   crc          u32 LE   CRC-32 (IEEE) of tag + payload
+//!   raw length   u32 LE   bytes of the payload (see `entry`) once decoded
+//!   body         length-6 bytes: the payload, stored or compressed
+//!   crc          u32 LE   CRC-32 (IEEE) of codec .. body
 //! ```
 //!
 //! All integers are little-endian; byte strings inside payloads are a u32
 //! length and the bytes. Frame 1 is the `setup` frame (and only frame 1);
-//! a complete recording ends with an `end` frame.
+//! a complete recording ends with an `end` frame. Compressed frames form
+//! one zstd stream, flushed at every frame and restarted at reset points
+//! (see [`crate::codec`]): a reader decodes each frame as it arrives, and
+//! a new reader can start at a reset point.
 //! The reader validates every frame before replay starts: a frame cut off
 //! by the end of the file is [`LogError::Truncated`], a CRC mismatch or a
-//! payload that does not decode is [`LogError::Corrupt`], both with the
-//! frame number; a header whose configuration digest differs from the
-//! replaying VM's is [`LogError::Foreign`].
+//! payload that does not decode (or decompress) is [`LogError::Corrupt`],
+//! both with the frame number; a header whose configuration digest differs
+//! from the replaying VM's is [`LogError::Foreign`]. The writer refuses an
+//! entry larger than a frame may be ([`LogError::TooLarge`]), so that
+//! what it writes, the reader accepts.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -35,6 +43,7 @@ use std::path::{Path, PathBuf};
 
 use vm_migration::{ByteWriter, CodecError};
 
+use crate::codec::{Codec, Compressor, Decompressor};
 use crate::entry::Entry;
 
 /// The file magic.
@@ -42,12 +51,23 @@ pub const MAGIC: [u8; 8] = *b"CHFTLOG\0";
 /// The format version this code writes and reads.
 /// (2: the `setup` frame, first, carries the disk sizes; 3: the interrupt
 /// controller's state in checkpoints includes the PIT, and timer events
-/// may fire it.)
-pub const VERSION: u32 = 3;
+/// may fire it; 4: frames carry a codec and are compressed as one zstd
+/// stream.)
+pub const VERSION: u32 = 4;
 /// Size of the header.
 pub const HEADER_LEN: usize = 32;
-/// Largest frame accepted (a checkpoint of a whole 1 GiB guest fits).
+/// Largest payload a frame may carry, decoded (a checkpoint of a whole
+/// 1 GiB guest fits). The writer refuses larger entries.
 pub const MAX_FRAME_LEN: u32 = 1 << 31;
+/// Bytes of a frame around its body: length, codec, tag, raw length, CRC.
+pub const FRAME_OVERHEAD: usize = 4 + 1 + 1 + 4 + 4;
+
+/// The largest `length` field a reader accepts when payloads are at most
+/// `max` bytes: a compressed body may be slightly longer than its payload.
+fn max_stored_len(max: u32) -> u64 {
+    let max = u64::from(max);
+    max + max / 128 + 1024 + 6
+}
 
 /// Errors reading or writing a log.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +89,7 @@ pub enum LogError {
     },
     /// A format version this build does not read.
     #[error(
-        "{path}: log format version {found} is not supported (this build reads version {VERSION})"
+        "{path}: log format version {found} is not supported (this build reads version {VERSION}: record it again with this build)"
     )]
     Version {
         /// The file.
@@ -114,6 +134,27 @@ pub enum LogError {
         offset: u64,
         /// What is wrong.
         reason: String,
+    },
+    /// An entry too large for one frame: it was not written.
+    #[error("{path}: cannot write {what}: its {len}-byte payload exceeds the {max}-byte frame limit of the log format")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The entry.
+        what: String,
+        /// Its payload's length.
+        len: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// The compressor could not be set up.
+    #[error("{path}: cannot set up the log compressor")]
+    Codec {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::codec::CodecError,
     },
     /// The log has no end frame: the recording did not finish.
     #[error("{path}: the log has no end frame after frame {frames} (the recording did not finish): truncated")]
@@ -164,21 +205,63 @@ fn le64(b: &[u8]) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Writes a log. Entries are buffered; [`finish`](Self::finish) flushes.
+/// How a [`LogWriter`] writes frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Compress frames (one zstd stream); otherwise every frame is stored.
+    pub compress: bool,
+    /// Largest payload accepted ([`MAX_FRAME_LEN`]; smaller in tests).
+    pub max_frame_len: u32,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            compress: true,
+            max_frame_len: MAX_FRAME_LEN,
+        }
+    }
+}
+
+/// Writes a log. Entries are buffered; [`flush`](Self::flush) writes them
+/// out.
 #[derive(Debug)]
 pub struct LogWriter {
     path: PathBuf,
     out: BufWriter<File>,
+    compressor: Option<Compressor>,
+    max_frame_len: u32,
     frames: u64,
     bytes: u64,
+    raw_bytes: u64,
+    /// The frame being written (kept to reuse its memory).
+    frame: Vec<u8>,
 }
 
 impl LogWriter {
-    /// Creates (or truncates) `path` and writes the header.
+    /// Creates (or truncates) `path` and writes the header; frames are
+    /// compressed.
     pub fn create(path: &Path, header: LogHeader) -> Result<Self, LogError> {
+        Self::create_with(path, header, WriterOptions::default())
+    }
+
+    /// Creates (or truncates) `path` and writes the header.
+    pub fn create_with(
+        path: &Path,
+        header: LogHeader,
+        options: WriterOptions,
+    ) -> Result<Self, LogError> {
         let io = |source| LogError::Io {
             path: path.to_path_buf(),
             source,
+        };
+        let compressor = if options.compress {
+            Some(Compressor::new().map_err(|source| LogError::Codec {
+                path: path.to_path_buf(),
+                source,
+            })?)
+        } else {
+            None
         };
         let file = File::create(path).map_err(io)?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -186,27 +269,66 @@ impl LogWriter {
         Ok(LogWriter {
             path: path.to_path_buf(),
             out,
+            compressor,
+            max_frame_len: options.max_frame_len,
             frames: 0,
             bytes: HEADER_LEN as u64,
+            raw_bytes: HEADER_LEN as u64,
+            frame: Vec::new(),
         })
     }
 
-    /// Appends one entry as a frame.
+    /// Appends one entry as a frame. An entry whose payload exceeds the
+    /// frame limit is refused ([`LogError::TooLarge`]) and nothing is
+    /// written: the log stays readable up to the previous frame.
     pub fn append(&mut self, entry: &Entry) -> Result<(), LogError> {
         let mut w = ByteWriter::new();
-        w.u32(0).u8(entry.tag());
         entry.encode_payload(&mut w);
-        let mut frame = w.into_inner();
+        self.write_frame(entry, &w.into_inner())
+    }
+
+    fn write_frame(&mut self, entry: &Entry, payload: &[u8]) -> Result<(), LogError> {
+        let len = payload.len() as u64;
+        if len > u64::from(self.max_frame_len) {
+            return Err(LogError::TooLarge {
+                path: self.path.clone(),
+                what: entry.describe(),
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        let frame = &mut self.frame;
+        frame.clear();
+        frame.extend_from_slice(&[0; 4]);
+        frame.push(0);
+        frame.push(entry.tag());
+        frame.extend_from_slice(&(len as u32).to_le_bytes());
+        let codec = match &mut self.compressor {
+            Some(c) => c
+                .compress(payload, frame)
+                .map_err(|e| LogError::Io {
+                    path: self.path.clone(),
+                    source: std::io::Error::other(e),
+                })?,
+            None => {
+                frame.extend_from_slice(payload);
+                Codec::Stored
+            }
+        };
+        frame[4] = codec.code();
         let body_len = u32::try_from(frame.len() - 4).unwrap_or(u32::MAX);
         frame[..4].copy_from_slice(&body_len.to_le_bytes());
         let crc = crc32fast::hash(&frame[4..]);
         frame.extend_from_slice(&crc.to_le_bytes());
-        self.out.write_all(&frame).map_err(|source| LogError::Io {
+        self.out.write_all(frame).map_err(|source| LogError::Io {
             path: self.path.clone(),
             source,
         })?;
         self.frames += 1;
         self.bytes += frame.len() as u64;
+        // The size of the same frame in version 3 (length, tag, payload,
+        // CRC): the uncompressed log.
+        self.raw_bytes += len + 9;
         Ok(())
     }
 
@@ -226,6 +348,12 @@ impl LogWriter {
     /// Bytes written (header included).
     pub fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    /// Bytes the same log takes uncompressed (header included), as the
+    /// uncompressed framing of version 3 writes it: what compression saved.
+    pub fn raw_bytes(&self) -> u64 {
+        self.raw_bytes
     }
 }
 
@@ -297,16 +425,21 @@ struct FrameReader<R> {
     offset: u64,
     frame: u64,
     ended: bool,
+    max_frame_len: u32,
+    /// Created at the first compressed frame.
+    decompressor: Option<Decompressor>,
 }
 
 impl<R: Read> FrameReader<R> {
-    fn new(path: &Path, src: R) -> Self {
+    fn new(path: &Path, src: R, max_frame_len: u32) -> Self {
         FrameReader {
             path: path.to_path_buf(),
             src,
             offset: HEADER_LEN as u64,
             frame: 0,
             ended: false,
+            max_frame_len,
+            decompressor: None,
         }
     }
 
@@ -349,7 +482,7 @@ impl<R: Read> FrameReader<R> {
             return Err(truncated);
         }
         let len = u32::from_le_bytes(len);
-        if len == 0 || len > MAX_FRAME_LEN {
+        if len < 6 || u64::from(len) > max_stored_len(self.max_frame_len) {
             return Err(corrupt(format!("impossible frame length {len}")));
         }
         let len = len as usize;
@@ -367,8 +500,39 @@ impl<R: Read> FrameReader<R> {
         if crc32fast::hash(&body[..len]) != crc {
             return Err(corrupt("CRC mismatch".into()));
         }
-        let entry = Entry::decode(body[0], &body[1..len])
-            .map_err(|e: CodecError| corrupt(e.to_string()))?;
+        let codec = Codec::from_code(body[0]).map_err(|e| corrupt(e.to_string()))?;
+        let tag = body[1];
+        let raw_len = le32(&body[2..]);
+        if raw_len > self.max_frame_len {
+            return Err(corrupt(format!(
+                "a {raw_len}-byte payload exceeds the {}-byte frame limit",
+                self.max_frame_len
+            )));
+        }
+        let stored = &body[6..len];
+        let payload = if codec == Codec::Stored {
+            if stored.len() != raw_len as usize {
+                return Err(corrupt(format!(
+                    "a stored payload of {} bytes announced as {raw_len}",
+                    stored.len()
+                )));
+            }
+            std::borrow::Cow::Borrowed(stored)
+        } else {
+            let d = match &mut self.decompressor {
+                Some(d) => d,
+                None => self.decompressor.insert(
+                    Decompressor::new()
+                        .map_err(|e| corrupt(format!("cannot set up zstd: {e}")))?,
+                ),
+            };
+            let out = d
+                .decompress(codec, stored, raw_len as usize)
+                .map_err(|e| corrupt(format!("cannot decompress: {}", error_chain(&e))))?;
+            std::borrow::Cow::Owned(out)
+        };
+        let entry =
+            Entry::decode(tag, &payload).map_err(|e: CodecError| corrupt(e.to_string()))?;
         match (frame, &entry) {
             (1, Entry::Setup(_)) => {}
             (1, other) => {
@@ -385,6 +549,71 @@ impl<R: Read> FrameReader<R> {
         self.offset += len as u64 + 8;
         Ok(Some(entry))
     }
+}
+
+/// An error and its causes, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
+
+/// Where one frame sits in a log's bytes (for tools and tests that look
+/// at the raw format; [`frame_spans`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameSpan {
+    /// Byte offset of the frame (its length field).
+    pub offset: usize,
+    /// The codec byte.
+    pub codec: u8,
+    /// The entry tag.
+    pub tag: u8,
+    /// The payload's decoded length.
+    pub raw_len: u32,
+    /// The body (stored or compressed payload).
+    pub body: std::ops::Range<usize>,
+}
+
+impl FrameSpan {
+    /// The bytes the frame's CRC covers (codec to the end of the body).
+    pub fn crc_covered(&self) -> std::ops::Range<usize> {
+        self.offset + 4..self.body.end
+    }
+}
+
+/// The frames of a log's bytes, by their length fields alone (no CRC or
+/// payload check); stops at the first frame cut by the end of `data`.
+pub fn frame_spans(data: &[u8]) -> Vec<FrameSpan> {
+    let mut v = Vec::new();
+    let mut pos = HEADER_LEN;
+    while pos + 10 <= data.len() {
+        let len = le32(&data[pos..]) as usize;
+        let end = pos.saturating_add(4).saturating_add(len);
+        if len < 6 || end.saturating_add(4) > data.len() {
+            break;
+        }
+        v.push(FrameSpan {
+            offset: pos,
+            codec: data[pos + 4],
+            tag: data[pos + 5],
+            raw_len: le32(&data[pos + 6..]),
+            body: pos + 10..end,
+        });
+        pos = end + 4;
+    }
+    v
+}
+
+/// Sets the CRC of frame `span` in `data` to match its bytes (for tests
+/// that alter a frame on purpose).
+pub fn refresh_crc(data: &mut [u8], span: &FrameSpan) {
+    let crc = crc32fast::hash(&data[span.crc_covered()]);
+    data[span.body.end..span.body.end + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A whole log, read and validated, in memory.
@@ -409,9 +638,20 @@ impl LogReader {
 
     /// Validates and decodes log bytes (`path` only names the log in errors).
     pub fn parse(path: &Path, data: &[u8], expected_config: Option<u64>) -> Result<Self, LogError> {
+        Self::parse_with_limit(path, data, expected_config, MAX_FRAME_LEN)
+    }
+
+    /// As [`parse`](Self::parse), accepting payloads up to `max_frame_len`
+    /// bytes (a smaller limit than the format's, for tests).
+    pub fn parse_with_limit(
+        path: &Path,
+        data: &[u8],
+        expected_config: Option<u64>,
+        max_frame_len: u32,
+    ) -> Result<Self, LogError> {
         let mut src = data;
         let header = read_header(&mut src, path, expected_config)?;
-        let mut frames = FrameReader::new(path, src);
+        let mut frames = FrameReader::new(path, src, max_frame_len);
         let mut entries = Vec::new();
         while let Some(e) = frames.next_entry()? {
             entries.push(e);
@@ -448,7 +688,7 @@ impl LogStream {
         };
         let mut src = open()?;
         let header = read_header(&mut src, path, expected_config)?;
-        let mut check = FrameReader::new(path, src);
+        let mut check = FrameReader::new(path, src, MAX_FRAME_LEN);
         while check.next_entry()?.is_some() {}
         let frames = check.frame;
         let mut src = open()?;
@@ -457,7 +697,7 @@ impl LogStream {
             header,
             frames,
             LogStream {
-                frames: FrameReader::new(path, src),
+                frames: FrameReader::new(path, src, MAX_FRAME_LEN),
                 done: false,
             },
         ))

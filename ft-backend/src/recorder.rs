@@ -35,6 +35,10 @@ pub struct RecordStats {
     pub largest_checkpoint_bytes: u64,
     /// Bytes written to the log, header included.
     pub log_bytes: u64,
+    /// Bytes the same log takes uncompressed, header included (the
+    /// uncompressed framing of log version 3): `log_bytes` before
+    /// compression.
+    pub raw_log_bytes: u64,
 }
 
 /// Writes a recording.
@@ -57,6 +61,7 @@ impl Recorder {
         Ok(Recorder {
             stats: RecordStats {
                 log_bytes: writer.bytes(),
+                raw_log_bytes: writer.raw_bytes(),
                 ..RecordStats::default()
             },
             writer,
@@ -74,6 +79,7 @@ impl Recorder {
             self.error = Some(e);
         }
         self.stats.log_bytes = self.writer.bytes();
+        self.stats.raw_log_bytes = self.writer.raw_bytes();
     }
 
     /// Sets the count of guest-caused exits so far.
@@ -183,6 +189,7 @@ mod tests {
         assert_eq!(log.entries[0], Entry::Setup(setup));
         assert_eq!(log.entries[2].exit(), 3);
         assert_eq!(s.log_bytes, std::fs::metadata(&path).unwrap().len());
+        assert!(s.raw_log_bytes >= s.log_bytes);
         assert!(Recorder::create(&dir.join("no/such/dir.log"), header, Setup::default()).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
