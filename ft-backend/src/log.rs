@@ -304,12 +304,10 @@ impl LogWriter {
         frame.push(entry.tag());
         frame.extend_from_slice(&(len as u32).to_le_bytes());
         let codec = match &mut self.compressor {
-            Some(c) => c
-                .compress(payload, frame)
-                .map_err(|e| LogError::Io {
-                    path: self.path.clone(),
-                    source: std::io::Error::other(e),
-                })?,
+            Some(c) => c.compress(payload, frame).map_err(|e| LogError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            })?,
             None => {
                 frame.extend_from_slice(payload);
                 Codec::Stored
@@ -522,8 +520,7 @@ impl<R: Read> FrameReader<R> {
             let d = match &mut self.decompressor {
                 Some(d) => d,
                 None => self.decompressor.insert(
-                    Decompressor::new()
-                        .map_err(|e| corrupt(format!("cannot set up zstd: {e}")))?,
+                    Decompressor::new().map_err(|e| corrupt(format!("cannot set up zstd: {e}")))?,
                 ),
             };
             let out = d
@@ -531,8 +528,7 @@ impl<R: Read> FrameReader<R> {
                 .map_err(|e| corrupt(format!("cannot decompress: {}", error_chain(&e))))?;
             std::borrow::Cow::Owned(out)
         };
-        let entry =
-            Entry::decode(tag, &payload).map_err(|e: CodecError| corrupt(e.to_string()))?;
+        let entry = Entry::decode(tag, &payload).map_err(|e: CodecError| corrupt(e.to_string()))?;
         match (frame, &entry) {
             (1, Entry::Setup(_)) => {}
             (1, other) => {
@@ -822,13 +818,25 @@ mod tests {
             Err(LogError::NotALog { .. })
         ));
         assert!(matches!(parse(&[], None), Err(LogError::NotALog { .. })));
-        let mut v = data.clone();
-        // Version 1 logs (no setup frame) are refused by version.
-        v[8] = 1;
-        assert!(matches!(
-            parse(&v, None),
-            Err(LogError::Version { found: 1, .. })
-        ));
+        // Older versions are refused by version, with their CRC intact:
+        // 1 (no setup frame), 2 (no PIT), 3 (uncompressed frames).
+        for old in 1..VERSION {
+            let mut v = data.clone();
+            v[8..12].copy_from_slice(&old.to_le_bytes());
+            let crc = crc32fast::hash(&v[..28]);
+            v[28..32].copy_from_slice(&crc.to_le_bytes());
+            match parse(&v, None) {
+                Err(e @ LogError::Version { .. }) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(&format!("version {old} is not supported"))
+                            && msg.contains("record it again"),
+                        "{msg}"
+                    );
+                }
+                other => panic!("version {old}: {other:?}"),
+            }
+        }
         let mut h = data.clone();
         h[20] ^= 1;
         assert!(matches!(
@@ -840,9 +848,9 @@ mod tests {
     #[test]
     fn truncation_names_the_frame() {
         let (data, _) = sample_log();
-        // Cut inside each frame: frame 1 (setup, no disks) spans
-        // [32, 32+4+5+4).
-        let f1_end = HEADER_LEN + 4 + 5 + 4;
+        // Cut inside each frame: frame 1 (setup, no disks: a 4-byte
+        // payload, stored) spans [32, 32 + 4 + 6 + 4 + 4).
+        let f1_end = HEADER_LEN + FRAME_OVERHEAD + 4;
         for cut in HEADER_LEN + 1..f1_end {
             match parse(&data[..cut], None) {
                 Err(LogError::Truncated { frame: 1, .. }) => {}
@@ -878,7 +886,7 @@ mod tests {
             assert!(s.contains("frame"), "{s}");
         }
         let mut d = data.clone();
-        d[HEADER_LEN + 10] ^= 1;
+        d[HEADER_LEN + 11] ^= 1;
         match parse(&d, None) {
             Err(LogError::Corrupt {
                 frame: 1, reason, ..
@@ -886,7 +894,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let mut extra = data.clone();
-        extra.extend_from_slice(&data[HEADER_LEN..HEADER_LEN + 25]);
+        extra.extend_from_slice(&data[HEADER_LEN..HEADER_LEN + 30]);
         assert!(matches!(
             parse(&extra, None),
             Err(LogError::Corrupt { frame: 5, .. })
@@ -930,6 +938,230 @@ mod tests {
             parse(&write(&[&setup, &setup, &end]), None),
             Err(LogError::Corrupt { frame: 2, .. })
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn checkpoint(seq: u64, pages: Vec<(u64, Vec<u8>)>, vcpu: usize) -> Entry {
+        Entry::Checkpoint(Box::new(crate::entry::Checkpoint {
+            exit: seq * 10,
+            at: ExitId::default(),
+            seq,
+            pages,
+            vcpu: vec![0x5a; vcpu],
+            devices: vec![("serial".into(), vec![1; 40])],
+            ready_for_interrupt: seq % 2 == 0,
+            digest: None,
+        }))
+    }
+
+    fn write_log(path: &Path, entries: &[Entry], options: WriterOptions) -> Result<(), LogError> {
+        let header = LogHeader {
+            config_digest: 3,
+            max_delay_us: 2000,
+        };
+        let mut w = LogWriter::create_with(path, header, options)?;
+        for e in entries {
+            w.append(e)?;
+        }
+        w.flush()
+    }
+
+    /// Checkpoints that repeat earlier pages with a few bytes changed, and
+    /// zero pages: what recorded logs are made of.
+    fn page_heavy_log() -> Vec<Entry> {
+        let mut entries = vec![Entry::Setup(Setup::default())];
+        let mut x = 1u64;
+        let mut page: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for seq in 1..=40u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            page[(x >> 40) as usize % 4096] ^= 0x21;
+            let pages = vec![(0x1000, page.clone()), (0x2000 * seq, vec![0; 4096])];
+            entries.push(Entry::ClockRead {
+                exit: seq * 10,
+                value: x >> 20,
+            });
+            entries.push(checkpoint(seq, pages, 600));
+        }
+        entries.push(Entry::End {
+            exit: 999,
+            reason: EndReason::Shutdown,
+            digest: 5,
+        });
+        entries
+    }
+
+    #[test]
+    fn compressed_and_stored_logs_read_back_the_same() {
+        let dir = std::env::temp_dir().join(format!("ft-codec-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let entries = page_heavy_log();
+        let mut sizes = Vec::new();
+        for compress in [true, false] {
+            let path = dir.join(format!("c{compress}.log"));
+            let options = WriterOptions {
+                compress,
+                ..WriterOptions::default()
+            };
+            write_log(&path, &entries, options).unwrap();
+            let r = LogReader::open(&path, Some(3)).unwrap();
+            assert_eq!(r.entries, entries);
+            let (_, frames, stream) = LogStream::open(&path, Some(3)).unwrap();
+            assert_eq!(frames, entries.len() as u64);
+            let streamed: Vec<Entry> = stream.map(|e| e.unwrap()).collect();
+            assert_eq!(streamed, entries);
+            let data = std::fs::read(&path).unwrap();
+            let spans = frame_spans(&data);
+            assert_eq!(spans.len(), entries.len());
+            let codecs: Vec<u8> = spans.iter().map(|s| s.codec).collect();
+            if compress {
+                // The first compressible frame starts the stream; later
+                // ones go on with it; short ones are stored.
+                let first = codecs.iter().position(|&c| c != 0).unwrap();
+                assert_eq!(codecs[first], 2);
+                assert!(codecs[first + 1..].iter().all(|&c| c != 2));
+                assert!(codecs.contains(&1));
+            } else {
+                assert!(codecs.iter().all(|&c| c == 0));
+            }
+            sizes.push(data.len());
+        }
+        // Repeated and zero pages cost a small fraction once compressed.
+        assert!(sizes[0] * 10 < sizes[1], "{sizes:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_corrupt_compressed_frame_is_refused_clearly() {
+        let dir = std::env::temp_dir().join(format!("ft-codec-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.log");
+        write_log(&path, &page_heavy_log(), WriterOptions::default()).unwrap();
+        let data = std::fs::read(&path).unwrap();
+        let spans = frame_spans(&data);
+        let mut refused = 0;
+        for (i, span) in spans.iter().enumerate().filter(|(_, s)| s.codec != 0) {
+            for at in [span.body.start, span.body.start + span.body.len() / 2] {
+                let mut bad = data.clone();
+                bad[at] ^= 0x5a;
+                // The CRC matches the altered bytes: only the decoder can
+                // tell.
+                refresh_crc(&mut bad, span);
+                match parse(&bad, None) {
+                    Err(LogError::Corrupt { frame, reason, .. }) => {
+                        assert_eq!(frame, i as u64 + 1);
+                        assert!(
+                            reason.contains("decompress") || reason.contains("bytes"),
+                            "{reason}"
+                        );
+                        refused += 1;
+                    }
+                    // A flip that zstd decodes to other bytes of the same
+                    // length is possible; what it decodes to is then
+                    // checked as a payload, or differs from the log.
+                    Err(e) => assert!(e.to_string().contains("frame"), "{e}"),
+                    Ok(r) => assert_ne!(r.entries, page_heavy_log()),
+                }
+            }
+        }
+        assert!(refused > 0);
+        // A compressed frame that continues a stream the reader never saw
+        // start: refused, not misread.
+        let first = spans.iter().position(|s| s.codec == 2).unwrap();
+        let mut bad = data.clone();
+        bad[spans[first].offset + 4] = 1;
+        refresh_crc(&mut bad, &spans[first]);
+        match parse(&bad, None) {
+            Err(LogError::Corrupt { frame, reason, .. }) => {
+                assert_eq!(frame, first as u64 + 1);
+                assert!(reason.contains("reset point"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // An unknown codec.
+        let mut bad = data.clone();
+        bad[spans[first].offset + 4] = 9;
+        refresh_crc(&mut bad, &spans[first]);
+        match parse(&bad, None) {
+            Err(LogError::Corrupt { reason, .. }) => {
+                assert!(reason.contains("codec 9"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The encoded payload length of a checkpoint with `vcpu` state bytes.
+    fn checkpoint_len(vcpu: usize) -> usize {
+        let mut w = ByteWriter::new();
+        checkpoint(1, vec![(0, vec![7; 4096])], vcpu).encode_payload(&mut w);
+        w.into_inner().len()
+    }
+
+    #[test]
+    fn a_checkpoint_at_the_frame_limit_is_written_and_one_over_it_is_refused() {
+        let dir = std::env::temp_dir().join(format!("ft-limit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let max: u32 = 64 << 10;
+        let base = checkpoint_len(0);
+        let at_limit = checkpoint(1, vec![(0, vec![7; 4096])], max as usize - base);
+        let over = checkpoint(2, vec![(0, vec![7; 4096])], max as usize - base + 1);
+        assert_eq!(checkpoint_len(max as usize - base), max as usize);
+        for compress in [true, false] {
+            let options = WriterOptions {
+                compress,
+                max_frame_len: max,
+            };
+            let path = dir.join(format!("l{compress}.log"));
+            let header = LogHeader {
+                config_digest: 3,
+                max_delay_us: 2000,
+            };
+            let mut w = LogWriter::create_with(&path, header, options).unwrap();
+            w.append(&Entry::Setup(Setup::default())).unwrap();
+            w.append(&at_limit).unwrap();
+            match w.append(&over) {
+                Err(e @ LogError::TooLarge { .. }) => {
+                    let msg = e.to_string();
+                    assert!(
+                        msg.contains(&format!("{}-byte payload", max + 1))
+                            && msg.contains(&format!("{max}-byte frame limit"))
+                            && msg.contains("checkpoint 2"),
+                        "{msg}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            let end = Entry::End {
+                exit: 30,
+                reason: EndReason::Shutdown,
+                digest: 1,
+            };
+            w.append(&end).unwrap();
+            w.flush().unwrap();
+            // Nothing of the refused frame was written: the log reads
+            // whole, with the frame at the limit, under the same limit.
+            let data = std::fs::read(&path).unwrap();
+            let r = LogReader::parse_with_limit(&path, &data, None, max).unwrap();
+            assert_eq!(r.entries.len(), 3);
+            assert_eq!(r.entries[1], at_limit);
+            // A reader with a smaller limit refuses that frame as corrupt
+            // rather than allocating for it.
+            match LogReader::parse_with_limit(&path, &data, None, max - 1) {
+                Err(LogError::Corrupt {
+                    frame: 2, reason, ..
+                }) => {
+                    assert!(
+                        reason.contains("frame limit") || reason.contains("length"),
+                        "{reason}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

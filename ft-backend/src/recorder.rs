@@ -189,7 +189,9 @@ mod tests {
         assert_eq!(log.entries[0], Entry::Setup(setup));
         assert_eq!(log.entries[2].exit(), 3);
         assert_eq!(s.log_bytes, std::fs::metadata(&path).unwrap().len());
-        assert!(s.raw_log_bytes >= s.log_bytes);
+        // Version 3's framing: header, then length, tag, payload and CRC
+        // (setup: 4 + 4 + 6 + 8; clock read: 16; event: 8 + 17 + 1; end: 17).
+        assert_eq!(s.raw_log_bytes, 32 + 4 * 9 + 22 + 16 + 26 + 17);
         assert!(Recorder::create(&dir.join("no/such/dir.log"), header, Setup::default()).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
