@@ -409,9 +409,8 @@ mod tests {
                 // Either zstd refuses it or the length check does; a body
                 // that still decodes to the same length is caught by the
                 // frame CRC in the log reader.
-                match d.decompress(*codec, &bad, p.len()) {
-                    Ok(out) => assert_eq!(out.len(), p.len()),
-                    Err(_) => {}
+                if let Ok(out) = d.decompress(*codec, &bad, p.len()) {
+                    assert_eq!(out.len(), p.len());
                 }
             }
             // A wrong announced length is always refused.
