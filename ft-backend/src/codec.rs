@@ -27,14 +27,15 @@ use std::io;
 use zstd::stream::raw::{CParameter, Decoder, Encoder, InBuffer, Operation, OutBuffer};
 
 /// The compressor starts a new stream (a reset point) once this many
-/// payload bytes went into the current one.
-pub const RESET_BYTES: u64 = 64 << 20;
+/// payload bytes went into the current one (four windows: a reset
+/// forgets the window, so frequent ones cost what the window gains).
+pub const RESET_BYTES: u64 = 512 << 20;
 /// zstd level: the fastest of the standard levels (recording speed first;
 /// level 3 gained little on recorded logs, see `ft-backend/README.md`).
 pub const LEVEL: i32 = 1;
 /// log2 of the stream's window (8 MiB): how far back a frame may refer.
 /// A reader needs that much memory per stream.
-pub const WINDOW_LOG: u32 = 23;
+pub const WINDOW_LOG: u32 = 27;
 /// Payloads shorter than this are stored: a zstd block header and the
 /// flush cost more than they could save.
 pub const MIN_COMPRESS: usize = 32;
@@ -97,6 +98,8 @@ impl Codec {
 /// The writing side: compresses frame payloads into one stream.
 pub struct Compressor {
     encoder: Encoder<'static>,
+    /// Payload bytes after which the next frame starts a new stream.
+    reset_bytes: u64,
     /// Payload bytes in the current stream; `None` before the first.
     in_stream: Option<u64>,
 }
@@ -110,11 +113,21 @@ impl std::fmt::Debug for Compressor {
 }
 
 impl Compressor {
-    /// A compressor at [`LEVEL`] with a [`WINDOW_LOG`] window.
+    /// A compressor at [`LEVEL`] with a [`WINDOW_LOG`] window and long
+    /// distance matching, starting a new stream every [`RESET_BYTES`].
     pub fn new() -> Result<Self, CodecError> {
+        Self::with_reset_bytes(RESET_BYTES)
+    }
+
+    /// As [`new`](Self::new), starting a new stream every `reset_bytes`
+    /// of payload.
+    pub fn with_reset_bytes(reset_bytes: u64) -> Result<Self, CodecError> {
         let mut encoder = Encoder::new(LEVEL).map_err(CodecError::Zstd)?;
         encoder
             .set_parameter(CParameter::WindowLog(WINDOW_LOG))
+            .map_err(CodecError::Zstd)?;
+        encoder
+            .set_parameter(CParameter::EnableLongDistanceMatching(true))
             .map_err(CodecError::Zstd)?;
         // The frame CRC covers the body; zstd's own checksum would only
         // come at the end of a stream.
@@ -123,6 +136,7 @@ impl Compressor {
             .map_err(CodecError::Zstd)?;
         Ok(Compressor {
             encoder,
+            reset_bytes,
             in_stream: None,
         })
     }
@@ -136,7 +150,7 @@ impl Compressor {
             return Ok(Codec::Stored);
         }
         let codec = match self.in_stream {
-            Some(n) if n < RESET_BYTES => Codec::Continue,
+            Some(n) if n < self.reset_bytes => Codec::Continue,
             Some(_) => {
                 self.encoder.reinit().map_err(CodecError::Zstd)?;
                 Codec::Start
@@ -342,12 +356,13 @@ mod tests {
 
     #[test]
     fn the_stream_resets_and_a_new_reader_starts_there() {
-        let mut c = Compressor::new().unwrap();
+        const RESET: u64 = 8 << 20;
+        let mut c = Compressor::with_reset_bytes(RESET).unwrap();
         let page: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut frames = Vec::new();
         let mut total = 0u64;
         // Enough frames to pass a reset point.
-        while total < RESET_BYTES + (4 << 20) {
+        while total < RESET + (4 << 20) {
             let mut p = Vec::new();
             for k in 0..256u32 {
                 p.extend_from_slice(&page);
@@ -362,7 +377,7 @@ mod tests {
             .filter(|&i| frames[i].0 == Codec::Start)
             .collect();
         assert_eq!(starts[0], 0);
-        assert_eq!(starts.len(), 2, "one reset after {RESET_BYTES} bytes");
+        assert_eq!(starts.len(), 2, "one reset after {RESET} bytes");
         // A reader starting at the reset point decodes from there on...
         let mut late = Decompressor::new().unwrap();
         for (codec, body, p) in &frames[starts[1]..] {

@@ -26,6 +26,7 @@ pub mod codec;
 pub mod digest;
 pub mod entry;
 pub mod log;
+pub mod log_thread;
 pub mod recorder;
 pub mod replayer;
 

@@ -282,26 +282,34 @@ impl LogWriter {
     /// frame limit is refused ([`LogError::TooLarge`]) and nothing is
     /// written: the log stays readable up to the previous frame.
     pub fn append(&mut self, entry: &Entry) -> Result<(), LogError> {
-        let mut w = ByteWriter::new();
-        entry.encode_payload(&mut w);
-        self.write_frame(entry, &w.into_inner())
+        let payload = self.encode(entry)?;
+        self.write_payload(entry.tag(), &payload)
     }
 
-    fn write_frame(&mut self, entry: &Entry, payload: &[u8]) -> Result<(), LogError> {
+    /// The payload of `entry`, refused when it exceeds the frame limit.
+    fn encode(&self, entry: &Entry) -> Result<Vec<u8>, LogError> {
+        encode_entry(&self.path, self.max_frame_len, entry)
+    }
+
+    /// The file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The largest payload this writer accepts.
+    pub(crate) fn max_frame_len(&self) -> u32 {
+        self.max_frame_len
+    }
+
+    /// Writes a frame with an encoded payload (within the frame limit,
+    /// checked by [`encode`](Self::encode)).
+    pub(crate) fn write_payload(&mut self, tag: u8, payload: &[u8]) -> Result<(), LogError> {
         let len = payload.len() as u64;
-        if len > u64::from(self.max_frame_len) {
-            return Err(LogError::TooLarge {
-                path: self.path.clone(),
-                what: entry.describe(),
-                len,
-                max: self.max_frame_len,
-            });
-        }
         let frame = &mut self.frame;
         frame.clear();
         frame.extend_from_slice(&[0; 4]);
         frame.push(0);
-        frame.push(entry.tag());
+        frame.push(tag);
         frame.extend_from_slice(&(len as u32).to_le_bytes());
         let codec = match &mut self.compressor {
             Some(c) => c.compress(payload, frame).map_err(|e| LogError::Io {
@@ -353,6 +361,23 @@ impl LogWriter {
     pub fn raw_bytes(&self) -> u64 {
         self.raw_bytes
     }
+}
+
+/// The payload of `entry`, refused ([`LogError::TooLarge`]) when it
+/// exceeds `max` bytes; `path` names the log in the error.
+pub(crate) fn encode_entry(path: &Path, max: u32, entry: &Entry) -> Result<Vec<u8>, LogError> {
+    let mut w = ByteWriter::new();
+    entry.encode_payload(&mut w);
+    let payload = w.into_inner();
+    if payload.len() as u64 > u64::from(max) {
+        return Err(LogError::TooLarge {
+            path: path.to_path_buf(),
+            what: entry.describe(),
+            len: payload.len() as u64,
+            max,
+        });
+    }
+    Ok(payload)
 }
 
 /// Reads the header from `src` and checks it (magic, version, CRC, and

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::entry::{Checkpoint, EndReason, Entry, Event, ExitId, Setup};
 use crate::log::{LogError, LogHeader, LogWriter};
+use crate::log_thread::LogThread;
 
 /// Errors while recording.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +45,7 @@ pub struct RecordStats {
 /// Writes a recording.
 #[derive(Debug)]
 pub struct Recorder {
-    writer: LogWriter,
+    writer: LogThread,
     exit: u64,
     error: Option<LogError>,
     stats: RecordStats,
@@ -58,6 +59,7 @@ impl Recorder {
         writer
             .append(&Entry::Setup(setup))
             .map_err(RecordError::Log)?;
+        let writer = LogThread::spawn(writer).map_err(RecordError::Log)?;
         Ok(Recorder {
             stats: RecordStats {
                 log_bytes: writer.bytes(),
@@ -136,7 +138,10 @@ impl Recorder {
         });
         self.ended = true;
         self.check()?;
-        self.writer.flush().map_err(RecordError::Log)
+        let done = self.writer.finish().map_err(RecordError::Log);
+        self.stats.log_bytes = self.writer.bytes();
+        self.stats.raw_log_bytes = self.writer.raw_bytes();
+        done
     }
 
     /// Whether the end was logged.

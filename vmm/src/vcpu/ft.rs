@@ -124,9 +124,6 @@ pub struct Record {
     pub waiting_since: Option<u64>,
     /// Checkpoints taken.
     pub seq: u64,
-    /// When the dirty log was last cleared (a checkpoint or a synchronous
-    /// exit): checkpoints carry the pages written since.
-    pub dirty_reset: std::time::Instant,
 }
 
 /// The replaying side.
@@ -272,7 +269,6 @@ impl FtContext {
                             max_delay_ns: max_delay_us.saturating_mul(1000),
                             waiting_since: None,
                             seq: 0,
-                            dirty_reset: std::time::Instant::now(),
                         }),
                         c,
                     )
@@ -351,42 +347,11 @@ impl FtContext {
             FtRole::Record(r) => {
                 self.last_id = ExitId::of(exit, vcpu.exit_rip().map_err(FtError::Registers)?);
                 lock(&r.recorder).set_exit(self.exits);
-                if r.dirty_reset.elapsed().as_nanos() >= u128::from(r.max_delay_ns) {
-                    self.reset_dirty_log()?;
-                }
             }
             FtRole::Replay(r) => {
                 self.last_id = ExitId::of(exit, vcpu.exit_rip().map_err(FtError::Registers)?);
                 lock(&r.replayer).set_exit(self.exits);
             }
-        }
-        Ok(())
-    }
-
-    /// Record mode, at a synchronous exit: clears KVM's dirty log.
-    ///
-    /// A checkpoint must carry the pages whose contents differ between
-    /// this synchronous point, where replay will stand (it reproduces
-    /// every guest write up to here by running the guest, and every VMM
-    /// write at exits by applying the same events), and the kick where
-    /// the recording takes it. Those are the pages the guest wrote since
-    /// its last synchronous exit (or the last checkpoint), not since the
-    /// last checkpoint: pages written and then followed by a synchronous
-    /// exit (a filled I/O buffer, then the notify) need not be sent.
-    ///
-    /// Clearing costs an ioctl and a write fault on each page written
-    /// again (tens of µs here, with shadow paging): it is done at most
-    /// once per `max_delay_us`, so a checkpoint also carries what the guest
-    /// wrote in the `max_delay_us` before its last synchronous exit, which
-    /// bounds the cost to a few percent of an exit-heavy guest.
-    fn reset_dirty_log(&mut self) -> Result<(), FtError> {
-        if let FtRole::Record(r) = &mut self.role {
-            r.dirty_reset = std::time::Instant::now();
-        }
-        for (slot, region) in self.memory.iter().enumerate() {
-            self.vm
-                .get_dirty_log(u32::try_from(slot).unwrap_or(u32::MAX), region.len())
-                .map_err(FtError::DirtyLog)?;
         }
         Ok(())
     }
@@ -527,9 +492,6 @@ impl FtContext {
             }
             _ => 0,
         };
-        if let FtRole::Record(r) = &mut self.role {
-            r.dirty_reset = std::time::Instant::now();
-        }
         let mut pages = Vec::new();
         for (slot, region) in self.memory.iter().enumerate() {
             let base = region.start_addr().0;
