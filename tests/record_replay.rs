@@ -179,9 +179,27 @@ fn replaying_twice_gives_the_same_result() {
     assert_eq!(digest(&first), digest(&second));
 }
 
-// ---- the log file, frame by frame (format in ft-backend/src/log.rs) ----
+// ---- the log file (format in ft-backend/src/log.rs), read and altered
+// through ft-backend's own reader and writer ----
 
-/// CRC-32 (IEEE), as the log frames use.
+use ft_backend::log::{frame_spans, refresh_crc, FrameSpan, LogWriter};
+use ft_backend::{Entry, Event, LogReader};
+
+/// The entries of the log at `path`, and its header.
+fn read_log(path: &Path) -> LogReader {
+    LogReader::open(path, None).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Writes `log`'s header and `entries` as a new log at `path`.
+fn write_log(path: &Path, log: &LogReader, entries: &[Entry]) {
+    let mut w = LogWriter::create(path, log.header).expect("create the log");
+    for e in entries {
+        w.append(e).expect("append");
+    }
+    w.flush().expect("flush the log");
+}
+
+/// CRC-32 (IEEE), as the log header uses.
 fn crc32(data: &[u8]) -> u32 {
     let mut crc = 0xffff_ffffu32;
     for &b in data {
@@ -197,26 +215,6 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
-/// (offset, tag, payload range) of every frame.
-fn frames(log: &[u8]) -> Vec<(usize, u8, std::ops::Range<usize>)> {
-    let mut v = Vec::new();
-    let mut pos = 32;
-    while pos < log.len() {
-        let len = u32::from_le_bytes(log[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        v.push((pos, log[pos + 4], pos + 5..pos + 4 + len));
-        pos += len + 8;
-    }
-    v
-}
-
-fn refresh_crc(log: &mut [u8], frame: &(usize, u8, std::ops::Range<usize>)) {
-    let body = frame.0 + 4..frame.2.end;
-    let crc = crc32(&log[body.clone()]);
-    log[body.end..body.end + 4].copy_from_slice(&crc.to_le_bytes());
-}
-
-const TAG_EVENT: u8 = 2;
-const TAG_CHECKPOINT: u8 = 3;
 const TICKS: &str = "workload=ticks count=20 hz=200";
 
 fn recorded_ticks(dir: &TempDir) -> Vec<u8> {
@@ -235,22 +233,28 @@ fn replay_bytes(dir: &TempDir, bytes: &[u8]) -> Output {
 #[test]
 fn an_altered_input_is_reported_as_divergence() {
     let dir = TempDir::new("rr-alter");
-    let log = recorded_ticks(&dir);
-    let all = frames(&log);
-    let events: Vec<_> = all.iter().filter(|f| f.1 == TAG_EVENT).collect();
+    recorded_ticks(&dir);
+    let log = read_log(&dir.path("run.log"));
+    let events: Vec<usize> = (0..log.entries.len())
+        .filter(|&i| matches!(log.entries[i], Entry::Event { .. }))
+        .collect();
     assert!(events.len() >= 10, "{} events", events.len());
-    let exit_of = |f: &(usize, u8, std::ops::Range<usize>)| {
-        u64::from_le_bytes(log[f.2.start..f.2.start + 8].try_into().expect("8 bytes"))
+    let target = events[4];
+    let exit = log.entries[target].exit();
+    let altered_with = |change: &dyn Fn(&mut Entry)| {
+        let mut entries = log.entries.clone();
+        change(&mut entries[target]);
+        let path = dir.path("altered.log");
+        write_log(&path, &log, &entries);
+        run_ft(TICKS, "replay", &path)
     };
 
     // 1. The RIP of the fifth timer event's exit: caught at that exit.
-    let target = events[4];
-    let exit = exit_of(target);
-    let mut altered = log.clone();
-    let rip = target.2.start + 8 + 1 + 8; // exit, kind, address
-    altered[rip] ^= 0x10;
-    refresh_crc(&mut altered, target);
-    let out = replay_bytes(&dir, &altered);
+    let out = altered_with(&|e| {
+        if let Entry::Event { at, .. } = e {
+            at.rip ^= 0x10;
+        }
+    });
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
@@ -260,12 +264,11 @@ fn an_altered_input_is_reported_as_divergence() {
 
     // 2. A timer expiry delivered one exit later than recorded: the guest
     //    does something else; replay stops at an exit it names.
-    let target = events[4];
-    let exit = exit_of(target);
-    let mut altered = log.clone();
-    altered[target.2.start..target.2.start + 8].copy_from_slice(&(exit + 1).to_le_bytes());
-    refresh_crc(&mut altered, target);
-    let out = replay_bytes(&dir, &altered);
+    let out = altered_with(&|e| {
+        if let Entry::Event { exit, .. } = e {
+            *exit += 1;
+        }
+    });
     assert!(!out.status.success(), "altered log replayed fine");
     let err = text(&out.stderr);
     assert!(err.contains("replay diverged at exit "), "{err}");
@@ -277,19 +280,19 @@ fn an_altered_input_is_reported_as_divergence() {
 fn truncated_corrupt_and_foreign_logs_are_refused() {
     let dir = TempDir::new("rr-bad");
     let log = recorded_ticks(&dir);
-    let all = frames(&log);
+    let all: Vec<FrameSpan> = frame_spans(&log);
     assert!(all.len() > 5);
 
     // Cut in the middle of the fourth frame.
     let f = &all[3];
-    let out = replay_bytes(&dir, &log[..f.2.start + 2]);
+    let out = replay_bytes(&dir, &log[..f.body.start + 2]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("truncated in frame 4"), "{err}");
     assert!(!text(&out.stdout).contains("ready"), "ran with a bad log");
 
     // Cut cleanly between frames: no end frame.
-    let out = replay_bytes(&dir, &log[..all[3].0]);
+    let out = replay_bytes(&dir, &log[..all[3].offset]);
     assert!(
         text(&out.stderr).contains("no end frame"),
         "{}",
@@ -298,7 +301,7 @@ fn truncated_corrupt_and_foreign_logs_are_refused() {
 
     // A flipped bit in the third frame.
     let mut bad = log.clone();
-    bad[all[2].2.start] ^= 0x01;
+    bad[all[2].body.start] ^= 0x01;
     let out = replay_bytes(&dir, &bad);
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -525,32 +528,27 @@ fn checkpoints_compare_virtio_state() {
     assert_eq!(text(&rec.stdout), text(&rep.stdout));
     assert_eq!(digest(&rec), digest(&rep));
 
-    let mut bytes = std::fs::read(&log).expect("read the log");
-    let cp = frames(&bytes)
-        .into_iter()
-        .find(|f| f.1 == TAG_CHECKPOINT)
-        .expect("a checkpoint frame");
-    let exit = u64::from_le_bytes(
-        bytes[cp.2.start..cp.2.start + 8]
-            .try_into()
-            .expect("8 bytes"),
-    );
-    // The device list follows the pages and the vCPU state: the last
-    // "_disk0" id (u32 length 6, then the id), then its state bytes.
-    let needle = b"\x06\0\0\0_disk0";
-    let at = bytes[cp.2.clone()]
-        .windows(needle.len())
-        .rposition(|w| w == needle)
-        .expect("the virtio-blk state in the checkpoint")
-        + cp.2.start
-        + needle.len();
-    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+    let recorded = read_log(&log);
+    let mut entries = recorded.entries.clone();
+    let (exit, state) = entries
+        .iter_mut()
+        .find_map(|e| match e {
+            Entry::Checkpoint(c) => {
+                let exit = c.exit;
+                c.devices
+                    .iter_mut()
+                    .find(|(id, _)| id == "_disk0")
+                    .map(|(_, state)| (exit, state))
+            }
+            _ => None,
+        })
+        .expect("the virtio-blk state in a checkpoint");
+    let len = state.len();
     assert!(len > 256, "a {len}-byte virtio-blk state");
     // Any byte will do: states are compared byte for byte.
-    bytes[at + 4 + len / 2] ^= 0x01;
-    refresh_crc(&mut bytes, &cp);
+    state[len / 2] ^= 0x01;
     let altered = dir.path("altered.log");
-    std::fs::write(&altered, &bytes).expect("write the log");
+    write_log(&altered, &recorded, &entries);
     let out = run("replay", &altered);
     assert!(!out.status.success(), "altered virtio state replayed fine");
     let err = text(&out.stderr);
@@ -715,18 +713,23 @@ fn serial_input_is_recorded_and_replayed() {
     assert_eq!(text(&rec.stdout), text(&rep.stdout));
     assert_eq!(digest(&rec), digest(&rep));
 
-    // The input event carries its bytes; alter one (CRC fixed up).
-    let mut bytes = std::fs::read(&log).expect("read the log");
-    let input = frames(&bytes)
-        .into_iter()
-        .find(|f| f.1 == TAG_EVENT && bytes[f.2.start + 25] == 2)
+    // The input event carries its bytes; alter one.
+    let recorded = read_log(&log);
+    let mut entries = recorded.entries.clone();
+    let input = entries
+        .iter_mut()
+        .find_map(|e| match e {
+            Entry::Event {
+                event: Event::SerialInput(data),
+                ..
+            } => Some(data),
+            _ => None,
+        })
         .expect("a serial input event in the log");
-    let data = input.2.start + 25 + 1 + 4; // exit-id, kind, length
-    assert_eq!(&bytes[data..data + 3], b"xyz");
-    bytes[data + 1] = b'Y';
-    refresh_crc(&mut bytes, &input);
+    assert_eq!(&input[..], b"xyz");
+    input[1] = b'Y';
     let altered = dir.path("altered.log");
-    std::fs::write(&altered, &bytes).expect("write the log");
+    write_log(&altered, &recorded, &entries);
     let out = run_ft(cmdline, "replay", &altered);
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -737,4 +740,90 @@ fn serial_input_is_recorded_and_replayed() {
             && (err.contains("state of serial") || err.contains("final state digest")),
         "{err}"
     );
+}
+
+/// A log of an older format version is refused before the guest runs,
+/// with a message that says what to do.
+#[test]
+fn an_old_format_log_is_refused_clearly() {
+    let dir = TempDir::new("rr-oldver");
+    let mut log = recorded_ticks(&dir);
+    // Version 3 (uncompressed frames), with a header CRC that matches.
+    log[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let crc = crc32(&log[..28]);
+    log[28..32].copy_from_slice(&crc.to_le_bytes());
+    let out = replay_bytes(&dir, &log);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("log format version 3 is not supported")
+            && err.contains(&format!("reads version {}", ft_backend::log::VERSION))
+            && err.contains("record it again"),
+        "{err}"
+    );
+    assert!(!text(&out.stdout).contains("ready"), "ran with an old log");
+}
+
+/// Checkpoint frames are compressed (one zstd stream); a compressed frame
+/// whose bytes were altered, with its CRC fixed up so that only the
+/// decoder can tell, is refused before the guest runs, naming the frame.
+#[test]
+fn a_corrupt_compressed_frame_is_refused_clearly() {
+    let dir = TempDir::new("rr-zbad");
+    let cmdline = "workload=compute steps=20000000 hz=1000";
+    let path = dir.path("run.log");
+    let rec = run_ft(cmdline, "record", &path);
+    assert!(rec.status.success(), "{}", text(&rec.stderr));
+    assert!(checkpoints(&rec) > 0, "{}", text(&rec.stderr));
+    let log = std::fs::read(&path).expect("read the log");
+    let spans = frame_spans(&log);
+    // The first compressed frame starts the stream (codec 2): its body
+    // opens with the zstd frame magic.
+    let (n, start) = spans
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.codec == 2)
+        .expect("a compressed frame");
+    assert_eq!(
+        &log[start.body.start..start.body.start + 4],
+        &[0x28, 0xb5, 0x2f, 0xfd]
+    );
+    assert!(
+        spans.iter().filter(|s| s.codec == 1).count() > 0,
+        "no frame continues the stream"
+    );
+    let mut bad = log.clone();
+    bad[start.body.start] ^= 0xff;
+    refresh_crc(&mut bad, start);
+    let out = replay_bytes_for(&dir, cmdline, &bad);
+    assert!(!out.status.success(), "a corrupt compressed frame replayed");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("frame {} ", n + 1))
+            && err.contains("is corrupt")
+            && err.contains("cannot decompress"),
+        "{err}"
+    );
+    assert!(
+        !text(&out.stdout).contains("ready"),
+        "ran with a corrupt log"
+    );
+
+    // The log replays as recorded, and is smaller than uncompressed.
+    let rep = run_ft(cmdline, "replay", &path);
+    assert!(rep.status.success(), "{}", text(&rep.stderr));
+    assert_eq!(text(&rec.stdout), text(&rep.stdout));
+    assert_eq!(digest(&rec), digest(&rep));
+    let raw: u64 = spans.iter().map(|s| u64::from(s.raw_len) + 9).sum::<u64>() + 32;
+    assert!(
+        (log.len() as u64) * 4 < raw,
+        "{} bytes for {raw} uncompressed",
+        log.len()
+    );
+}
+
+fn replay_bytes_for(dir: &TempDir, cmdline: &str, bytes: &[u8]) -> Output {
+    let path = dir.path("altered.log");
+    std::fs::write(&path, bytes).expect("write the log");
+    run_ft(cmdline, "replay", &path)
 }

@@ -23,9 +23,11 @@
 
 pub mod channel;
 pub mod clock;
+pub mod codec;
 pub mod digest;
 pub mod entry;
 pub mod log;
+pub mod log_thread;
 pub mod recorder;
 pub mod replayer;
 pub mod tiebreak;

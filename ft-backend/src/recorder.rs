@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::entry::{Checkpoint, EndReason, Entry, Event, ExitId, Setup};
 use crate::log::{LogError, LogHeader, LogWriter};
+use crate::log_thread::LogThread;
 
 /// Errors while recording.
 #[derive(Debug, thiserror::Error)]
@@ -35,12 +36,16 @@ pub struct RecordStats {
     pub largest_checkpoint_bytes: u64,
     /// Bytes written to the log, header included.
     pub log_bytes: u64,
+    /// Bytes the same log takes uncompressed, header included (the
+    /// uncompressed framing of log version 3): `log_bytes` before
+    /// compression.
+    pub raw_log_bytes: u64,
 }
 
 /// Writes a recording.
 #[derive(Debug)]
 pub struct Recorder {
-    writer: LogWriter,
+    writer: LogThread,
     exit: u64,
     error: Option<LogError>,
     stats: RecordStats,
@@ -54,9 +59,11 @@ impl Recorder {
         writer
             .append(&Entry::Setup(setup))
             .map_err(RecordError::Log)?;
+        let writer = LogThread::spawn(writer).map_err(RecordError::Log)?;
         Ok(Recorder {
             stats: RecordStats {
                 log_bytes: writer.bytes(),
+                raw_log_bytes: writer.raw_bytes(),
                 ..RecordStats::default()
             },
             writer,
@@ -74,6 +81,7 @@ impl Recorder {
             self.error = Some(e);
         }
         self.stats.log_bytes = self.writer.bytes();
+        self.stats.raw_log_bytes = self.writer.raw_bytes();
     }
 
     /// Sets the count of guest-caused exits so far.
@@ -130,7 +138,10 @@ impl Recorder {
         });
         self.ended = true;
         self.check()?;
-        self.writer.flush().map_err(RecordError::Log)
+        let done = self.writer.finish().map_err(RecordError::Log);
+        self.stats.log_bytes = self.writer.bytes();
+        self.stats.raw_log_bytes = self.writer.raw_bytes();
+        done
     }
 
     /// Whether the end was logged.
@@ -183,6 +194,9 @@ mod tests {
         assert_eq!(log.entries[0], Entry::Setup(setup));
         assert_eq!(log.entries[2].exit(), 3);
         assert_eq!(s.log_bytes, std::fs::metadata(&path).unwrap().len());
+        // Version 3's framing: header, then length, tag, payload and CRC
+        // (setup: 4 + 4 + 6 + 8; clock read: 16; event: 8 + 17 + 1; end: 17).
+        assert_eq!(s.raw_log_bytes, 32 + 4 * 9 + 22 + 16 + 26 + 17);
         assert!(Recorder::create(&dir.join("no/such/dir.log"), header, Setup::default()).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -427,14 +427,16 @@ impl FtContext {
                 let mut rec = lock(&r.recorder);
                 let stats = rec.stats();
                 rec.end(reason, digest).map_err(FtError::Record)?;
+                let done = rec.stats();
                 log::info!(
-                    "fault tolerance: recorded {} events, {} clock reads, {} checkpoints ({} pages, largest {} bytes), {} log bytes",
+                    "fault tolerance: recorded {} events, {} clock reads, {} checkpoints ({} pages, largest {} bytes), {} log bytes ({} uncompressed)",
                     stats.events,
                     stats.clock_reads,
                     stats.checkpoints,
                     stats.checkpoint_pages,
                     stats.largest_checkpoint_bytes,
-                    rec.stats().log_bytes
+                    done.log_bytes,
+                    done.raw_log_bytes
                 );
                 Ok(())
             }
