@@ -59,22 +59,25 @@ pub fn run(rounds: u64, iters: u64, flush: FlushKind, hz: u64) -> Result<(), Wor
     let data = |page: u64| base + (2 + page) * PAGE;
     for page in 0..PAGES {
         for i in 0..512 {
+            let word = (data(page) as *mut u64).wrapping_add(i);
             // SAFETY: word i < 512 of data page `page`, inside the block.
-            unsafe { write_volatile((data(page) as *mut u64).add(i), page << 32 | i as u64) };
+            unsafe { write_volatile(word, page << 32 | i as u64) };
         }
     }
     let mut mapped = [0u64; SLOTS as usize];
     for (slot, page) in mapped.iter_mut().enumerate() {
         *page = slot as u64;
         // SAFETY: entry `slot` < 512 of the page table in the block.
-        unsafe { write_volatile(pt.add(slot), data(*page) | PTE_FLAGS) };
+        unsafe { write_volatile(pt.wrapping_add(slot), data(*page) | PTE_FLAGS) };
     }
-    // SAFETY: entry 0 of the directory; pdpt is boot.s's static, entry 511
-    // unused there. Adding mappings needs no TLB flush.
-    unsafe {
-        write_volatile(pd, pt as u64 | PTE_FLAGS);
-        write_volatile(addr_of_mut!(pdpt[511]), pd as u64 | PTE_FLAGS);
-    }
+    // SAFETY: entry 0 of the workload's page directory.
+    unsafe { write_volatile(pd, pt as u64 | PTE_FLAGS) };
+    // SAFETY: pdpt is boot.s's static; entry 511 is unused there, and only
+    // this single-threaded user code writes it.
+    let entry = unsafe { addr_of_mut!(pdpt[511]) };
+    // SAFETY: a valid entry of pdpt (above). Adding a mapping needs no
+    // TLB flush.
+    unsafe { write_volatile(entry, pd as u64 | PTE_FLAGS) };
 
     let start = ticks();
     start_timer(hz)?;
@@ -90,7 +93,7 @@ pub fn run(rounds: u64, iters: u64, flush: FlushKind, hz: u64) -> Result<(), Wor
         let virt = WINDOW + slot * PAGE;
         // SAFETY: entry `slot` of the workload's page table; the flush
         // below makes the CPU use the new entry.
-        unsafe { write_volatile(pt.add(slot as usize), data(new) | PTE_FLAGS) };
+        unsafe { write_volatile(pt.wrapping_add(slot as usize), data(new) | PTE_FLAGS) };
         match flush {
             FlushKind::Invlpg => arch::invalidate_page(virt),
             FlushKind::Cr3 => arch::reload_cr3(),
@@ -99,16 +102,17 @@ pub fn run(rounds: u64, iters: u64, flush: FlushKind, hz: u64) -> Result<(), Wor
         let direct = data(new) as *const u64;
         for n in 0..iters {
             let i = (x % 512) as usize;
-            // SAFETY: word i < 512 of the mapped window page and of the
-            // data page it maps.
-            let (seen_through, seen_direct) =
-                unsafe { (read_volatile(through.add(i)), read_volatile(direct.add(i))) };
+            let (via_window, via_identity) = (through.wrapping_add(i), direct.wrapping_add(i));
+            // SAFETY: word i < 512 of the mapped window page.
+            let seen_through = unsafe { read_volatile(via_window) };
+            // SAFETY: the same word of the data page it maps.
+            let seen_direct = unsafe { read_volatile(via_identity) };
             if seen_through != seen_direct {
                 mismatches += 1;
             }
             x = splitmix::step(x ^ seen_through.rotate_left(1) ^ n);
             // SAFETY: as above.
-            unsafe { write_volatile(through.add(i), x) };
+            unsafe { write_volatile(via_window, x) };
         }
         let tick = ticks() - start;
         if tick / 10 != seen / 10 {
@@ -119,10 +123,9 @@ pub fn run(rounds: u64, iters: u64, flush: FlushKind, hz: u64) -> Result<(), Wor
     let mut digest = 0u64;
     for page in 0..PAGES {
         for i in 0..512 {
+            let word = (data(page) as *const u64).wrapping_add(i);
             // SAFETY: word i < 512 of data page `page`.
-            digest = splitmix::step(
-                digest ^ unsafe { read_volatile((data(page) as *const u64).add(i)) },
-            );
+            digest = splitmix::step(digest ^ unsafe { read_volatile(word) });
         }
     }
     println!("remap: mismatches={mismatches} result={x:016x} pages={digest:016x}");
