@@ -35,6 +35,7 @@ KVM_GET_REGS = 0x8090AE81
 KVM_GET_SUPPORTED_CPUID = 0xC008AE05
 KVM_SET_CPUID2 = 0x4008AE90
 KVM_CHECK_EXTENSION = 0xAE03
+KVM_SET_NR_MMU_PAGES = 0xAE44
 KVM_CAP_DISABLE_QUIRKS2 = 213
 KVM_X86_QUIRK_SLOT_ZAP_ALL = 1 << 7
 KVM_MEM_LOG_DIRTY_PAGES = 1
@@ -212,12 +213,21 @@ def scratch_slot(g):
     g.set_slot(SCRATCH_SLOT, SCRATCH_GPA, 0)
 
 
+def shrink_mmu_pages(g):
+    # Shrink KVM's shadow-page budget to its minimum (64), then raise it
+    # (there is no ioctl to read it back): KVM zaps the oldest shadow pages
+    # above the budget, never all of them.
+    fcntl.ioctl(g.vm, KVM_SET_NR_MMU_PAGES, 64)
+    fcntl.ioctl(g.vm, KVM_SET_NR_MMU_PAGES, 1 << 16)
+
+
 MECHANISMS = [
     ("nothing", nothing, False),
     ("KVM_SET_SREGS, same values", sregs_same, False),
     ("KVM_SET_SREGS, other CR3 then back", sregs_other_cr3, False),
     ("KVM_SET_SREGS, CR4.PGE toggled and back", sregs_toggle_pge, False),
     ("dirty-log flag on and off (flags only)", toggle_dirty_log, False),
+    ("KVM_SET_NR_MMU_PAGES to 64 and back", shrink_mmu_pages, False),
     ("delete + re-add every slot", readd_all_slots, False),
     ("delete + re-add the other of two slots", readd_other_slot, True),
     ("add + delete a 1-page scratch slot", scratch_slot, False),
