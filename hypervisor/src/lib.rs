@@ -97,6 +97,17 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
     fn create_vcpu(&self, id: u8) -> Result<Box<dyn Vcpu>>;
     /// The bitmap of pages written since the last call, for `slot` of `size` bytes.
     fn get_dirty_log(&self, slot: u32, size: u64) -> Result<Vec<u64>>;
+    /// Makes the hypervisor drop every translation it derived from guest
+    /// memory that the VMM rewrote behind the guest's back: `changed` holds
+    /// the guest-physical addresses of the pages written (a restored
+    /// checkpoint). Call it with the vCPUs stopped, after the writes and
+    /// before the guest runs again. Afterwards no vCPU uses a translation
+    /// (shadow page table entry, or guest TLB entry on hosts with two-level
+    /// paging) cached from the old contents. With no address, does nothing.
+    ///
+    /// Pages dirtied in a slot holding one of `changed` since its last
+    /// [`get_dirty_log`](Self::get_dirty_log) may be lost from its log.
+    fn drop_cached_translations(&self, changed: &[u64]) -> Result<()>;
 }
 
 /// A virtual CPU. Used only from the thread that runs it.

@@ -67,6 +67,20 @@ pub enum Workload {
         /// Which malformation.
         kind: MalformedKind,
     },
+    /// `workload=remap rounds=N [iters=I] [flush=invlpg|cr3] [hz=H]`: N
+    /// rounds of changing a page-table entry, flushing its translation and
+    /// computing through the new mapping (as a process's page tables change
+    /// on fork and copy-on-write), while the timer runs at H Hz.
+    Remap {
+        /// Rounds: one page-table change each.
+        rounds: u64,
+        /// Read-modify-write steps through the mapping per round.
+        iters: u64,
+        /// How the guest flushes the changed translation.
+        flush: FlushKind,
+        /// Timer frequency in Hz.
+        hz: u64,
+    },
     /// `workload=kv ip=A.B.C.D/P [gw=A.B.C.D]`: the TCP key-value service
     /// on port 7000, its log on the virtio disk.
     Kv {
@@ -88,6 +102,15 @@ pub enum FaultKind {
     GeneralProtection,
     /// A load from an unmapped address: #PF (vector 14).
     PageFault,
+}
+
+/// How `workload=remap` flushes a translation after changing its entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushKind {
+    /// `invlpg` of the page (the default).
+    Invlpg,
+    /// A CR3 reload (every non-global translation).
+    Cr3,
 }
 
 /// The malformed descriptor chains `workload=malformed` sends.
@@ -135,10 +158,10 @@ pub enum ConfigError<'a> {
     #[error("bad command line: {0}")]
     Cmdline(CmdlineError<'a>),
     /// No `workload=` parameter.
-    #[error("no workload= on the command line (expected compute, ticks, idle, exits, fault, disk, kv or malformed)")]
+    #[error("no workload= on the command line (expected compute, ticks, idle, exits, fault, disk, kv, malformed or remap)")]
     NoWorkload,
     /// `workload=` names no known workload.
-    #[error("unknown workload '{0}' (expected compute, ticks, idle, exits, fault, disk, kv or malformed)")]
+    #[error("unknown workload '{0}' (expected compute, ticks, idle, exits, fault, disk, kv, malformed or remap)")]
     UnknownWorkload(&'a str),
     /// `via=` names no known reset path.
     #[error("unknown reset path '{0}' (expected port or i8042)")]
@@ -146,6 +169,9 @@ pub enum ConfigError<'a> {
     /// `kind=` names no known fault.
     #[error("unknown fault kind '{0}' (expected ud, gp or pf)")]
     UnknownFault(&'a str),
+    /// `flush=` names no known flush.
+    #[error("unknown flush '{0}' (expected invlpg or cr3)")]
+    UnknownFlush(&'a str),
     /// `kind=` names no known malformation.
     #[error("unknown malformed kind '{0}' (expected all, index, loop, range or direction)")]
     UnknownMalformed(&'a str),
@@ -215,6 +241,7 @@ impl Workload {
             "disk" => &["mib", "flushes"],
             "kv" => &["ip", "gw"],
             "malformed" => &["kind"],
+            "remap" => &["rounds", "iters", "flush", "hz"],
             _ => return Err(ConfigError::UnknownWorkload(name)),
         };
         if let Some((key, _)) = cmdline
@@ -257,6 +284,16 @@ impl Workload {
             "disk" => Workload::Disk {
                 mib: in_range(&cmdline, "mib", 4, 1, 1024)?,
                 flushes: in_range(&cmdline, "flushes", 16, 0, 100_000)?,
+            },
+            "remap" => Workload::Remap {
+                rounds: in_range(&cmdline, "rounds", 1000, 1, 100_000_000)?,
+                iters: in_range(&cmdline, "iters", 20_000, 1, 1 << 32)?,
+                flush: match cmdline.get("flush").unwrap_or("invlpg") {
+                    "invlpg" => FlushKind::Invlpg,
+                    "cr3" => FlushKind::Cr3,
+                    other => return Err(ConfigError::UnknownFlush(other)),
+                },
+                hz,
             },
             "malformed" => Workload::Malformed {
                 kind: match cmdline.get("kind").unwrap_or("all") {
@@ -378,6 +415,37 @@ mod tests {
 
     fn message(text: &str) -> String {
         ErrorChain(&Workload::from_cmdline(text).unwrap_err()).to_string()
+    }
+
+    #[test]
+    fn remap_workload() {
+        assert_eq!(
+            Workload::from_cmdline("workload=remap"),
+            Ok(Workload::Remap {
+                rounds: 1000,
+                iters: 20_000,
+                flush: FlushKind::Invlpg,
+                hz: DEFAULT_HZ
+            })
+        );
+        assert_eq!(
+            Workload::from_cmdline("workload=remap rounds=7 iters=3 flush=cr3 hz=1000"),
+            Ok(Workload::Remap {
+                rounds: 7,
+                iters: 3,
+                flush: FlushKind::Cr3,
+                hz: 1000
+            })
+        );
+        assert_eq!(
+            message("workload=remap flush=tlb"),
+            "unknown flush 'tlb' (expected invlpg or cr3)"
+        );
+        assert_eq!(
+            message("workload=remap rounds=0"),
+            "rounds=0 is out of range (1..=100000000)"
+        );
+        assert!(Workload::from_cmdline("workload=remap steps=1").is_err());
     }
 
     #[test]
@@ -525,11 +593,11 @@ mod tests {
     fn errors() {
         assert_eq!(
             message(""),
-            "no workload= on the command line (expected compute, ticks, idle, exits, fault, disk, kv or malformed)"
+            "no workload= on the command line (expected compute, ticks, idle, exits, fault, disk, kv, malformed or remap)"
         );
         assert_eq!(
             message("workload=fly"),
-            "unknown workload 'fly' (expected compute, ticks, idle, exits, fault, disk, kv or malformed)"
+            "unknown workload 'fly' (expected compute, ticks, idle, exits, fault, disk, kv, malformed or remap)"
         );
         assert_eq!(
             message("workload=fault kind=de"),

@@ -3,9 +3,10 @@
 
 //! KVM, through kvm-ioctls, with no in-kernel interrupt controller.
 
+mod translations;
 mod vcpu;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::{Cap, Kvm, VmFd};
@@ -52,7 +53,11 @@ impl crate::Hypervisor for KvmHypervisor {
         fd.set_tss_address(KVM_TSS_ADDRESS)
             .map_err(|e| HypervisorError::ioctl("KVM_SET_TSS_ADDR", e))?;
         let sync_regs = self.kvm.check_extension(Cap::SyncRegs);
-        Ok(Arc::new(KvmVm { fd, sync_regs }))
+        Ok(Arc::new(KvmVm {
+            fd,
+            sync_regs,
+            slots: Mutex::new(Vec::new()),
+        }))
     }
 
     fn supported_cpuid(&self) -> Result<CpuId> {
@@ -67,6 +72,14 @@ impl crate::Hypervisor for KvmHypervisor {
 pub struct KvmVm {
     fd: VmFd,
     sync_regs: bool,
+    /// The registered memory slots, to register them again.
+    slots: Mutex<Vec<kvm_userspace_memory_region>>,
+}
+
+impl KvmVm {
+    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<kvm_userspace_memory_region>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Vm for KvmVm {
@@ -84,7 +97,14 @@ impl Vm for KvmVm {
         };
         // SAFETY: the caller guarantees the host mapping outlives the slot.
         unsafe { self.fd.set_user_memory_region(r) }
-            .map_err(|e| HypervisorError::ioctl("KVM_SET_USER_MEMORY_REGION", e))
+            .map_err(|e| HypervisorError::ioctl("KVM_SET_USER_MEMORY_REGION", e))?;
+        let mut slots = self.slots();
+        slots.retain(|s| s.slot != r.slot);
+        if r.memory_size != 0 {
+            slots.push(r);
+            slots.sort_by_key(|s| s.slot);
+        }
+        Ok(())
     }
 
     fn create_vcpu(&self, id: u8) -> Result<Box<dyn Vcpu>> {
@@ -100,5 +120,13 @@ impl Vm for KvmVm {
         self.fd
             .get_dirty_log(slot, size)
             .map_err(|e| HypervisorError::ioctl("KVM_GET_DIRTY_LOG", e))
+    }
+
+    fn drop_cached_translations(&self, changed: &[u64]) -> Result<()> {
+        let slots = self.slots();
+        for region in translations::slots_holding(&slots, changed) {
+            translations::reregister(&self.fd, region)?;
+        }
+        Ok(())
     }
 }

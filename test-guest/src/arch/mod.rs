@@ -44,6 +44,10 @@ pub fn irq_count(vector: u8) -> u64 {
 const CALL_WAIT: u32 = 0;
 /// Kernel call number (in `%eax` at the `hlt`): stop for good.
 const CALL_STOP: u32 = 1;
+/// Kernel call number: `invlpg` of the page at `%rdx`.
+const CALL_INVLPG: u32 = 2;
+/// Kernel call number: reload CR3.
+const CALL_RELOAD_CR3: u32 = 3;
 
 /// Disables interrupts (`cli`: native with IOPL=3, else emulated).
 #[inline(always)]
@@ -73,6 +77,22 @@ pub fn wait_for_interrupt() {
     // `hlt` (see traps.s). The asm is a compiler barrier: interrupt
     // handlers update memory.
     unsafe { asm!("hlt", in("eax") CALL_WAIT, options(nostack)) }
+}
+
+/// Makes the CPU forget its translation of the page holding `addr`
+/// (`invlpg` at CPL0), after its page-table entry changed.
+pub fn invalidate_page(addr: u64) {
+    // SAFETY: `hlt` at CPL3 faults into the #GP handler, which with
+    // %eax = CALL_INVLPG runs `invlpg (%rdx)` and returns past the `hlt`.
+    // The asm is a compiler barrier: the page-table write must come first.
+    unsafe { asm!("hlt", in("eax") CALL_INVLPG, in("rdx") addr, options(nostack)) }
+}
+
+/// Flushes every non-global translation (reloads CR3 at CPL0).
+pub fn reload_cr3() {
+    // SAFETY: as `invalidate_page`, with %eax = CALL_RELOAD_CR3: the
+    // handler reloads CR3 and returns past the `hlt`.
+    unsafe { asm!("hlt", in("eax") CALL_RELOAD_CR3, options(nostack)) }
 }
 
 /// Stops the vCPU for good (a `hlt` loop at CPL0 with interrupts off).

@@ -137,7 +137,9 @@ irq_common:
 //   %eax = 0: enable interrupts and sleep until one has been handled;
 //             return with interrupts enabled. Race-free when the caller
 //             checks its condition with interrupts disabled (cli) first.
-//   %eax != 0: stop for good.
+//   %eax = 2: invalidate the translation of the page at %rdx (invlpg);
+//   %eax = 3: reload CR3 (flush every non-global translation);
+//   any other %eax: stop for good.
 //
 // Stack: error code, rip, cs, rflags, rsp, ss.
 gp_entry:
@@ -200,11 +202,24 @@ gp_sti:
 gp_hlt:
     popq %rax
     addq $8, %rsp                   // rip, cs, rflags, rsp, ss
+    cmpl $2, %eax
+    je gp_invlpg
+    cmpl $3, %eax
+    je gp_reload_cr3
     testl %eax, %eax
     jnz stop_forever
     orl $0x200, 16(%rsp)            // the caller returns with IF=1
     sti                             // the sti shadow covers the hlt
     hlt
+    iretq
+
+gp_invlpg:
+    invlpg (%rdx)                   // the page at %rdx
+    iretq
+gp_reload_cr3:
+    movq %cr3, %rax                 // every non-global translation
+    movq %rax, %cr3
+    movl $3, %eax
     iretq
 
 // Stack: vector, error code, rip, cs, rflags, rsp, ss.

@@ -8,6 +8,7 @@ mod fault;
 mod idle;
 mod kv;
 mod malformed;
+mod remap;
 mod reset;
 mod ticks;
 
@@ -52,6 +53,12 @@ pub fn run(workload: Workload) -> Result<(), WorkloadError> {
             gateway,
         } => kv::run(ip, prefix, gateway),
         Workload::Malformed { kind } => malformed::run(kind),
+        Workload::Remap {
+            rounds,
+            iters,
+            flush,
+            hz,
+        } => remap::run(rounds, iters, flush, hz),
     }
 }
 

@@ -81,6 +81,9 @@ pub enum FtError {
     /// Guest memory could not be read or written.
     #[error("guest memory access at {0:#x} failed")]
     Memory(u64),
+    /// The hypervisor could not drop translations after a restored checkpoint.
+    #[error("cannot make the hypervisor drop translations of restored pages")]
+    DropTranslations(#[source] hypervisor::HypervisorError),
     /// A guest reset while recording or replaying.
     #[error("the guest asked for a reset: a reboot under --fault-tolerance is not supported yet")]
     Reset,
@@ -566,10 +569,27 @@ impl FtContext {
                 }
             }
         }
+        // Only pages whose contents change are written; KVM then drops what
+        // it cached from them (guest page tables rewritten behind its back:
+        // see `hypervisor::Vm::drop_cached_translations`).
+        let mut changed = Vec::new();
+        let mut current = Vec::new();
         for (gpa, page) in &cp.pages {
+            current.resize(page.len(), 0);
             self.memory
-                .write_slice(page, GuestAddress(*gpa))
+                .read_slice(&mut current, GuestAddress(*gpa))
                 .map_err(|_| FtError::Memory(*gpa))?;
+            if current != *page {
+                self.memory
+                    .write_slice(page, GuestAddress(*gpa))
+                    .map_err(|_| FtError::Memory(*gpa))?;
+                changed.push(*gpa);
+            }
+        }
+        if !changed.is_empty() {
+            self.vm
+                .drop_cached_translations(&changed)
+                .map_err(FtError::DropTranslations)?;
         }
         let state = VcpuState::decode(&cp.vcpu).map_err(FtError::Checkpoint)?;
         state.restore(vcpu).map_err(FtError::Checkpoint)?;
