@@ -22,22 +22,17 @@
 //! The log format is described in [`log`] and in `ft-backend/README.md`.
 
 pub mod clock;
+pub mod debug;
 pub mod digest;
 pub mod entry;
 pub mod log;
 pub mod recorder;
 pub mod replayer;
+pub mod report;
+pub mod symbols;
 
+pub use debug::DebugEntry;
 pub use entry::{Checkpoint, EndReason, Entry, Event, ExitId, Setup};
 pub use log::{LogError, LogHeader, LogReader, LogStream, LogWriter};
 pub use recorder::{RecordError, Recorder};
 pub use replayer::{ReplayError, Replayer};
-
-/// What the VMM does with the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FtMode {
-    /// Run as usual and write every nondeterministic input to the log.
-    Record,
-    /// Run from the log alone.
-    Replay,
-}
