@@ -25,6 +25,7 @@ pub mod clock;
 pub mod debug;
 pub mod digest;
 pub mod entry;
+pub mod inspect;
 pub mod log;
 pub mod recorder;
 pub mod replayer;

@@ -1,0 +1,297 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! `ft-log` and the debug option of record/replay on the real VMM and KVM:
+//! a debug recording of the test guest, the tool's info, dump and check
+//! (refusing truncated, corrupt and foreign files), and replays of copies
+//! of the log altered on purpose through `ft_backend`'s reader and writer,
+//! whose divergence the replay and `ft-log diverge` must name: the
+//! checkpoint and page changed, the exit and register changed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{run_vmm, test_guest, text, wait_output, TempDir};
+use ft_backend::report::DivergenceReport;
+use ft_backend::{DebugEntry, Entry, LogReader, LogWriter};
+use vm_migration::vcpu::VcpuState;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+/// Long enough for tens of forced deliveries (checkpoints) at 100 Hz.
+const CMDLINE: &str = "workload=compute steps=30000000 hz=100";
+
+fn ft_log(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_ft-log"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ft-log");
+    wait_output(child, TIMEOUT)
+}
+
+fn vmm(ft: &str) -> Output {
+    let guest = test_guest().to_str().expect("utf-8 path");
+    run_vmm(
+        &[
+            "--kernel",
+            guest,
+            "--cmdline",
+            CMDLINE,
+            "--memory",
+            "size=32M",
+            "--serial",
+            "tty",
+            "--fault-tolerance",
+            ft,
+        ],
+        TIMEOUT,
+    )
+}
+
+/// Records the test guest with `debug_from=0`.
+fn record(dir: &TempDir) -> PathBuf {
+    let log = dir.path("debug.log");
+    let rec = vmm(&format!("mode=record,log={},debug_from=0", log.display()));
+    assert!(rec.status.success(), "record: {}", text(&rec.stderr));
+    log
+}
+
+/// Replays `log` with a report; returns the output and the report.
+fn replay(log: &Path, dir: &TempDir, name: &str) -> (Output, DivergenceReport) {
+    let report = dir.path(name);
+    let out = vmm(&format!(
+        "mode=replay,log={},debug_report={}",
+        log.display(),
+        report.display()
+    ));
+    let r = DivergenceReport::read(&report)
+        .unwrap_or_else(|e| panic!("{e}: replay stderr:\n{}", text(&out.stderr)));
+    (out, r)
+}
+
+/// Writes `entries` as a log with `log`'s header, through the writer.
+fn rewrite(log: &LogReader, entries: &[Entry], path: &Path) {
+    let mut w = LogWriter::create(path, log.header).expect("create");
+    for e in entries {
+        w.append(e).expect("append");
+    }
+    w.flush().expect("flush");
+}
+
+#[test]
+fn a_debug_recording_replays_with_no_difference_and_the_tool_reads_it() {
+    let dir = TempDir::new("ftlog-clean");
+    let log = record(&dir);
+    let read = LogReader::open(&log, None).expect("the recording reads");
+    let debug_vcpus = read
+        .entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Debug(DebugEntry::Vcpu { .. })))
+        .count();
+    let checkpoints = read
+        .entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Checkpoint(_)))
+        .count();
+    let Some(Entry::End { exit: exits, .. }) = read.entries.last() else {
+        panic!("no end entry");
+    };
+    assert!(checkpoints >= 5, "{checkpoints} checkpoints");
+    assert_eq!(debug_vcpus as u64, *exits, "one vCPU state per exit");
+
+    let (out, report) = replay(&log, &dir, "clean.report");
+    assert!(out.status.success(), "replay: {}", text(&out.stderr));
+    assert!(report.debug);
+    assert_eq!(report.vcpu, None, "{report:?}");
+    assert_eq!(report.memory, None, "{report:?}");
+    assert_eq!(report.exits_compared, *exits);
+    assert_eq!(report.checkpoints_compared as usize, checkpoints);
+    assert!(text(&out.stderr).contains("vCPU state: no difference"));
+
+    // info: header, setup, statistics, largest frames.
+    let info = ft_log(&["info", log.to_str().expect("utf-8"), "--top", "2"]);
+    assert!(info.status.success(), "{}", text(&info.stderr));
+    let s = text(&info.stdout);
+    for want in [
+        "format version",
+        "config digest",
+        "max_delay_us     2000",
+        &format!("checkpoints      {checkpoints} "),
+        "debug-vcpu",
+        "largest frames",
+        "bytes/s",
+    ] {
+        assert!(s.contains(want), "{want:?} missing in:\n{s}");
+    }
+    // check: the whole log.
+    let c = ft_log(&["check", log.to_str().expect("utf-8")]);
+    assert!(c.status.success(), "{}", text(&c.stderr));
+    assert!(text(&c.stdout).contains(&format!("{checkpoints} checkpoints, {exits} exits")));
+    // dump: entries around an exit, the first at or after it included.
+    let d = ft_log(&[
+        "dump",
+        log.to_str().expect("utf-8"),
+        "--around",
+        "20",
+        "--count",
+        "6",
+    ]);
+    assert!(d.status.success(), "{}", text(&d.stderr));
+    let lines = text(&d.stdout);
+    assert_eq!(lines.lines().count(), 6, "{lines}");
+    assert!(lines.contains("exit 20 "), "{lines}");
+
+    // Damaged files: a clear error and a non-zero status.
+    let data = std::fs::read(&log).expect("read");
+    let cut = dir.path("cut.log");
+    std::fs::write(&cut, &data[..data.len() / 2]).expect("write");
+    let mut flipped = data.clone();
+    let mid = data.len() / 3;
+    flipped[mid] ^= 0x55;
+    let bad = dir.path("bad.log");
+    std::fs::write(&bad, &flipped).expect("write");
+    let foreign = dir.path("foreign.log");
+    std::fs::write(&foreign, b"#!/bin/sh\necho not a log\n").expect("write");
+    for (file, want) in [
+        (&cut, "truncated"),
+        (&bad, "corrupt"),
+        (&foreign, "not a fault-tolerance log"),
+        (&dir.path("missing.log"), "cannot access"),
+    ] {
+        let o = ft_log(&["check", file.to_str().expect("utf-8")]);
+        assert_eq!(o.status.code(), Some(1), "{}", file.display());
+        let e = text(&o.stderr);
+        assert!(e.contains(want), "{want:?} missing in: {e}");
+    }
+    let usage = ft_log(&["check"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn a_changed_checkpoint_page_is_named_with_its_checkpoint() {
+    let dir = TempDir::new("ftlog-page");
+    let log = record(&dir);
+    let read = LogReader::open(&log, None).expect("the recording reads");
+    // A checkpoint after the first few, without a state digest (those
+    // would stop the replay there and then), that carries pages.
+    let (index, seq, gpa) = read
+        .entries
+        .iter()
+        .enumerate()
+        .find_map(|(i, e)| match e {
+            Entry::Checkpoint(c) if c.seq >= 3 && c.digest.is_none() && !c.pages.is_empty() => {
+                Some((i, c.seq, c.pages[c.pages.len() - 1].0))
+            }
+            _ => None,
+        })
+        .expect("a checkpoint with pages");
+    let mut entries = read.entries.clone();
+    if let Entry::Checkpoint(c) = &mut entries[index] {
+        let page = &mut c.pages.last_mut().expect("a page").1;
+        page[4095] ^= 0xa5;
+    }
+    let altered = dir.path("altered.log");
+    rewrite(&read, &entries, &altered);
+
+    let (out, report) = replay(&altered, &dir, "page.report");
+    let err = text(&out.stderr);
+    let m = report
+        .memory
+        .as_ref()
+        .unwrap_or_else(|| panic!("no memory finding: {report:?}\n{err}"));
+    assert_eq!(m.seq, seq, "{report:?}");
+    assert_eq!(m.pages.len(), 1, "{report:?}");
+    assert_eq!(m.pages[0].gpa, gpa);
+    assert!(m.pages[0].in_dirty_list);
+    assert!(
+        err.contains(&format!(
+            "first checkpoint where guest memory differs: checkpoint {seq}"
+        )),
+        "{err}"
+    );
+
+    // The tool reads the report, with symbols and the recorded entries.
+    let report_path = dir.path("page.report");
+    let guest = test_guest().to_str().expect("utf-8");
+    let d = ft_log(&[
+        "diverge",
+        "--report",
+        report_path.to_str().expect("utf-8"),
+        "--symbols",
+        guest,
+        "--recording",
+        log.to_str().expect("utf-8"),
+    ]);
+    assert!(d.status.success(), "{}", text(&d.stderr));
+    let s = text(&d.stdout);
+    assert!(
+        s.contains(&format!("checkpoint {seq} at exit {}", m.exit)),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!("page {gpa:#x} (in the checkpoint's dirty list)")),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!("checkpoint {seq} exit {}", m.exit)),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_changed_register_is_named_with_its_exit() {
+    let dir = TempDir::new("ftlog-reg");
+    let log = record(&dir);
+    let read = LogReader::open(&log, None).expect("the recording reads");
+    let mut entries = read.entries.clone();
+    let target = 30;
+    let mut rbx = 0;
+    for e in &mut entries {
+        if let Entry::Debug(DebugEntry::Vcpu { exit, state, .. }) = e {
+            if *exit == target {
+                let mut s = VcpuState::decode(state).expect("a vCPU state");
+                s.regs.rbx ^= 0x1000;
+                rbx = s.regs.rbx;
+                *state = s.encode();
+            }
+        }
+    }
+    assert_ne!(rbx, 0, "no vCPU state at exit {target}");
+    let altered = dir.path("altered.log");
+    rewrite(&read, &entries, &altered);
+
+    let (out, report) = replay(&altered, &dir, "reg.report");
+    // Only the debug record changed: the replay itself matches.
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v = report.vcpu.as_ref().expect("a vCPU finding");
+    assert_eq!(v.exit, target);
+    assert_eq!(v.registers.len(), 1, "{v:?}");
+    assert_eq!(v.registers[0].name, "rbx");
+    assert_eq!(v.registers[0].recorded, rbx);
+    assert_eq!(report.memory, None);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "first exit whose vCPU state differs: exit {target}"
+        )),
+        "{err}"
+    );
+    let guest = test_guest().to_str().expect("utf-8");
+    let report_path = dir.path("reg.report");
+    let d = ft_log(&[
+        "diverge",
+        "--report",
+        report_path.to_str().expect("utf-8"),
+        "--symbols",
+        guest,
+    ]);
+    assert!(d.status.success(), "{}", text(&d.stderr));
+    let s = text(&d.stdout);
+    assert!(s.contains(&format!("rbx: recorded {rbx:#x}")), "{s}");
+    // The RIP is named by the test guest's symbols.
+    assert!(s.contains("rip recorded 0x") && s.contains(" <"), "{s}");
+}
