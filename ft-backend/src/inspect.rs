@@ -217,7 +217,7 @@ impl LogInfo {
                     bytes,
                     line: line(frame, &e),
                 });
-                info.largest.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+                info.largest.sort_by_key(|l| std::cmp::Reverse(l.bytes));
                 info.largest.truncate(top);
             }
         }
