@@ -456,8 +456,44 @@ mod tests {
         );
     }
 
+    fn state() -> VcpuState {
+        VcpuState {
+            regs: Default::default(),
+            sregs: Default::default(),
+            xsave: Default::default(),
+            xcrs: Default::default(),
+            msrs: vec![(0x174, 1), (0xc000_0082, 2)],
+            events: Default::default(),
+            debugregs: Default::default(),
+        }
+    }
+
     #[test]
     fn vcpu_diffs_name_registers() {
+        let a = state();
+        let mut b = state();
+        assert_eq!(diff_vcpu(&a.encode(), &b.encode()), Vec::new());
+        b.regs.rax = 5;
+        b.regs.rip = 0x1000;
+        b.sregs.cr3 = 0x9000;
+        b.sregs.cs.base = 0x10;
+        b.msrs[1].1 = 3;
+        b.xsave.region[10] = 1;
+        let d = diff_vcpu(&a.encode(), &b.encode());
+        let names: Vec<&str> = d.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "rax",
+                "rip",
+                "cs.base",
+                "cr3",
+                "xsave (FPU/SSE/AVX state)",
+                "msr 0xc0000082"
+            ]
+        );
+        assert_eq!((d[0].recorded, d[0].replayed), (0, 5));
+        assert_eq!(vcpu_rip(&b.encode()), Some(0x1000));
         assert_eq!(diff_vcpu(b"x", b"x"), Vec::new());
         assert_eq!(diff_vcpu(b"x", b"y").len(), 1);
         assert_eq!(vcpu_rip(b"garbage"), None);
