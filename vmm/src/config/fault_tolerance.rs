@@ -7,7 +7,7 @@
 //! configuration it is the `fault_tolerance` object.
 //!
 //! `debug_from=N` (record) also logs the vCPU state at every exit from
-//! exit N and a hash per guest page at every checkpoint, with the guest
+//! exit N and a hash per guest page at every checkpoint from exit N, with the guest
 //! clock paused meanwhile: slow, for finding where a replay diverges.
 //! A replay of such a log compares against them; `debug_report=FILE`
 //! (replay) writes what it found for `ft-log diverge`.
@@ -48,7 +48,7 @@ pub struct FaultToleranceConfig {
     #[serde(default = "default_max_delay_us")]
     pub max_delay_us: u64,
     /// Record mode: log debug records (vCPU state at every exit from this
-    /// exit count, page hashes at every checkpoint).
+    /// exit count, page hashes at every checkpoint from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debug_from: Option<u64>,
     /// Replay mode: where to write the divergence report.

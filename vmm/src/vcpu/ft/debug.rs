@@ -6,7 +6,8 @@
 //!
 //! Recording with `debug_from=N` logs the vCPU state at every guest-caused
 //! exit from exit N and a hash of every guest page after every checkpoint
-//! (only the hashes that changed, see [`ft_backend::debug`]), with the
+//! from exit N (only the hashes that changed since the previous record,
+//! see [`ft_backend::debug`]), with the
 //! guest clock paused meanwhile so that the slow hashing does not show up
 //! as guest time. A replay of such a log compares at the same points: the
 //! first exit whose vCPU state differs (and which registers), the first
@@ -152,12 +153,13 @@ impl FtContext {
     }
 
     /// Recording: after checkpoint `seq` was logged, the hashes of the
-    /// pages that changed since the last record (with `debug_from` only).
+    /// pages that changed since the last record (from exit `debug_from`:
+    /// hashing all of memory is the slow part, so the option bounds both).
     pub fn debug_checkpoint_taken(&mut self, seq: u64, clock: &VmClock) {
         let FtRole::Record(r) = &self.role else {
             return;
         };
-        if self.debug.from.is_none() {
+        if !self.debug.from.is_some_and(|from| self.exits >= from) {
             return;
         }
         let recorder = r.recorder.clone();
