@@ -73,13 +73,17 @@ fn replay(log: &Path, dir: &TempDir, name: &str) -> (Output, DivergenceReport) {
     (out, r)
 }
 
-/// Writes `entries` as a log with `log`'s header, through the writer.
-fn rewrite(log: &LogReader, entries: &[Entry], path: &Path) {
+/// Writes `entries` as a log with `log`'s header, through the writer;
+/// returns the file size after each frame.
+fn rewrite(log: &LogReader, entries: &[Entry], path: &Path) -> Vec<usize> {
     let mut w = LogWriter::create(path, log.header).expect("create");
+    let mut ends = Vec::new();
     for e in entries {
         w.append(e).expect("append");
+        ends.push(usize::try_from(w.bytes()).expect("size"));
     }
     w.flush().expect("flush");
+    ends
 }
 
 #[test]
@@ -145,27 +149,32 @@ fn a_debug_recording_replays_with_no_difference_and_the_tool_reads_it() {
     assert_eq!(lines.lines().count(), 6, "{lines}");
     assert!(lines.contains("exit 20 "), "{lines}");
 
-    // Damaged files: a clear error and a non-zero status.
-    let data = std::fs::read(&log).expect("read");
+    // Damaged files: a clear error and a non-zero status. The log is
+    // written again through the writer, which says where frames end.
+    let copy = dir.path("copy.log");
+    let ends = rewrite(&read, &read.entries, &copy);
+    let data = std::fs::read(&copy).expect("read");
     let cut = dir.path("cut.log");
     std::fs::write(&cut, &data[..data.len() / 2]).expect("write");
     let mut flipped = data.clone();
-    let mid = data.len() / 3;
-    flipped[mid] ^= 0x55;
+    // In the middle of frame 3.
+    flipped[(ends[1] + ends[2]) / 2] ^= 0x55;
     let bad = dir.path("bad.log");
     std::fs::write(&bad, &flipped).expect("write");
     let foreign = dir.path("foreign.log");
     std::fs::write(&foreign, b"#!/bin/sh\necho not a log\n").expect("write");
     for (file, want) in [
-        (&cut, "truncated"),
-        (&bad, "corrupt"),
-        (&foreign, "not a fault-tolerance log"),
-        (&dir.path("missing.log"), "cannot access"),
+        (&cut, &["truncated"][..]),
+        (&bad, &["frame 3 (at byte", "is corrupt: CRC mismatch"][..]),
+        (&foreign, &["not a fault-tolerance log"][..]),
+        (&dir.path("missing.log"), &["cannot access"][..]),
     ] {
         let o = ft_log(&["check", file.to_str().expect("utf-8")]);
         assert_eq!(o.status.code(), Some(1), "{}", file.display());
         let e = text(&o.stderr);
-        assert!(e.contains(want), "{want:?} missing in: {e}");
+        for w in want {
+            assert!(e.contains(w), "{w:?} missing in: {e}");
+        }
     }
     let usage = ft_log(&["check"]);
     assert_eq!(usage.status.code(), Some(2));
