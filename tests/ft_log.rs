@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::{run_vmm, test_guest, text, wait_output, TempDir};
-use ft_backend::report::DivergenceReport;
+use ft_backend::report::{DivergenceReport, MemoryFinding};
 use ft_backend::{DebugEntry, Entry, LogReader, LogWriter};
 use vm_migration::vcpu::VcpuState;
 
@@ -185,8 +185,8 @@ fn a_changed_checkpoint_page_is_named_with_its_checkpoint() {
     let dir = TempDir::new("ftlog-page");
     let log = record(&dir);
     let read = LogReader::open(&log, None).expect("the recording reads");
-    // A checkpoint after the first few, without a state digest (those
-    // would stop the replay there and then), that carries pages.
+    // A checkpoint after the first few, without a state digest, that
+    // carries pages: the replay goes on after it.
     let (index, seq, gpa) = read
         .entries
         .iter()
@@ -198,22 +198,9 @@ fn a_changed_checkpoint_page_is_named_with_its_checkpoint() {
             _ => None,
         })
         .expect("a checkpoint with pages");
-    let mut entries = read.entries.clone();
-    if let Entry::Checkpoint(c) = &mut entries[index] {
-        let page = &mut c.pages.last_mut().expect("a page").1;
-        page[4095] ^= 0xa5;
-    }
-    let altered = dir.path("altered.log");
-    rewrite(&read, &entries, &altered);
-
-    let (out, report) = replay(&altered, &dir, "page.report");
-    let err = text(&out.stderr);
-    let m = report
-        .memory
-        .as_ref()
-        .unwrap_or_else(|| panic!("no memory finding: {report:?}\n{err}"));
-    assert_eq!(m.seq, seq, "{report:?}");
-    assert_eq!(m.pages.len(), 1, "{report:?}");
+    let (m, err) = replay_with_a_changed_page(&dir, &read, index, "page.report");
+    assert_eq!(m.seq, seq);
+    assert_eq!(m.pages.len(), 1, "{m:?}");
     assert_eq!(m.pages[0].gpa, gpa);
     assert!(m.pages[0].in_dirty_list);
     assert!(
@@ -249,6 +236,50 @@ fn a_changed_checkpoint_page_is_named_with_its_checkpoint() {
         s.contains(&format!("checkpoint {seq} exit {}", m.exit)),
         "{s}"
     );
+
+    // A checkpoint with a state digest stops the replay where it is
+    // applied; the page is still named.
+    let index = read
+        .entries
+        .iter()
+        .position(
+            |e| matches!(e, Entry::Checkpoint(c) if c.digest.is_some() && !c.pages.is_empty()),
+        )
+        .expect("a checkpoint with a digest");
+    let Entry::Checkpoint(c) = &read.entries[index] else {
+        unreachable!("found above");
+    };
+    let (m, err) = replay_with_a_changed_page(&dir, &read, index, "digest.report");
+    assert_eq!(m.seq, c.seq);
+    assert_eq!(m.pages.len(), 1, "{m:?}");
+    assert_eq!(m.pages[0].gpa, c.pages[c.pages.len() - 1].0);
+    assert!(
+        err.contains("state digest") && err.contains("replay diverged"),
+        "{err}"
+    );
+}
+
+/// Flips a byte of the last page of the checkpoint at `index` in a copy of
+/// the log and replays it: the memory finding and the replay's stderr.
+fn replay_with_a_changed_page(
+    dir: &TempDir,
+    read: &LogReader,
+    index: usize,
+    report: &str,
+) -> (MemoryFinding, String) {
+    let mut entries = read.entries.clone();
+    if let Entry::Checkpoint(c) = &mut entries[index] {
+        let page = &mut c.pages.last_mut().expect("a page").1;
+        page[4095] ^= 0xa5;
+    }
+    let altered = dir.path("altered.log");
+    rewrite(read, &entries, &altered);
+    let (out, r) = replay(&altered, dir, report);
+    let err = text(&out.stderr);
+    let m = r
+        .memory
+        .unwrap_or_else(|| panic!("no memory finding:\n{err}"));
+    (m, err)
 }
 
 #[test]

@@ -395,10 +395,13 @@ impl VcpuRunner {
             match next {
                 Some(Entry::Event { event, .. }) => self.apply_event(event)?,
                 Some(Entry::Checkpoint(cp)) => {
-                    self.ft
-                        .apply_checkpoint(&cp, self.vcpu.as_mut(), &self.intc)
-                        .map_err(VcpuError::Ft)?;
-                    self.ft.debug_checkpoint_applied(&cp);
+                    let applied = self
+                        .ft
+                        .apply_checkpoint(&cp, self.vcpu.as_mut(), &self.intc);
+                    // Also when the checkpoint's state digest did not
+                    // match: the debug records then say where memory differs.
+                    self.ft.debug_checkpoint_applied(&cp, applied.is_ok());
+                    applied.map_err(VcpuError::Ft)?;
                     self.counters.count_checkpoint(cp.pages.len() as u64);
                 }
                 Some(_) | None => break,

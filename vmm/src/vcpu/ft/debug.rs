@@ -26,7 +26,7 @@ use ft_backend::report::{
 use ft_backend::symbols::Symbols;
 use ft_backend::{Checkpoint, DebugEntry};
 use hypervisor::Vcpu;
-use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vm_migration::vcpu::VcpuState;
 
 use super::{lock, FtContext, FtError, FtRole};
@@ -175,11 +175,17 @@ impl FtContext {
     }
 
     /// Replay: after applying checkpoint `cp`, compares every page's hash
-    /// with the recording's (until the first difference).
-    pub fn debug_checkpoint_applied(&mut self, cp: &Checkpoint) {
+    /// with the recording's (until the first difference). When applying
+    /// failed (`applied` false), only if its pages were written (a state
+    /// digest mismatch comes last; a device state mismatch comes before
+    /// the pages).
+    pub fn debug_checkpoint_applied(&mut self, cp: &Checkpoint, applied: bool) {
         let FtRole::Replay(r) = &self.role else {
             return;
         };
+        if !applied && !self.holds_pages_of(cp) {
+            return;
+        }
         let recorded = lock(&r.replayer).take_debug(
             cp.exit,
             |d| matches!(d, DebugEntry::Pages(p) if p.seq == cp.seq),
@@ -222,6 +228,19 @@ impl FtContext {
             pages,
         });
         self.debug_write_report();
+    }
+
+    /// Whether guest memory holds every page of `cp`.
+    fn holds_pages_of(&self, cp: &Checkpoint) -> bool {
+        let mut mine = vec![0u8; ft_backend::debug::PAGE_SIZE];
+        cp.pages.iter().all(|(gpa, page)| {
+            page.len() == mine.len()
+                && self
+                    .memory
+                    .read_slice(&mut mine, GuestAddress(*gpa))
+                    .is_ok()
+                && mine == *page
+        })
     }
 
     /// Replay: the run ended (`outcome`): prints the findings of a debug
