@@ -159,7 +159,7 @@ impl FtContext {
         let FtRole::Record(r) = &self.role else {
             return;
         };
-        if !self.debug.from.is_some_and(|from| self.exits >= from) {
+        if self.debug.from.is_none_or(|from| self.exits < from) {
             return;
         }
         let recorder = r.recorder.clone();
