@@ -62,6 +62,29 @@ pub fn kind_name(e: &Entry) -> &'static str {
     }
 }
 
+/// A lower bound of the guest time at checkpoint `c`, from its interrupt
+/// controller state: a periodic timer's deadline minus its period, the
+/// start of the PIT's count-down (0 if there is none).
+fn timer_time(c: &crate::entry::Checkpoint) -> u64 {
+    let Some(state) = c
+        .devices
+        .iter()
+        .find(|(id, _)| id == "interrupt-controller")
+        .and_then(|(_, d)| vm_migration::devices_state::decode_intc(d).ok())
+    else {
+        return 0;
+    };
+    let periodic = |t: &Option<devices::interrupt::lapic::timer::ArmedTimer>| {
+        t.as_ref()
+            .filter(|t| t.period_ns > 0)
+            .map_or(0, |t| t.deadline_ns.saturating_sub(t.period_ns))
+    };
+    let pit = &state.pit.channels[0];
+    periodic(&state.lapic.timer.armed)
+        .max(periodic(&pit.irq))
+        .max(pit.start_ns.unwrap_or(0))
+}
+
 /// The encoded size of `e` as a frame.
 pub fn frame_len(e: &Entry) -> u64 {
     let mut w = ByteWriter::new();
@@ -168,7 +191,8 @@ pub struct LogInfo {
     pub exits: u64,
     /// The end frame's line.
     pub end: String,
-    /// The latest guest time read (ns): the guest time the log covers.
+    /// A lower bound of the guest time the log covers (ns): the latest
+    /// clock read, or the latest time a checkpoint's timers imply.
     pub guest_ns: u64,
     /// The largest frames, largest first.
     pub largest: Vec<LargeFrame>,
@@ -201,7 +225,10 @@ impl LogInfo {
             match &e {
                 Entry::Setup(s) => info.setup = s.clone(),
                 Entry::ClockRead { value, .. } => info.guest_ns = info.guest_ns.max(*value),
-                Entry::Checkpoint(c) => info.checkpoint_pages += c.pages.len() as u64,
+                Entry::Checkpoint(c) => {
+                    info.checkpoint_pages += c.pages.len() as u64;
+                    info.guest_ns = info.guest_ns.max(timer_time(c));
+                }
                 Entry::End { exit, .. } => {
                     info.exits = *exit;
                     info.end = line(frame, &e);
@@ -237,7 +264,10 @@ impl LogInfo {
         let _ = writeln!(s, "exits            {}", self.exits);
         let _ = writeln!(s, "end              {}", self.end);
         let secs = self.guest_ns as f64 / 1e9;
-        let _ = writeln!(s, "guest time       {secs:.3} s (latest clock read)");
+        let _ = writeln!(
+            s,
+            "guest time       {secs:.3} s of VM clock at least (the latest clock read or checkpoint timer state)"
+        );
         let _ = writeln!(s, "file bytes       {}", self.file_bytes);
         if secs > 0.0 {
             let _ = writeln!(
