@@ -313,6 +313,13 @@ fn a_changed_register_is_named_with_its_exit() {
     assert_eq!(v.registers[0].name, "rbx");
     assert_eq!(v.registers[0].recorded, rbx);
     assert_eq!(report.memory, None);
+    // Guest memory there is the recording's (only the record was changed):
+    // every page changed since the last checkpoint, the recording changed
+    // before its next one too.
+    let m = report.exit_memory.as_ref().expect("memory at that exit");
+    assert_eq!(m.exit, target);
+    assert!(report.next_checkpoint.is_some(), "{report:?}");
+    assert!(m.pages.iter().all(|p| p.in_dirty_list), "{m:?}");
     let err = text(&out.stderr);
     assert!(
         err.contains(&format!(

@@ -15,6 +15,8 @@
 //!                   n u32, n x (name bytes, recorded u64, replayed u64)
 //!   memory u8 0 | 1 seq u64, exit u64, exit-id, dirty u64, differing u64,
 //!                   n u32, n x (gpa u64, in-dirty-list u8)
+//!   exit memory: as memory
+//!   next checkpoint u8 0 | 1 seq u64
 //! crc      u32     CRC-32 (IEEE) of everything before it
 //! ```
 
@@ -125,6 +127,17 @@ pub struct DivergenceReport {
     pub vcpu: Option<VcpuFinding>,
     /// The first memory difference.
     pub memory: Option<MemoryFinding>,
+    /// Guest memory at the first exit whose vCPU state differs (`seq`: the
+    /// last checkpoint applied before it, `exit`/`at`: that exit): the
+    /// pages that differ from the recording's hashes at that checkpoint;
+    /// `in_dirty_list` is whether the recording wrote the page before its
+    /// next checkpoint (`next_checkpoint`, when it was the next entry of
+    /// the log; `dirty` counts its pages). A page neither the recording
+    /// wrote nor a device could have written was written by the replay
+    /// alone.
+    pub exit_memory: Option<MemoryFinding>,
+    /// The recording's next checkpoint `exit_memory` was classified with.
+    pub next_checkpoint: Option<u64>,
 }
 
 impl DivergenceReport {
@@ -151,20 +164,26 @@ impl DivergenceReport {
                 }
             }
         }
-        match &self.memory {
-            None => {
-                w.u8(0);
-            }
-            Some(m) => {
-                w.u8(1).u64(m.seq).u64(m.exit);
-                m.at.put(&mut w);
-                w.u64(m.dirty).u64(m.differing);
-                w.u32(u32::try_from(m.pages.len()).unwrap_or(u32::MAX));
-                for p in &m.pages {
-                    w.u64(p.gpa).u8(u8::from(p.in_dirty_list));
+        for m in [&self.memory, &self.exit_memory] {
+            match m {
+                None => {
+                    w.u8(0);
+                }
+                Some(m) => {
+                    w.u8(1).u64(m.seq).u64(m.exit);
+                    m.at.put(&mut w);
+                    w.u64(m.dirty).u64(m.differing);
+                    w.u32(u32::try_from(m.pages.len()).unwrap_or(u32::MAX));
+                    for p in &m.pages {
+                        w.u64(p.gpa).u8(u8::from(p.in_dirty_list));
+                    }
                 }
             }
         }
+        match self.next_checkpoint {
+            None => w.u8(0),
+            Some(n) => w.u8(1).u64(n),
+        };
         let mut b = w.into_inner();
         let crc = crc32fast::hash(&b);
         b.extend_from_slice(&crc.to_le_bytes());
@@ -241,31 +260,9 @@ impl DivergenceReport {
         } else {
             None
         };
-        let memory = if flag(r)? {
-            let seq = r.u64()?;
-            let exit = r.u64()?;
-            let at = ExitId::get(r)?;
-            let dirty = r.u64()?;
-            let differing = r.u64()?;
-            let n = r.u32()?;
-            let mut pages = Vec::new();
-            for _ in 0..n {
-                pages.push(PageFinding {
-                    gpa: r.u64()?,
-                    in_dirty_list: flag(r)?,
-                });
-            }
-            Some(MemoryFinding {
-                seq,
-                exit,
-                at,
-                dirty,
-                differing,
-                pages,
-            })
-        } else {
-            None
-        };
+        let memory = Self::decode_memory(r)?;
+        let exit_memory = Self::decode_memory(r)?;
+        let next_checkpoint = if flag(r)? { Some(r.u64()?) } else { None };
         r.finish()?;
         Ok(DivergenceReport {
             log,
@@ -275,7 +272,41 @@ impl DivergenceReport {
             checkpoints_compared,
             vcpu,
             memory,
+            exit_memory,
+            next_checkpoint,
         })
+    }
+
+    fn decode_memory(r: &mut ByteReader<'_>) -> Result<Option<MemoryFinding>, CodecError> {
+        match r.u8()? {
+            0 => return Ok(None),
+            1 => {}
+            v => return Err(r.bad(format!("flag {v}"))),
+        }
+        let seq = r.u64()?;
+        let exit = r.u64()?;
+        let at = ExitId::get(r)?;
+        let dirty = r.u64()?;
+        let differing = r.u64()?;
+        let n = r.u32()?;
+        let mut pages = Vec::new();
+        for _ in 0..n {
+            let gpa = r.u64()?;
+            let in_dirty_list = match r.u8()? {
+                0 => false,
+                1 => true,
+                v => return Err(r.bad(format!("flag {v}"))),
+            };
+            pages.push(PageFinding { gpa, in_dirty_list });
+        }
+        Ok(Some(MemoryFinding {
+            seq,
+            exit,
+            at,
+            dirty,
+            differing,
+            pages,
+        }))
     }
 
     /// Writes the report to `path` (through a temporary file, so a reader
@@ -396,6 +427,45 @@ impl DivergenceReport {
                 }
             }
         }
+        if let Some(m) = &self.exit_memory {
+            let alone = m.pages.iter().filter(|p| !p.in_dirty_list).count();
+            let _ = writeln!(
+                s,
+                "  guest memory at exit {}: {} pages changed since checkpoint {}",
+                m.exit, m.differing, m.seq
+            );
+            match self.next_checkpoint {
+                Some(n) => {
+                    let _ = writeln!(
+                        s,
+                        "    {alone} of them NOT written by the recording before its next checkpoint {n} ({} pages): written by the replay alone (or by a device)",
+                        m.dirty
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "    (the recording's next checkpoint was not the next entry: pages not classified)"
+                    );
+                }
+            }
+            for p in &m.pages {
+                let what = match (self.next_checkpoint, p.in_dirty_list) {
+                    (None, _) => "",
+                    (Some(_), true) => " (the recording wrote it too)",
+                    (Some(_), false) => " (NOT written by the recording)",
+                };
+                let _ = write!(s, "    page {:#x}{what}", p.gpa);
+                if let Some(y) = symbols {
+                    let locs = y.in_physical_range(p.gpa, PAGE_SIZE as u64, 4);
+                    if !locs.is_empty() {
+                        let names: Vec<String> = locs.iter().map(|l| l.to_string()).collect();
+                        let _ = write!(s, " kernel image: {}", names.join(", "));
+                    }
+                }
+                s.push('\n');
+            }
+        }
         let _ = writeln!(s, "  replay outcome: {}", self.outcome);
         s
     }
@@ -438,6 +508,18 @@ mod tests {
                     in_dirty_list: true,
                 }],
             }),
+            exit_memory: Some(MemoryFinding {
+                seq: 2,
+                exit: 4,
+                at: ExitId::default(),
+                dirty: 3,
+                differing: 1,
+                pages: vec![PageFinding {
+                    gpa: 0x7000,
+                    in_dirty_list: false,
+                }],
+            }),
+            next_checkpoint: Some(3),
         }
     }
 
@@ -460,5 +542,9 @@ mod tests {
         assert!(text.contains("rax: recorded 0x1"), "{text}");
         assert!(text.contains("checkpoint 2 at exit 3"), "{text}");
         assert!(text.contains("page 0x5000 (in the checkpoint's dirty list)"));
+        assert!(
+            text.contains("page 0x7000 (NOT written by the recording)"),
+            "{text}"
+        );
     }
 }

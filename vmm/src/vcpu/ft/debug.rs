@@ -17,6 +17,7 @@
 //! reads; both name the kernel symbols nearest to the RIPs and addresses
 //! when the kernel is an ELF with a symbol table.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use ft_backend::debug::{diff_vcpu, hash_pages, vcpu_rip, PageHashDelta, PageHashTable};
@@ -24,7 +25,7 @@ use ft_backend::report::{
     DivergenceReport, MemoryFinding, PageFinding, VcpuFinding, MAX_LISTED_PAGES,
 };
 use ft_backend::symbols::Symbols;
-use ft_backend::{Checkpoint, DebugEntry};
+use ft_backend::{Checkpoint, DebugEntry, Entry};
 use hypervisor::Vcpu;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vm_migration::vcpu::VcpuState;
@@ -43,6 +44,8 @@ pub struct FtDebug {
     /// Recording: the page hashes as last logged. Replay: the recording's
     /// page hashes, rebuilt from its records.
     pages: PageHashTable,
+    /// Replay: the last checkpoint whose page hashes the table holds.
+    last_seq: Option<u64>,
     /// Replay: what was found.
     report: DivergenceReport,
     /// Replay: where to write the report.
@@ -129,6 +132,13 @@ impl FtContext {
                 if self.debug.report.vcpu.is_some() {
                     return Ok(());
                 }
+                let next = match lock(&r.replayer).peek() {
+                    Some(Entry::Checkpoint(c)) => Some((
+                        c.seq,
+                        c.pages.iter().map(|(g, _)| *g).collect::<BTreeSet<u64>>(),
+                    )),
+                    _ => None,
+                };
                 let mine = VcpuState::save(vcpu).map_err(FtError::Checkpoint)?.encode();
                 self.debug.report.exits_compared += 1;
                 let registers = diff_vcpu(&state, &mine);
@@ -145,6 +155,7 @@ impl FtContext {
                         replayed_rip: vcpu_rip(&mine).unwrap_or(0),
                         registers,
                     });
+                    self.debug_exit_memory(next);
                     self.debug_write_report();
                 }
             }
@@ -195,6 +206,7 @@ impl FtContext {
         };
         self.debug.report.debug = true;
         self.debug.pages.apply(&delta);
+        self.debug.last_seq = Some(cp.seq);
         if self.debug.report.memory.is_some() {
             return;
         }
@@ -203,7 +215,7 @@ impl FtContext {
         if differing.is_empty() {
             return;
         }
-        let dirty: std::collections::BTreeSet<u64> = cp.pages.iter().map(|(g, _)| *g).collect();
+        let dirty: BTreeSet<u64> = cp.pages.iter().map(|(g, _)| *g).collect();
         let pages: Vec<PageFinding> = differing
             .iter()
             .take(MAX_LISTED_PAGES)
@@ -228,6 +240,35 @@ impl FtContext {
             pages,
         });
         self.debug_write_report();
+    }
+
+    /// Replay, at the first exit whose vCPU state differs: the pages that
+    /// differ from the recording's hashes at the last checkpoint, each
+    /// marked with whether the recording wrote it before `next` (its next
+    /// checkpoint's sequence number and dirty list, when known).
+    fn debug_exit_memory(&mut self, next: Option<(u64, BTreeSet<u64>)>) {
+        let Some(seq) = self.debug.last_seq else {
+            return;
+        };
+        let differing = self.debug.pages.differing(&self.page_hashes());
+        let dirty = next.as_ref().map_or(0, |(_, d)| d.len() as u64);
+        let pages = differing
+            .iter()
+            .take(MAX_LISTED_PAGES)
+            .map(|&gpa| PageFinding {
+                gpa,
+                in_dirty_list: next.as_ref().is_some_and(|(_, d)| d.contains(&gpa)),
+            })
+            .collect();
+        self.debug.report.next_checkpoint = next.map(|(n, _)| n);
+        self.debug.report.exit_memory = Some(MemoryFinding {
+            seq,
+            exit: self.exits,
+            at: self.last_id,
+            dirty,
+            differing: differing.len() as u64,
+            pages,
+        });
     }
 
     /// Whether guest memory holds every page of `cp`.
