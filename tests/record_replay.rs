@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use common::netns::Netns;
 use common::{run_vmm, test_guest, text, TempDir};
+use ft_backend::log::{frame_spans, refresh_crc};
+use ft_backend::{EndReason, Entry, Event, LogReader, LogWriter};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -39,22 +41,58 @@ fn run_ft(cmdline: &str, mode: &str, log: &Path) -> Output {
     run_vmm(&args(&guest, cmdline, &ft), TIMEOUT)
 }
 
-/// The final state digest and exit count the VMM logged.
-fn digest(out: &Output) -> (String, u64) {
-    let err = text(&out.stderr);
-    let line = err
-        .lines()
-        .find(|l| l.contains("final state digest"))
-        .unwrap_or_else(|| panic!("no digest line in:\n{err}"));
-    let mut words = line.split_whitespace();
-    words.find(|w| *w == "digest");
-    let d = words.next().expect("digest value").to_string();
-    words.find(|w| *w == "after");
-    let exits = words
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("exit count");
-    (d, exits)
+/// A log, read and validated through `ft_backend`'s reader.
+fn read_log(log: &Path) -> LogReader {
+    LogReader::open(log, None).unwrap_or_else(|e| panic!("{}: {e}", log.display()))
+}
+
+/// The recording's end: exit count, reason and final state digest.
+fn recorded_end(log: &Path) -> (u64, EndReason, u64) {
+    match read_log(log).entries.last() {
+        Some(Entry::End {
+            exit,
+            reason,
+            digest,
+        }) => (*exit, *reason, *digest),
+        other => panic!("the log does not end with its end entry: {other:?}"),
+    }
+}
+
+/// The replay `rep` of `log` ended at the recording's last exit with its
+/// final state digest (a recording its VMM stopped ended at a kick: only
+/// the exit count compares).
+fn assert_replayed_to_the_end(rep: &Output, log: &Path) {
+    let (exit, reason, digest) = recorded_end(log);
+    let err = text(&rep.stderr);
+    let want = if reason == EndReason::Stopped {
+        format!("after {exit} exits")
+    } else {
+        format!("final state digest {digest:016x} after {exit} exits")
+    };
+    assert!(err.contains(&want), "{want:?} not in:\n{err}");
+}
+
+/// Micro-checkpoints in the log.
+fn checkpoints(log: &Path) -> usize {
+    read_log(log)
+        .entries
+        .iter()
+        .filter(|e| matches!(e, Entry::Checkpoint(_)))
+        .count()
+}
+
+/// Writes `entries` with the header of `log` to `path` through the log
+/// writer; returns the file size after each frame (frame n ends at
+/// `ends[n - 1]`).
+fn write_log(log: &LogReader, entries: &[Entry], path: &Path) -> Vec<u64> {
+    let mut w = LogWriter::create(path, log.header).expect("create the log");
+    let mut ends = Vec::new();
+    for e in entries {
+        w.append(e).expect("append");
+        ends.push(w.bytes());
+    }
+    w.flush().expect("flush the log");
+    ends
 }
 
 /// Records `cmdline`, replays it, and checks that both runs succeed with
@@ -78,21 +116,8 @@ fn record_and_replay(cmdline: &str, dir: &TempDir) -> (Output, Output) {
         text(&rep.stdout),
         "serial output differs for {cmdline}"
     );
-    assert_eq!(digest(&rec), digest(&rep), "state differs for {cmdline}");
+    assert_replayed_to_the_end(&rep, &log);
     (rec, rep)
-}
-
-fn checkpoints(rec: &Output) -> u64 {
-    let err = text(&rec.stderr);
-    err.lines()
-        .find(|l| l.contains("fault tolerance: recorded"))
-        .and_then(|l| {
-            l.split(", ")
-                .find(|w| w.ends_with("checkpoints (") || w.contains(" checkpoints"))
-        })
-        .and_then(|w| w.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no record summary in:\n{err}"))
 }
 
 #[test]
@@ -120,11 +145,10 @@ fn exits_workload_replays_exactly() {
 #[test]
 fn compute_with_a_fast_timer_uses_checkpoints() {
     let dir = TempDir::new("rr-fast");
-    let (rec, rep) = record_and_replay("workload=compute steps=60000000 hz=1000", &dir);
+    let (rec, _) = record_and_replay("workload=compute steps=60000000 hz=1000", &dir);
     let out = text(&rec.stdout);
     assert!(out.contains("tick="), "no tick seen while computing: {out}");
-    assert!(checkpoints(&rec) > 0, "{}", text(&rec.stderr));
-    assert!(text(&rep.stderr).contains("final state digest"));
+    assert!(checkpoints(&dir.path("run.log")) > 0);
 }
 
 /// Property-style: several timer rates and workload sizes, each recorded
@@ -173,55 +197,22 @@ fn replaying_twice_gives_the_same_result() {
     let dir = TempDir::new("rr-twice");
     let cmdline = "workload=compute steps=20000000 hz=500";
     let (_, first) = record_and_replay(cmdline, &dir);
-    let second = run_ft(cmdline, "replay", &dir.path("run.log"));
+    let log = dir.path("run.log");
+    let second = run_ft(cmdline, "replay", &log);
     assert!(second.status.success(), "{}", text(&second.stderr));
     assert_eq!(text(&first.stdout), text(&second.stdout));
-    assert_eq!(digest(&first), digest(&second));
+    assert_replayed_to_the_end(&second, &log);
 }
 
-// ---- the log file (format in ft-backend/src/log.rs), read and altered
-// through ft-backend's own reader and writer ----
-
-use ft_backend::log::{frame_spans, refresh_crc, FrameSpan, LogWriter};
-use ft_backend::{Entry, Event, LogReader};
-
-/// The entries of the log at `path`, and its header.
-fn read_log(path: &Path) -> LogReader {
-    LogReader::open(path, None).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// Writes `log`'s header and `entries` as a new log at `path`.
-fn write_log(path: &Path, log: &LogReader, entries: &[Entry]) {
-    let mut w = LogWriter::create(path, log.header).expect("create the log");
-    for e in entries {
-        w.append(e).expect("append");
-    }
-    w.flush().expect("flush the log");
-}
-
-/// CRC-32 (IEEE), as the log header uses.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffffu32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
+// ---- the log, entry by entry, through ft_backend's reader and writer ----
 
 const TICKS: &str = "workload=ticks count=20 hz=200";
 
-fn recorded_ticks(dir: &TempDir) -> Vec<u8> {
+fn recorded_ticks(dir: &TempDir) -> LogReader {
     let log = dir.path("run.log");
     let rec = run_ft(TICKS, "record", &log);
     assert!(rec.status.success(), "{}", text(&rec.stderr));
-    std::fs::read(&log).expect("read the log")
+    read_log(&log)
 }
 
 fn replay_bytes(dir: &TempDir, bytes: &[u8]) -> Output {
@@ -230,31 +221,34 @@ fn replay_bytes(dir: &TempDir, bytes: &[u8]) -> Output {
     run_ft(TICKS, "replay", &path)
 }
 
+/// Replays `entries`, written with the header of `log`.
+fn replay_entries(dir: &TempDir, log: &LogReader, entries: &[Entry]) -> Output {
+    let path = dir.path("altered.log");
+    write_log(log, entries, &path);
+    run_ft(TICKS, "replay", &path)
+}
+
 #[test]
 fn an_altered_input_is_reported_as_divergence() {
     let dir = TempDir::new("rr-alter");
-    recorded_ticks(&dir);
-    let log = read_log(&dir.path("run.log"));
-    let events: Vec<usize> = (0..log.entries.len())
-        .filter(|&i| matches!(log.entries[i], Entry::Event { .. }))
+    let log = recorded_ticks(&dir);
+    let events: Vec<usize> = log
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, Entry::Event { .. }))
+        .map(|(i, _)| i)
         .collect();
     assert!(events.len() >= 10, "{} events", events.len());
     let target = events[4];
     let exit = log.entries[target].exit();
-    let altered_with = |change: &dyn Fn(&mut Entry)| {
-        let mut entries = log.entries.clone();
-        change(&mut entries[target]);
-        let path = dir.path("altered.log");
-        write_log(&path, &log, &entries);
-        run_ft(TICKS, "replay", &path)
-    };
 
     // 1. The RIP of the fifth timer event's exit: caught at that exit.
-    let out = altered_with(&|e| {
-        if let Entry::Event { at, .. } = e {
-            at.rip ^= 0x10;
-        }
-    });
+    let mut entries = log.entries.clone();
+    if let Entry::Event { at, .. } = &mut entries[target] {
+        at.rip ^= 0x10;
+    }
+    let out = replay_entries(&dir, &log, &entries);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
@@ -264,11 +258,11 @@ fn an_altered_input_is_reported_as_divergence() {
 
     // 2. A timer expiry delivered one exit later than recorded: the guest
     //    does something else; replay stops at an exit it names.
-    let out = altered_with(&|e| {
-        if let Entry::Event { exit, .. } = e {
-            *exit += 1;
-        }
-    });
+    let mut entries = log.entries.clone();
+    if let Entry::Event { exit, .. } = &mut entries[target] {
+        *exit += 1;
+    }
+    let out = replay_entries(&dir, &log, &entries);
     assert!(!out.status.success(), "altered log replayed fine");
     let err = text(&out.stderr);
     assert!(err.contains("replay diverged at exit "), "{err}");
@@ -279,20 +273,26 @@ fn an_altered_input_is_reported_as_divergence() {
 #[test]
 fn truncated_corrupt_and_foreign_logs_are_refused() {
     let dir = TempDir::new("rr-bad");
-    let log = recorded_ticks(&dir);
-    let all: Vec<FrameSpan> = frame_spans(&log);
-    assert!(all.len() > 5);
+    let read = recorded_ticks(&dir);
+    assert!(read.entries.len() > 5);
+    // Written again through the log writer, which says where each frame
+    // ends: frame n spans ends[n - 2]..ends[n - 1].
+    let path = dir.path("good.log");
+    let ends: Vec<usize> = write_log(&read, &read.entries, &path)
+        .into_iter()
+        .map(|e| usize::try_from(e).expect("size"))
+        .collect();
+    let log = std::fs::read(&path).expect("read the log");
 
     // Cut in the middle of the fourth frame.
-    let f = &all[3];
-    let out = replay_bytes(&dir, &log[..f.body.start + 2]);
+    let out = replay_bytes(&dir, &log[..ends[2] + 7]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("truncated in frame 4"), "{err}");
     assert!(!text(&out.stdout).contains("ready"), "ran with a bad log");
 
     // Cut cleanly between frames: no end frame.
-    let out = replay_bytes(&dir, &log[..all[3].offset]);
+    let out = replay_bytes(&dir, &log[..ends[2]]);
     assert!(
         text(&out.stderr).contains("no end frame"),
         "{}",
@@ -301,7 +301,7 @@ fn truncated_corrupt_and_foreign_logs_are_refused() {
 
     // A flipped bit in the third frame.
     let mut bad = log.clone();
-    bad[all[2].body.start] ^= 0x01;
+    bad[ends[1] + 5] ^= 0x01;
     let out = replay_bytes(&dir, &bad);
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -312,8 +312,6 @@ fn truncated_corrupt_and_foreign_logs_are_refused() {
     assert!(text(&out.stderr).contains("not a fault-tolerance log"));
 
     // Another configuration (command line) than the recording's.
-    let path = dir.path("good.log");
-    std::fs::write(&path, &log).expect("write the log");
     let out = run_ft("workload=ticks count=21 hz=200", "replay", &path);
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -435,7 +433,7 @@ fn a_stopped_recording_replays_and_counters_show_forced_deliveries() {
     assert!(rep.status.success(), "{}", text(&rep.stderr));
     assert_eq!(text(&rec.stdout), text(&rep.stdout));
     assert!(text(&rep.stderr).contains("end of a stopped recording"));
-    assert_eq!(digest(&rec).1, digest(&rep).1, "stopped at another exit");
+    assert_replayed_to_the_end(&rep, &log);
 }
 
 /// A file's bytes and modification time.
@@ -485,7 +483,7 @@ fn disk_workload_replays_exactly() {
     let rep = run("replay");
     assert!(rep.status.success(), "{}", text(&rep.stderr));
     assert_eq!(text(&rec.stdout), text(&rep.stdout));
-    assert_eq!(digest(&rec), digest(&rep));
+    assert_replayed_to_the_end(&rep, &log);
     assert!(!image.exists(), "replay created the disk image");
 
     // With the image back, replay leaves it as the recording left it.
@@ -493,7 +491,7 @@ fn disk_workload_replays_exactly() {
     let again = run("replay");
     assert!(again.status.success(), "{}", text(&again.stderr));
     assert_eq!(text(&rec.stdout), text(&again.stdout));
-    assert_eq!(digest(&rec), digest(&again));
+    assert_replayed_to_the_end(&again, &log);
     let after = file_state(&image);
     assert!(after.0 == recorded.0, "replay changed the disk image");
     assert_eq!(after.1, recorded.1, "replay touched the disk image");
@@ -522,39 +520,40 @@ fn checkpoints_compare_virtio_state() {
     let log = dir.path("run.log");
     let rec = run("record", &log);
     assert!(rec.status.success(), "{}", text(&rec.stderr));
-    assert!(checkpoints(&rec) > 0, "{}", text(&rec.stderr));
+    assert!(checkpoints(&log) > 0, "{}", text(&rec.stderr));
     let rep = run("replay", &log);
     assert!(rep.status.success(), "{}", text(&rep.stderr));
     assert_eq!(text(&rec.stdout), text(&rep.stdout));
-    assert_eq!(digest(&rec), digest(&rep));
+    assert_replayed_to_the_end(&rep, &log);
 
-    let recorded = read_log(&log);
-    let mut entries = recorded.entries.clone();
-    let (exit, state) = entries
+    let read = read_log(&log);
+    let mut entries = read.entries.clone();
+    let (exit, seq) = entries
         .iter_mut()
         .find_map(|e| match e {
             Entry::Checkpoint(c) => {
-                let exit = c.exit;
-                c.devices
+                let (_, state) = c
+                    .devices
                     .iter_mut()
                     .find(|(id, _)| id == "_disk0")
-                    .map(|(_, state)| (exit, state))
+                    .expect("the virtio-blk state in the checkpoint");
+                assert!(state.len() > 256, "a {}-byte virtio-blk state", state.len());
+                // Any byte will do: states are compared byte for byte.
+                let mid = state.len() / 2;
+                state[mid] ^= 0x01;
+                Some((c.exit, c.seq))
             }
             _ => None,
         })
-        .expect("the virtio-blk state in a checkpoint");
-    let len = state.len();
-    assert!(len > 256, "a {len}-byte virtio-blk state");
-    // Any byte will do: states are compared byte for byte.
-    state[len / 2] ^= 0x01;
+        .expect("a checkpoint");
     let altered = dir.path("altered.log");
-    write_log(&altered, &recorded, &entries);
+    write_log(&read, &entries, &altered);
     let out = run("replay", &altered);
     assert!(!out.status.success(), "altered virtio state replayed fine");
     let err = text(&out.stderr);
     assert!(
         err.contains(&format!("replay diverged at exit {exit}"))
-            && err.contains("the state of _disk0 recorded in checkpoint 1"),
+            && err.contains(&format!("the state of _disk0 recorded in checkpoint {seq}")),
         "{err}"
     );
 }
@@ -670,7 +669,7 @@ fn kv_service_replays_exactly() {
     assert!(rep.status.success(), "{}", text(&rep.stderr));
     assert_eq!(read(&rec_serial), read(&rep_serial));
     assert!(text(&rep.stderr).contains("end of a stopped recording"));
-    assert_eq!(digest(&rec).1, digest(&rep).1, "stopped at another exit");
+    assert_replayed_to_the_end(&rep, &log);
     let link = text(&ip(&["-d", "link", "show", "ftrr0"]).stdout);
     assert!(
         link.contains("bridge") && !link.contains("tun"),
@@ -711,25 +710,26 @@ fn serial_input_is_recorded_and_replayed() {
     let rep = run_ft(cmdline, "replay", &log);
     assert!(rep.status.success(), "{}", text(&rep.stderr));
     assert_eq!(text(&rec.stdout), text(&rep.stdout));
-    assert_eq!(digest(&rec), digest(&rep));
+    assert_replayed_to_the_end(&rep, &log);
 
-    // The input event carries its bytes; alter one.
-    let recorded = read_log(&log);
-    let mut entries = recorded.entries.clone();
+    // The input event carries its bytes; alter one (written through the
+    // log writer).
+    let read = read_log(&log);
+    let mut entries = read.entries.clone();
     let input = entries
         .iter_mut()
         .find_map(|e| match e {
             Entry::Event {
-                event: Event::SerialInput(data),
+                event: Event::SerialInput(bytes),
                 ..
-            } => Some(data),
+            } => Some(bytes),
             _ => None,
         })
         .expect("a serial input event in the log");
-    assert_eq!(&input[..], b"xyz");
+    assert_eq!(&input[..3], b"xyz");
     input[1] = b'Y';
     let altered = dir.path("altered.log");
-    write_log(&altered, &recorded, &entries);
+    write_log(&read, &entries, &altered);
     let out = run_ft(cmdline, "replay", &altered);
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -747,10 +747,11 @@ fn serial_input_is_recorded_and_replayed() {
 #[test]
 fn an_old_format_log_is_refused_clearly() {
     let dir = TempDir::new("rr-oldver");
-    let mut log = recorded_ticks(&dir);
+    recorded_ticks(&dir);
+    let mut log = std::fs::read(dir.path("run.log")).expect("read the log");
     // Version 3 (uncompressed frames), with a header CRC that matches.
     log[8..12].copy_from_slice(&3u32.to_le_bytes());
-    let crc = crc32(&log[..28]);
+    let crc = crc32fast::hash(&log[..28]);
     log[28..32].copy_from_slice(&crc.to_le_bytes());
     let out = replay_bytes(&dir, &log);
     assert!(!out.status.success());
@@ -774,7 +775,7 @@ fn a_corrupt_compressed_frame_is_refused_clearly() {
     let path = dir.path("run.log");
     let rec = run_ft(cmdline, "record", &path);
     assert!(rec.status.success(), "{}", text(&rec.stderr));
-    assert!(checkpoints(&rec) > 0, "{}", text(&rec.stderr));
+    assert!(checkpoints(&path) > 0, "{}", text(&rec.stderr));
     let log = std::fs::read(&path).expect("read the log");
     let spans = frame_spans(&log);
     // The first compressed frame starts the stream (codec 2): its body
@@ -813,7 +814,7 @@ fn a_corrupt_compressed_frame_is_refused_clearly() {
     let rep = run_ft(cmdline, "replay", &path);
     assert!(rep.status.success(), "{}", text(&rep.stderr));
     assert_eq!(text(&rec.stdout), text(&rep.stdout));
-    assert_eq!(digest(&rec), digest(&rep));
+    assert_replayed_to_the_end(&rep, &path);
     let raw: u64 = spans.iter().map(|s| u64::from(s.raw_len) + 9).sum::<u64>() + 32;
     assert!(
         (log.len() as u64) * 4 < raw,
@@ -842,10 +843,11 @@ fn page_table_changes_inside_checkpoints_replay_exactly() {
     for flush in ["invlpg", "cr3"] {
         let cmdline = format!("workload=remap rounds=2000 iters=20000 hz=1000 flush={flush}");
         let (rec, _) = record_and_replay(&cmdline, &dir);
+        let log = dir.path("run.log");
         let out = text(&rec.stdout);
         assert!(out.contains("remap: mismatches=0 result="), "{out}");
         assert!(
-            checkpoints(&rec) >= 50,
+            checkpoints(&log) >= 50,
             "too few checkpoints to test anything: {}",
             text(&rec.stderr)
         );

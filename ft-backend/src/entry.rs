@@ -9,6 +9,8 @@ use std::fmt;
 use hypervisor::VmExit;
 use vm_migration::{ByteReader, ByteWriter, CodecError};
 
+use crate::debug::DebugEntry;
+
 /// Frame tag of [`Entry::ClockRead`].
 pub const TAG_CLOCK_READ: u8 = 1;
 /// Frame tag of [`Entry::Event`].
@@ -19,6 +21,8 @@ pub const TAG_CHECKPOINT: u8 = 3;
 pub const TAG_END: u8 = 4;
 /// Frame tag of [`Entry::Setup`].
 pub const TAG_SETUP: u8 = 5;
+/// Frame tag of [`Entry::Debug`] (a recording with `debug_from`).
+pub const TAG_DEBUG: u8 = 6;
 
 /// The identity of a guest-caused exit: its kind, its port or address, and
 /// the guest's RIP. Exit 0 (before the first entry into the guest) has
@@ -67,11 +71,11 @@ impl ExitId {
         }
     }
 
-    fn put(&self, w: &mut ByteWriter) {
+    pub(crate) fn put(&self, w: &mut ByteWriter) {
         w.u8(self.kind).u64(self.addr).u64(self.rip);
     }
 
-    fn get(r: &mut ByteReader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn get(r: &mut ByteReader<'_>) -> Result<Self, CodecError> {
         Ok(ExitId {
             kind: r.u8()?,
             addr: r.u64()?,
@@ -238,6 +242,9 @@ pub enum Entry {
         /// Digest of guest memory, vCPU registers and devices at the end.
         digest: u64,
     },
+    /// A debug record (vCPU state at an exit, page hashes after a
+    /// checkpoint): see [`crate::debug`]. Replay compares, never applies.
+    Debug(DebugEntry),
 }
 
 impl Entry {
@@ -249,6 +256,7 @@ impl Entry {
             }
             Entry::Checkpoint(c) => c.exit,
             Entry::Setup(_) => 0,
+            Entry::Debug(d) => d.exit(),
         }
     }
 
@@ -260,6 +268,7 @@ impl Entry {
             Entry::Checkpoint(_) => TAG_CHECKPOINT,
             Entry::End { .. } => TAG_END,
             Entry::Setup(_) => TAG_SETUP,
+            Entry::Debug(_) => TAG_DEBUG,
         }
     }
 
@@ -275,6 +284,7 @@ impl Entry {
                 format!("end of recording ({reason:?}) at exit {exit}")
             }
             Entry::Setup(s) => format!("device setup ({} disks)", s.disks.len()),
+            Entry::Debug(d) => d.describe(),
         }
     }
 
@@ -331,6 +341,7 @@ impl Entry {
             } => {
                 w.u64(*exit).u8(reason.code()).u64(*digest);
             }
+            Entry::Debug(d) => d.encode(w),
         }
     }
 
@@ -422,6 +433,7 @@ impl Entry {
                     digest: r.u64()?,
                 }
             }
+            TAG_DEBUG => Entry::Debug(DebugEntry::decode(&mut r)?),
             t => return Err(r.bad(format!("unknown entry tag {t}"))),
         };
         r.finish()?;
@@ -478,6 +490,11 @@ mod tests {
                 reason: EndReason::Shutdown,
                 digest: 0xfeed,
             },
+            Entry::Debug(DebugEntry::Vcpu {
+                exit: 10,
+                at,
+                state: vec![4; 50],
+            }),
         ]
     }
 

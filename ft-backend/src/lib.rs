@@ -24,24 +24,20 @@
 pub mod channel;
 pub mod clock;
 pub mod codec;
+pub mod debug;
 pub mod digest;
 pub mod entry;
+pub mod inspect;
 pub mod log;
 pub mod log_thread;
 pub mod recorder;
 pub mod replayer;
+pub mod report;
+pub mod symbols;
 pub mod tiebreak;
 
+pub use debug::DebugEntry;
 pub use entry::{Checkpoint, EndReason, Entry, Event, ExitId, Setup};
 pub use log::{LogError, LogHeader, LogReader, LogStream, LogWriter};
 pub use recorder::{RecordError, Recorder};
 pub use replayer::{ReplayError, Replayer};
-
-/// What the VMM does with the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FtMode {
-    /// Run as usual and write every nondeterministic input to the log.
-    Record,
-    /// Run from the log alone.
-    Replay,
-}

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use crate::debug::DebugEntry;
 use crate::entry::{Checkpoint, EndReason, Entry, Event, ExitId, Setup};
 use crate::log::{LogError, LogHeader, LogWriter};
 use crate::log_thread::LogThread;
@@ -89,11 +90,6 @@ impl Recorder {
         self.exit = exit;
     }
 
-    /// The count of guest-caused exits so far.
-    pub fn exit(&self) -> u64 {
-        self.exit
-    }
-
     /// Logs a value of guest-visible time read at the current exit.
     pub fn clock_read(&mut self, value: u64) {
         self.stats.clock_reads += 1;
@@ -125,6 +121,11 @@ impl Recorder {
                 .sum::<u64>();
         self.stats.largest_checkpoint_bytes = self.stats.largest_checkpoint_bytes.max(size);
         self.append(&Entry::Checkpoint(Box::new(checkpoint)));
+    }
+
+    /// Logs a debug record (`debug_from`).
+    pub fn debug(&mut self, entry: DebugEntry) {
+        self.append(&Entry::Debug(entry));
     }
 
     /// Logs the end of the recording and flushes the log. Later entries

@@ -7,6 +7,9 @@
 //! Shared (behind a mutex) by the vCPU thread and the replay clock, both on
 //! the vCPU thread.
 
+use std::collections::VecDeque;
+
+use crate::debug::DebugEntry;
 use crate::entry::{EndReason, Entry, ExitId, Setup};
 use crate::log::{LogError, LogHeader, LogReader, LogStream};
 
@@ -49,6 +52,10 @@ pub struct Replayer {
     next: Option<Entry>,
     exit: u64,
     error: Option<ReplayError>,
+    /// Debug records read ahead of `next` (they precede it in the log),
+    /// for the debug comparison; they never drive replay.
+    debug: VecDeque<DebugEntry>,
+    saw_debug: bool,
 }
 
 impl std::fmt::Debug for Replayer {
@@ -81,6 +88,8 @@ impl Replayer {
             next: None,
             exit: 0,
             error: None,
+            debug: VecDeque::new(),
+            saw_debug: false,
         };
         r.advance();
         if let Some(Entry::Setup(setup)) = &r.next {
@@ -91,20 +100,47 @@ impl Replayer {
     }
 
     /// Moves to the next entry of the source.
+    /// Debug records are set aside for [`take_debug`](Self::take_debug).
     fn advance(&mut self) {
-        self.next = match self.source.next() {
-            Some(Ok(e)) => Some(e),
-            Some(Err(e)) => {
-                self.fail(ReplayError::Log(e.to_string()));
-                None
+        self.next = loop {
+            match self.source.next() {
+                Some(Ok(Entry::Debug(d))) => {
+                    self.saw_debug = true;
+                    self.debug.push_back(d);
+                }
+                Some(Ok(e)) => break Some(e),
+                Some(Err(e)) => {
+                    self.fail(ReplayError::Log(e.to_string()));
+                    break None;
+                }
+                None => break None,
             }
-            None => None,
         };
     }
 
-    /// The log's header.
-    pub fn header(&self) -> LogHeader {
-        self.header
+    /// The next debug record (a recording with `debug_from`) up to and
+    /// including exit `exit` for which `wanted` holds; records of earlier
+    /// exits that are not wanted are dropped on the way.
+    pub fn take_debug(
+        &mut self,
+        exit: u64,
+        wanted: impl Fn(&DebugEntry) -> bool,
+    ) -> Option<DebugEntry> {
+        while let Some(d) = self.debug.front() {
+            if d.exit() > exit {
+                return None;
+            }
+            let d = self.debug.pop_front()?;
+            if wanted(&d) {
+                return Some(d);
+            }
+        }
+        None
+    }
+
+    /// Whether the log carried debug records so far.
+    pub fn has_debug(&self) -> bool {
+        self.saw_debug
     }
 
     /// The recording's device setup (its first frame; empty when the

@@ -1,9 +1,16 @@
 // Copyright 2026 The ft-cloud-hypervisor authors.
 // SPDX-License-Identifier: Apache-2.0
 
-//! `--fault-tolerance mode=record|replay,log=FILE[,max_delay_us=N]`: this
-//! project's extension (upstream Cloud Hypervisor has no such option). In
-//! the JSON configuration it is the `fault_tolerance` object.
+//! `--fault-tolerance mode=record|replay,log=FILE[,max_delay_us=N]
+//! [,debug_from=N][,debug_report=FILE]`: this project's extension
+//! (upstream Cloud Hypervisor has no such option). In the JSON
+//! configuration it is the `fault_tolerance` object.
+//!
+//! `debug_from=N` (record) also logs the vCPU state at every exit from
+//! exit N and a hash per guest page at every checkpoint from exit N, with the guest
+//! clock paused meanwhile: slow, for finding where a replay diverges.
+//! A replay of such a log compares against them; `debug_report=FILE`
+//! (replay) writes what it found for `ft-log diverge`.
 
 use std::path::PathBuf;
 
@@ -40,6 +47,13 @@ pub struct FaultToleranceConfig {
     /// Forced-delivery bound in µs (record mode).
     #[serde(default = "default_max_delay_us")]
     pub max_delay_us: u64,
+    /// Record mode: log debug records (vCPU state at every exit from this
+    /// exit count, page hashes at every checkpoint from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_from: Option<u64>,
+    /// Replay mode: where to write the divergence report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub debug_report: Option<PathBuf>,
 }
 
 fn default_max_delay_us() -> u64 {
@@ -61,6 +75,12 @@ pub enum FaultToleranceError {
     /// More than one vCPU.
     #[error("--fault-tolerance needs exactly one vCPU (--cpus boot=1)")]
     Vcpus,
+    /// `debug_from` given to a replay.
+    #[error("--fault-tolerance debug_from= is a recording option (a replay compares against what the log carries)")]
+    DebugFromReplay,
+    /// `debug_report` given to a recording, or empty.
+    #[error("--fault-tolerance debug_report=FILE is a replay option and needs a file")]
+    DebugReport,
     /// A malformed option list.
     #[error("Error parsing --fault-tolerance")]
     Parse(#[source] OptionParserError),
@@ -69,8 +89,11 @@ pub enum FaultToleranceError {
 impl FaultToleranceConfig {
     /// Parses the command-line value.
     pub fn parse(value: &str) -> Result<Self, FaultToleranceError> {
-        let p = OptionParser::parse(value, &["mode", "log", "max_delay_us"])
-            .map_err(FaultToleranceError::Parse)?;
+        let p = OptionParser::parse(
+            value,
+            &["mode", "log", "max_delay_us", "debug_from", "debug_report"],
+        )
+        .map_err(FaultToleranceError::Parse)?;
         let mode = match p.get("mode") {
             Some("record") => FaultToleranceMode::Record,
             Some("replay") => FaultToleranceMode::Replay,
@@ -84,10 +107,14 @@ impl FaultToleranceConfig {
             .number("max_delay_us")
             .map_err(FaultToleranceError::Parse)?
             .unwrap_or(DEFAULT_MAX_DELAY_US);
+        let debug_from = p.number("debug_from").map_err(FaultToleranceError::Parse)?;
+        let debug_report = p.get("debug_report").map(PathBuf::from);
         let c = FaultToleranceConfig {
             mode,
             log,
             max_delay_us,
+            debug_from,
+            debug_report,
         };
         c.validate(1)?;
         Ok(c)
@@ -100,6 +127,14 @@ impl FaultToleranceConfig {
         }
         if !(MIN_MAX_DELAY_US..=MAX_MAX_DELAY_US).contains(&self.max_delay_us) {
             return Err(FaultToleranceError::MaxDelay(self.max_delay_us));
+        }
+        if self.debug_from.is_some() && self.mode != FaultToleranceMode::Record {
+            return Err(FaultToleranceError::DebugFromReplay);
+        }
+        if let Some(r) = &self.debug_report {
+            if r.as_os_str().is_empty() || self.mode != FaultToleranceMode::Replay {
+                return Err(FaultToleranceError::DebugReport);
+            }
         }
         if boot_vcpus != 1 {
             return Err(FaultToleranceError::Vcpus);
@@ -132,6 +167,20 @@ mod tests {
         ));
         assert!(matches!(err("mode=record,log=/l,speed=2"), E::Parse(_)));
         assert_eq!(c.validate(2), Err(E::Vcpus));
+        let d = FaultToleranceConfig::parse("mode=record,log=/l,debug_from=7").unwrap();
+        assert_eq!(d.debug_from, Some(7));
+        let d = FaultToleranceConfig::parse("mode=replay,log=/l,debug_report=/r").unwrap();
+        assert_eq!(d.debug_report, Some(PathBuf::from("/r")));
+        assert_eq!(err("mode=replay,log=/l,debug_from=7"), E::DebugFromReplay);
+        assert_eq!(err("mode=record,log=/l,debug_report=/r"), E::DebugReport);
+        assert_eq!(err("mode=replay,log=/l,debug_report="), E::DebugReport);
+        assert!(matches!(
+            err("mode=record,log=/l,debug_from=x"),
+            E::Parse(_)
+        ));
+        let json: FaultToleranceConfig =
+            serde_json::from_str(r#"{"mode":"record","log":"/l","debug_from":3}"#).unwrap();
+        assert_eq!(json.debug_from, Some(3));
         let json: FaultToleranceConfig =
             serde_json::from_str(r#"{"mode":"record","log":"/l"}"#).unwrap();
         assert_eq!(json.max_delay_us, DEFAULT_MAX_DELAY_US);

@@ -172,7 +172,7 @@ impl VcpuControl {
 
     /// The vCPU thread's view at a loop turn: acknowledges a pause request
     /// and blocks while paused. Returns false when the vCPU must stop.
-    pub fn checkpoint(&self, on_pause: impl Fn(), on_resume: impl Fn()) -> bool {
+    pub fn rendezvous(&self, on_pause: impl Fn(), on_resume: impl Fn()) -> bool {
         let mut s = self.lock();
         if s.run == RunState::PauseRequested {
             s.run = RunState::Paused;
@@ -284,7 +284,7 @@ mod tests {
         let turns = Arc::new(AtomicU32::new(0));
         let (c2, t2) = (c.clone(), turns.clone());
         let t = std::thread::spawn(move || {
-            while c2.checkpoint(|| {}, || {}) {
+            while c2.rendezvous(|| {}, || {}) {
                 t2.fetch_add(1, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(1));
             }

@@ -42,6 +42,9 @@ use vm_migration::{MigratableError, Snapshottable};
 use crate::config::{FaultToleranceConfig, FaultToleranceMode, VmConfig};
 use crate::memory::GuestMemoryMmapT;
 
+mod debug;
+pub use debug::FtDebug;
+
 /// Page size of the dirty log.
 const PAGE_SIZE: u64 = 4096;
 /// A checkpoint carries a full state digest every this many checkpoints
@@ -170,6 +173,7 @@ pub struct FtContext {
     memory: GuestMemoryMmapT,
     vm: Arc<dyn hypervisor::Vm>,
     devices: FtDevices,
+    debug: FtDebug,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -255,6 +259,7 @@ impl FtContext {
                 mode,
                 log,
                 max_delay_us,
+                ..
             }) => match mode {
                 FaultToleranceMode::Record => {
                     let header = LogHeader {
@@ -295,6 +300,7 @@ impl FtContext {
                 memory: memory.clone(),
                 vm,
                 devices,
+                debug: FtDebug::new(config),
             },
             intc_clock,
         ))

@@ -109,7 +109,12 @@ impl VcpuRunner {
     }
 
     fn run_loop(&mut self) -> VcpuEnd {
-        match self.run_guest() {
+        let result = self.run_guest();
+        self.ft.debug_finish(&match &result {
+            Ok(_) => "the replay ended as the recording did".to_string(),
+            Err(e) => error_chain(e),
+        });
+        match result {
             Ok(end) => end,
             Err(e) => {
                 if let VcpuError::Ft(FtError::Replay(_) | FtError::Reset) = &e {
@@ -143,7 +148,7 @@ impl VcpuRunner {
     fn run_guest(&mut self) -> Result<VcpuEnd, VcpuError> {
         loop {
             let clock = self.clock.clone();
-            if !self.control.checkpoint(|| clock.pause(), || clock.resume()) {
+            if !self.control.rendezvous(|| clock.pause(), || clock.resume()) {
                 return self.end(EndReason::Stopped);
             }
             self.deliver_async_events()?;
@@ -170,6 +175,9 @@ impl VcpuRunner {
             self.counters.count_exit(&exit);
             self.ft
                 .note_exit(&exit, self.vcpu.as_mut())
+                .map_err(VcpuError::Ft)?;
+            self.ft
+                .debug_exit(self.vcpu.as_ref(), &self.clock)
                 .map_err(VcpuError::Ft)?;
             let mut ctx = ExitContext {
                 pio: &self.pio,
@@ -267,10 +275,12 @@ impl VcpuRunner {
             .take_checkpoint(self.vcpu.as_mut(), &self.intc)
             .map_err(VcpuError::Ft)?;
         self.counters.count_checkpoint(cp.pages.len() as u64);
+        let seq = cp.seq;
         if let FtRole::Record(r) = &mut self.ft.role {
             ft_backend_checkpoint(r, cp);
             r.waiting_since = None;
         }
+        self.ft.debug_checkpoint_taken(seq, &self.clock);
         self.ft.at_sync = true;
         self.deliver_host_events()
     }
@@ -385,9 +395,13 @@ impl VcpuRunner {
             match next {
                 Some(Entry::Event { event, .. }) => self.apply_event(event)?,
                 Some(Entry::Checkpoint(cp)) => {
-                    self.ft
-                        .apply_checkpoint(&cp, self.vcpu.as_mut(), &self.intc)
-                        .map_err(VcpuError::Ft)?;
+                    let applied = self
+                        .ft
+                        .apply_checkpoint(&cp, self.vcpu.as_mut(), &self.intc);
+                    // Also when the checkpoint's state digest did not
+                    // match: the debug records then say where memory differs.
+                    self.ft.debug_checkpoint_applied(&cp, applied.is_ok());
+                    applied.map_err(VcpuError::Ft)?;
                     self.counters.count_checkpoint(cp.pages.len() as u64);
                 }
                 Some(_) | None => break,
@@ -457,6 +471,18 @@ impl VcpuRunner {
             self.control.wait_halted(self.clock.as_ref(), deadline);
         }
     }
+}
+
+/// An error and its causes, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(c) = source {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        source = c.source();
+    }
+    s
 }
 
 fn ft_backend_checkpoint(r: &mut ft::Record, cp: ft_backend::Checkpoint) {
