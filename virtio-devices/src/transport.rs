@@ -484,7 +484,8 @@ fn interrupts_suppressed(mem: &GuestMemoryMmap, q: &Queue) -> bool {
         .is_ok_and(|flags| u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT != 0)
 }
 
-const VRING_AVAIL_F_NO_INTERRUPT: u16 = virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT as u16;
+const VRING_AVAIL_F_NO_INTERRUPT: u16 =
+    virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT as u16;
 
 fn hi(data: &[u8]) -> Option<u32> {
     (data.len() == 8).then(|| u32::from_le_bytes([data[4], data[5], data[6], data[7]]))

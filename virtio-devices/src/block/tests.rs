@@ -290,10 +290,17 @@ fn immediate_completions() {
     assert_eq!(notify(&mut big, &mem, &mut q).unwrap(), 1);
     assert_eq!(status(&mem, 0), VIRTIO_BLK_S_IOERR);
     let (n, entries) = used(&mem, 0);
-    assert_eq!((n, entries[0]), (1, (0, 1)), "completed at once, status only");
+    assert_eq!(
+        (n, entries[0]),
+        (1, (0, 1)),
+        "completed at once, status only"
+    );
     // Nothing went to the sink (so nothing to the disk thread), and no
     // completion will come.
-    assert!(sink.release_all().is_empty(), "the oversized read was submitted");
+    assert!(
+        sink.release_all().is_empty(),
+        "the oversized read was submitted"
+    );
     std::thread::sleep(Duration::from_millis(20));
     assert!(big.poll_event().is_none());
     assert_eq!(big.counters().snapshot()["read_ops"], 0);
