@@ -6,9 +6,7 @@
 //! At a notify (vCPU thread) each request is checked; get-id, unsupported
 //! types, out-of-range and read-only writes complete at once. Reads,
 //! writes (their data copied out of guest memory there) and flushes go
-//! through the [`OutputSink`] to the disk's [`Backend`] (its I/O thread,
-//! or at once for a small write when the thread is idle: see [`worker`]);
-//! each result comes back as
+//! through the [`OutputSink`] to the disk thread; each result comes back as
 //! an event, applied at a later exit: read data copied into guest memory,
 //! status written, used ring updated, interrupt sent.
 //!
@@ -21,6 +19,7 @@ pub mod worker;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -36,7 +35,7 @@ use crate::chain::{self, Buffer, Chain, ChainError};
 use crate::device::{Counters, DeviceFault, EventError, QueueContext, VirtioDevice};
 use crate::output::{Output, OutputKind, OutputSink};
 use worker::{
-    Backend, Completions, Job, Op, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
+    Completions, Job, JobSender, Op, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
 };
 
 /// Sector size.
@@ -114,7 +113,7 @@ pub struct Block {
     readonly: bool,
     serial: [u8; ID_BYTES],
     sink: Arc<dyn OutputSink>,
-    backend: Option<Backend>,
+    jobs: Option<JobSender>,
     done: Completions,
     pending: BTreeMap<u64, Pending>,
     next_request: u64,
@@ -162,11 +161,12 @@ impl Block {
         sink: Arc<dyn OutputSink>,
         waker: Arc<dyn Waker>,
     ) -> Result<Self, BlockError> {
+        let (tx, rx) = mpsc::channel();
         let done = Completions::default();
-        let (backend, thread) =
-            worker::spawn(id, file, done.clone(), waker).map_err(BlockError::Thread)?;
+        let thread =
+            worker::spawn(id, file, rx, done.clone(), waker).map_err(BlockError::Thread)?;
         let mut block = Self::without_backend(id, size, readonly, serial, sink);
-        block.backend = Some(backend);
+        block.jobs = Some(tx);
         block.done = done;
         block.thread = Some(thread);
         Ok(block)
@@ -195,7 +195,7 @@ impl Block {
             readonly,
             serial: id_bytes,
             sink,
-            backend: None,
+            jobs: None,
             done: Completions::default(),
             pending: BTreeMap::new(),
             next_request: 0,
@@ -206,7 +206,7 @@ impl Block {
 
     /// Whether the device has a host side (a file and its I/O thread).
     pub fn has_backend(&self) -> bool {
-        self.backend.is_some()
+        self.jobs.is_some()
     }
 
     /// The image size in bytes the device was built with.
@@ -239,15 +239,15 @@ impl Block {
             Op::Flush => OutputKind::DiskFlush,
         };
         self.pending.insert(id, pending);
-        let backend = self.backend.clone();
+        let tx = self.jobs.clone();
         self.sink.submit(Output::new(
             &self.id,
             kind,
             Box::new(move || {
                 // The thread ends only when the device is dropped; without
                 // a backend there is nothing to perform.
-                if let Some(backend) = backend {
-                    backend.submit(Job { id, op });
+                if let Some(tx) = tx {
+                    let _ = tx.send(Job { id, op });
                 }
             }),
         ));
@@ -364,7 +364,7 @@ impl Drop for Block {
     fn drop(&mut self) {
         // The thread ends once every sender is gone (a sink may still hold
         // outputs with one): it is not joined here.
-        self.backend = None;
+        self.jobs = None;
         self.thread = None;
     }
 }

@@ -4,27 +4,13 @@
 //! The disk I/O thread: performs reads, writes and flushes on the raw file
 //! into host buffers, and posts each result as event bytes.
 //!
-//! A small write, or a flush with little written since the last one, that
-//! finds the thread idle is performed at once by the caller instead
-//! ([`Backend::submit`]; on the vCPU thread at a notify): handing it over
-//! costs two thread switches and a vCPU wake-up per request, the latency
-//! of a request that the guest waits for anyway. (Measured on the
-//! development machines: an `fdatasync` issued right after another
-//! thread's `pwrite` of the same file took 4x longer than from the writing
-//! thread, so writes and flushes stay on one thread.) The result is posted
-//! the same way, as an event the vCPU applies at a later exit. Reads
-//! (which may wait for the device), large writes and large flushes go to
-//! the thread, and jobs keep their order: nothing is performed at once
-//! while the thread has work.
-//!
 //! Event bytes: request id (u64 LE), virtio status (u8), then the data read
 //! (reads that succeeded only).
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -41,12 +27,6 @@ pub const VIRTIO_BLK_S_UNSUPP: u8 = virtio_blk::VIRTIO_BLK_S_UNSUPP as u8;
 
 /// Bytes before the data in an event.
 pub const EVENT_HEADER: usize = 9;
-/// Largest write performed by the submitter when the thread is idle.
-pub const INLINE_WRITE_MAX: usize = 64 << 10;
-/// A flush is performed by the submitter only if at most this many bytes
-/// were written since the previous flush (it bounds how long the vCPU may
-/// wait for the host's disk).
-pub const INLINE_FLUSH_MAX_UNFLUSHED: u64 = 1 << 20;
 
 /// What the thread does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,100 +109,29 @@ fn perform(file: &File, op: Op) -> (u8, Vec<u8>) {
     }
 }
 
-/// Where results go: the completion queue the vCPU polls, and its waker.
-#[derive(Debug, Clone)]
-struct Poster {
-    done: Completions,
-    waker: Arc<dyn Waker>,
-}
-
-impl Poster {
-    fn post(&self, id: u64, status: u8, data: &[u8]) {
-        self.done
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(encode(id, status, data));
-        self.waker.wake();
-    }
-}
-
-/// The host side of a disk: its file and I/O thread. Cloned into each
-/// output's closure; the thread ends when every clone is gone.
-#[derive(Debug, Clone)]
-pub struct Backend {
-    file: Arc<File>,
-    jobs: Sender<Job>,
-    /// Jobs sent to the thread and not yet posted.
-    in_flight: Arc<AtomicUsize>,
-    /// Bytes written (or submitted) since the last flush was submitted.
-    unflushed: Arc<AtomicU64>,
-    poster: Poster,
-}
-
-impl Backend {
-    /// Performs `job`: on the calling thread if it is a small write or a
-    /// small flush and the I/O thread is idle, else on the I/O thread.
-    /// Either way the result is posted to the completion queue and the
-    /// vCPU woken. Jobs of one device must be submitted from one thread at
-    /// a time (the output seam's order).
-    pub fn submit(&self, job: Job) {
-        let small = match &job.op {
-            Op::Read { .. } => false,
-            Op::Write { data, .. } => {
-                self.unflushed
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                data.len() <= INLINE_WRITE_MAX
-            }
-            Op::Flush => self.unflushed.swap(0, Ordering::Relaxed) <= INLINE_FLUSH_MAX_UNFLUSHED,
-        };
-        if small && self.in_flight.load(Ordering::SeqCst) == 0 {
-            let (status, data) = perform(&self.file, job.op);
-            self.poster.post(job.id, status, &data);
-            return;
-        }
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if self.jobs.send(job).is_err() {
-            // The thread is gone (it ended with its last receiver): the
-            // request never completes, as with a dead disk.
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Starts the thread for `file`; it ends when every clone of the
-/// returned [`Backend`] is gone.
+/// Starts the thread for `file`; it ends when every sender of `jobs` is gone.
 pub fn spawn(
     name: &str,
     file: File,
+    jobs: Receiver<Job>,
     done: Completions,
     waker: Arc<dyn Waker>,
-) -> std::io::Result<(Backend, JoinHandle<()>)> {
-    let (tx, jobs) = mpsc::channel::<Job>();
-    let file = Arc::new(file);
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let poster = Poster { done, waker };
-    let backend = Backend {
-        file: file.clone(),
-        jobs: tx,
-        in_flight: in_flight.clone(),
-        unflushed: Arc::new(AtomicU64::new(0)),
-        poster: poster.clone(),
-    };
-    let thread = std::thread::Builder::new()
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
         .name(format!("{name}-io"))
-        .spawn(move || run(&file, &jobs, &in_flight, &poster))?;
-    Ok((backend, thread))
+        .spawn(move || {
+            while let Ok(job) = jobs.recv() {
+                let (status, data) = perform(&file, job.op);
+                done.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(encode(job.id, status, &data));
+                waker.wake();
+            }
+        })
 }
 
-fn run(file: &File, jobs: &Receiver<Job>, in_flight: &AtomicUsize, poster: &Poster) {
-    while let Ok(job) = jobs.recv() {
-        let (status, data) = perform(file, job.op);
-        // Counted down only once posted: a write submitted after this
-        // point cannot complete before this job.
-        poster.post(job.id, status, &data);
-        in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
+/// A channel to the thread.
+pub type JobSender = Sender<Job>;
 
 #[cfg(test)]
 mod tests {
