@@ -48,9 +48,6 @@ pub enum HypervisorError {
     /// The kick signal handler could not be installed.
     #[error("cannot install the vCPU kick signal handler")]
     KickSignal(#[source] std::io::Error),
-    /// The vCPU's kick timer could not be created.
-    #[error("cannot create the vCPU kick timer")]
-    KickTimer(#[source] std::io::Error),
 }
 
 impl HypervisorError {

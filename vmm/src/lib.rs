@@ -5,9 +5,8 @@
 //!
 //! Threads: the control loop (the caller of [`run`]) owns the VM and answers
 //! API requests; the API thread parses HTTP; the vCPU thread runs the guest
-//! and is the only writer of guest-visible state (the kernel kicks it at the
-//! APIC timer's deadline through its kick timer); a stdin thread feeds
-//! `--serial tty`.
+//! and is the only writer of guest-visible state; a timer thread kicks the
+//! vCPU when the APIC timer is due; a stdin thread feeds `--serial tty`.
 
 pub mod api;
 pub mod boot;

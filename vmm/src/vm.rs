@@ -102,6 +102,7 @@ pub struct Vm {
     control: Arc<VcpuControl>,
     counters: Arc<VcpuCounters>,
     vcpu_thread: Option<JoinHandle<()>>,
+    timer_thread: Option<JoinHandle<()>>,
     device_tree: BTreeMap<String, serde_json::Value>,
     pci_devices: Vec<PciDeviceInfo>,
     memory_size: u64,
@@ -200,6 +201,12 @@ impl Vm {
                 let _ = events.send(ControlEvent::VcpuEnded(end));
             })
             .map_err(|e| VmError::Thread("vcpu", e))?;
+        let timer_control = control.clone();
+        let timer_clock = clock.clone();
+        let timer_thread = std::thread::Builder::new()
+            .name("vcpu0-timer".into())
+            .spawn(move || timer_control.timer_loop(timer_clock.as_ref()))
+            .map_err(|e| VmError::Thread("timer", e))?;
         // Replay takes serial input from the log alone.
         if serial_is_tty && !replaying {
             crate::stdin::start_stdin_reader(control.clone());
@@ -209,6 +216,7 @@ impl Vm {
             control,
             counters,
             vcpu_thread: Some(vcpu_thread),
+            timer_thread: Some(timer_thread),
             device_tree,
             pci_devices,
             memory_size: config.memory.size,
@@ -257,6 +265,11 @@ impl Vm {
         }
         let stopped = self.control.stop();
         if let Some(t) = self.vcpu_thread.take() {
+            if stopped {
+                let _ = t.join();
+            }
+        }
+        if let Some(t) = self.timer_thread.take() {
             if stopped {
                 let _ = t.join();
             }

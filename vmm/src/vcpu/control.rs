@@ -5,22 +5,21 @@
 //!
 //! Other threads never touch guest-visible state: they post a request or a
 //! host input here and kick the vCPU; the vCPU thread acts on it at its next
-//! exit. At the APIC timer's deadline the kernel kicks the vCPU itself,
-//! through its kicker's timer, armed when the vCPU enters the guest.
+//! exit. The timer thread kicks the vCPU when the APIC timer's deadline (as
+//! published by the vCPU thread) passes.
 //!
 //! Wake-ups cost host CPU and latency on every request and timer tick, so
 //! a kick is only as strong as it needs to be: the signal that interrupts
 //! `KVM_RUN` is sent only while the vCPU is in the guest (or about to
-//! enter it), and a halted vCPU is woken through its own condition
-//! variable. A halted vCPU sleeps until the timer deadline by itself (its
-//! kick timer is disarmed), and no other thread wakes for a deadline.
+//! enter it), a halted vCPU is woken through its own condition variable,
+//! and the timer thread waits on another one, so that neither wakes the
+//! other for nothing. A halted vCPU sleeps until the timer deadline by
+//! itself: the timer thread does not kick it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
-
-use hypervisor::kick;
 
 use devices::clock::Clock;
 use hypervisor::kick::Kicker;
@@ -43,8 +42,7 @@ pub enum RunState {
 #[derive(Debug)]
 struct State {
     run: RunState,
-    /// The deadline (clock time) the kick timer is armed for.
-    armed: Option<u64>,
+    deadline: Option<u64>,
     input: VecDeque<u8>,
     /// A device finished host work: poll event sources.
     events_ready: bool,
@@ -56,7 +54,7 @@ struct State {
     seen: u64,
 }
 
-/// Shared between the vCPU thread, the threads that kick it and the control loop.
+/// Shared between the vCPU thread, its timer thread and the control loop.
 #[derive(Debug)]
 pub struct VcpuControl {
     state: Mutex<State>,
@@ -64,6 +62,8 @@ pub struct VcpuControl {
     cv: Condvar,
     /// Wakes the halted vCPU.
     halt_cv: Condvar,
+    /// Wakes the timer thread (the deadline changed, or the vCPU stopped).
+    timer_cv: Condvar,
     kicker: Mutex<Option<Kicker>>,
     /// The vCPU is in `KVM_RUN`, or past its last look at pending work on
     /// the way there. Set under the state lock; read under it by kickers.
@@ -79,7 +79,7 @@ impl VcpuControl {
         Arc::new(VcpuControl {
             state: Mutex::new(State {
                 run: RunState::Running,
-                armed: None,
+                deadline: None,
                 input: VecDeque::new(),
                 events_ready: false,
                 halted: false,
@@ -88,6 +88,7 @@ impl VcpuControl {
             }),
             cv: Condvar::new(),
             halt_cv: Condvar::new(),
+            timer_cv: Condvar::new(),
             kicker: Mutex::new(None),
             in_guest: AtomicBool::new(false),
         })
@@ -131,45 +132,6 @@ impl VcpuControl {
             .as_ref()
         {
             k.kick();
-        }
-    }
-
-    /// Arms the kick timer for `deadline` (clock time), if it is not armed
-    /// for it already; `None` disarms. Returns whether the deadline has
-    /// passed (the timer is then left as it was). The timer, relative to
-    /// CLOCK_MONOTONIC, fires no earlier than the deadline: the VM clock
-    /// counts CLOCK_MONOTONIC less pauses, and a pause disarms it.
-    fn arm(&self, s: &mut State, clock: &dyn Clock, deadline: Option<u64>) -> bool {
-        let Some(d) = deadline else {
-            self.disarm(s);
-            return false;
-        };
-        let now = clock.now_ns();
-        if now >= d {
-            return true;
-        }
-        if s.armed != deadline {
-            s.armed = deadline;
-            self.set_timer(Some(Duration::from_nanos(d - now)));
-        }
-        false
-    }
-
-    /// Disarms the kick timer.
-    fn disarm(&self, s: &mut State) {
-        if s.armed.take().is_some() {
-            self.set_timer(None);
-        }
-    }
-
-    fn set_timer(&self, after: Option<Duration>) {
-        if let Some(k) = self
-            .kicker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            k.arm(after);
         }
     }
 
@@ -263,8 +225,7 @@ impl VcpuControl {
         let mut s = self.lock();
         if s.run == RunState::PauseRequested {
             s.run = RunState::Paused;
-            // The clock stops: the deadline is re-armed on the way back in.
-            self.disarm(&mut s);
+            s.deadline = None;
             on_pause();
             self.cv.notify_all();
             while s.run == RunState::Paused {
@@ -273,6 +234,25 @@ impl VcpuControl {
             on_resume();
         }
         s.run != RunState::StopRequested
+    }
+
+    /// Publishes the clock time at which the vCPU must be kicked (APIC timer).
+    pub fn set_deadline(&self, deadline: Option<u64>) {
+        let mut s = self.lock();
+        if s.deadline != deadline {
+            // A later deadline needs no wake-up: the timer thread finds it
+            // when its current wait ends.
+            let sooner = match (s.deadline, deadline) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(old), Some(new)) => new < old,
+            };
+            s.deadline = deadline;
+            drop(s);
+            if sooner {
+                self.timer_cv.notify_one();
+            }
+        }
     }
 
     /// Called by the vCPU thread right before it looks at pending work
@@ -284,27 +264,29 @@ impl VcpuControl {
 
     /// Called right before `KVM_RUN`, after the loop turn delivered what
     /// was pending: marks the vCPU as in the guest, so that kickers signal
-    /// it from now on, and arms its kick timer for `deadline` (clock time:
-    /// the APIC timer's, or recording's forced-delivery bound). Returns
-    /// true if a kick came since [`mark_seen`](Self::mark_seen) without a
-    /// signal, or the deadline has passed: the caller then makes `KVM_RUN`
-    /// return at once, as that signal would have. (Work seen but left
-    /// pending, as recording leaves events for a synchronous exit, does
-    /// not count: the guest must run to reach it.)
+    /// it from now on. Returns true if a kick came (or the deadline
+    /// passed) since [`mark_seen`](Self::mark_seen) without a signal: the
+    /// caller then makes `KVM_RUN` return at once, as that signal would
+    /// have. (Work seen but left pending, as recording leaves events for
+    /// a synchronous exit, does not count: the guest must run to reach it.)
+    ///
+    /// `deadline` is published for the timer thread as by
+    /// [`set_deadline`](Self::set_deadline).
     pub fn enter_guest(&self, clock: &dyn Clock, deadline: Option<u64>) -> bool {
-        kick::set_in_guest(true);
-        let mut s = self.lock();
+        self.set_deadline(deadline);
+        let s = self.lock();
         self.in_guest.store(true, Ordering::SeqCst);
-        let passed = self.arm(&mut s, clock, deadline);
-        passed || s.posted != s.seen
+        // The timer thread may have passed the deadline while the vCPU was
+        // not in the guest (and sent no signal): compare with the
+        // vCPU's own deadline, which the timer thread does not clear.
+        s.posted != s.seen || deadline.is_some_and(|d| clock.now_ns() >= d)
     }
 
     /// Called when `KVM_RUN` returned: kicks need no signal until the next
     /// [`enter_guest`](Self::enter_guest). (A kicker that still saw the
-    /// flag set sends a signal that the vCPU thread ignores.)
+    /// flag set sends a signal that only ends the next `KVM_RUN` early.)
     pub fn leave_guest(&self) {
         self.in_guest.store(false, Ordering::SeqCst);
-        kick::set_in_guest(false);
     }
 
     /// Blocks a halted vCPU until `deadline` (clock time), a request, or input.
@@ -320,8 +302,6 @@ impl VcpuControl {
         if timeout.is_zero() {
             return;
         }
-        // The wait below ends at the deadline by itself.
-        self.disarm(&mut s);
         s.halted = true;
         let (mut s, _) = self
             .halt_cv
@@ -337,6 +317,40 @@ impl VcpuControl {
         self.lock().run = RunState::Stopped;
         self.set_kicker(None);
         self.cv.notify_all();
+        self.timer_cv.notify_all();
+    }
+
+    /// The timer thread: kicks the vCPU whenever the published deadline
+    /// passes while it is in the guest, until the vCPU stops. (A halted
+    /// vCPU wakes at the deadline by itself, and one between exits checks
+    /// the deadline before it enters the guest.)
+    pub fn timer_loop(&self, clock: &dyn Clock) {
+        let mut s = self.lock();
+        loop {
+            if s.run == RunState::Stopped {
+                return;
+            }
+            match s.deadline {
+                None => {
+                    s = self.timer_cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
+                Some(d) => {
+                    let now = clock.now_ns();
+                    if now >= d {
+                        s.deadline = None;
+                        if self.in_guest.load(Ordering::SeqCst) {
+                            self.signal();
+                        }
+                    } else {
+                        let (g, _) = self
+                            .timer_cv
+                            .wait_timeout(s, Duration::from_nanos(d - now))
+                            .unwrap_or_else(|e| e.into_inner());
+                        s = g;
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -199,7 +199,7 @@ impl VcpuRunner {
         }
     }
 
-    /// When the vCPU's kick timer must kick it: at the APIC timer's
+    /// When the timer thread must kick the vCPU: at the APIC timer's
     /// deadline; when recording with an event already due but waiting for
     /// a synchronous exit, at the forced-delivery bound; never in replay
     /// (events come from the log).
