@@ -52,6 +52,25 @@ impl QueueContext<'_> {
         }
     }
 
+    /// Enables or disables the driver's notifications of queue `index`
+    /// (VRING_USED_F_NO_NOTIFY). On enabling, returns whether buffers were
+    /// made available that the device has not popped yet (the driver may
+    /// have posted them without notifying just before).
+    pub fn set_notification(&mut self, index: usize, enable: bool) -> Result<bool, ChainError> {
+        let q = match self.queues.get_mut(index) {
+            Some(q) if q.ready() => q,
+            _ => return Ok(false),
+        };
+        if enable {
+            q.enable_notification(self.mem)
+                .map_err(|_| ChainError::UsedRing)
+        } else {
+            q.disable_notification(self.mem)
+                .map_err(|_| ChainError::UsedRing)?;
+            Ok(false)
+        }
+    }
+
     /// Returns chain `head` of queue `index` with `len` bytes written.
     pub fn add_used(&mut self, index: usize, head: u16, len: u32) -> Result<(), ChainError> {
         let q = self.queues.get_mut(index).ok_or(ChainError::UsedRing)?;

@@ -29,7 +29,7 @@ use devices::async_event::{ApplyError, AsyncEventSource};
 use devices::irq::MsiQueue;
 use virtio_bindings::virtio_config;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::device::{EventError, QueueContext, VirtioDevice};
 use crate::pci::config::{Bar, PciConfiguration, PciIds, NUM_REGS};
@@ -397,9 +397,14 @@ impl VirtioPciDevice {
             if used & (1 << i) == 0 {
                 continue;
             }
+            let q = &mut self.queues[i];
             // EVENT_IDX is not offered: virtio-queue then always asks for
-            // an interrupt (VRING_AVAIL_F_NO_INTERRUPT is only a hint).
-            let notify = self.queues[i].needs_notification(&self.mem).unwrap_or(true);
+            // an interrupt, and the driver's VRING_AVAIL_F_NO_INTERRUPT
+            // (virtio 1.2, 2.7.7.2: the device SHOULD NOT interrupt when
+            // it is set) is honoured here: a driver that polls its used
+            // ring (a transmit queue) costs no interrupt per buffer.
+            let notify = q.needs_notification(&self.mem).unwrap_or(true)
+                && (q.event_idx_enabled() || !interrupts_suppressed(&self.mem, q));
             if notify {
                 self.isr |= 1;
                 self.msix.trigger(self.queue_vectors[i]);
@@ -469,6 +474,18 @@ impl VirtioPciDevice {
         self.config.set_reg(self.msix_cap_reg, value);
     }
 }
+
+/// Whether the driver set VRING_AVAIL_F_NO_INTERRUPT in the queue's
+/// available ring (its first 16-bit field). An unreadable ring counts as
+/// not suppressed: the interrupt is sent.
+fn interrupts_suppressed(mem: &GuestMemoryMmap, q: &Queue) -> bool {
+    // `needs_notification` ordered the used ring's writes before this read.
+    mem.read_obj::<u16>(GuestAddress(q.avail_ring()))
+        .is_ok_and(|flags| u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT != 0)
+}
+
+const VRING_AVAIL_F_NO_INTERRUPT: u16 =
+    virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT as u16;
 
 fn hi(data: &[u8]) -> Option<u32> {
     (data.len() == 8).then(|| u32::from_le_bytes([data[4], data[5], data[6], data[7]]))

@@ -20,6 +20,8 @@ const DESC_F_NEXT: u16 = 1;
 const DESC_F_WRITE: u16 = 2;
 /// Used ring flag: the device does not need notifications now.
 const USED_F_NO_NOTIFY: u16 = 1;
+/// Available-ring flag: the driver does not want interrupts for this queue.
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// A queue that could not be set up or used.
 #[derive(Debug, Error)]
@@ -211,6 +213,15 @@ impl Virtqueue {
 
     /// Notifies the device unconditionally (after refilling a queue the
     /// device may have run dry on).
+    /// Asks the device not to interrupt when it returns buffers of this
+    /// queue (VRING_AVAIL_F_NO_INTERRUPT): for a queue the driver polls.
+    pub fn suppress_interrupts(&mut self) {
+        // SAFETY: `avail` points at the available ring's flags field, in
+        // this queue's allocation, for the queue's lifetime.
+        unsafe { write_volatile(self.avail, AVAIL_F_NO_INTERRUPT) };
+        fence(Ordering::SeqCst);
+    }
+
     pub fn kick_always(&mut self) {
         self.unkicked = 0;
         fence(Ordering::SeqCst);

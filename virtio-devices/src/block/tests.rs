@@ -274,7 +274,8 @@ fn immediate_completions() {
     // A read larger than MAX_REQUEST_BYTES (9 x 512 KiB over one buffer).
     let mut q = [queue(32, 0)];
     let disk2 = Disk::new("big", 16384);
-    let mut big = open(&disk2, false, Arc::new(ImmediateOutput));
+    let sink = Arc::new(HoldingSink::default());
+    let mut big = open(&disk2, false, sink.clone());
     let mut h = [0u8; 16];
     h[0] = VIRTIO_BLK_T_IN as u8;
     mem.write_slice(&h, GuestAddress(HDR)).unwrap();
@@ -283,13 +284,26 @@ fn immediate_completions() {
         desc(&mem, 0, i, 0x80000, 512 << 10, F_NEXT | F_WRITE, i + 1);
     }
     desc(&mem, 0, 10, STATUS, 1, F_WRITE, 0);
+    // Status 0 is still IOERR from the first request above: reset it.
+    mem.write_obj(0xffu8, GuestAddress(STATUS)).unwrap();
     publish(&mem, 0, &[0]);
     assert_eq!(notify(&mut big, &mem, &mut q).unwrap(), 1);
     assert_eq!(status(&mem, 0), VIRTIO_BLK_S_IOERR);
-    // Nothing went to the disk thread.
+    let (n, entries) = used(&mem, 0);
+    assert_eq!(
+        (n, entries[0]),
+        (1, (0, 1)),
+        "completed at once, status only"
+    );
+    // Nothing went to the sink (so nothing to the disk thread), and no
+    // completion will come.
+    assert!(
+        sink.release_all().is_empty(),
+        "the oversized read was submitted"
+    );
     std::thread::sleep(Duration::from_millis(20));
-    assert!(b.poll_event().is_none());
-    assert_eq!(b.counters().snapshot()["write_ops"], 0);
+    assert!(big.poll_event().is_none());
+    assert_eq!(big.counters().snapshot()["read_ops"], 0);
 }
 
 #[test]

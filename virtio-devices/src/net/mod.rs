@@ -175,7 +175,23 @@ impl Net {
         self.counters.clone()
     }
 
+    /// Fills RX buffers with waiting frames. The driver's notifications
+    /// of new RX buffers are only needed while frames wait for buffers:
+    /// they are suppressed (VRING_USED_F_NO_NOTIFY) whenever the backlog
+    /// is empty, which spares the guest an exit each time it re-posts a
+    /// buffer.
     fn deliver_backlog(&mut self, ctx: &mut QueueContext) -> Result<(), ChainError> {
+        loop {
+            self.fill_rx(ctx)?;
+            let wanted = !self.backlog.is_empty();
+            // Buffers posted after the last look are found by looking again.
+            if !ctx.set_notification(RX_QUEUE, wanted)? || !wanted {
+                return Ok(());
+            }
+        }
+    }
+
+    fn fill_rx(&mut self, ctx: &mut QueueContext) -> Result<(), ChainError> {
         while let Some(frame) = self.backlog.front() {
             let Some(chain) = ctx.pop(RX_QUEUE, MAX_FRAME as u64 * 2)? else {
                 break;

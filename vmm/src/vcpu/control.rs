@@ -7,8 +7,17 @@
 //! host input here and kick the vCPU; the vCPU thread acts on it at its next
 //! exit. The timer thread kicks the vCPU when the APIC timer's deadline (as
 //! published by the vCPU thread) passes.
+//!
+//! Wake-ups cost host CPU and latency on every request and timer tick, so
+//! a kick is only as strong as it needs to be: the signal that interrupts
+//! `KVM_RUN` is sent only while the vCPU is in the guest (or about to
+//! enter it), a halted vCPU is woken through its own condition variable,
+//! and the timer thread waits on another one, so that neither wakes the
+//! other for nothing. A halted vCPU sleeps until the timer deadline by
+//! itself: the timer thread does not kick it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -37,14 +46,28 @@ struct State {
     input: VecDeque<u8>,
     /// A device finished host work: poll event sources.
     events_ready: bool,
+    /// The vCPU thread sleeps in [`VcpuControl::wait_halted`].
+    halted: bool,
+    /// Kicks so far, and how many of them the vCPU had seen when it last
+    /// looked at pending work (see [`VcpuControl::mark_seen`]).
+    posted: u64,
+    seen: u64,
 }
 
 /// Shared between the vCPU thread, its timer thread and the control loop.
 #[derive(Debug)]
 pub struct VcpuControl {
     state: Mutex<State>,
+    /// Run-state changes (pause, resume, stop handshakes).
     cv: Condvar,
+    /// Wakes the halted vCPU.
+    halt_cv: Condvar,
+    /// Wakes the timer thread (the deadline changed, or the vCPU stopped).
+    timer_cv: Condvar,
     kicker: Mutex<Option<Kicker>>,
+    /// The vCPU is in `KVM_RUN`, or past its last look at pending work on
+    /// the way there. Set under the state lock; read under it by kickers.
+    in_guest: AtomicBool,
 }
 
 /// How long a control-loop request waits for the vCPU to acknowledge it.
@@ -59,9 +82,15 @@ impl VcpuControl {
                 deadline: None,
                 input: VecDeque::new(),
                 events_ready: false,
+                halted: false,
+                posted: 0,
+                seen: 0,
             }),
             cv: Condvar::new(),
+            halt_cv: Condvar::new(),
+            timer_cv: Condvar::new(),
             kicker: Mutex::new(None),
+            in_guest: AtomicBool::new(false),
         })
     }
 
@@ -76,6 +105,26 @@ impl VcpuControl {
 
     /// Kicks the vCPU out of the guest and wakes it if it waits.
     pub fn kick(&self) {
+        let mut s = self.lock();
+        self.kick_locked(&mut s);
+    }
+
+    /// Kicks with the state lock held (the caller has just posted what the
+    /// vCPU must act on): a signal only if the vCPU is in the guest, a
+    /// wake-up only if it is halted. Otherwise it is between exits and
+    /// sees the posted work before it enters the guest again (see
+    /// [`enter_guest`](Self::enter_guest)).
+    fn kick_locked(&self, s: &mut State) {
+        s.posted = s.posted.wrapping_add(1);
+        if self.in_guest.load(Ordering::SeqCst) {
+            self.signal();
+        }
+        if s.halted {
+            self.halt_cv.notify_one();
+        }
+    }
+
+    fn signal(&self) {
         if let Some(k) = self
             .kicker
             .lock()
@@ -84,7 +133,6 @@ impl VcpuControl {
         {
             k.kick();
         }
-        self.cv.notify_all();
     }
 
     /// The current run state.
@@ -101,8 +149,8 @@ impl VcpuControl {
                 return s.run == RunState::Paused;
             }
             s.run = RunState::PauseRequested;
+            self.kick_locked(&mut s);
         }
-        self.kick();
         self.wait_for(|r| r != RunState::PauseRequested) == RunState::Paused
     }
 
@@ -126,8 +174,8 @@ impl VcpuControl {
                 return true;
             }
             s.run = RunState::StopRequested;
+            self.kick_locked(&mut s);
         }
-        self.kick();
         self.wait_for(|r| r == RunState::Stopped) == RunState::Stopped
     }
 
@@ -142,8 +190,9 @@ impl VcpuControl {
 
     /// Queues host input bytes for the guest (serial) and wakes the vCPU.
     pub fn push_input(&self, bytes: &[u8]) {
-        self.lock().input.extend(bytes.iter().copied());
-        self.kick();
+        let mut s = self.lock();
+        s.input.extend(bytes.iter().copied());
+        self.kick_locked(&mut s);
     }
 
     /// Clears and returns the "device events ready" flag (vCPU thread).
@@ -191,15 +240,58 @@ impl VcpuControl {
     pub fn set_deadline(&self, deadline: Option<u64>) {
         let mut s = self.lock();
         if s.deadline != deadline {
+            // A later deadline needs no wake-up: the timer thread finds it
+            // when its current wait ends.
+            let sooner = match (s.deadline, deadline) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(old), Some(new)) => new < old,
+            };
             s.deadline = deadline;
             drop(s);
-            self.cv.notify_all();
+            if sooner {
+                self.timer_cv.notify_one();
+            }
         }
+    }
+
+    /// Called by the vCPU thread right before it looks at pending work
+    /// (a loop turn's delivery): kicks posted until now are seen.
+    pub fn mark_seen(&self) {
+        let mut s = self.lock();
+        s.seen = s.posted;
+    }
+
+    /// Called right before `KVM_RUN`, after the loop turn delivered what
+    /// was pending: marks the vCPU as in the guest, so that kickers signal
+    /// it from now on. Returns true if a kick came (or the deadline
+    /// passed) since [`mark_seen`](Self::mark_seen) without a signal: the
+    /// caller then makes `KVM_RUN` return at once, as that signal would
+    /// have. (Work seen but left pending, as recording leaves events for
+    /// a synchronous exit, does not count: the guest must run to reach it.)
+    ///
+    /// `deadline` is published for the timer thread as by
+    /// [`set_deadline`](Self::set_deadline).
+    pub fn enter_guest(&self, clock: &dyn Clock, deadline: Option<u64>) -> bool {
+        self.set_deadline(deadline);
+        let s = self.lock();
+        self.in_guest.store(true, Ordering::SeqCst);
+        // The timer thread may have passed the deadline while the vCPU was
+        // not in the guest (and sent no signal): compare with the
+        // vCPU's own deadline, which the timer thread does not clear.
+        s.posted != s.seen || deadline.is_some_and(|d| clock.now_ns() >= d)
+    }
+
+    /// Called when `KVM_RUN` returned: kicks need no signal until the next
+    /// [`enter_guest`](Self::enter_guest). (A kicker that still saw the
+    /// flag set sends a signal that only ends the next `KVM_RUN` early.)
+    pub fn leave_guest(&self) {
+        self.in_guest.store(false, Ordering::SeqCst);
     }
 
     /// Blocks a halted vCPU until `deadline` (clock time), a request, or input.
     pub fn wait_halted(&self, clock: &dyn Clock, deadline: Option<u64>) {
-        let s = self.lock();
+        let mut s = self.lock();
         if s.run != RunState::Running || !s.input.is_empty() || s.events_ready {
             return;
         }
@@ -210,12 +302,14 @@ impl VcpuControl {
         if timeout.is_zero() {
             return;
         }
-        let _ = self
-            .cv
+        s.halted = true;
+        let (mut s, _) = self
+            .halt_cv
             .wait_timeout_while(s, timeout, |s| {
                 s.run == RunState::Running && s.input.is_empty() && !s.events_ready
             })
             .unwrap_or_else(|e| e.into_inner());
+        s.halted = false;
     }
 
     /// Marks the vCPU thread as ended.
@@ -223,10 +317,13 @@ impl VcpuControl {
         self.lock().run = RunState::Stopped;
         self.set_kicker(None);
         self.cv.notify_all();
+        self.timer_cv.notify_all();
     }
 
     /// The timer thread: kicks the vCPU whenever the published deadline
-    /// passes, until the vCPU stops.
+    /// passes while it is in the guest, until the vCPU stops. (A halted
+    /// vCPU wakes at the deadline by itself, and one between exits checks
+    /// the deadline before it enters the guest.)
     pub fn timer_loop(&self, clock: &dyn Clock) {
         let mut s = self.lock();
         loop {
@@ -235,26 +332,18 @@ impl VcpuControl {
             }
             match s.deadline {
                 None => {
-                    s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                    s = self.timer_cv.wait(s).unwrap_or_else(|e| e.into_inner());
                 }
                 Some(d) => {
                     let now = clock.now_ns();
                     if now >= d {
                         s.deadline = None;
-                        drop(s);
-                        if let Some(k) = self
-                            .kicker
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .as_ref()
-                        {
-                            k.kick();
+                        if self.in_guest.load(Ordering::SeqCst) {
+                            self.signal();
                         }
-                        self.cv.notify_all();
-                        s = self.lock();
                     } else {
                         let (g, _) = self
-                            .cv
+                            .timer_cv
                             .wait_timeout(s, Duration::from_nanos(d - now))
                             .unwrap_or_else(|e| e.into_inner());
                         s = g;
@@ -267,8 +356,13 @@ impl VcpuControl {
 
 impl devices::async_event::Waker for VcpuControl {
     fn wake(&self) {
-        self.lock().events_ready = true;
-        self.kick();
+        let mut s = self.lock();
+        if s.events_ready {
+            // Already posted and kicked: the vCPU has not polled yet.
+            return;
+        }
+        s.events_ready = true;
+        self.kick_locked(&mut s);
     }
 }
 
@@ -309,6 +403,30 @@ mod tests {
         t.join().unwrap();
         assert_eq!(c.run_state(), RunState::Stopped);
         assert!(!c.pause());
+    }
+
+    #[test]
+    fn entering_the_guest_sees_kicks_since_the_last_look() {
+        let c = VcpuControl::new();
+        let clock = ManualClock::new(100);
+        c.mark_seen();
+        assert!(!c.enter_guest(&clock, None), "nothing posted");
+        c.leave_guest();
+        // Posted while the vCPU was between exits (no signal): the next
+        // entry must return at once.
+        c.push_input(b"x");
+        assert!(
+            c.enter_guest(&clock, None),
+            "input posted since the last look"
+        );
+        c.leave_guest();
+        // Seen (say, left pending by a recording at a kick): the guest runs.
+        c.mark_seen();
+        assert!(!c.enter_guest(&clock, Some(200)), "deadline still ahead");
+        c.leave_guest();
+        assert!(c.enter_guest(&clock, Some(100)), "deadline passed");
+        c.leave_guest();
+        assert_eq!(c.take_input(1), b"x");
     }
 
     #[test]

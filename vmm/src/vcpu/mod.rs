@@ -151,6 +151,7 @@ impl VcpuRunner {
             if !self.control.rendezvous(|| clock.pause(), || clock.resume()) {
                 return self.end(EndReason::Stopped);
             }
+            self.control.mark_seen();
             self.deliver_async_events()?;
             if self.ft.replaying() && self.ft.replay_end_here() == Some(EndReason::Stopped) {
                 // The recording was stopped by its VMM at a kick after this
@@ -166,9 +167,17 @@ impl VcpuRunner {
                 // replaces that run.
                 continue;
             }
-            self.control.set_deadline(self.kick_deadline());
-
-            let exit = self.vcpu.run().map_err(VcpuError::Hypervisor)?;
+            // Kicks from now on signal the vCPU; one that came since
+            // `mark_seen` without a signal ends this run at once.
+            if self
+                .control
+                .enter_guest(self.clock.as_ref(), self.kick_deadline())
+            {
+                self.vcpu.set_immediate_exit(true);
+            }
+            let exit = self.vcpu.run();
+            self.control.leave_guest();
+            let exit = exit.map_err(VcpuError::Hypervisor)?;
             if exit == VmExit::Interrupted {
                 self.vcpu.set_immediate_exit(false);
             }
