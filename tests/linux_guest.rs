@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 /// Paths printed by scripts/build-linux-guest (builds on first use).
@@ -107,7 +107,7 @@ fn boot_args(kernel_key: &str, cmdline: &str) -> Vec<String> {
 struct Guest {
     child: Child,
     stdin: ChildStdin,
-    output: Arc<Mutex<Vec<u8>>>,
+    output: common::Captured,
     reader: std::thread::JoinHandle<()>,
     started: Instant,
 }
@@ -133,7 +133,7 @@ impl Guest {
             .expect("spawn cloud-hypervisor");
         let stdin = child.stdin.take().expect("piped stdin");
         let mut stdout = child.stdout.take().expect("piped stdout");
-        let output = Arc::new(Mutex::new(Vec::new()));
+        let output = common::Captured::default();
         let o2 = output.clone();
         let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -141,7 +141,7 @@ impl Guest {
                 if n == 0 {
                     break;
                 }
-                o2.lock().expect("output lock").extend_from_slice(&buf[..n]);
+                o2.append(&buf[..n]);
             }
         });
         Guest {
@@ -154,17 +154,15 @@ impl Guest {
     }
 
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.output.lock().expect("output lock")).into_owned()
+        self.output.text()
     }
 
     fn len(&self) -> usize {
-        self.output.lock().expect("output lock").len()
+        self.output.len()
     }
 
     fn contains_after(&self, needle: &str, from: usize) -> bool {
-        let out = self.output.lock().expect("output lock");
-        out.get(from..)
-            .is_some_and(|tail| tail.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        self.output.contains_after(needle, from)
     }
 
     /// Waits until the serial output contains `needle` after byte `from`.
@@ -208,7 +206,7 @@ impl Guest {
         };
         // The reader ends at the end of the pipe.
         self.reader.join().expect("serial reader");
-        let output = std::mem::take(&mut *self.output.lock().expect("output lock"));
+        let output = self.output.take();
         (status, output)
     }
 }

@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,7 @@ fn set_cloexec(fd: &OwnedFd) {
 struct Pty {
     master: Arc<OwnedFd>,
     slave: OwnedFd,
-    output: Arc<Mutex<Vec<u8>>>,
+    output: common::Captured,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
 }
@@ -113,7 +113,7 @@ impl Pty {
         assert_eq!(r, 0, "tcsetattr: {}", io::Error::last_os_error());
 
         let master = Arc::new(master);
-        let output = Arc::new(Mutex::new(Vec::new()));
+        let output = common::Captured::default();
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
             let (master, output, stop) = (master.clone(), output.clone(), stop.clone());
@@ -134,17 +134,15 @@ impl Pty {
     }
 
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.output.lock().expect("output lock")).into_owned()
+        self.output.text()
     }
 
     fn len(&self) -> usize {
-        self.output.lock().expect("output lock").len()
+        self.output.len()
     }
 
     fn contains_after(&self, needle: &str, from: usize) -> bool {
-        let out = self.output.lock().expect("output lock");
-        out.get(from..)
-            .is_some_and(|tail| tail.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        self.output.contains_after(needle, from)
     }
 
     /// Types `keys` on the terminal.
@@ -167,7 +165,7 @@ impl Drop for Pty {
 }
 
 /// Collects what the VMM writes to the terminal until `stop`.
-fn read_master(master: &OwnedFd, output: &Mutex<Vec<u8>>, stop: &AtomicBool) {
+fn read_master(master: &OwnedFd, output: &common::Captured, stop: &AtomicBool) {
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::SeqCst) {
         let mut fds = [libc::pollfd {
@@ -187,10 +185,7 @@ fn read_master(master: &OwnedFd, output: &Mutex<Vec<u8>>, stop: &AtomicBool) {
         // SAFETY: reads at most buf.len() bytes into `buf`.
         let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         if n > 0 {
-            output
-                .lock()
-                .expect("output lock")
-                .extend_from_slice(&buf[..n as usize]);
+            output.append(&buf[..n as usize]);
         }
     }
 }

@@ -6,7 +6,10 @@
 
 #![allow(dead_code)]
 
+pub mod captured;
 pub mod netns;
+
+pub use captured::Captured;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
