@@ -107,7 +107,7 @@ fn boot_args(kernel_key: &str, cmdline: &str) -> Vec<String> {
 struct Guest {
     child: Child,
     stdin: ChildStdin,
-    output: common::Captured,
+    output: common::captured::Captured,
     reader: std::thread::JoinHandle<()>,
     started: Instant,
 }
@@ -133,7 +133,7 @@ impl Guest {
             .expect("spawn cloud-hypervisor");
         let stdin = child.stdin.take().expect("piped stdin");
         let mut stdout = child.stdout.take().expect("piped stdout");
-        let output = common::Captured::default();
+        let output = common::captured::Captured::default();
         let o2 = output.clone();
         let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];

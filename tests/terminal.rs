@@ -74,7 +74,7 @@ fn set_cloexec(fd: &OwnedFd) {
 struct Pty {
     master: Arc<OwnedFd>,
     slave: OwnedFd,
-    output: common::Captured,
+    output: common::captured::Captured,
     stop: Arc<AtomicBool>,
     reader: Option<JoinHandle<()>>,
 }
@@ -113,7 +113,7 @@ impl Pty {
         assert_eq!(r, 0, "tcsetattr: {}", io::Error::last_os_error());
 
         let master = Arc::new(master);
-        let output = common::Captured::default();
+        let output = common::captured::Captured::default();
         let stop = Arc::new(AtomicBool::new(false));
         let reader = {
             let (master, output, stop) = (master.clone(), output.clone(), stop.clone());
@@ -165,7 +165,7 @@ impl Drop for Pty {
 }
 
 /// Collects what the VMM writes to the terminal until `stop`.
-fn read_master(master: &OwnedFd, output: &common::Captured, stop: &AtomicBool) {
+fn read_master(master: &OwnedFd, output: &common::captured::Captured, stop: &AtomicBool) {
     let mut buf = [0u8; 4096];
     while !stop.load(Ordering::SeqCst) {
         let mut fds = [libc::pollfd {

@@ -9,8 +9,6 @@
 pub mod captured;
 pub mod netns;
 
-pub use captured::Captured;
-
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
