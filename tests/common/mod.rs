@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod captured;
+pub mod ft;
 pub mod netns;
 
 use std::io::{Read, Write};
