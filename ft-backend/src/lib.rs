@@ -28,11 +28,14 @@ pub mod debug;
 pub mod digest;
 pub mod entry;
 pub mod inspect;
+pub mod live;
 pub mod log;
 pub mod log_thread;
+pub mod pair;
 pub mod recorder;
 pub mod replayer;
 pub mod report;
+pub mod stream;
 pub mod symbols;
 pub mod tiebreak;
 

@@ -64,7 +64,7 @@ pub const FRAME_OVERHEAD: usize = 4 + 1 + 1 + 4 + 4;
 
 /// The largest `length` field a reader accepts when payloads are at most
 /// `max` bytes: a compressed body may be slightly longer than its payload.
-fn max_stored_len(max: u32) -> u64 {
+pub(crate) fn max_stored_len(max: u32) -> u64 {
     let max = u64::from(max);
     max + max / 128 + 1024 + 6
 }
@@ -225,10 +225,9 @@ impl Default for WriterOptions {
 
 /// Writes a log. Entries are buffered; [`flush`](Self::flush) writes them
 /// out.
-#[derive(Debug)]
 pub struct LogWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: BufWriter<Box<dyn Write + Send>>,
     compressor: Option<Compressor>,
     max_frame_len: u32,
     frames: u64,
@@ -236,6 +235,16 @@ pub struct LogWriter {
     raw_bytes: u64,
     /// The frame being written (kept to reuse its memory).
     frame: Vec<u8>,
+}
+
+impl std::fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogWriter")
+            .field("path", &self.path)
+            .field("frames", &self.frames)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LogWriter {
@@ -264,7 +273,42 @@ impl LogWriter {
             None
         };
         let file = File::create(path).map_err(io)?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+        Self::to_writer(path, Box::new(file), header, compressor, options)
+    }
+
+    /// Writes the log to `out` instead of a file (the logging channel:
+    /// the stream is the log, header first); `name` names it in errors.
+    /// Frames are compressed.
+    pub fn to_stream(
+        name: &Path,
+        out: Box<dyn Write + Send>,
+        header: LogHeader,
+    ) -> Result<Self, LogError> {
+        let compressor = Compressor::new().map_err(|source| LogError::Codec {
+            path: name.to_path_buf(),
+            source,
+        })?;
+        Self::to_writer(
+            name,
+            out,
+            header,
+            Some(compressor),
+            WriterOptions::default(),
+        )
+    }
+
+    fn to_writer(
+        path: &Path,
+        out: Box<dyn Write + Send>,
+        header: LogHeader,
+        compressor: Option<Compressor>,
+        options: WriterOptions,
+    ) -> Result<Self, LogError> {
+        let io = |source| LogError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut out = BufWriter::with_capacity(1 << 20, out);
         out.write_all(&header.encode()).map_err(io)?;
         Ok(LogWriter {
             path: path.to_path_buf(),
@@ -380,6 +424,15 @@ pub(crate) fn encode_entry(path: &Path, max: u32, entry: &Entry) -> Result<Vec<u
     Ok(payload)
 }
 
+/// Reads the header from `src` and checks it (for the stream decoder).
+pub(crate) fn read_stream_header(
+    src: &mut impl Read,
+    path: &Path,
+    expected_config: Option<u64>,
+) -> Result<LogHeader, LogError> {
+    read_header(src, path, expected_config)
+}
+
 /// Reads the header from `src` and checks it (magic, version, CRC, and
 /// the configuration digest when `expected_config` is given).
 fn read_header(
@@ -442,9 +495,9 @@ fn read_full(src: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Reads the frames after the header, one at a time.
 #[derive(Debug)]
-struct FrameReader<R> {
+pub(crate) struct FrameReader<R> {
     path: PathBuf,
-    src: R,
+    pub(crate) src: R,
     offset: u64,
     frame: u64,
     ended: bool,
@@ -454,7 +507,7 @@ struct FrameReader<R> {
 }
 
 impl<R: Read> FrameReader<R> {
-    fn new(path: &Path, src: R, max_frame_len: u32) -> Self {
+    pub(crate) fn new(path: &Path, src: R, max_frame_len: u32) -> Self {
         FrameReader {
             path: path.to_path_buf(),
             src,
@@ -468,7 +521,7 @@ impl<R: Read> FrameReader<R> {
 
     /// The next entry; `None` at the end of the input, which must come
     /// right after the end frame.
-    fn next_entry(&mut self) -> Result<Option<Entry>, LogError> {
+    pub(crate) fn next_entry(&mut self) -> Result<Option<Entry>, LogError> {
         let p = || self.path.clone();
         let io = |source| LogError::Io {
             path: self.path.clone(),

@@ -16,8 +16,23 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::channel::Position;
 use crate::entry::Entry;
 use crate::log::{encode_entry, LogError, LogWriter};
+
+/// What the vCPU thread hands to the log thread.
+#[derive(Debug)]
+enum Item {
+    /// An encoded entry: tag and payload.
+    Frame(u8, Vec<u8>),
+    /// A stream: every frame before this is sent; tell the peer how far
+    /// the guest has run.
+    Progress(Position),
+}
+
+/// Sends a progress position after the frames before it (the logging
+/// channel); an error stops the thread as a write error does.
+pub type ProgressSink = Box<dyn FnMut(Position) -> Result<(), LogError> + Send>;
 
 /// Frames waiting for the thread, at most.
 const QUEUE: usize = 64;
@@ -42,7 +57,7 @@ pub struct LogThread {
     path: PathBuf,
     /// The writer's frame limit, checked here before queueing.
     max_frame_len: u32,
-    tx: Option<SyncSender<(u8, Vec<u8>)>>,
+    tx: Option<SyncSender<Item>>,
     thread: Option<JoinHandle<Option<LogWriter>>>,
     shared: Arc<Shared>,
 }
@@ -51,6 +66,18 @@ impl LogThread {
     /// Starts the thread with `writer` (its header, and any frames
     /// appended before, already written to its buffer).
     pub fn spawn(writer: LogWriter) -> Result<Self, LogError> {
+        Self::start(writer, None)
+    }
+
+    /// Starts the thread for a stream (the logging channel): frames are
+    /// flushed as soon as no more are queued, and
+    /// [`progress`](Self::progress) positions go to `progress` after the
+    /// frames queued before them.
+    pub fn spawn_stream(writer: LogWriter, progress: ProgressSink) -> Result<Self, LogError> {
+        Self::start(writer, Some(progress))
+    }
+
+    fn start(writer: LogWriter, progress: Option<ProgressSink>) -> Result<Self, LogError> {
         let path = writer.path().to_path_buf();
         let shared = Arc::new(Shared::default());
         shared.bytes.store(writer.bytes(), Ordering::Relaxed);
@@ -63,7 +90,7 @@ impl LogThread {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ft_log".into())
-            .spawn(move || run(writer, rx, &s))
+            .spawn(move || run(writer, rx, progress, &s))
             .map_err(|source| LogError::Io {
                 path: path.clone(),
                 source,
@@ -87,7 +114,22 @@ impl LogThread {
         let sent = self
             .tx
             .as_ref()
-            .map(|tx| tx.send((entry.tag(), payload)).is_ok());
+            .map(|tx| tx.send(Item::Frame(entry.tag(), payload)).is_ok());
+        if sent != Some(true) {
+            return Err(self.stopped());
+        }
+        Ok(())
+    }
+
+    /// Queues a progress position (a stream's; a file ignores it).
+    pub fn progress(&mut self, position: Position) -> Result<(), LogError> {
+        if let Some(e) = lock(&self.shared.error).take() {
+            return Err(e);
+        }
+        let sent = self
+            .tx
+            .as_ref()
+            .map(|tx| tx.send(Item::Progress(position)).is_ok());
         if sent != Some(true) {
             return Err(self.stopped());
         }
@@ -150,22 +192,60 @@ impl Drop for LogThread {
 }
 
 /// The thread: writes frames until the sender is gone or a write fails;
-/// returns the writer for the final flush.
-fn run(mut writer: LogWriter, rx: Receiver<(u8, Vec<u8>)>, shared: &Shared) -> Option<LogWriter> {
-    while let Ok((tag, payload)) = rx.recv() {
-        if let Err(e) = writer.write_payload(tag, &payload) {
-            *lock(&shared.error) = Some(e);
-            return None;
+/// returns the writer for the final flush. A stream is flushed whenever
+/// the queue runs dry, and before each progress position.
+fn run(
+    mut writer: LogWriter,
+    rx: Receiver<Item>,
+    mut progress: Option<ProgressSink>,
+    shared: &Shared,
+) -> Option<LogWriter> {
+    let fail = |e| {
+        *lock(&shared.error) = Some(e);
+        None
+    };
+    let mut next = None;
+    loop {
+        let item = match next.take() {
+            Some(i) => i,
+            None => match rx.recv() {
+                Ok(i) => i,
+                Err(_) => break,
+            },
+        };
+        match item {
+            Item::Frame(tag, payload) => {
+                if let Err(e) = writer.write_payload(tag, &payload) {
+                    return fail(e);
+                }
+                shared.bytes.store(writer.bytes(), Ordering::Relaxed);
+                shared
+                    .raw_bytes
+                    .store(writer.raw_bytes(), Ordering::Relaxed);
+                shared.frames.store(writer.frames(), Ordering::Relaxed);
+            }
+            Item::Progress(p) => {
+                if let Some(send) = progress.as_mut() {
+                    if let Err(e) = writer.flush().and_then(|()| send(p)) {
+                        return fail(e);
+                    }
+                }
+            }
         }
-        shared.bytes.store(writer.bytes(), Ordering::Relaxed);
-        shared
-            .raw_bytes
-            .store(writer.raw_bytes(), Ordering::Relaxed);
-        shared.frames.store(writer.frames(), Ordering::Relaxed);
+        if progress.is_some() {
+            match rx.try_recv() {
+                Ok(i) => next = Some(i),
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    if let Err(e) = writer.flush() {
+                        return fail(e);
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+            }
+        }
     }
     if let Err(e) = writer.flush() {
-        *lock(&shared.error) = Some(e);
-        return None;
+        return fail(e);
     }
     Some(writer)
 }

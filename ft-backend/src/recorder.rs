@@ -8,10 +8,11 @@
 
 use std::path::Path;
 
+use crate::channel::Position;
 use crate::debug::DebugEntry;
 use crate::entry::{Checkpoint, EndReason, Entry, Event, ExitId, Setup};
 use crate::log::{LogError, LogHeader, LogWriter};
-use crate::log_thread::LogThread;
+use crate::log_thread::{LogThread, ProgressSink};
 
 /// Errors while recording.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +62,26 @@ impl Recorder {
             .append(&Entry::Setup(setup))
             .map_err(RecordError::Log)?;
         let writer = LogThread::spawn(writer).map_err(RecordError::Log)?;
-        Ok(Recorder {
+        Ok(Self::with_thread(writer))
+    }
+
+    /// Records into a stream (the logging channel): `writer` writes the
+    /// stream, `progress` sends progress positions after the frames before
+    /// them. `setup` is the first frame.
+    pub fn to_stream(
+        mut writer: LogWriter,
+        setup: Setup,
+        progress: ProgressSink,
+    ) -> Result<Self, RecordError> {
+        writer
+            .append(&Entry::Setup(setup))
+            .map_err(RecordError::Log)?;
+        let writer = LogThread::spawn_stream(writer, progress).map_err(RecordError::Log)?;
+        Ok(Self::with_thread(writer))
+    }
+
+    fn with_thread(writer: LogThread) -> Self {
+        Recorder {
             stats: RecordStats {
                 log_bytes: writer.bytes(),
                 raw_log_bytes: writer.raw_bytes(),
@@ -71,7 +91,25 @@ impl Recorder {
             exit: 0,
             error: None,
             ended: false,
-        })
+        }
+    }
+
+    /// A stream: the guest has run up to `position`, and every entry
+    /// logged so far goes out before it.
+    pub fn progress(&mut self, position: Position) {
+        if self.error.is_some() || self.ended {
+            return;
+        }
+        if let Err(e) = self.writer.progress(position) {
+            self.error = Some(e);
+        }
+    }
+
+    /// Stops recording without an end frame (the peer of a pair is gone):
+    /// later entries are dropped and errors forgotten.
+    pub fn stop(&mut self) {
+        self.ended = true;
+        self.error = None;
     }
 
     fn append(&mut self, entry: &Entry) {

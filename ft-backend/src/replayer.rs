@@ -9,8 +9,11 @@
 
 use std::collections::VecDeque;
 
+use std::sync::Arc;
+
 use crate::debug::DebugEntry;
 use crate::entry::{EndReason, Entry, ExitId, Setup};
+use crate::live::{LiveFeed, Popped};
 use crate::log::{LogError, LogHeader, LogReader, LogStream};
 
 /// Errors while replaying: the guest did not do what the recording says.
@@ -44,12 +47,26 @@ pub enum ReplayError {
 /// The entries a replay reads, in order.
 type Source = Box<dyn Iterator<Item = Result<Entry, LogError>> + Send>;
 
+/// Where the entries come from.
+enum Feed {
+    /// A log file (or entries in memory): all there.
+    Static(Source),
+    /// A pair's logging channel: entries arrive as the primary runs.
+    Live(Arc<LiveFeed>),
+}
+
 /// Serves a validated log, one entry ahead.
 pub struct Replayer {
     header: LogHeader,
     setup: Setup,
-    source: Source,
+    source: Feed,
     next: Option<Entry>,
+    /// Live: every entry of an exit before this one has arrived (the
+    /// primary's last progress).
+    horizon: u64,
+    /// Live: the stream ended (the primary is gone and this side won the
+    /// tiebreak): what is here is all there will be.
+    live_ended: bool,
     exit: u64,
     error: Option<ReplayError>,
     /// Debug records read ahead of `next` (they precede it in the log),
@@ -72,26 +89,41 @@ impl std::fmt::Debug for Replayer {
 impl Replayer {
     /// Replays a log read into memory.
     pub fn new(log: LogReader) -> Self {
-        Self::with_source(log.header, Box::new(log.entries.into_iter().map(Ok)))
+        Self::with_source(
+            log.header,
+            Feed::Static(Box::new(log.entries.into_iter().map(Ok))),
+        )
     }
 
     /// Replays a log streamed from its file.
     pub fn from_stream(header: LogHeader, stream: LogStream) -> Self {
-        Self::with_source(header, Box::new(stream))
+        Self::with_source(header, Feed::Static(Box::new(stream)))
     }
 
-    fn with_source(header: LogHeader, source: Source) -> Self {
+    /// Replays a pair's stream as it arrives (`header` is the stream's).
+    /// Waits for the first entry (the setup).
+    pub fn live(header: LogHeader, feed: Arc<LiveFeed>) -> Self {
+        Self::with_source(header, Feed::Live(feed))
+    }
+
+    fn with_source(header: LogHeader, source: Feed) -> Self {
         let mut r = Replayer {
             header,
             setup: Setup::default(),
             source,
             next: None,
+            horizon: 0,
+            live_ended: false,
             exit: 0,
             error: None,
             debug: VecDeque::new(),
             saw_debug: false,
         };
-        r.advance();
+        if r.is_live() {
+            r.fill(true);
+        } else {
+            r.advance();
+        }
         if let Some(Entry::Setup(setup)) = &r.next {
             r.setup = setup.clone();
             r.advance();
@@ -99,11 +131,20 @@ impl Replayer {
         r
     }
 
-    /// Moves to the next entry of the source.
+    /// Moves to the next entry of the source (live: only if it is
+    /// there; see [`fill`](Self::fill)).
     /// Debug records are set aside for [`take_debug`](Self::take_debug).
     fn advance(&mut self) {
+        self.next = None;
+        if let Feed::Live(_) = self.source {
+            self.fill(false);
+            return;
+        }
+        let Feed::Static(source) = &mut self.source else {
+            return;
+        };
         self.next = loop {
-            match self.source.next() {
+            match source.next() {
                 Some(Ok(Entry::Debug(d))) => {
                     self.saw_debug = true;
                     self.debug.push_back(d);
@@ -138,6 +179,48 @@ impl Replayer {
         None
     }
 
+    /// Live: makes the next entry known if it matters at this exit. With
+    /// `wait`, blocks until the next entry is there, or the primary's
+    /// progress shows no entry of this exit can still come, or the
+    /// stream ended. Without, takes only what has arrived.
+    fn fill(&mut self, wait: bool) {
+        let Feed::Live(feed) = &self.source else {
+            return;
+        };
+        let feed = feed.clone();
+        while self.next.is_none() && !self.live_ended {
+            let block = wait && self.horizon <= self.exit;
+            match feed.pop(block) {
+                Popped::Entry(Entry::Debug(d)) => {
+                    self.saw_debug = true;
+                    self.debug.push_back(d);
+                }
+                Popped::Entry(e) => self.next = Some(e),
+                Popped::Progress(p) => self.horizon = self.horizon.max(p.exits),
+                Popped::Empty => return,
+                Popped::Ended => self.live_ended = true,
+            }
+        }
+    }
+
+    /// Live: whether the stream ended with nothing left to apply here:
+    /// the replay goes live at this point.
+    pub fn at_live_end(&mut self) -> bool {
+        self.fill(false);
+        self.live_ended && self.next.is_none()
+    }
+
+    /// Live: whether entries come from a pair's stream.
+    pub fn is_live(&self) -> bool {
+        matches!(self.source, Feed::Live(_))
+    }
+
+    /// Live: the exit up to which the primary's progress says the log is
+    /// complete.
+    pub fn horizon(&self) -> u64 {
+        self.horizon
+    }
+
     /// Whether the log carried debug records so far.
     pub fn has_debug(&self) -> bool {
         self.saw_debug
@@ -159,8 +242,10 @@ impl Replayer {
         self.exit
     }
 
-    /// The next entry, if any.
-    pub fn peek(&self) -> Option<&Entry> {
+    /// The next entry, if any (live: waits until it is known whether
+    /// one comes at this exit).
+    pub fn peek(&mut self) -> Option<&Entry> {
+        self.fill(true);
         self.next.as_ref()
     }
 
@@ -190,8 +275,13 @@ impl Replayer {
 
     /// A device reads guest-visible time: the next entry must be a clock
     /// read at this exit. On divergence returns 0 and remembers the error.
-    pub fn clock_read(&mut self) -> u64 {
-        match &self.next {
+    /// `None`: a live stream ended here, the clock goes live.
+    pub fn clock_read(&mut self) -> Option<u64> {
+        self.fill(true);
+        if self.live_ended && self.next.is_none() {
+            return None;
+        }
+        Some(match &self.next {
             Some(Entry::ClockRead { exit, value }) if *exit == self.exit => {
                 let v = *value;
                 self.advance();
@@ -204,13 +294,14 @@ impl Replayer {
                 self.diverged(expected, "a clock read".into());
                 0
             }
-        }
+        })
     }
 
     /// The next event or checkpoint recorded after the current exit, if
     /// the log has one here; its exit identity is checked against `at`
     /// (a mismatch is a divergence and returns None).
     pub fn next_input(&mut self, at: impl FnOnce() -> ExitId) -> Option<Entry> {
+        self.fill(true);
         let (logged_at, exit) = match self.next.as_ref()? {
             Entry::Event { exit, at, .. } => (*at, *exit),
             Entry::Checkpoint(c) => (c.at, c.exit),
@@ -232,6 +323,7 @@ impl Replayer {
     /// After a guest exit: every entry of an earlier exit must have been
     /// consumed, and the guest must not run past the end of the recording.
     pub fn check_progress(&mut self) {
+        self.fill(false);
         let Some(next) = &self.next else {
             return;
         };
@@ -248,7 +340,8 @@ impl Replayer {
 
     /// The recording's end, if the next entry is it and it is at the
     /// current exit or earlier.
-    pub fn end_here(&self) -> Option<(EndReason, u64)> {
+    pub fn end_here(&mut self) -> Option<(EndReason, u64)> {
+        self.fill(false);
         match &self.next {
             Some(Entry::End {
                 exit,
@@ -263,6 +356,7 @@ impl Replayer {
     /// checks it against the recording's end.
     pub fn finish(&mut self, reason: EndReason, digest: u64) -> Result<(), ReplayError> {
         self.check()?;
+        self.fill(true);
         let exit = self.exit;
         match &self.next {
             Some(Entry::End {
@@ -338,7 +432,7 @@ mod tests {
         assert_eq!(r.setup(), &setup);
         assert_eq!(r.setup().disk_size("_disk0"), Some(1024));
         assert_eq!(r.setup().disk_size("_disk1"), None);
-        assert_eq!(r.clock_read(), 7);
+        assert_eq!(r.clock_read(), Some(7));
         r.set_exit(1);
         r.check_progress();
         assert!(r.next_input(|| AT).is_none());
@@ -361,7 +455,7 @@ mod tests {
             digest: 0,
         }]);
         r.set_exit(4);
-        assert_eq!(r.clock_read(), 0);
+        assert_eq!(r.clock_read(), Some(0));
         let e = r.check().unwrap_err();
         assert!(e.to_string().contains("exit 4"), "{e}");
 

@@ -3,7 +3,7 @@
 
 //! The VM's clock: host monotonic time that stands still while the VM is paused.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -13,7 +13,7 @@ use devices::clock::Clock;
 #[derive(Debug)]
 pub struct VmClock {
     origin: Instant,
-    paused_total_ns: AtomicU64,
+    paused_total_ns: AtomicI64,
     paused_since: Mutex<Option<Instant>>,
 }
 
@@ -22,7 +22,7 @@ impl VmClock {
     pub fn new() -> Self {
         VmClock {
             origin: Instant::now(),
-            paused_total_ns: AtomicU64::new(0),
+            paused_total_ns: AtomicI64::new(0),
             paused_since: Mutex::new(None),
         }
     }
@@ -43,7 +43,7 @@ impl VmClock {
     pub fn resume(&self) {
         let mut since = self.paused_since.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(t) = since.take() {
-            let d = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let d = i64::try_from(t.elapsed().as_nanos()).unwrap_or(i64::MAX);
             self.paused_total_ns.fetch_add(d, Ordering::SeqCst);
         }
     }
@@ -76,7 +76,23 @@ impl Clock for VmClock {
             Some(t) => u64::try_from((t - self.origin).as_nanos()).unwrap_or(u64::MAX),
             None => self.host_ns(),
         };
-        host.saturating_sub(self.paused_total_ns.load(Ordering::SeqCst))
+        let v = i128::from(host) - i128::from(self.paused_total_ns.load(Ordering::SeqCst));
+        u64::try_from(v.max(0)).unwrap_or(u64::MAX)
+    }
+}
+
+impl ft_backend::clock::ContinuableClock for VmClock {
+    /// A backup going live: guest time continues from the last value it
+    /// replayed (the offset absorbs the difference to this host's time).
+    fn continue_from(&self, now_ns: u64) {
+        let since = self.paused_since.lock().unwrap_or_else(|e| e.into_inner());
+        let host = match *since {
+            Some(t) => u64::try_from((t - self.origin).as_nanos()).unwrap_or(u64::MAX),
+            None => self.host_ns(),
+        };
+        let offset = i128::from(host) - i128::from(now_ns);
+        let offset = i64::try_from(offset).unwrap_or(if offset < 0 { i64::MIN } else { i64::MAX });
+        self.paused_total_ns.store(offset, Ordering::SeqCst);
     }
 }
 
@@ -112,5 +128,20 @@ mod tests {
         Pausable::resume(&mut c).unwrap();
         std::thread::sleep(Duration::from_millis(2));
         assert!(c.now_ns() > a);
+    }
+
+    #[test]
+    fn continues_from_a_given_time_forward_and_backward() {
+        use ft_backend::clock::ContinuableClock;
+        let c = VmClock::new();
+        c.continue_from(5_000_000_000);
+        let a = c.now_ns();
+        assert!((5_000_000_000..5_100_000_000).contains(&a), "{a}");
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(c.now_ns() >= a + 2_000_000);
+        std::thread::sleep(Duration::from_millis(5));
+        c.continue_from(1_000);
+        let b = c.now_ns();
+        assert!((1_000..100_000_000).contains(&b), "{b}");
     }
 }

@@ -18,7 +18,7 @@ use crate::config::VmConfig;
 use crate::cpuid::{self, CpuidError};
 use crate::device_manager::{DeviceError, DeviceManager, PciDeviceInfo};
 use crate::memory::{self, GuestMemoryMmapT, MemoryError};
-use crate::vcpu::{FtContext, FtError, RunState, VcpuControl, VcpuCounters, VcpuRunner};
+use crate::vcpu::{FtContext, FtError, PairStart, RunState, VcpuControl, VcpuCounters, VcpuRunner};
 use crate::ControlEvent;
 
 /// A VM's lifecycle state, as Cloud Hypervisor reports it.
@@ -106,6 +106,8 @@ pub struct Vm {
     device_tree: BTreeMap<String, serde_json::Value>,
     pci_devices: Vec<PciDeviceInfo>,
     memory_size: u64,
+    /// A pair's status (`vm.info`, `vm.counters`).
+    pair_status: Option<Arc<ft_backend::pair::PairStatus>>,
     // Kept alive for as long as the hypervisor VM uses it.
     _memory: GuestMemoryMmapT,
     _hv_vm: Arc<dyn hypervisor::Vm>,
@@ -145,10 +147,27 @@ impl Vm {
         let control = VcpuControl::new();
         // A replay opens and checks its log first: its devices are built
         // from the log's setup, with no host side.
-        let replay = FtContext::open_replay(config).map_err(VmError::FaultTolerance)?;
-        let dm = match &replay {
-            Some(r) => DeviceManager::without_backends(config, &memory, &r.setup().disks),
-            None => DeviceManager::new(config, &memory, control.clone()),
+        let mut replay = FtContext::open_replay(config).map_err(VmError::FaultTolerance)?;
+        // A pair's primary reaches its backup before the guest runs its
+        // first instruction; a backup waits for its primary's stream.
+        let config_digest = match &config.fault_tolerance {
+            Some(f) if f.is_pair() => {
+                crate::vcpu::ft::vm_config_digest(config).map_err(VmError::FaultTolerance)?
+            }
+            _ => 0,
+        };
+        let mut pair = crate::vcpu::open_pair(config, config_digest)
+            .map_err(|e| VmError::FaultTolerance(FtError::Pair(e)))?;
+        if let Some(PairStart::Backup(b)) = &mut pair {
+            replay = b.take_replayer();
+        }
+        let pair_status = pair.as_ref().map(PairStart::status);
+        let dm = match (&replay, &pair) {
+            (Some(r), _) => DeviceManager::without_backends(config, &memory, &r.setup().disks),
+            (None, Some(PairStart::Primary(p))) => {
+                DeviceManager::with_output(config, &memory, control.clone(), p.rule.clone())
+            }
+            _ => DeviceManager::new(config, &memory, control.clone()),
         }
         .map_err(VmError::Devices)?;
 
@@ -173,6 +192,8 @@ impl Vm {
             clock.clone(),
             replay,
             dm.ft_devices(),
+            pair,
+            dm.go_live_hook(config, control.clone()),
         )
         .map_err(VmError::FaultTolerance)?;
         let replaying = ft.replaying();
@@ -220,6 +241,7 @@ impl Vm {
             device_tree,
             pci_devices,
             memory_size: config.memory.size,
+            pair_status,
             _memory: memory,
             _hv_vm: hv_vm,
         })
@@ -260,6 +282,10 @@ impl Vm {
 
     /// Stops the vCPU and tears the VM down.
     pub fn shutdown(&mut self) -> Result<(), VmError> {
+        if let Some(s) = &self.pair_status {
+            // A backup waiting for its stream stops instead of going live.
+            s.stop_waiting();
+        }
         if self.control.run_state() == RunState::Paused {
             self.control.resume();
         }
@@ -287,10 +313,18 @@ impl Vm {
         (self.state, self.memory_size, self.device_tree.clone())
     }
 
+    /// `vm.info`'s `fault_tolerance` object, for a side of a pair.
+    pub fn fault_tolerance_info(&self) -> Option<serde_json::Value> {
+        self.pair_status.as_ref().map(|s| s.info())
+    }
+
     /// `vm.counters`.
     pub fn counters(&self) -> serde_json::Value {
         let mut all = DeviceManager::counters(&self.pci_devices);
         all.insert("vcpu0".into(), json!(self.counters.snapshot()));
+        if let Some(s) = &self.pair_status {
+            all.insert("fault_tolerance".into(), s.counters());
+        }
         json!(all)
     }
 }

@@ -34,7 +34,7 @@ use super::record::{RecordError, RecordReader, RecordWriter};
 use super::ChannelConfig;
 
 /// The channel protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The preamble's magic.
 pub const MAGIC: [u8; 8] = *b"CHFTCHAN";
@@ -387,7 +387,8 @@ fn check_peer(ours: &Hello, peer: &Hello) -> Result<(), HandshakeError> {
             });
         }
     }
-    if peer.generation != ours.generation {
+    // A backup that waits for a new pair says 0: it takes the primary's.
+    if peer.generation != ours.generation && ours.generation != 0 && peer.generation != 0 {
         return Err(HandshakeError::Generation {
             peer: peer.generation,
             ours: ours.generation,

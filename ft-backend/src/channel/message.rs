@@ -9,7 +9,8 @@
 //!                generation u64, n u16, n x (disk id str, digest u64)
 //!   2 log frames the rest of the record: opaque bytes of the log's frames
 //!   3 progress   exits u64, guest_ns u64
-//!   4 ack        exits u64, guest_ns u64, log_bytes u64
+//!   4 ack        exits u64, guest_ns u64, log_bytes u64,
+//!                applied exits u64, applied guest_ns u64
 //!   5 heartbeat  (nothing)
 //!   6 goodbye    (nothing)
 //!   7 error      code u8, text str
@@ -198,6 +199,8 @@ pub enum Message {
         position: Position,
         /// Total log-frame bytes received.
         log_bytes: u64,
+        /// How far the backup's replay has got (for the lag).
+        applied: Position,
     },
     /// Nothing to say, but alive.
     Heartbeat,
@@ -257,10 +260,12 @@ impl Message {
             Message::Ack {
                 position,
                 log_bytes,
+                applied,
             } => {
                 out.push(TAG_ACK);
                 put_position(out, position);
                 out.extend_from_slice(&log_bytes.to_le_bytes());
+                put_position(out, applied);
             }
             Message::Heartbeat => out.push(TAG_HEARTBEAT),
             Message::Goodbye => out.push(TAG_GOODBYE),
@@ -317,6 +322,7 @@ impl Message {
             TAG_ACK => Message::Ack {
                 position: r.position()?,
                 log_bytes: r.u64()?,
+                applied: r.position()?,
             },
             TAG_HEARTBEAT => Message::Heartbeat,
             TAG_GOODBYE => Message::Goodbye,
@@ -432,6 +438,10 @@ mod tests {
             Message::Ack {
                 position: pos,
                 log_bytes: 1 << 40,
+                applied: Position {
+                    exits: 3,
+                    guest_ns: 4,
+                },
             },
             Message::Heartbeat,
             Message::Goodbye,

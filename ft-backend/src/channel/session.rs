@@ -131,6 +131,10 @@ struct Shared {
     stop_cv: Condvar,
     lost: OnceLock<SessionError>,
     counters: ChannelCounters,
+    /// How far this side's replay has got (a backup's acks carry it).
+    applied: Mutex<Position>,
+    /// How far the peer's replay has got (from its last ack).
+    peer_applied: Mutex<Position>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -184,9 +188,11 @@ impl Shared {
 
     fn send_ack(&self, acks: &mut AckCoalescer) -> Result<(), SessionError> {
         let (position, log_bytes) = acks.take();
+        let applied = *lock(&self.applied);
         self.send(&Message::Ack {
             position,
             log_bytes,
+            applied,
         })?;
         self.counters.ack_sent();
         Ok(())
@@ -283,7 +289,11 @@ fn reader_loop(shared: &Shared, mut reader: RecordReader) {
             Message::Ack {
                 position,
                 log_bytes,
-            } => shared.on_ack(position, log_bytes),
+                applied,
+            } => {
+                *lock(&shared.peer_applied) = applied;
+                shared.on_ack(position, log_bytes);
+            }
             Message::Heartbeat => shared.counters.heartbeat_received(),
             Message::Goodbye => {
                 shared.lose(SessionError::Goodbye);
@@ -364,6 +374,8 @@ pub(super) fn start(
         stop_cv: Condvar::new(),
         lost: OnceLock::new(),
         counters: ChannelCounters::default(),
+        applied: Mutex::new(Position::default()),
+        peer_applied: Mutex::new(Position::default()),
     });
     let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
@@ -646,5 +658,21 @@ impl ChannelHandle {
     /// The counters now.
     pub fn counters(&self) -> CounterSnapshot {
         self.shared.counters.snapshot()
+    }
+
+    /// A backup: how far its replay has got (sent with its acks).
+    pub fn set_applied(&self, position: Position) {
+        *lock(&self.shared.applied) = position;
+    }
+
+    /// A primary: how far the backup's replay had got at its last ack.
+    pub fn peer_applied(&self) -> Position {
+        *lock(&self.shared.peer_applied)
+    }
+
+    /// Closes the channel from any thread (the peer sees it lost).
+    pub fn shut_down(&self) {
+        self.shared.lose(SessionError::Closed);
+        let _ = self.shared.stream.shutdown(Shutdown::Both);
     }
 }

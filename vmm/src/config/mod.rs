@@ -14,7 +14,8 @@ mod vm_config;
 
 pub use cli::{parse_args, CliCommand, CliError, VmmArgs};
 pub use fault_tolerance::{
-    FaultToleranceConfig, FaultToleranceError, FaultToleranceMode, DEFAULT_MAX_DELAY_US,
+    parse_tcp_address, DiskMode, FaultToleranceConfig, FaultToleranceError, FaultToleranceMode,
+    DEFAULT_MAX_DELAY_US,
 };
 pub use option_parser::{parse_byte_size, OptionParser, OptionParserError};
 pub use validate::{

@@ -39,11 +39,14 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vm_migration::vcpu::VcpuState;
 use vm_migration::{MigratableError, Snapshottable};
 
+use crate::clock::VmClock;
 use crate::config::{FaultToleranceConfig, FaultToleranceMode, VmConfig};
 use crate::memory::GuestMemoryMmapT;
 
 mod debug;
+pub mod pair;
 pub use debug::FtDebug;
+pub use pair::{open_pair, BackupPair, PairError, PairStart, PairTurn, PrimaryPair};
 
 /// Page size of the dirty log.
 const PAGE_SIZE: u64 = 4096;
@@ -93,6 +96,15 @@ pub enum FtError {
     /// A replay was set up without its log.
     #[error("replay needs its log opened before the devices are built")]
     NoReplayLog,
+    /// A side of a pair could not start.
+    #[error("fault-tolerant pair")]
+    Pair(#[source] PairError),
+    /// The primary could not record into the channel.
+    #[error("cannot record into the logging channel")]
+    Stream(#[source] ft_backend::pair::primary::PrimaryError),
+    /// A backup could not go live.
+    #[error("the backup cannot go live: {0}")]
+    GoLive(String),
 }
 
 /// A device whose state checkpoints and digests cover.
@@ -130,6 +142,8 @@ pub struct Record {
     pub waiting_since: Option<u64>,
     /// Checkpoints taken.
     pub seq: u64,
+    /// The primary of a pair: the log goes to the backup.
+    pub pair: Option<PrimaryPair>,
 }
 
 /// The replaying side.
@@ -137,6 +151,8 @@ pub struct Record {
 pub struct Replay {
     /// The log (shared with the replay clock).
     pub replayer: Arc<Mutex<Replayer>>,
+    /// The backup of a pair: the log arrives as the primary runs.
+    pub pair: Option<BackupPair>,
 }
 
 /// What this VM does about record/replay.
@@ -174,6 +190,9 @@ pub struct FtContext {
     vm: Arc<dyn hypervisor::Vm>,
     devices: FtDevices,
     debug: FtDebug,
+    /// A pair's role after it ended (unprotected or live): its status,
+    /// channel and Output Rule stay alive with the VM.
+    retired: Option<FtRole>,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -204,8 +223,25 @@ pub fn vm_config_digest(config: &VmConfig) -> Result<u64, FtError> {
     let json = |v: serde_json::Result<String>| v.unwrap_or_default().into_bytes();
     let memory = config.memory.size.to_le_bytes();
     let vcpus = config.cpus.boot_vcpus.to_le_bytes();
-    let disks = json(serde_json::to_string(&config.disks));
-    let net = json(serde_json::to_string(&config.net));
+    // Host-side names (image paths, taps and their host addresses) may
+    // differ between the two hosts of a pair: they are not guest-visible.
+    let mut disks = config.disks.clone();
+    for d in disks.iter_mut().flatten() {
+        d.path = None;
+        d.direct = false;
+        d.disable_io_uring = false;
+        d.disable_aio = false;
+    }
+    let mut net = config.net.clone();
+    for n in net.iter_mut().flatten() {
+        n.tap = None;
+        n.ip = None;
+        n.mask = None;
+        n.host_mac = None;
+        n.fds = None;
+    }
+    let disks = json(serde_json::to_string(&disks));
+    let net = json(serde_json::to_string(&net));
     Ok(config_digest(&[
         ("kernel", &kernel),
         ("initramfs", &initramfs),
@@ -225,7 +261,7 @@ impl FtContext {
         match &config.fault_tolerance {
             Some(FaultToleranceConfig {
                 mode: FaultToleranceMode::Replay,
-                log,
+                log: Some(log),
                 ..
             }) => {
                 let digest = vm_config_digest(config)?;
@@ -245,46 +281,80 @@ impl FtContext {
     /// with `devices.setup` as the first frame; a replay uses `replay`,
     /// from [`open_replay`](Self::open_replay). Returns the context and
     /// the clock the interrupt controller must read guest time from.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &VmConfig,
         memory: &GuestMemoryMmapT,
         vm: Arc<dyn hypervisor::Vm>,
-        clock: Arc<dyn Clock>,
+        clock: Arc<VmClock>,
         replay: Option<Replayer>,
         devices: FtDevices,
+        pair: Option<PairStart>,
+        go_live_devices: Box<dyn FnMut() -> Result<(), String> + Send>,
     ) -> Result<(FtContext, Arc<dyn Clock>), FtError> {
         let (role, intc_clock): (FtRole, Arc<dyn Clock>) = match &config.fault_tolerance {
             None => (FtRole::Off, clock),
-            Some(FaultToleranceConfig {
-                mode,
-                log,
-                max_delay_us,
-                ..
-            }) => match mode {
-                FaultToleranceMode::Record => {
+            Some(ft) => match ft.mode {
+                FaultToleranceMode::Record | FaultToleranceMode::Primary => {
                     let header = LogHeader {
                         config_digest: vm_config_digest(config)?,
-                        max_delay_us: u32::try_from(*max_delay_us).unwrap_or(u32::MAX),
+                        max_delay_us: u32::try_from(ft.max_delay_us).unwrap_or(u32::MAX),
                     };
-                    let recorder = Arc::new(Mutex::new(
-                        Recorder::create(log, header, devices.setup.clone())
+                    let (recorder, pair) = match pair {
+                        Some(PairStart::Primary(primary)) => (
+                            primary
+                                .recorder(header, devices.setup.clone())
+                                .map_err(FtError::Stream)?,
+                            Some(PrimaryPair::new(primary, ft.heartbeat_ms, ft.max_lag_ms)),
+                        ),
+                        _ => (
+                            Recorder::create(
+                                ft.log.as_deref().unwrap_or(std::path::Path::new("")),
+                                header,
+                                devices.setup.clone(),
+                            )
                             .map_err(FtError::Record)?,
-                    ));
+                            None,
+                        ),
+                    };
+                    let recorder = Arc::new(Mutex::new(recorder));
                     let c = Arc::new(RecordingClock::new(clock, recorder.clone()));
                     (
                         FtRole::Record(Record {
                             recorder,
-                            max_delay_ns: max_delay_us.saturating_mul(1000),
+                            max_delay_ns: ft.max_delay_us.saturating_mul(1000),
                             waiting_since: None,
                             seq: 0,
+                            pair,
                         }),
                         c,
                     )
                 }
-                FaultToleranceMode::Replay => {
+                FaultToleranceMode::Replay | FaultToleranceMode::Backup => {
                     let replayer = Arc::new(Mutex::new(replay.ok_or(FtError::NoReplayLog)?));
-                    let c = Arc::new(ReplayClock::new(replayer.clone()));
-                    (FtRole::Replay(Replay { replayer }), c)
+                    match pair {
+                        Some(PairStart::Backup(backup)) => {
+                            let c = Arc::new(ReplayClock::with_live(replayer.clone(), clock));
+                            let pair = BackupPair::new(backup, c.clone(), go_live_devices);
+                            (
+                                FtRole::Replay(Replay {
+                                    replayer,
+                                    pair: Some(pair),
+                                }),
+                                c,
+                            )
+                        }
+                        _ => {
+                            let c = Arc::new(ReplayClock::new(replayer.clone()));
+                            (
+                                FtRole::Replay(Replay {
+                                    replayer,
+                                    pair: None,
+                                }),
+                                c,
+                            )
+                        }
+                    }
                 }
             },
         };
@@ -301,6 +371,7 @@ impl FtContext {
                 vm,
                 devices,
                 debug: FtDebug::new(config),
+                retired: None,
             },
             intc_clock,
         ))
@@ -318,18 +389,22 @@ impl FtContext {
 
     /// Whether `config` replays (its devices then have no host side).
     pub fn replays(config: &VmConfig) -> bool {
-        config
-            .fault_tolerance
-            .as_ref()
-            .is_some_and(|f| f.mode == FaultToleranceMode::Replay)
+        config.fault_tolerance.as_ref().is_some_and(|f| {
+            matches!(
+                f.mode,
+                FaultToleranceMode::Replay | FaultToleranceMode::Backup
+            )
+        })
     }
 
     /// Whether dirty page logging is needed (recording).
     pub fn wants_dirty_log(config: &VmConfig) -> bool {
-        config
-            .fault_tolerance
-            .as_ref()
-            .is_some_and(|f| f.mode == FaultToleranceMode::Record)
+        config.fault_tolerance.as_ref().is_some_and(|f| {
+            matches!(
+                f.mode,
+                FaultToleranceMode::Record | FaultToleranceMode::Primary
+            )
+        })
     }
 
     /// Called after every `run`: counts the exits a replay reaches again
@@ -351,15 +426,21 @@ impl FtContext {
         self.exits += 1;
         self.at_sync = true;
         self.fresh_exit = true;
-        match &self.role {
+        match &mut self.role {
             FtRole::Off => {}
             FtRole::Record(r) => {
                 self.last_id = ExitId::of(exit, vcpu.exit_rip().map_err(FtError::Registers)?);
                 lock(&r.recorder).set_exit(self.exits);
+                if let Some(p) = &r.pair {
+                    p.primary.rule.set_position(self.exits);
+                }
             }
             FtRole::Replay(r) => {
                 self.last_id = ExitId::of(exit, vcpu.exit_rip().map_err(FtError::Registers)?);
                 lock(&r.replayer).set_exit(self.exits);
+                if let Some(p) = &mut r.pair {
+                    p.applied(self.exits);
+                }
             }
         }
         Ok(())
@@ -376,6 +457,16 @@ impl FtContext {
     pub fn check(&mut self) -> Result<(), FtError> {
         match &self.role {
             FtRole::Off => Ok(()),
+            // A primary whose channel is lost waits for its watcher's
+            // tiebreak (it stops this process, or turns recording off).
+            FtRole::Record(Record {
+                pair: Some(p),
+                recorder,
+                ..
+            }) if p.primary.handle().lost().is_some() => {
+                let _ = lock(recorder).check();
+                Ok(())
+            }
             FtRole::Record(r) => lock(&r.recorder).check().map_err(FtError::Record),
             FtRole::Replay(r) => {
                 let mut rep = lock(&r.replayer);
@@ -435,7 +526,21 @@ impl FtContext {
             FtRole::Record(r) => {
                 let mut rec = lock(&r.recorder);
                 let stats = rec.stats();
-                rec.end(reason, digest).map_err(FtError::Record)?;
+                let last = ft_backend::channel::Position {
+                    exits: self.exits,
+                    guest_ns: 0,
+                };
+                if r.pair.is_some() {
+                    rec.progress(last);
+                }
+                let ended = rec.end(reason, digest).map_err(FtError::Record);
+                if let Some(p) = &r.pair {
+                    drop(rec);
+                    p.primary.finish(last, std::time::Duration::from_secs(2));
+                    ended?;
+                    return Ok(());
+                }
+                ended?;
                 let done = rec.stats();
                 log::info!(
                     "fault tolerance: recorded {} events, {} clock reads, {} checkpoints ({} pages, largest {} bytes), {} log bytes ({} uncompressed)",

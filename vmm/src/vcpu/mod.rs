@@ -28,7 +28,7 @@ use hypervisor::{Vcpu, VmExit};
 pub use control::{RunState, VcpuControl};
 pub use counters::VcpuCounters;
 use exit::{handle_exit, ExitAction, ExitContext, ExitError};
-pub use ft::{DeviceState, FtContext, FtDevices, FtError, FtRole};
+pub use ft::{open_pair, DeviceState, FtContext, FtDevices, FtError, FtRole, PairStart, PairTurn};
 
 use crate::clock::VmClock;
 
@@ -153,6 +153,14 @@ impl VcpuRunner {
             }
             self.control.mark_seen();
             self.deliver_async_events()?;
+            match self.ft.pair_turn().map_err(VcpuError::Ft)? {
+                PairTurn::Same => {}
+                PairTurn::Stop => return Ok(VcpuEnd::Stopped),
+                PairTurn::Unprotected | PairTurn::WentLive => {
+                    // From here on a plain VM: host events at every turn.
+                    self.deliver_async_events()?;
+                }
+            }
             if self.ft.replaying() && self.ft.replay_end_here() == Some(EndReason::Stopped) {
                 // The recording was stopped by its VMM at a kick after this
                 // exit: replay is complete, and the VMM exits as on power-off.
@@ -167,6 +175,7 @@ impl VcpuRunner {
                 // replaces that run.
                 continue;
             }
+            self.ft.before_entry(self.clock.as_ref());
             // Kicks from now on signal the vCPU; one that came since
             // `mark_seen` without a signal ends this run at once.
             if self

@@ -64,7 +64,9 @@ impl FtDebug {
                 .and_then(|f| f.debug_from),
             report_path: ft.and_then(|f| f.debug_report.clone()),
             report: DivergenceReport {
-                log: ft.map_or(String::new(), |f| f.log.display().to_string()),
+                log: ft
+                    .and_then(|f| f.log.as_ref())
+                    .map_or(String::new(), |l| l.display().to_string()),
                 outcome: "the replay had not ended when this was written".into(),
                 ..DivergenceReport::default()
             },

@@ -1,0 +1,245 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! The primary: connects to its backup before the guest runs, records
+//! into the logging channel, holds outputs under the Output Rule, and
+//! watches the channel. When the backup is lost it does the tiebreak:
+//! winning, it releases what it held and goes on unprotected; losing, it
+//! stops.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::channel::{
+    self, ChannelConfig, ChannelHandle, ChannelKey, ChannelSender, DiskDigest, HandshakeError,
+    Hello, Position, Role,
+};
+use crate::entry::Setup;
+use crate::log::{LogError, LogHeader, LogWriter};
+use crate::log_thread::ProgressSink;
+use crate::pair::{tiebreak_or_stop, OutputRule, PairState, PairStatus};
+use crate::recorder::{RecordError, Recorder};
+use crate::tiebreak::Tiebreaker;
+
+/// Errors starting a primary.
+#[derive(Debug, thiserror::Error)]
+pub enum PrimaryError {
+    /// The backup could not be reached or refused us.
+    #[error("cannot open the logging channel to the backup")]
+    Channel(#[source] HandshakeError),
+    /// The stream could not be set up.
+    #[error("cannot record into the logging channel")]
+    Record(#[source] RecordError),
+    /// A thread could not be started.
+    #[error("cannot start the pair's threads")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// What a primary needs to start.
+#[derive(Debug)]
+pub struct PrimarySetup {
+    /// The backup's channel address.
+    pub peer: SocketAddr,
+    /// The shared key.
+    pub key: ChannelKey,
+    /// The tiebreaker.
+    pub tiebreaker: Tiebreaker,
+    /// Channel timing.
+    pub channel: ChannelConfig,
+    /// The guest-visible configuration's digest.
+    pub config_digest: u64,
+    /// Disk digests (separate disks), empty otherwise.
+    pub disks: Vec<DiskDigest>,
+}
+
+/// The channel's sender, shared by the log stream and its progress.
+type SharedSender = Arc<Mutex<Option<ChannelSender>>>;
+
+struct ChannelWrite(SharedSender);
+
+impl Write for ChannelWrite {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut s = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match s.as_mut() {
+            Some(sender) => sender
+                .send_frames(buf)
+                .map(|()| buf.len())
+                .map_err(std::io::Error::other),
+            None => Err(std::io::Error::other("the logging channel is closed")),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A running primary.
+#[derive(Debug)]
+pub struct Primary {
+    /// What it shows outside.
+    pub status: Arc<PairStatus>,
+    /// The output sink of its devices.
+    pub rule: Arc<OutputRule>,
+    handle: ChannelHandle,
+    sender: SharedSender,
+    unprotected: Arc<AtomicBool>,
+}
+
+impl Primary {
+    /// Connects to the backup (bounded by the channel's connect timeout)
+    /// and starts the Output Rule and the failure detector. The pair's
+    /// generation is chosen here, new for every pair.
+    pub fn connect(setup: PrimarySetup) -> Result<Self, PrimaryError> {
+        let status = PairStatus::new("primary", setup.peer.to_string());
+        let generation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            .max(1);
+        let hello = Hello::new(Role::Primary, setup.config_digest, setup.disks, generation);
+        let ch = channel::connect(setup.peer, &setup.key, &hello, &setup.channel).map_err(|e| {
+            if matches!(e, HandshakeError::Authentication(_)) {
+                status.event("auth-failed", &[("peer", setup.peer.to_string())]);
+            }
+            PrimaryError::Channel(e)
+        })?;
+        status.connected(ch.peer_addr.to_string(), generation, ch.handle.clone());
+        let rule = OutputRule::new();
+        status.set_rule(rule.clone());
+        rule.spawn_releaser(ch.handle.clone())
+            .map_err(PrimaryError::Spawn)?;
+        let unprotected = Arc::new(AtomicBool::new(false));
+        let (handle, st, r, u, tb) = (
+            ch.handle.clone(),
+            status.clone(),
+            rule.clone(),
+            unprotected.clone(),
+            setup.tiebreaker,
+        );
+        std::thread::Builder::new()
+            .name("ft_watch".into())
+            .spawn(move || watch(&handle, &st, &r, &u, &tb, generation))
+            .map_err(PrimaryError::Spawn)?;
+        // The receiver is not used: a backup sends only acks and
+        // heartbeats, which the channel's own threads take.
+        drop(ch.receiver);
+        Ok(Primary {
+            status,
+            rule,
+            handle: ch.handle,
+            sender: Arc::new(Mutex::new(Some(ch.sender))),
+            unprotected,
+        })
+    }
+
+    /// A recorder writing the stream: `header` and `setup` first.
+    pub fn recorder(&self, header: LogHeader, setup: Setup) -> Result<Recorder, PrimaryError> {
+        let writer = LogWriter::to_stream(
+            Path::new("the logging channel"),
+            Box::new(ChannelWrite(self.sender.clone())),
+            header,
+        )
+        .map_err(|e| PrimaryError::Record(RecordError::Log(e)))?;
+        let sender = self.sender.clone();
+        let status = self.status.clone();
+        let progress: ProgressSink = Box::new(move |p: Position| {
+            let mut s = sender.lock().unwrap_or_else(PoisonError::into_inner);
+            let sent = match s.as_mut() {
+                Some(sender) => sender.send_progress(p),
+                None => return Ok(()),
+            };
+            status.set_sent(p);
+            sent.map_err(|e| LogError::Io {
+                path: "the logging channel".into(),
+                source: std::io::Error::other(e),
+            })
+        });
+        Recorder::to_stream(writer, setup, progress).map_err(PrimaryError::Record)
+    }
+
+    /// Whether the backup was lost and this side won: recording stops,
+    /// the VM runs on unprotected.
+    pub fn unprotected(&self) -> bool {
+        self.unprotected.load(Ordering::SeqCst)
+    }
+
+    /// The channel.
+    pub fn handle(&self) -> &ChannelHandle {
+        &self.handle
+    }
+
+    /// The guest ended: waits (at most `timeout`) until the backup has
+    /// acknowledged `last` and the outputs held are out, then closes the
+    /// channel saying goodbye.
+    pub fn finish(&self, last: Position, timeout: Duration) {
+        self.status.set_state(PairState::Stopped);
+        let deadline = Instant::now() + timeout;
+        while self.handle.lost().is_none() && self.handle.acked() < last {
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.rule.go_unprotected();
+        while self.rule.held() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(s) = sender {
+            let _ = s.close();
+        }
+    }
+}
+
+/// The failure detector: waits for the channel to be lost, then does the
+/// tiebreak.
+fn watch(
+    handle: &ChannelHandle,
+    status: &PairStatus,
+    rule: &OutputRule,
+    unprotected: &AtomicBool,
+    tiebreaker: &Tiebreaker,
+    generation: u64,
+) {
+    let why = loop {
+        if let Some(e) = handle.wait_lost(Duration::from_secs(3600)) {
+            break e;
+        }
+    };
+    if status.state() == PairState::Stopped {
+        return;
+    }
+    status.set_state(PairState::PeerLost);
+    status.event("peer-lost", &[("reason", error_chain(&why))]);
+    tiebreak_or_stop(
+        tiebreaker,
+        generation,
+        &super::claimant("primary"),
+        status,
+        || rule.drop_all(),
+    );
+    unprotected.store(true, Ordering::SeqCst);
+    rule.go_unprotected();
+    status.set_state(PairState::LiveUnprotected);
+    status.event("unprotected", &[]);
+}
+
+/// An error and its causes, on one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
