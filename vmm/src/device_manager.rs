@@ -8,7 +8,10 @@
 //!
 //! A replaying VM builds its virtio devices [without host
 //! backends](DeviceManager::without_backends): no disk image or tap is
-//! opened, no I/O thread started, and their outputs are dropped.
+//! opened, no I/O thread started, and their outputs are dropped. They keep
+//! their host configuration (image paths, tap names and addresses) and
+//! attach their backends when they go live
+//! ([`DeviceManager::go_live_devices`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -33,8 +36,8 @@ use virtio_devices::pci::root::PciRootError;
 use virtio_devices::pci::{PciConfigIo, PciConfigMmio, PciMmioWindow, PciRoot};
 use virtio_devices::transport::{TransportError, BAR_SIZE};
 use virtio_devices::{
-    Block, Counters, DroppedOutput, ImmediateOutput, Net, OutputSink, VirtioDevice,
-    VirtioPciDevice, VirtioPciEvents,
+    Block, Counters, DroppedOutput, GoLiveDevices, ImmediateOutput, Net, OutputSink,
+    VirtioDevice, VirtioPciDevice, VirtioPciEvents,
 };
 
 use crate::config::{parse_mac, ConsoleOutputMode, VmConfig};
@@ -110,7 +113,19 @@ enum Backends<'a> {
     /// call the waker when host work has finished.
     Host(Arc<dyn Waker>),
     /// None (replay): disk sizes by device id, from the recording.
-    None(&'a [(String, u64)]),
+    None(&'a [(String, u64)], BackupDisks),
+}
+
+/// What a VM built without backends does with its disks while it replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupDisks {
+    /// Nothing: the image is shared with (or belongs to) the recording VM;
+    /// it is opened only at go-live.
+    Shared,
+    /// Each disk's image is the backup's own copy (`disks=separate`):
+    /// opened at once, its size checked against the recording's, and
+    /// written with every write and flush the guest issues.
+    Separate,
 }
 
 /// A virtio device on PCI, as `vm.info` and `vm.counters` show it.
@@ -204,12 +219,32 @@ impl DeviceManager {
         memory: &GuestMemoryMmapT,
         disk_sizes: &[(String, u64)],
     ) -> Result<Self, DeviceError> {
+        Self::for_backup(config, memory, disk_sizes, BackupDisks::Shared)
+    }
+
+    /// As [`without_backends`](Self::without_backends), with `disks`
+    /// saying whether each disk's image is the backup's own copy, written
+    /// while replaying ([`BackupDisks::Separate`]: the images are opened
+    /// now and a size that is not the recording's is an error).
+    pub fn for_backup(
+        config: &VmConfig,
+        memory: &GuestMemoryMmapT,
+        disk_sizes: &[(String, u64)],
+        disks: BackupDisks,
+    ) -> Result<Self, DeviceError> {
         Self::build(
             config,
             memory,
             Arc::new(DroppedOutput::default()),
-            Backends::None(disk_sizes),
+            Backends::None(disk_sizes, disks),
         )
+    }
+
+    /// The virtio devices, for the VMM to keep and make go live (attach
+    /// their host backends) when a VM built without backends stops
+    /// replaying. Devices built with their backends refuse to go live.
+    pub fn go_live_devices(&self) -> GoLiveDevices {
+        GoLiveDevices::new(self.virtio_devices.clone())
     }
 
     /// What record/replay needs: the disk sizes (a recording's setup) and
@@ -323,10 +358,11 @@ impl DeviceManager {
         let mut models: Vec<(String, Box<dyn VirtioDevice>, Arc<Counters>)> = Vec::new();
         for disk in config.disks.as_deref().unwrap_or_default() {
             let id = next_id("_disk", &disk.id);
+            let path = disk.path.clone().unwrap_or_default();
             let block = match &backends {
                 Backends::Host(waker) => Block::open(
                     &id,
-                    &disk.path.clone().unwrap_or_default(),
+                    &path,
                     disk.readonly,
                     disk.serial.as_deref(),
                     output.clone(),
@@ -336,19 +372,34 @@ impl DeviceManager {
                     id: id.clone(),
                     source,
                 })?,
-                Backends::None(sizes) => {
+                Backends::None(sizes, disks) => {
                     let size = sizes
                         .iter()
                         .find(|(d, _)| *d == id)
                         .map(|(_, s)| *s)
                         .ok_or_else(|| DeviceError::NotRecorded(id.clone()))?;
-                    Block::without_backend(
-                        &id,
-                        size,
-                        disk.readonly,
-                        disk.serial.as_deref(),
-                        output.clone(),
-                    )
+                    match disks {
+                        BackupDisks::Shared => Block::without_backend(
+                            &id,
+                            &path,
+                            size,
+                            disk.readonly,
+                            disk.serial.as_deref(),
+                            output.clone(),
+                        ),
+                        BackupDisks::Separate => Block::backup_separate(
+                            &id,
+                            &path,
+                            disk.readonly,
+                            disk.serial.as_deref(),
+                            size,
+                            output.clone(),
+                        )
+                        .map_err(|source| DeviceError::Disk {
+                            id: id.clone(),
+                            source,
+                        })?,
+                    }
                 }
             };
             self.disk_sizes.push((id.clone(), block.size()));
@@ -372,9 +423,10 @@ impl DeviceManager {
                     id: id.clone(),
                     source,
                 })?,
-                Backends::None(_) => Net::without_backend(
+                Backends::None(..) => Net::without_backend(
                     &id,
-                    net.tap.as_deref().unwrap_or_default(),
+                    net.tap.as_deref(),
+                    address,
                     mac,
                     output.clone(),
                 ),

@@ -112,7 +112,7 @@ fn config_space() {
     assert_eq!(u16::from_le_bytes([cfg[6], cfg[7]]), VIRTIO_NET_S_LINK_UP);
     assert_eq!(net.queue_max_sizes(), vec![256, 256]);
     assert_eq!(net.features(), VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS);
-    assert_eq!(net.tap_name(), "test");
+    assert_eq!(net.tap_name(), Some("test"));
 }
 
 #[test]
@@ -234,9 +234,15 @@ fn backlog_state_round_trips() {
 #[test]
 fn without_a_backend_tx_is_dropped_and_rx_comes_from_events() {
     let dropped = Arc::new(crate::output::DroppedOutput::default());
-    let mut net = Net::without_backend("_net0", "no-such-tap", [2, 0, 0, 0, 0, 1], dropped.clone());
+    let mut net = Net::without_backend(
+        "_net0",
+        Some("no-such-tap"),
+        None,
+        [2, 0, 0, 0, 0, 1],
+        dropped.clone(),
+    );
     assert!(!net.has_backend());
-    assert_eq!(net.tap_name(), "no-such-tap");
+    assert_eq!(net.tap_name(), Some("no-such-tap"));
     let mem = memory();
     let mut q = queues();
     let f = frame(0x55, 60);
