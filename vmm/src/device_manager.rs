@@ -36,8 +36,8 @@ use virtio_devices::pci::root::PciRootError;
 use virtio_devices::pci::{PciConfigIo, PciConfigMmio, PciMmioWindow, PciRoot};
 use virtio_devices::transport::{TransportError, BAR_SIZE};
 use virtio_devices::{
-    Block, Counters, DroppedOutput, GoLiveDevices, ImmediateOutput, Net, OutputSink,
-    VirtioDevice, VirtioPciDevice, VirtioPciEvents,
+    Block, Counters, DroppedOutput, GoLiveDevices, ImmediateOutput, Net, OutputSink, VirtioDevice,
+    VirtioPciDevice, VirtioPciEvents,
 };
 
 use crate::config::{parse_mac, ConsoleOutputMode, VmConfig};
@@ -423,13 +423,9 @@ impl DeviceManager {
                     id: id.clone(),
                     source,
                 })?,
-                Backends::None(..) => Net::without_backend(
-                    &id,
-                    net.tap.as_deref(),
-                    address,
-                    mac,
-                    output.clone(),
-                ),
+                Backends::None(..) => {
+                    Net::without_backend(&id, net.tap.as_deref(), address, mac, output.clone())
+                }
             };
             let counters = dev.counters();
             models.push((id, Box::new(dev), counters));
@@ -638,6 +634,51 @@ mod tests {
             &mut cap,
         );
         assert_eq!(u64::from_le_bytes(cap), (8 << 20) / 512);
+    }
+
+    #[test]
+    fn devices_built_without_backends_go_live_once() {
+        let path = std::env::temp_dir().join(format!("vmm-dm-golive-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        let mut c = config();
+        c.net = None;
+        c.disks.as_mut().unwrap()[0].path = Some(path.clone());
+        let mem = memory();
+        let live = virtio_devices::GoLive {
+            waker: crate::vcpu::VcpuControl::new(),
+            sink: Arc::new(ImmediateOutput),
+        };
+        let sizes = vec![("_disk0".to_string(), 8192)];
+        let dm = DeviceManager::without_backends(&c, &mem, &sizes).unwrap();
+        let devices = dm.go_live_devices();
+        // What the VMM keeps works after the device manager is gone.
+        drop(dm);
+        assert_eq!(devices.len(), 1);
+        devices.go_live(&live).unwrap();
+        let err = devices.go_live(&live).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "device _disk0 already has its host backend"
+        );
+        // Built with its backend: nothing to attach.
+        let dm = DeviceManager::new(&c, &mem, crate::vcpu::VcpuControl::new()).unwrap();
+        assert!(dm.go_live_devices().go_live(&live).is_err());
+        // A backup's own copy must have the recorded size.
+        let dm = DeviceManager::for_backup(&c, &mem, &sizes, BackupDisks::Separate).unwrap();
+        dm.go_live_devices().go_live(&live).unwrap();
+        let other = vec![("_disk0".to_string(), 4096)];
+        let err = DeviceManager::for_backup(&c, &mem, &other, BackupDisks::Separate).unwrap_err();
+        assert_eq!(
+            virtio_devices::transport::error_chain(&err),
+            format!(
+                "disk _disk0: disk image {} has 8192 bytes, the recording has 4096",
+                path.display()
+            )
+        );
+        // Shared: nothing is opened before go-live, which then checks.
+        let dm = DeviceManager::for_backup(&c, &mem, &other, BackupDisks::Shared).unwrap();
+        assert!(dm.go_live_devices().go_live(&live).is_err());
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -92,10 +92,11 @@ impl Block {
         if self.has_backend() {
             return Err(GoLiveError::AlreadyLive(self.id.clone()));
         }
-        self.open_for_live(live).map_err(|source| GoLiveError::Disk {
-            id: self.id.clone(),
-            source,
-        })?;
+        self.open_for_live(live)
+            .map_err(|source| GoLiveError::Disk {
+                id: self.id.clone(),
+                source,
+            })?;
         // The copy is the live image now, written by the disk thread.
         self.copy = None;
         self.sink = live.sink.clone();
@@ -112,7 +113,10 @@ impl Block {
                     // Restored from a state this device did not issue
                     // itself: what to do again is unknown. The guest gets
                     // an I/O error rather than a request that never ends.
-                    log::warn!("{}: request {id} cannot be issued again: I/O error", self.id);
+                    log::warn!(
+                        "{}: request {id} cannot be issued again: I/O error",
+                        self.id
+                    );
                     self.done
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

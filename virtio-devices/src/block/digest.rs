@@ -74,10 +74,7 @@ mod tests {
         assert_ne!(da, image_digest(&b).unwrap());
         std::fs::remove_file(&a).unwrap();
         std::fs::remove_file(&b).unwrap();
-        assert!(matches!(
-            image_digest(&a),
-            Err(BlockError::Read { .. })
-        ));
+        assert!(matches!(image_digest(&a), Err(BlockError::Read { .. })));
         assert!(matches!(
             image_digest(Path::new("/")),
             Err(BlockError::NotAFile { .. })

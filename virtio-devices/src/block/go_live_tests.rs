@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use vm_memory::{Bytes, GuestAddress};
 
-use super::tests::{
-    apply, notify, publish_more, request, status, wait_event, Disk, NoWake, DATA,
-};
+use super::tests::{apply, notify, publish_more, request, status, wait_event, Disk, NoWake, DATA};
 use super::*;
 use crate::chain::testing::{memory, publish, queue, used};
 use crate::output::testing::HoldingSink;
@@ -103,10 +101,7 @@ fn going_live_issues_the_pending_requests_again_once_each() {
     for head in [0, 3, 6, 9] {
         assert_eq!(status(&mem, head), VIRTIO_BLK_S_OK, "head {head}");
     }
-    assert_eq!(
-        used(&mem, 0),
-        (4, vec![(0, 1), (3, 513), (6, 1), (9, 1)])
-    );
+    assert_eq!(used(&mem, 0), (4, vec![(0, 1), (3, 513), (6, 1), (9, 1)]));
     let mut back = [0u8; 512];
     mem.read_slice(&mut back, GuestAddress(DATA + 0x1000))
         .unwrap();
@@ -138,9 +133,12 @@ fn going_live_issues_the_pending_requests_again_once_each() {
     // Twice is an error.
     let err = b.go_live(&live(sink.clone())).unwrap_err();
     assert!(matches!(err, GoLiveError::AlreadyLive(_)), "{err}");
-    assert_eq!(err.to_string(), "device _disk0 already has its host backend");
+    assert_eq!(
+        err.to_string(),
+        "device _disk0 already has its host backend"
+    );
     // So is going live for a device built with its backend.
-    let mut opened = super::tests::open(&disk, false, Arc::new(ImmediateOutput));
+    let mut opened = tests::open(&disk, false, Arc::new(ImmediateOutput));
     assert!(matches!(
         opened.go_live(&live(Arc::new(ImmediateOutput))),
         Err(GoLiveError::AlreadyLive(_))

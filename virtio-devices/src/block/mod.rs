@@ -186,8 +186,8 @@ impl Block {
     /// Starts the disk thread on `file`.
     fn start(&mut self, file: File, waker: Arc<dyn Waker>) -> Result<(), BlockError> {
         let (tx, rx) = mpsc::channel();
-        let thread =
-            worker::spawn(&self.id, file, rx, self.done.clone(), waker).map_err(BlockError::Thread)?;
+        let thread = worker::spawn(&self.id, file, rx, self.done.clone(), waker)
+            .map_err(BlockError::Thread)?;
         self.jobs = Some(tx);
         self.thread = Some(thread);
         Ok(())

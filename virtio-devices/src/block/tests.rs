@@ -56,7 +56,14 @@ pub(super) fn open(disk: &Disk, readonly: bool, sink: Arc<dyn OutputSink>) -> Bl
 
 /// Lays out request `head` (descriptors head, head+1, head+2): header,
 /// data of `len` bytes at DATA + off (device-writable for reads), status.
-pub(super) fn request(mem: &GuestMemoryMmap, head: u16, kind: u32, sector: u64, len: u32, off: u64) {
+pub(super) fn request(
+    mem: &GuestMemoryMmap,
+    head: u16,
+    kind: u32,
+    sector: u64,
+    len: u32,
+    off: u64,
+) {
     let mut h = [0u8; 16];
     h[0..4].copy_from_slice(&kind.to_le_bytes());
     h[8..16].copy_from_slice(&sector.to_le_bytes());
@@ -94,7 +101,11 @@ pub(super) fn wait_event(block: &mut Block) -> Vec<u8> {
     }
 }
 
-pub(super) fn notify(block: &mut Block, mem: &GuestMemoryMmap, q: &mut [Queue]) -> Result<u64, DeviceFault> {
+pub(super) fn notify(
+    block: &mut Block,
+    mem: &GuestMemoryMmap,
+    q: &mut [Queue],
+) -> Result<u64, DeviceFault> {
     let mut ctx = QueueContext {
         mem,
         queues: q,
@@ -454,8 +465,7 @@ fn without_a_backend_outputs_are_dropped_and_events_complete_requests() {
     std::fs::write(&disk.path, vec![0x3c; 4096]).unwrap();
     let mut primary = open(&disk, false, Arc::new(ImmediateOutput));
     let dropped = Arc::new(crate::output::DroppedOutput::default());
-    let mut replica =
-        Block::without_backend(
+    let mut replica = Block::without_backend(
         "_disk0",
         Path::new("/nonexistent"),
         4096,

@@ -491,3 +491,7 @@ impl VirtioDevice for Net {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "go_live_tests.rs"]
+mod go_live_tests;

@@ -13,14 +13,14 @@ use crate::output::testing::HoldingSink;
 use crate::output::ImmediateOutput;
 
 #[derive(Debug)]
-struct NoWake;
+pub(super) struct NoWake;
 impl Waker for NoWake {
     fn wake(&self) {}
 }
 
 /// The RX queue's rings at offset 0, the TX queue's at RX_BASE.
-const TX_BASE: u64 = 0x4000;
-const BUF: u64 = 0x20000;
+pub(super) const TX_BASE: u64 = 0x4000;
+pub(super) const BUF: u64 = 0x20000;
 
 /// A device on one end of a datagram socket pair (one frame per
 /// datagram, as a tap); the other end plays the host network.
@@ -52,11 +52,11 @@ fn device(sink: Arc<dyn OutputSink>) -> (Net, File) {
     (net, File::from(b))
 }
 
-fn queues() -> [Queue; 2] {
+pub(super) fn queues() -> [Queue; 2] {
     [queue(16, 0), queue(16, TX_BASE)]
 }
 
-fn run(
+pub(super) fn run(
     net: &mut Net,
     mem: &GuestMemoryMmap,
     q: &mut [Queue],
@@ -86,13 +86,13 @@ fn apply(
     Ok(ctx.used)
 }
 
-fn frame(tag: u8, len: usize) -> Vec<u8> {
+pub(super) fn frame(tag: u8, len: usize) -> Vec<u8> {
     let mut f = vec![0u8; VNET_HDR_LEN];
     f.extend((0..len).map(|i| tag ^ i as u8));
     f
 }
 
-fn wait_event(net: &mut Net) -> Vec<u8> {
+pub(super) fn wait_event(net: &mut Net) -> Vec<u8> {
     let start = Instant::now();
     loop {
         if let Some(e) = net.poll_event() {
