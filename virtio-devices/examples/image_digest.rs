@@ -20,7 +20,10 @@ fn main() -> ExitCode {
     let digest = match virtio_devices::block::image_digest(&path) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("image_digest: {}", virtio_devices::transport::error_chain(&e));
+            eprintln!(
+                "image_digest: {}",
+                virtio_devices::transport::error_chain(&e)
+            );
             return ExitCode::FAILURE;
         }
     };

@@ -167,7 +167,7 @@ fn next_received(fd: &OwnedFd, timeout: Duration) -> Option<Vec<u8>> {
                 &mut len,
             )
         };
-        if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING as u8 {
+        if n > 0 && from.sll_pkttype != libc::PACKET_OUTGOING {
             return Some(buf[..n as usize].to_vec());
         }
     }
@@ -231,7 +231,7 @@ fn going_live_on_a_persistent_tap_announces_the_mac_then_carries_frames() {
         assert_eq!(got, f[VNET_HDR_LEN..]);
         assert_eq!(dropped.dropped(), 1, "the old sink got a frame");
         // A frame sent out of the interface is read from the tap: an event.
-        let mut out = vec![0u8; 64];
+        let mut out = [0u8; 64];
         out[..6].copy_from_slice(&MAC);
         out[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 9]);
         out[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
