@@ -355,7 +355,7 @@ impl Block {
                     pending(Kind::Write { len: data.len() }),
                     Op::Write {
                         offset: sector * SECTOR_SIZE,
-                        data: data.into(),
+                        data: Arc::new(data),
                     },
                 );
                 Ok(())

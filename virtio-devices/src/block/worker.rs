@@ -44,7 +44,7 @@ pub enum Op {
         offset: u64,
         /// The bytes (shared with the request in flight, which keeps them
         /// to issue it again at go-live).
-        data: Arc<[u8]>,
+        data: Arc<Vec<u8>>,
     },
     /// fdatasync.
     Flush,
