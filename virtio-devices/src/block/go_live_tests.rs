@@ -342,3 +342,40 @@ fn restored_requests_keep_what_this_device_issued() {
     mem.read_slice(&mut back, GuestAddress(DATA)).unwrap();
     assert_eq!(back, [0x77; 512]);
 }
+
+#[test]
+fn a_copy_that_missed_a_write_refuses_to_go_live() {
+    let disk = Disk::new("sep-fail", 8);
+    let mut b = Block::backup_separate(
+        "_disk0",
+        &disk.path,
+        false,
+        None,
+        8 * SECTOR_SIZE,
+        Arc::new(DroppedOutput::default()),
+    )
+    .unwrap();
+    // The copy's descriptor turns read-only: the next write fails (EBADF).
+    b.copy = Some(File::open(&disk.path).unwrap());
+    let mem = memory();
+    let mut q = [queue(8, 0)];
+    request(&mem, 0, VIRTIO_BLK_T_OUT, 0, 512, 0);
+    publish(&mem, 0, &[0]);
+    notify(&mut b, &mem, &mut q).unwrap();
+    let err = b.go_live(&live(Arc::new(ImmediateOutput))).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            GoLiveError::Disk {
+                source: BlockError::Copy { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        crate::transport::error_chain(&err).contains("failed a write or flush"),
+        "{err}"
+    );
+    assert!(!b.has_backend());
+}
