@@ -11,6 +11,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use crate::chain::{self, Chain, ChainError};
+use crate::go_live::{GoLive, GoLiveError};
 
 /// Why a device stops serving until the driver resets it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -118,6 +119,11 @@ pub trait VirtioDevice: Send + Debug {
         &mut self,
         r: &mut vm_migration::ByteReader<'_>,
     ) -> Result<(), vm_migration::CodecError>;
+    /// A device built without its host backend attaches it now (see
+    /// [`crate::go_live`]). Devices with no host side have nothing to do.
+    fn go_live(&mut self, _live: &GoLive) -> Result<(), GoLiveError> {
+        Ok(())
+    }
 }
 
 /// Named counters of a device, readable from any thread.

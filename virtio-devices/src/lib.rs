@@ -17,6 +17,7 @@
 pub mod block;
 pub mod chain;
 pub mod device;
+pub mod go_live;
 pub mod net;
 pub mod output;
 pub mod pci;
@@ -24,6 +25,7 @@ pub mod transport;
 
 pub use block::Block;
 pub use device::{Counters, VirtioDevice};
+pub use go_live::{GoLive, GoLiveDevices, GoLiveError};
 pub use net::Net;
 pub use output::{DroppedOutput, ImmediateOutput, Output, OutputKind, OutputSink};
 pub use transport::{VirtioPciDevice, VirtioPciEvents};

@@ -32,6 +32,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::device::{EventError, QueueContext, VirtioDevice};
+use crate::go_live::{GoLive, GoLiveError};
 use crate::pci::config::{Bar, PciConfiguration, PciIds, NUM_REGS};
 use crate::pci::msix::Msix;
 use crate::pci::root::PciDevice;
@@ -453,6 +454,12 @@ impl VirtioPciDevice {
                 reason,
             }),
         }
+    }
+
+    /// The device attaches its host backend (see [`crate::go_live`]).
+    /// Guest-visible state is unchanged: the transport only forwards.
+    pub fn go_live(&mut self, live: &GoLive) -> Result<(), GoLiveError> {
+        self.device.go_live(live)
     }
 
     /// Takes the device's next finished host work.

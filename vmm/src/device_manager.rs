@@ -8,7 +8,10 @@
 //!
 //! A replaying VM builds its virtio devices [without host
 //! backends](DeviceManager::without_backends): no disk image or tap is
-//! opened, no I/O thread started, and their outputs are dropped.
+//! opened, no I/O thread started, and their outputs are dropped. They keep
+//! their host configuration (image paths, tap names and addresses) and
+//! attach their backends when they go live
+//! ([`DeviceManager::go_live_devices`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -33,7 +36,7 @@ use virtio_devices::pci::root::PciRootError;
 use virtio_devices::pci::{PciConfigIo, PciConfigMmio, PciMmioWindow, PciRoot};
 use virtio_devices::transport::{TransportError, BAR_SIZE};
 use virtio_devices::{
-    Block, Counters, DroppedOutput, ImmediateOutput, Net, OutputSink, VirtioDevice,
+    Block, Counters, DroppedOutput, GoLiveDevices, ImmediateOutput, Net, OutputSink, VirtioDevice,
     VirtioPciDevice, VirtioPciEvents,
 };
 
@@ -110,7 +113,19 @@ enum Backends<'a> {
     /// call the waker when host work has finished.
     Host(Arc<dyn Waker>),
     /// None (replay): disk sizes by device id, from the recording.
-    None(&'a [(String, u64)]),
+    None(&'a [(String, u64)], BackupDisks),
+}
+
+/// What a VM built without backends does with its disks while it replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupDisks {
+    /// Nothing: the image is shared with (or belongs to) the recording VM;
+    /// it is opened only at go-live.
+    Shared,
+    /// Each disk's image is the backup's own copy (`disks=separate`):
+    /// opened at once, its size checked against the recording's, and
+    /// written with every write and flush the guest issues.
+    Separate,
 }
 
 /// A virtio device on PCI, as `vm.info` and `vm.counters` show it.
@@ -204,12 +219,32 @@ impl DeviceManager {
         memory: &GuestMemoryMmapT,
         disk_sizes: &[(String, u64)],
     ) -> Result<Self, DeviceError> {
+        Self::for_backup(config, memory, disk_sizes, BackupDisks::Shared)
+    }
+
+    /// As [`without_backends`](Self::without_backends), with `disks`
+    /// saying whether each disk's image is the backup's own copy, written
+    /// while replaying ([`BackupDisks::Separate`]: the images are opened
+    /// now and a size that is not the recording's is an error).
+    pub fn for_backup(
+        config: &VmConfig,
+        memory: &GuestMemoryMmapT,
+        disk_sizes: &[(String, u64)],
+        disks: BackupDisks,
+    ) -> Result<Self, DeviceError> {
         Self::build(
             config,
             memory,
             Arc::new(DroppedOutput::default()),
-            Backends::None(disk_sizes),
+            Backends::None(disk_sizes, disks),
         )
+    }
+
+    /// The virtio devices, for the VMM to keep and make go live (attach
+    /// their host backends) when a VM built without backends stops
+    /// replaying. Devices built with their backends refuse to go live.
+    pub fn go_live_devices(&self) -> GoLiveDevices {
+        GoLiveDevices::new(self.virtio_devices.clone())
     }
 
     /// What record/replay needs: the disk sizes (a recording's setup) and
@@ -341,10 +376,11 @@ impl DeviceManager {
         let mut models: Vec<(String, Box<dyn VirtioDevice>, Arc<Counters>)> = Vec::new();
         for disk in config.disks.as_deref().unwrap_or_default() {
             let id = next_id("_disk", &disk.id);
+            let path = disk.path.clone().unwrap_or_default();
             let block = match &backends {
                 Backends::Host(waker) => Block::open(
                     &id,
-                    &disk.path.clone().unwrap_or_default(),
+                    &path,
                     disk.readonly,
                     disk.serial.as_deref(),
                     output.clone(),
@@ -354,19 +390,34 @@ impl DeviceManager {
                     id: id.clone(),
                     source,
                 })?,
-                Backends::None(sizes) => {
+                Backends::None(sizes, disks) => {
                     let size = sizes
                         .iter()
                         .find(|(d, _)| *d == id)
                         .map(|(_, s)| *s)
                         .ok_or_else(|| DeviceError::NotRecorded(id.clone()))?;
-                    Block::without_backend(
-                        &id,
-                        size,
-                        disk.readonly,
-                        disk.serial.as_deref(),
-                        output.clone(),
-                    )
+                    match disks {
+                        BackupDisks::Shared => Block::without_backend(
+                            &id,
+                            &path,
+                            size,
+                            disk.readonly,
+                            disk.serial.as_deref(),
+                            output.clone(),
+                        ),
+                        BackupDisks::Separate => Block::backup_separate(
+                            &id,
+                            &path,
+                            disk.readonly,
+                            disk.serial.as_deref(),
+                            size,
+                            output.clone(),
+                        )
+                        .map_err(|source| DeviceError::Disk {
+                            id: id.clone(),
+                            source,
+                        })?,
+                    }
                 }
             };
             self.disk_sizes.push((id.clone(), block.size()));
@@ -390,12 +441,9 @@ impl DeviceManager {
                     id: id.clone(),
                     source,
                 })?,
-                Backends::None(_) => Net::without_backend(
-                    &id,
-                    net.tap.as_deref().unwrap_or_default(),
-                    mac,
-                    output.clone(),
-                ),
+                Backends::None(..) => {
+                    Net::without_backend(&id, net.tap.as_deref(), address, mac, output.clone())
+                }
             };
             let counters = dev.counters();
             models.push((id, Box::new(dev), counters));
@@ -604,6 +652,51 @@ mod tests {
             &mut cap,
         );
         assert_eq!(u64::from_le_bytes(cap), (8 << 20) / 512);
+    }
+
+    #[test]
+    fn devices_built_without_backends_go_live_once() {
+        let path = std::env::temp_dir().join(format!("vmm-dm-golive-{}", std::process::id()));
+        std::fs::write(&path, vec![0u8; 8192]).unwrap();
+        let mut c = config();
+        c.net = None;
+        c.disks.as_mut().unwrap()[0].path = Some(path.clone());
+        let mem = memory();
+        let live = virtio_devices::GoLive {
+            waker: crate::vcpu::VcpuControl::new(),
+            sink: Arc::new(ImmediateOutput),
+        };
+        let sizes = vec![("_disk0".to_string(), 8192)];
+        let dm = DeviceManager::without_backends(&c, &mem, &sizes).unwrap();
+        let devices = dm.go_live_devices();
+        // What the VMM keeps works after the device manager is gone.
+        drop(dm);
+        assert_eq!(devices.len(), 1);
+        devices.go_live(&live).unwrap();
+        let err = devices.go_live(&live).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "device _disk0 already has its host backend"
+        );
+        // Built with its backend: nothing to attach.
+        let dm = DeviceManager::new(&c, &mem, crate::vcpu::VcpuControl::new()).unwrap();
+        assert!(dm.go_live_devices().go_live(&live).is_err());
+        // A backup's own copy must have the recorded size.
+        let dm = DeviceManager::for_backup(&c, &mem, &sizes, BackupDisks::Separate).unwrap();
+        dm.go_live_devices().go_live(&live).unwrap();
+        let other = vec![("_disk0".to_string(), 4096)];
+        let err = DeviceManager::for_backup(&c, &mem, &other, BackupDisks::Separate).unwrap_err();
+        assert_eq!(
+            virtio_devices::transport::error_chain(&err),
+            format!(
+                "disk _disk0: disk image {} has 8192 bytes, the recording has 4096",
+                path.display()
+            )
+        );
+        // Shared: nothing is opened before go-live, which then checks.
+        let dm = DeviceManager::for_backup(&c, &mem, &other, BackupDisks::Shared).unwrap();
+        assert!(dm.go_live_devices().go_live(&live).is_err());
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

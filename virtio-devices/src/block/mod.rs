@@ -12,8 +12,11 @@
 //!
 //! A device built [`without_backend`](Block::without_backend) (replay) has
 //! no file and no thread: its outputs still go to the sink, which drops
-//! them, and its results come only from the events applied to it.
+//! them, and its results come only from the events applied to it. It keeps
+//! its image's path, and opens it when it goes live (see [`backup`]).
 
+pub mod backup;
+pub mod digest;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -33,7 +36,9 @@ use vm_migration::{ByteReader, ByteWriter, CodecError};
 
 use crate::chain::{self, Buffer, Chain, ChainError};
 use crate::device::{Counters, DeviceFault, EventError, QueueContext, VirtioDevice};
+use crate::go_live::{GoLive, GoLiveError};
 use crate::output::{Output, OutputKind, OutputSink};
+pub use digest::image_digest;
 use worker::{
     Completions, Job, JobSender, Op, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
 };
@@ -88,6 +93,36 @@ pub enum BlockError {
     /// The I/O thread cannot start.
     #[error("cannot start the disk I/O thread")]
     Thread(#[source] std::io::Error),
+    /// The image's size is not the one the guest was given (the
+    /// recording's).
+    #[error("disk image {path} has {found} bytes, the recording has {recorded}")]
+    SizeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Bytes in the recording.
+        recorded: u64,
+        /// Bytes in the file.
+        found: u64,
+    },
+    /// A backup's own copy of the image missed a write or flush while
+    /// replaying: it no longer equals the primary's disk.
+    #[error("the backup's copy {path} of the disk image failed a write or flush")]
+    Copy {
+        /// The file.
+        path: PathBuf,
+        /// Why (the first failure).
+        #[source]
+        source: std::io::Error,
+    },
+    /// The image cannot be read (computing its digest).
+    #[error("cannot read disk image {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug)]
@@ -102,12 +137,17 @@ struct Pending {
     head: u16,
     status: GuestAddress,
     kind: Kind,
+    /// What was issued, to issue it again at go-live (host memory only:
+    /// not part of the saved state). `None` for a request restored from a
+    /// state this device did not issue itself.
+    op: Option<Op>,
 }
 
 /// A virtio-blk device.
 #[derive(Debug)]
 pub struct Block {
     id: String,
+    path: PathBuf,
     size: u64,
     capacity: u64,
     readonly: bool,
@@ -119,6 +159,11 @@ pub struct Block {
     next_request: u64,
     counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
+    /// A backup's own copy of the image (`disks=separate`), written at
+    /// issue while replaying.
+    copy: Option<File>,
+    /// The first write or flush the copy failed.
+    copy_error: Option<(std::io::ErrorKind, String)>,
 }
 
 impl Block {
@@ -132,53 +177,30 @@ impl Block {
         sink: Arc<dyn OutputSink>,
         waker: Arc<dyn Waker>,
     ) -> Result<Self, BlockError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!readonly)
-            .open(path)
-            .map_err(|source| BlockError::Open {
-                path: path.to_path_buf(),
-                mode: if readonly { "read-only" } else { "read-write" },
-                source,
-            })?;
-        let meta = file.metadata().map_err(|_| BlockError::NotAFile {
-            path: path.to_path_buf(),
-        })?;
-        if !meta.is_file() {
-            return Err(BlockError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
-        Self::with_file(id, file, meta.len(), readonly, serial, sink, waker)
+        let (file, size) = open_image(path, readonly)?;
+        let mut block = Self::without_backend(id, path, size, readonly, serial, sink);
+        block.start(file, waker)?;
+        Ok(block)
     }
 
-    fn with_file(
-        id: &str,
-        file: File,
-        size: u64,
-        readonly: bool,
-        serial: Option<&str>,
-        sink: Arc<dyn OutputSink>,
-        waker: Arc<dyn Waker>,
-    ) -> Result<Self, BlockError> {
+    /// Starts the disk thread on `file`.
+    fn start(&mut self, file: File, waker: Arc<dyn Waker>) -> Result<(), BlockError> {
         let (tx, rx) = mpsc::channel();
-        let done = Completions::default();
-        let thread =
-            worker::spawn(id, file, rx, done.clone(), waker).map_err(BlockError::Thread)?;
-        let mut block = Self::without_backend(id, size, readonly, serial, sink);
-        block.jobs = Some(tx);
-        block.done = done;
-        block.thread = Some(thread);
-        Ok(block)
+        let thread = worker::spawn(&self.id, file, rx, self.done.clone(), waker)
+            .map_err(BlockError::Thread)?;
+        self.jobs = Some(tx);
+        self.thread = Some(thread);
+        Ok(())
     }
 
     /// A device of `size` bytes with no host side: no file is opened and
     /// no thread started. Requests are still handed to `sink` as outputs
     /// (to be dropped: performing them does nothing), and complete only
     /// through events applied to the device. For replay, where the events
-    /// come from the log.
+    /// come from the log. `path` is the image it opens if it goes live.
     pub fn without_backend(
         id: &str,
+        path: &Path,
         size: u64,
         readonly: bool,
         serial: Option<&str>,
@@ -190,6 +212,7 @@ impl Block {
         }
         Block {
             id: id.to_string(),
+            path: path.to_path_buf(),
             size,
             capacity: size / SECTOR_SIZE,
             readonly,
@@ -201,6 +224,8 @@ impl Block {
             next_request: 0,
             counters: Arc::new(Counters::new(COUNTERS)),
             thread: None,
+            copy: None,
+            copy_error: None,
         }
     }
 
@@ -224,9 +249,21 @@ impl Block {
         self.capacity
     }
 
-    fn submit(&mut self, pending: Pending, op: Op) {
+    /// Issues a new request: its output goes to the sink (and, on a
+    /// backup with its own copy of the image, a write or flush is
+    /// performed on the copy now).
+    fn submit(&mut self, mut pending: Pending, op: Op) {
         let id = self.next_request;
         self.next_request += 1;
+        self.perform_on_copy(&op);
+        pending.op = Some(op.clone());
+        self.pending.insert(id, pending);
+        self.issue(id, op);
+    }
+
+    /// Hands request `id` to the sink; performing it sends it to the disk
+    /// thread, if there is one.
+    fn issue(&self, id: u64, op: Op) {
         let kind = match &op {
             Op::Read { offset, len } => OutputKind::DiskRead {
                 offset: *offset,
@@ -238,7 +275,6 @@ impl Block {
             },
             Op::Flush => OutputKind::DiskFlush,
         };
-        self.pending.insert(id, pending);
         let tx = self.jobs.clone();
         self.sink.submit(Output::new(
             &self.id,
@@ -289,6 +325,7 @@ impl Block {
             head: chain.head,
             status,
             kind,
+            op: None,
         };
         match kind {
             VIRTIO_BLK_T_IN => {
@@ -318,7 +355,7 @@ impl Block {
                     pending(Kind::Write { len: data.len() }),
                     Op::Write {
                         offset: sector * SECTOR_SIZE,
-                        data,
+                        data: Arc::new(data),
                     },
                 );
                 Ok(())
@@ -334,6 +371,29 @@ impl Block {
             _ => complete(ctx, VIRTIO_BLK_S_UNSUPP, 0),
         }
     }
+}
+
+/// Opens the raw image at `path` (read-write unless `readonly`): the file
+/// and its size.
+fn open_image(path: &Path, readonly: bool) -> Result<(File, u64), BlockError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(!readonly)
+        .open(path)
+        .map_err(|source| BlockError::Open {
+            path: path.to_path_buf(),
+            mode: if readonly { "read-only" } else { "read-write" },
+            source,
+        })?;
+    let meta = file.metadata().map_err(|_| BlockError::NotAFile {
+        path: path.to_path_buf(),
+    })?;
+    if !meta.is_file() {
+        return Err(BlockError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok((file, meta.len()))
 }
 
 /// The status byte (last byte of the last device-writable buffer) and the
@@ -466,11 +526,31 @@ impl VirtioDevice for Block {
                 2 => Kind::Flush,
                 k => return Err(r.bad(format!("request kind {k}"))),
             };
-            pending.insert(id, Pending { head, status, kind });
+            // What this device issued itself under the same id and head
+            // (a replay that reached the checkpoint's point) keeps what is
+            // needed to issue it again.
+            let op = self
+                .pending
+                .get(&id)
+                .filter(|p| p.head == head && p.status == status)
+                .and_then(|p| p.op.clone());
+            pending.insert(
+                id,
+                Pending {
+                    head,
+                    status,
+                    kind,
+                    op,
+                },
+            );
         }
         self.next_request = next_request;
         self.pending = pending;
         Ok(())
+    }
+
+    fn go_live(&mut self, live: &GoLive) -> Result<(), GoLiveError> {
+        self.attach(live)
     }
 
     fn poll_event(&mut self) -> Option<Vec<u8>> {
@@ -533,3 +613,7 @@ impl VirtioDevice for Block {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "go_live_tests.rs"]
+mod go_live_tests;

@@ -1,7 +1,7 @@
 // Copyright 2026 The ft-cloud-hypervisor authors.
 // SPDX-License-Identifier: Apache-2.0
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -14,21 +14,21 @@ use crate::output::testing::HoldingSink;
 use crate::output::ImmediateOutput;
 
 #[derive(Debug)]
-struct NoWake;
+pub(super) struct NoWake;
 impl Waker for NoWake {
     fn wake(&self) {}
 }
 
-const HDR: u64 = 0x10000;
-const DATA: u64 = 0x20000;
-const STATUS: u64 = 0x30000;
+pub(super) const HDR: u64 = 0x10000;
+pub(super) const DATA: u64 = 0x20000;
+pub(super) const STATUS: u64 = 0x30000;
 
-struct Disk {
-    path: PathBuf,
+pub(super) struct Disk {
+    pub(super) path: PathBuf,
 }
 
 impl Disk {
-    fn new(tag: &str, sectors: u64) -> Self {
+    pub(super) fn new(tag: &str, sectors: u64) -> Self {
         let path = std::env::temp_dir().join(format!("vd-blk-{tag}-{}", std::process::id()));
         let f = File::create(&path).unwrap();
         f.set_len(sectors * SECTOR_SIZE).unwrap();
@@ -42,7 +42,7 @@ impl Drop for Disk {
     }
 }
 
-fn open(disk: &Disk, readonly: bool, sink: Arc<dyn OutputSink>) -> Block {
+pub(super) fn open(disk: &Disk, readonly: bool, sink: Arc<dyn OutputSink>) -> Block {
     Block::open(
         "_disk0",
         &disk.path,
@@ -56,7 +56,14 @@ fn open(disk: &Disk, readonly: bool, sink: Arc<dyn OutputSink>) -> Block {
 
 /// Lays out request `head` (descriptors head, head+1, head+2): header,
 /// data of `len` bytes at DATA + off (device-writable for reads), status.
-fn request(mem: &GuestMemoryMmap, head: u16, kind: u32, sector: u64, len: u32, off: u64) {
+pub(super) fn request(
+    mem: &GuestMemoryMmap,
+    head: u16,
+    kind: u32,
+    sector: u64,
+    len: u32,
+    off: u64,
+) {
     let mut h = [0u8; 16];
     h[0..4].copy_from_slice(&kind.to_le_bytes());
     h[8..16].copy_from_slice(&sector.to_le_bytes());
@@ -78,12 +85,12 @@ fn request(mem: &GuestMemoryMmap, head: u16, kind: u32, sector: u64, len: u32, o
         .unwrap();
 }
 
-fn status(mem: &GuestMemoryMmap, head: u16) -> u8 {
+pub(super) fn status(mem: &GuestMemoryMmap, head: u16) -> u8 {
     mem.read_obj(GuestAddress(STATUS + u64::from(head)))
         .unwrap()
 }
 
-fn wait_event(block: &mut Block) -> Vec<u8> {
+pub(super) fn wait_event(block: &mut Block) -> Vec<u8> {
     let start = Instant::now();
     loop {
         if let Some(e) = block.poll_event() {
@@ -94,7 +101,11 @@ fn wait_event(block: &mut Block) -> Vec<u8> {
     }
 }
 
-fn notify(block: &mut Block, mem: &GuestMemoryMmap, q: &mut [Queue]) -> Result<u64, DeviceFault> {
+pub(super) fn notify(
+    block: &mut Block,
+    mem: &GuestMemoryMmap,
+    q: &mut [Queue],
+) -> Result<u64, DeviceFault> {
     let mut ctx = QueueContext {
         mem,
         queues: q,
@@ -104,7 +115,7 @@ fn notify(block: &mut Block, mem: &GuestMemoryMmap, q: &mut [Queue]) -> Result<u
     Ok(ctx.used)
 }
 
-fn apply(
+pub(super) fn apply(
     block: &mut Block,
     mem: &GuestMemoryMmap,
     q: &mut [Queue],
@@ -233,7 +244,7 @@ fn write_flush_read_through_the_output_seam() {
 }
 
 /// Adds `heads` to the available ring after `already` entries.
-fn publish_more(mem: &GuestMemoryMmap, already: u16, heads: &[u16]) {
+pub(super) fn publish_more(mem: &GuestMemoryMmap, already: u16, heads: &[u16]) {
     for (i, h) in heads.iter().enumerate() {
         let slot = u64::from(already) + i as u64;
         mem.write_obj(*h, GuestAddress(AVAIL + 4 + 2 * slot))
@@ -454,8 +465,14 @@ fn without_a_backend_outputs_are_dropped_and_events_complete_requests() {
     std::fs::write(&disk.path, vec![0x3c; 4096]).unwrap();
     let mut primary = open(&disk, false, Arc::new(ImmediateOutput));
     let dropped = Arc::new(crate::output::DroppedOutput::default());
-    let mut replica =
-        Block::without_backend("_disk0", 4096, false, Some("serial-1"), dropped.clone());
+    let mut replica = Block::without_backend(
+        "_disk0",
+        Path::new("/nonexistent"),
+        4096,
+        false,
+        Some("serial-1"),
+        dropped.clone(),
+    );
     assert!(primary.has_backend() && !replica.has_backend());
     assert_eq!((replica.size(), replica.capacity()), (4096, 8));
     let (mem_a, mem_b) = (memory(), memory());

@@ -42,8 +42,9 @@ pub enum Op {
     Write {
         /// Byte offset.
         offset: u64,
-        /// The bytes.
-        data: Vec<u8>,
+        /// The bytes (shared with the request in flight, which keeps them
+        /// to issue it again at go-live).
+        data: Arc<Vec<u8>>,
     },
     /// fdatasync.
     Flush,
@@ -80,7 +81,8 @@ pub fn decode(event: &[u8]) -> Option<(u64, u8, &[u8])> {
     Some((u64::from_le_bytes(id), event[8], &event[EVENT_HEADER..]))
 }
 
-fn perform(file: &File, op: Op) -> (u8, Vec<u8>) {
+/// Performs `op` on `file`: the virtio status and the data read.
+pub(crate) fn perform(file: &File, op: Op) -> (u8, Vec<u8>) {
     match op {
         Op::Read { offset, len } => {
             let mut buf = vec![0u8; len];
@@ -160,7 +162,7 @@ mod tests {
                 &file,
                 Op::Write {
                     offset: 512,
-                    data: vec![9; 512]
+                    data: vec![9; 512].into()
                 }
             ),
             (VIRTIO_BLK_S_OK, vec![])

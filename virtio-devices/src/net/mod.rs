@@ -13,13 +13,18 @@
 //!
 //! A device built [`without_backend`](Net::without_backend) (replay) opens
 //! no tap and starts no thread: its TX frames go to the sink, which drops
-//! them, and RX frames come only from the events applied to it.
+//! them, and RX frames come only from the events applied to it. It keeps
+//! its tap's name and host address; when it goes live it opens (or
+//! creates) the tap, configures it, starts reading it and announces the
+//! guest's MAC ([`announce`]).
 
+pub mod announce;
 pub mod tap;
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -31,6 +36,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::chain::{self, ChainError};
 use crate::device::{Counters, DeviceFault, EventError, QueueContext, VirtioDevice};
+use crate::go_live::{GoLive, GoLiveError};
 use crate::output::{Output, OutputKind, OutputSink};
 use tap::{Tap, VNET_HDR_LEN};
 
@@ -67,6 +73,9 @@ pub enum NetError {
     /// The reader thread or its stop event.
     #[error("cannot start the tap reader")]
     Thread(#[source] std::io::Error),
+    /// The announcement of the guest's MAC cannot be sent.
+    #[error("cannot announce the guest's MAC on the tap")]
+    Announce(#[source] std::io::Error),
 }
 
 type Frames = Arc<Mutex<VecDeque<Vec<u8>>>>;
@@ -75,7 +84,8 @@ type Frames = Arc<Mutex<VecDeque<Vec<u8>>>>;
 #[derive(Debug)]
 pub struct Net {
     id: String,
-    tap_name: String,
+    tap_name: Option<String>,
+    address: Option<(Ipv4Addr, Ipv4Addr)>,
     mac: [u8; 6],
     tap: Option<Arc<File>>,
     sink: Arc<dyn OutputSink>,
@@ -92,22 +102,32 @@ impl Net {
     pub fn new(
         id: &str,
         tap_name: Option<&str>,
-        address: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+        address: Option<(Ipv4Addr, Ipv4Addr)>,
         mac: [u8; 6],
         sink: Arc<dyn OutputSink>,
         waker: Arc<dyn Waker>,
     ) -> Result<Self, NetError> {
-        let tap = Tap::open(tap_name).map_err(NetError::Tap)?;
-        if let Some((ip, mask)) = address {
+        let mut net = Self::without_backend(id, tap_name, address, mac, sink);
+        net.open_tap(waker)?;
+        Ok(net)
+    }
+
+    /// Opens (or creates) the tap by its name, sets its address if any,
+    /// brings it up and starts reading it.
+    fn open_tap(&mut self, waker: Arc<dyn Waker>) -> Result<(), NetError> {
+        let tap = Tap::open(self.tap_name.as_deref()).map_err(NetError::Tap)?;
+        if let Some((ip, mask)) = self.address {
             tap.set_address(ip, mask).map_err(NetError::Tap)?;
         }
         tap.up().map_err(NetError::Tap)?;
-        let tap_name = tap.name().to_string();
-        Self::with_file(id, &tap_name, tap.into_file(), mac, sink, waker)
+        // The kernel's choice when no name was given.
+        self.tap_name = Some(tap.name().to_string());
+        self.start(tap.into_file(), waker)
     }
 
     /// A device on `file`, which reads and writes one frame (with its
     /// 12-byte header) per call and is non-blocking.
+    #[cfg(test)]
     pub(crate) fn with_file(
         id: &str,
         tap_name: &str,
@@ -116,39 +136,47 @@ impl Net {
         sink: Arc<dyn OutputSink>,
         waker: Arc<dyn Waker>,
     ) -> Result<Self, NetError> {
-        let file = Arc::new(file);
-        let stop = EventFd::new(EFD_NONBLOCK).map_err(NetError::Thread)?;
-        let host_frames = Frames::default();
-        let thread = spawn_reader(
-            id,
-            file.clone(),
-            stop.try_clone().map_err(NetError::Thread)?,
-            host_frames.clone(),
-            waker,
-        )
-        .map_err(NetError::Thread)?;
-        let mut net = Self::without_backend(id, tap_name, mac, sink);
-        net.tap = Some(file);
-        net.host_frames = host_frames;
-        net.stop = Some(stop);
-        net.thread = Some(thread);
+        let mut net = Self::without_backend(id, Some(tap_name), None, mac, sink);
+        net.start(file, waker)?;
         Ok(net)
     }
 
+    /// Starts reading `file`.
+    fn start(&mut self, file: File, waker: Arc<dyn Waker>) -> Result<(), NetError> {
+        let file = Arc::new(file);
+        let stop = EventFd::new(EFD_NONBLOCK).map_err(NetError::Thread)?;
+        let thread = spawn_reader(
+            &self.id,
+            file.clone(),
+            stop.try_clone().map_err(NetError::Thread)?,
+            self.host_frames.clone(),
+            waker,
+        )
+        .map_err(NetError::Thread)?;
+        self.tap = Some(file);
+        self.stop = Some(stop);
+        self.thread = Some(thread);
+        Ok(())
+    }
+
     /// A device with no host side: no tap is opened (or created) and no
-    /// thread started; `tap_name` is only a label. TX frames are still
-    /// handed to `sink` as outputs (to be dropped: performing them does
-    /// nothing), and RX frames come only through events applied to the
-    /// device. For replay, where the events come from the log.
+    /// thread started. TX frames are still handed to `sink` as outputs (to
+    /// be dropped: performing them does nothing), and RX frames come only
+    /// through events applied to the device. For replay, where the events
+    /// come from the log. `tap_name` (`None`: the kernel picks one) and
+    /// `address` (the host side's IPv4 address and mask) are what the
+    /// device uses if it goes live.
     pub fn without_backend(
         id: &str,
-        tap_name: &str,
+        tap_name: Option<&str>,
+        address: Option<(Ipv4Addr, Ipv4Addr)>,
         mac: [u8; 6],
         sink: Arc<dyn OutputSink>,
     ) -> Self {
         Net {
             id: id.to_string(),
-            tap_name: tap_name.to_string(),
+            tap_name: tap_name.map(str::to_string),
+            address,
             mac,
             tap: None,
             sink,
@@ -165,9 +193,42 @@ impl Net {
         self.tap.is_some()
     }
 
-    /// The tap's interface name.
-    pub fn tap_name(&self) -> &str {
-        &self.tap_name
+    /// The tap's interface name (`None`: not opened yet and left to the
+    /// kernel's choice).
+    pub fn tap_name(&self) -> Option<&str> {
+        self.tap_name.as_deref()
+    }
+
+    /// Announces the guest's MAC on the tap once (see [`announce`]). An
+    /// error without a tap.
+    pub fn announce(&self) -> Result<(), NetError> {
+        let tap = self.tap.as_ref().ok_or_else(|| {
+            NetError::Announce(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the device has no tap",
+            ))
+        })?;
+        announce::announce_once(tap, self.mac).map_err(NetError::Announce)
+    }
+
+    /// Goes live: opens the tap, starts reading it, sends outputs to the
+    /// new sink, then announces the guest's MAC: once now, and
+    /// [`announce::ANNOUNCE_COUNT`] - 1 more times from a thread,
+    /// [`announce::ANNOUNCE_INTERVAL`] apart. The device is live once its
+    /// tap is open: an announcement that cannot be sent is logged, not an
+    /// error (the bridges then learn the port from the guest's next frame).
+    fn attach(&mut self, live: &GoLive) -> Result<(), NetError> {
+        self.open_tap(live.waker.clone())?;
+        self.sink = live.sink.clone();
+        let sent = self.announce().and_then(|()| match &self.tap {
+            Some(tap) => announce::repeat_announcements(&self.id, tap.clone(), self.mac)
+                .map_err(NetError::Thread),
+            None => Ok(()),
+        });
+        if let Err(e) = sent {
+            log::warn!("{}: {}", self.id, crate::transport::error_chain(&e));
+        }
+        Ok(())
     }
 
     /// The device's counters.
@@ -383,6 +444,16 @@ impl VirtioDevice for Net {
         Ok(())
     }
 
+    fn go_live(&mut self, live: &GoLive) -> Result<(), GoLiveError> {
+        if self.has_backend() {
+            return Err(GoLiveError::AlreadyLive(self.id.clone()));
+        }
+        self.attach(live).map_err(|source| GoLiveError::Net {
+            id: self.id.clone(),
+            source,
+        })
+    }
+
     fn poll_event(&mut self) -> Option<Vec<u8>> {
         self.host_frames
             .lock()
@@ -420,3 +491,7 @@ impl VirtioDevice for Net {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "go_live_tests.rs"]
+mod go_live_tests;

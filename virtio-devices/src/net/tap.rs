@@ -3,6 +3,12 @@
 
 //! A Linux tap interface with virtio-net headers (`IFF_TAP | IFF_NO_PI |
 //! IFF_VNET_HDR`, 12-byte header, no offloads), created if missing.
+//!
+//! An existing persistent tap (`ip tuntap add dev NAME mode tap`, with or
+//! without `vnet_hdr`: the flags of whoever attaches replace those) is
+//! attached to as it is; the kernel refuses an attach whose
+//! `IFF_MULTI_QUEUE` differs from the tap's, so a tap created with
+//! `multi_queue` is attached to with that flag (one queue of it).
 
 use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
@@ -77,29 +83,22 @@ impl Tap {
         if !valid_name(wanted) {
             return Err(TapError::Name(wanted.to_string()));
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/net/tun")
-            .map_err(TapError::OpenTun)?;
-        let mut req = ifreq_for(wanted);
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
-        // SAFETY: TUNSETIFF reads and writes an ifreq, which `req` is; the
-        // fd is open for the call.
-        let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
-        if r < 0 {
-            return Err(TapError::SetIff {
-                name: wanted.to_string(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: the kernel wrote a NUL-terminated name into ifr_name,
-        // which is IFNAMSIZ bytes long.
-        let name = unsafe { CStr::from_ptr(req.ifr_name.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
-        let tap = Tap { file, name };
+        let flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+        let tap = match Self::attach(wanted, flags) {
+            // EINVAL for an existing tap: its IFF_MULTI_QUEUE differs (or
+            // it is a tun, which the second attempt finds out as well).
+            Err(TapError::SetIff { source, .. })
+                if name.is_some() && source.raw_os_error() == Some(libc::EINVAL) =>
+            {
+                Self::attach(wanted, flags | libc::IFF_MULTI_QUEUE).map_err(|_| {
+                    TapError::SetIff {
+                        name: wanted.to_string(),
+                        source,
+                    }
+                })?
+            }
+            other => other?,
+        };
         let hdr = VNET_HDR_LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads an int through the pointer.
         let r = unsafe { libc::ioctl(tap.file.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr) };
@@ -114,6 +113,34 @@ impl Tap {
         };
         tap.check(r, "disable offloads")?;
         Ok(tap)
+    }
+
+    /// Opens `/dev/net/tun` and attaches it to interface `wanted` with
+    /// `flags` (TUNSETIFF).
+    fn attach(wanted: &str, flags: libc::c_int) -> Result<Tap, TapError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/net/tun")
+            .map_err(TapError::OpenTun)?;
+        let mut req = ifreq_for(wanted);
+        req.ifr_ifru.ifru_flags = flags as i16;
+        // SAFETY: TUNSETIFF reads and writes an ifreq, which `req` is; the
+        // fd is open for the call.
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+        if r < 0 {
+            return Err(TapError::SetIff {
+                name: wanted.to_string(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: the kernel wrote a NUL-terminated name into ifr_name,
+        // which is IFNAMSIZ bytes long.
+        let name = unsafe { CStr::from_ptr(req.ifr_name.as_ptr()) }
+            .to_string_lossy()
+            .into_owned();
+        Ok(Tap { file, name })
     }
 
     fn check(&self, r: libc::c_int, what: &'static str) -> Result<(), TapError> {

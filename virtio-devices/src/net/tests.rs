@@ -13,14 +13,14 @@ use crate::output::testing::HoldingSink;
 use crate::output::ImmediateOutput;
 
 #[derive(Debug)]
-struct NoWake;
+pub(super) struct NoWake;
 impl Waker for NoWake {
     fn wake(&self) {}
 }
 
 /// The RX queue's rings at offset 0, the TX queue's at RX_BASE.
-const TX_BASE: u64 = 0x4000;
-const BUF: u64 = 0x20000;
+pub(super) const TX_BASE: u64 = 0x4000;
+pub(super) const BUF: u64 = 0x20000;
 
 /// A device on one end of a datagram socket pair (one frame per
 /// datagram, as a tap); the other end plays the host network.
@@ -52,11 +52,11 @@ fn device(sink: Arc<dyn OutputSink>) -> (Net, File) {
     (net, File::from(b))
 }
 
-fn queues() -> [Queue; 2] {
+pub(super) fn queues() -> [Queue; 2] {
     [queue(16, 0), queue(16, TX_BASE)]
 }
 
-fn run(
+pub(super) fn run(
     net: &mut Net,
     mem: &GuestMemoryMmap,
     q: &mut [Queue],
@@ -86,13 +86,13 @@ fn apply(
     Ok(ctx.used)
 }
 
-fn frame(tag: u8, len: usize) -> Vec<u8> {
+pub(super) fn frame(tag: u8, len: usize) -> Vec<u8> {
     let mut f = vec![0u8; VNET_HDR_LEN];
     f.extend((0..len).map(|i| tag ^ i as u8));
     f
 }
 
-fn wait_event(net: &mut Net) -> Vec<u8> {
+pub(super) fn wait_event(net: &mut Net) -> Vec<u8> {
     let start = Instant::now();
     loop {
         if let Some(e) = net.poll_event() {
@@ -112,7 +112,7 @@ fn config_space() {
     assert_eq!(u16::from_le_bytes([cfg[6], cfg[7]]), VIRTIO_NET_S_LINK_UP);
     assert_eq!(net.queue_max_sizes(), vec![256, 256]);
     assert_eq!(net.features(), VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS);
-    assert_eq!(net.tap_name(), "test");
+    assert_eq!(net.tap_name(), Some("test"));
 }
 
 #[test]
@@ -234,9 +234,15 @@ fn backlog_state_round_trips() {
 #[test]
 fn without_a_backend_tx_is_dropped_and_rx_comes_from_events() {
     let dropped = Arc::new(crate::output::DroppedOutput::default());
-    let mut net = Net::without_backend("_net0", "no-such-tap", [2, 0, 0, 0, 0, 1], dropped.clone());
+    let mut net = Net::without_backend(
+        "_net0",
+        Some("no-such-tap"),
+        None,
+        [2, 0, 0, 0, 0, 1],
+        dropped.clone(),
+    );
     assert!(!net.has_backend());
-    assert_eq!(net.tap_name(), "no-such-tap");
+    assert_eq!(net.tap_name(), Some("no-such-tap"));
     let mem = memory();
     let mut q = queues();
     let f = frame(0x55, 60);
