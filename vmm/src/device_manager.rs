@@ -267,20 +267,30 @@ impl DeviceManager {
     }
 
     /// What a backup calls when it goes live: every virtio device gains
-    /// its host side (`config`'s disks and taps), its outputs are
-    /// performed from then on, and its I/O threads wake the vCPU through
-    /// `waker`.
+    /// its host side (the disks and taps its configuration names), its
+    /// outputs are performed from then on, and its I/O threads wake the
+    /// vCPU through `waker`. Disks re-issue what was in flight; taps
+    /// announce the guest's MAC.
     pub fn go_live_hook(
         &self,
-        _config: &VmConfig,
-        _waker: Arc<dyn Waker>,
+        waker: Arc<dyn Waker>,
     ) -> Box<dyn FnMut() -> Result<(), String> + Send> {
-        let devices = self.virtio_devices.len();
+        let devices = self.go_live_devices();
         Box::new(move || {
-            if devices > 0 {
-                log::warn!("fault tolerance: {devices} virtio devices stay without a host side");
-            }
-            Ok(())
+            let live = virtio_devices::GoLive {
+                waker: waker.clone(),
+                sink: Arc::new(ImmediateOutput),
+            };
+            devices.go_live(&live).map_err(|e| {
+                let mut s = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    s.push_str(": ");
+                    s.push_str(&c.to_string());
+                    cause = c.source();
+                }
+                s
+            })
         })
     }
 

@@ -343,6 +343,7 @@ impl Vmm {
             Some(vm) => vm.info(),
             None => (VmState::Created, config.memory.size, Default::default()),
         };
+        let fault_tolerance = self.vm.as_ref().and_then(Vm::fault_tolerance_info);
         let state = match state {
             VmState::Created => api::VmState::Created,
             VmState::Running => api::VmState::Running,
@@ -354,6 +355,7 @@ impl Vmm {
             state,
             memory_actual_size,
             device_tree: Some(device_tree),
+            fault_tolerance,
         })
         .map_err(VmmError::Serialize)
     }

@@ -14,9 +14,9 @@ use serde_json::json;
 
 use crate::boot::{self, BootSpec};
 use crate::clock::VmClock;
-use crate::config::VmConfig;
+use crate::config::{DiskMode, VmConfig};
 use crate::cpuid::{self, CpuidError};
-use crate::device_manager::{DeviceError, DeviceManager, PciDeviceInfo};
+use crate::device_manager::{BackupDisks, DeviceError, DeviceManager, PciDeviceInfo};
 use crate::memory::{self, GuestMemoryMmapT, MemoryError};
 use crate::vcpu::{FtContext, FtError, PairStart, RunState, VcpuControl, VcpuCounters, VcpuRunner};
 use crate::ControlEvent;
@@ -163,6 +163,13 @@ impl Vm {
         }
         let pair_status = pair.as_ref().map(PairStart::status);
         let dm = match (&replay, &pair) {
+            (Some(r), Some(PairStart::Backup(_))) => {
+                let disks = match config.fault_tolerance.as_ref().map(|f| f.disks) {
+                    Some(DiskMode::Separate) => BackupDisks::Separate,
+                    _ => BackupDisks::Shared,
+                };
+                DeviceManager::for_backup(config, &memory, &r.setup().disks, disks)
+            }
             (Some(r), _) => DeviceManager::without_backends(config, &memory, &r.setup().disks),
             (None, Some(PairStart::Primary(p))) => {
                 DeviceManager::with_output(config, &memory, control.clone(), p.rule.clone())
@@ -193,7 +200,7 @@ impl Vm {
             replay,
             dm.ft_devices(),
             pair,
-            dm.go_live_hook(config, control.clone()),
+            dm.go_live_hook(control.clone()),
         )
         .map_err(VmError::FaultTolerance)?;
         let replaying = ft.replaying();

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
-use virtio_devices::{Output, OutputSink};
+use virtio_devices::{Output, OutputKind, OutputSink};
 
 use crate::channel::{ChannelHandle, Position};
 
@@ -51,11 +51,15 @@ pub struct OutputRule {
     position: AtomicU64,
     /// The exit count of the newest output held.
     newest: AtomicU64,
+    /// Whether disk writes and flushes are outputs (shared disks); with
+    /// separate disks the backup writes its own copy as it replays, so
+    /// only the network waits.
+    hold_disks: bool,
 }
 
 impl OutputRule {
-    /// A rule holding outputs.
-    pub fn new() -> Arc<Self> {
+    /// A rule holding outputs; disk requests too when `hold_disks`.
+    pub fn new(hold_disks: bool) -> Arc<Self> {
         Arc::new(OutputRule {
             state: Mutex::new(State {
                 held: VecDeque::new(),
@@ -65,6 +69,7 @@ impl OutputRule {
             cv: Condvar::new(),
             position: AtomicU64::new(0),
             newest: AtomicU64::new(0),
+            hold_disks,
         })
     }
 
@@ -178,6 +183,11 @@ impl OutputRule {
 
 impl OutputSink for OutputRule {
     fn submit(&self, output: Output) {
+        if !self.hold_disks && !matches!(output.kind, OutputKind::NetFrame { .. }) {
+            // Separate disks: the device's own order is kept by its thread.
+            output.release();
+            return;
+        }
         let mut s = self.lock();
         match s.mode {
             Mode::Drop => {}
@@ -187,7 +197,8 @@ impl OutputSink for OutputRule {
                 output.release();
             }
             _ => {
-                let p = self.position.load(Ordering::Relaxed);
+                // Exit counts start at 1: nothing is acknowledged at 0.
+                let p = self.position.load(Ordering::Relaxed).max(1);
                 self.newest.store(p, Ordering::Relaxed);
                 s.held.push_back((p, output));
                 drop(s);

@@ -54,6 +54,8 @@ pub struct PrimarySetup {
     pub config_digest: u64,
     /// Disk digests (separate disks), empty otherwise.
     pub disks: Vec<DiskDigest>,
+    /// Whether the disks are shared (their writes wait for the backup).
+    pub shared_disks: bool,
 }
 
 /// The channel's sender, shared by the log stream and its progress.
@@ -108,7 +110,7 @@ impl Primary {
             PrimaryError::Channel(e)
         })?;
         status.connected(ch.peer_addr.to_string(), generation, ch.handle.clone());
-        let rule = OutputRule::new();
+        let rule = OutputRule::new(setup.shared_disks);
         status.set_rule(rule.clone());
         rule.spawn_releaser(ch.handle.clone())
             .map_err(PrimaryError::Spawn)?;

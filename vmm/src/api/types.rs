@@ -63,6 +63,10 @@ pub struct VmInfoResponse {
     /// Devices by id (left out when `None`, as upstream).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_tree: Option<BTreeMap<String, serde_json::Value>>,
+    /// A side of a fault-tolerant pair: role, state, peer, generation,
+    /// positions, lag, outputs held, throttle (this project's extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_tolerance: Option<serde_json::Value>,
 }
 
 /// The control loop's error when an action needs a VM and none was
@@ -93,6 +97,7 @@ mod tests {
             state: VmState::Paused,
             memory_actual_size: 1 << 20,
             device_tree: None,
+            fault_tolerance: None,
         };
         let text = serde_json::to_string(&info).expect("serialise");
         assert!(text.contains(r#""state":"Paused""#));

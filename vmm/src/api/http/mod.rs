@@ -417,6 +417,7 @@ mod tests {
                             state: *state,
                             memory_actual_size: config.memory.size,
                             device_tree: None,
+                            fault_tolerance: None,
                         })
                         .expect("info"),
                     )),

@@ -136,6 +136,7 @@ pub fn open_pair(config: &VmConfig, config_digest: u64) -> Result<Option<PairSta
                 channel,
                 config_digest,
                 disks,
+                shared_disks: ft.disks == DiskMode::Shared,
             })
             .map_err(PairError::Primary)?,
         ),
