@@ -16,9 +16,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::pair::{
-    leftovers, GuestVmm, Host, PairNames, PairNet, HOST_A_LAN, HOST_B_LAN, LOG_B,
-};
+use common::pair::{leftovers, GuestVmm, Host, PairNames, PairNet, HOST_A_LAN, HOST_B_LAN, LOG_B};
 use common::{test_guest, TempDir};
 use ft_kv_client::{run_stream, Connection, StreamConfig, StreamEnd, StreamReport, VerifiedOn};
 
@@ -281,8 +279,8 @@ fn the_logging_link_and_the_lan_ports_are_cut_alone() {
         connect(&net.host_a, &log_b, quick).expect("the logging link is unaffected");
     round_trip(&mut a, &mut b, "log-3");
     net.heal_lan(Host::A);
-    let (mut c, mut s) = connect(&net.client, &lan_a, Duration::from_secs(5))
-        .expect("host A is back on the LAN");
+    let (mut c, mut s) =
+        connect(&net.client, &lan_a, Duration::from_secs(5)).expect("host A is back on the LAN");
     round_trip(&mut c, &mut s, "lan-a");
 
     drop((log_a_end, log_b_end, a, b, c, s));
@@ -303,6 +301,20 @@ fn a_panicking_test_leaves_nothing_behind() {
             .host_b
             .exec(&["sh", "-c", "sleep 600 >/dev/null 2>&1 & echo started"]);
         assert!(ok && out.contains("started"), "{out}");
+        // The check sees a live pair: its namespaces and the processes.
+        let live = leftovers(&net.names());
+        assert_eq!(
+            live.iter().filter(|l| l.starts_with("namespace ")).count(),
+            4,
+            "{live:#?}"
+        );
+        assert!(
+            live.iter()
+                .filter(|l| l.starts_with("process in a pair namespace"))
+                .count()
+                >= 2,
+            "{live:#?}"
+        );
         panic!("a test failing with the pair up");
     });
     assert!(result.is_err());
@@ -328,10 +340,14 @@ fn a_stream_to_nobody_times_out_and_is_not_called_a_reset() {
     assert!(!report.reset() && !report.ok());
     let mut config = StreamConfig::new(net.kv_addr());
     config.connect_timeout = Duration::from_millis(500);
-    let err = net.client.run(|| run_stream(&config)).expect_err("no guest");
+    let err = net
+        .client
+        .run(|| run_stream(&config))
+        .expect_err("no guest");
     assert!(
-        std::error::Error::source(&err)
-            .is_some_and(|e| e.to_string().starts_with("cannot connect to 192.168.253.10:7000")),
+        std::error::Error::source(&err).is_some_and(|e| e
+            .to_string()
+            .starts_with("cannot connect to 192.168.253.10:7000")),
         "{err}"
     );
     drop(silent);

@@ -287,7 +287,15 @@ impl PairNet {
         let lan = &self.lan.0;
         let prefix = |addr: Ipv4Addr| format!("{addr}/{LAN_PREFIX_LEN}");
         ip(&["-n", lan, "link", "add", &self.lan_bridge, "type", "bridge"]);
-        ip(&["-n", lan, "addr", "add", &prefix(LAN_IP), "dev", &self.lan_bridge]);
+        ip(&[
+            "-n",
+            lan,
+            "addr",
+            "add",
+            &prefix(LAN_IP),
+            "dev",
+            &self.lan_bridge,
+        ]);
         ip(&["-n", lan, "link", "set", &self.lan_bridge, "up"]);
         for (ns, links, addr) in [
             (&self.host_a, &self.a, HOST_A_LAN),
@@ -311,7 +319,16 @@ impl PairNet {
                 "netns",
                 lan,
             ]);
-            ip(&["-n", ns, "link", "set", &links.uplink, "master", &links.bridge, "up"]);
+            ip(&[
+                "-n",
+                ns,
+                "link",
+                "set",
+                &links.uplink,
+                "master",
+                &links.bridge,
+                "up",
+            ]);
             ip(&[
                 "-n",
                 lan,
@@ -323,17 +340,18 @@ impl PairNet {
                 "up",
             ]);
             ip(&[
+                "-n", ns, "tuntap", "add", "dev", &links.tap, "mode", "tap", "vnet_hdr",
+            ]);
+            ip(&[
                 "-n",
                 ns,
-                "tuntap",
-                "add",
-                "dev",
+                "link",
+                "set",
                 &links.tap,
-                "mode",
-                "tap",
-                "vnet_hdr",
+                "master",
+                &links.bridge,
+                "up",
             ]);
-            ip(&["-n", ns, "link", "set", &links.tap, "master", &links.bridge, "up"]);
         }
         let client = &self.client.0;
         ip(&[
@@ -350,7 +368,15 @@ impl PairNet {
             "netns",
             lan,
         ]);
-        ip(&["-n", client, "addr", "add", &prefix(CLIENT_IP), "dev", &self.client_if]);
+        ip(&[
+            "-n",
+            client,
+            "addr",
+            "add",
+            &prefix(CLIENT_IP),
+            "dev",
+            &self.client_if,
+        ]);
         ip(&["-n", client, "link", "set", &self.client_if, "up"]);
         ip(&[
             "-n",
@@ -364,11 +390,37 @@ impl PairNet {
         ]);
         let (a, b) = (&self.host_a.0, &self.host_b.0);
         ip(&[
-            "-n", a, "link", "add", &self.a.log, "type", "veth", "peer", "name", &self.b.log,
-            "netns", b,
+            "-n",
+            a,
+            "link",
+            "add",
+            &self.a.log,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &self.b.log,
+            "netns",
+            b,
         ]);
-        ip(&["-n", a, "addr", "add", &format!("{LOG_A}/30"), "dev", &self.a.log]);
-        ip(&["-n", b, "addr", "add", &format!("{LOG_B}/30"), "dev", &self.b.log]);
+        ip(&[
+            "-n",
+            a,
+            "addr",
+            "add",
+            &format!("{LOG_A}/30"),
+            "dev",
+            &self.a.log,
+        ]);
+        ip(&[
+            "-n",
+            b,
+            "addr",
+            "add",
+            &format!("{LOG_B}/30"),
+            "dev",
+            &self.b.log,
+        ]);
         ip(&["-n", a, "link", "set", &self.a.log, "up"]);
         ip(&["-n", b, "link", "set", &self.b.log, "up"]);
         self.wait_ready();
@@ -455,7 +507,9 @@ impl PairNet {
     /// The host behind the LAN bridge's port for `mac`, from its
     /// forwarding table (`None`: not learnt, or learnt at the client).
     pub fn lan_port_of(&self, mac: &str) -> Option<Host> {
-        let (ok, out) = self.lan.exec(&["bridge", "fdb", "show", "br", &self.lan_bridge]);
+        let (ok, out) = self
+            .lan
+            .exec(&["bridge", "fdb", "show", "br", &self.lan_bridge]);
         assert!(ok, "bridge fdb show: {out}");
         out.lines()
             .filter(|l| l.starts_with(&format!("{mac} ")))
@@ -570,7 +624,11 @@ fn send_rarp(dev: &str, mac: [u8; 6]) {
     // SAFETY: plain socket(2); the result is checked below. Protocol 0:
     // the socket only sends.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "packet socket: {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: `fd` is a new socket that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut sll_addr = [0u8; 8];
