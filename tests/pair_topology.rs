@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use common::pair::{leftovers, GuestVmm, Host, PairNames, PairNet, HOST_A_LAN, HOST_B_LAN, LOG_B};
 use common::{test_guest, TempDir};
-use ft_kv_client::{run_stream, Connection, StreamConfig, StreamEnd, StreamReport, VerifiedOn};
+use ft_kv_client::{
+    run_stream, Connection, StreamConfig, StreamControl, StreamEnd, StreamReport, VerifiedOn,
+};
 
 /// Boots the KV guest on `host` with `disk` and waits for the service.
 fn start_kv(net: &PairNet, host: Host, dir: &TempDir, disk: &Path, name: &str) -> GuestVmm {
@@ -70,6 +72,11 @@ fn assert_verified(report: &StreamReport) {
     let v = report.verification.as_ref().expect("verified");
     assert_eq!(v.on, VerifiedOn::SameConnection, "{report}");
     assert_eq!(v.checked, report.acked, "{report}");
+    assert_eq!(
+        report.timeline.len() as u64,
+        report.acked + report.gets,
+        "{report}"
+    );
 }
 
 fn assert_clean(names: &PairNames) {
@@ -182,6 +189,57 @@ fn an_announcement_moves_the_guest_at_once() {
     let took = move_guest_to_host_b(true);
     // The first poll gets through: no ARP or bridge ageing involved.
     assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+#[test]
+fn a_stream_across_a_plain_vm_move_is_reset_and_loses_nothing() {
+    // What the failover tests must never see, shown to be seen: a plain
+    // VM has no replica, so the guest booted on host B does not know the
+    // client's connection and answers its next segment with a reset. The
+    // SETs acknowledged before the kill are on the shared disk and read
+    // back on a new connection.
+    let dir = TempDir::new("pair-reset");
+    let disk = sparse_disk(&dir);
+    let net = PairNet::new();
+    let names = net.names();
+    let mut vm_a = start_kv(&net, Host::A, &dir, &disk, "a");
+    let control = std::sync::Arc::new(StreamControl::default());
+    let mut config = StreamConfig::new(net.kv_addr());
+    config.duration = Some(Duration::from_secs(60));
+    config.get_every = 4;
+    config.prefix = format!("r{}", net.tag);
+    config.control = Some(control.clone());
+    let spawned = Instant::now();
+    let (report, vm_b, b_up) = std::thread::scope(|s| {
+        let stream = s.spawn(|| net.client.run(|| run_stream(&config)));
+        let started = common::wait_until(Duration::from_secs(30), || control.acked() >= 200);
+        assert!(started, "the stream did not start");
+        vm_a.kill9();
+        let vm_b = start_kv(&net, Host::B, &dir, &disk, "b");
+        let b_up = Instant::now();
+        net.announce_guest(Host::B);
+        let report = stream
+            .join()
+            .expect("the stream thread")
+            .expect("the stream");
+        (report, vm_b, b_up)
+    });
+    eprintln!("pair_topology: a stream across a plain VM move: {report}");
+    // The reset came from the guest on host B: the stream (which began
+    // after `spawned`) ended after that guest listened.
+    assert!(spawned + report.ended_at >= b_up, "{report}");
+    assert_eq!(report.end, StreamEnd::Reset, "{report}");
+    assert!(report.reset() && !report.ok());
+    assert!(report.acked >= 200, "{report}");
+    let v = report.verification.as_ref().expect("verified");
+    assert_eq!(v.on, VerifiedOn::NewConnection, "{report}");
+    assert_eq!(v.end, StreamEnd::Completed, "{report}");
+    assert_eq!(v.checked, report.acked, "{report}");
+    assert_eq!((report.lost, report.wrong), (0, 0), "{report}");
+    drop(vm_b);
+    drop(vm_a);
+    drop(net);
+    assert_clean(&names);
 }
 
 /// One line there and back on `a` and `b` (the ends of one connection).

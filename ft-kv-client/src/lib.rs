@@ -21,7 +21,8 @@ use thiserror::Error;
 
 pub use load::{run_load, LoadConfig, LoadError, Report};
 pub use stream::{
-    run_stream, BadKey, StreamConfig, StreamControl, StreamEnd, StreamError, StreamReport,
+    run_stream, BadKey, ReplyTime, RequestKind, StreamConfig, StreamControl, StreamEnd,
+    StreamError, StreamReport,
 };
 pub use verify::{Verification, VerifiedOn};
 

@@ -7,7 +7,7 @@
 //! ft-kv-client --addr IP:PORT [load] [--connections C] [--duration SECS | --count N]
 //!              [--keys K] [--get-percent P] [--value-size B] [--timeout SECS] [--prefix P]
 //! ft-kv-client --addr IP:PORT stream [--duration SECS | --count N] [--get-every N]
-//!              [--value-size B] [--timeout SECS] [--prefix P] [--verify]
+//!              [--value-size B] [--timeout SECS] [--prefix P] [--verify] [--timeline FILE]
 //! ft-kv-client --addr IP:PORT set KEY VALUE
 //! ft-kv-client --addr IP:PORT get KEY
 //! ```
@@ -17,9 +17,11 @@
 //! single-connection stream of the failover tests (see `StreamReport`;
 //! `--timeout` is how long one reply may take, 30 s by default) and exits
 //! 0 only when it completed on its one connection with nothing lost or
-//! wrong. Usage errors exit 2, failed requests or verification 1.
+//! wrong; `--timeline FILE` writes every reply's time and latency as CSV.
+//! Usage errors exit 2, failed requests or verification 1.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,7 +32,7 @@ const USAGE: &str =
     "usage: ft-kv-client --addr IP:PORT [load] [--connections C] [--duration SECS | --count N]
                     [--keys K] [--get-percent P] [--value-size B] [--timeout SECS] [--prefix P]
        ft-kv-client --addr IP:PORT stream [--duration SECS | --count N] [--get-every N]
-                    [--value-size B] [--timeout SECS] [--prefix P] [--verify]
+                    [--value-size B] [--timeout SECS] [--prefix P] [--verify] [--timeline FILE]
        ft-kv-client --addr IP:PORT set KEY VALUE
        ft-kv-client --addr IP:PORT get KEY";
 
@@ -64,7 +66,7 @@ enum UsageError {
 #[derive(Debug)]
 enum Command {
     Load(LoadConfig),
-    Stream(StreamConfig),
+    Stream(StreamConfig, Option<PathBuf>),
     Set(SocketAddr, Duration, String, String),
     Get(SocketAddr, Duration, String),
 }
@@ -81,6 +83,7 @@ fn parse_args(args: &[String]) -> Result<Command, UsageError> {
     let mut timeout = None;
     let mut prefix = None;
     let mut get_every = None;
+    let mut timeline = None;
     let mut verify = false;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -107,6 +110,7 @@ fn parse_args(args: &[String]) -> Result<Command, UsageError> {
             "--timeout",
             "--prefix",
             "--get-every",
+            "--timeline",
         ];
         if !known.contains(&flag.as_str()) {
             return Err(UsageError::Unknown(arg.clone()));
@@ -169,6 +173,7 @@ fn parse_args(args: &[String]) -> Result<Command, UsageError> {
                         .map_err(|_| bad("a number (0: no GETs)"))?,
                 )
             }
+            "--timeline" => timeline = Some(PathBuf::from(value)),
             _ => prefix = Some(value),
         }
     }
@@ -186,11 +191,16 @@ fn parse_args(args: &[String]) -> Result<Command, UsageError> {
                 command: name,
             });
         }
-        if get_every.is_some() {
-            return Err(UsageError::NotFor {
-                flag: "--get-every",
-                command: name,
-            });
+        for (given, flag) in [
+            (get_every.is_some(), "--get-every"),
+            (timeline.is_some(), "--timeline"),
+        ] {
+            if given {
+                return Err(UsageError::NotFor {
+                    flag,
+                    command: name,
+                });
+            }
         }
     }
     if command == Some("stream") {
@@ -230,7 +240,7 @@ fn parse_args(args: &[String]) -> Result<Command, UsageError> {
         if let Some(p) = prefix {
             config.prefix = p;
         }
-        return Ok(Command::Stream(config));
+        return Ok(Command::Stream(config, timeline));
     }
     let timeout = timeout.unwrap_or(Duration::from_secs(10));
     match command {
@@ -312,9 +322,15 @@ fn main() -> ExitCode {
         Command::Load(config) => run_load(&config)
             .map(|report| println!("{report}"))
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error>),
-        Command::Stream(config) => match run_stream(&config) {
+        Command::Stream(config, timeline) => match run_stream(&config) {
             Ok(report) => {
                 println!("{report}");
+                if let Some(path) = timeline {
+                    if let Err(e) = std::fs::write(&path, report.timeline_csv()) {
+                        eprintln!("ft-kv-client: cannot write {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
                 for bad in &report.bad_keys {
                     eprintln!(
                         "ft-kv-client: {} acknowledged {:?}, read back {:?}",
@@ -380,8 +396,8 @@ mod tests {
 
     #[test]
     fn stream_flags() {
-        let Ok(Command::Stream(c)) =
-            parse("--addr 10.0.0.2:7000 stream --duration 3 --get-every 4 --verify --timeout 60 --value-size 32 --prefix f1")
+        let Ok(Command::Stream(c, timeline)) =
+            parse("--addr 10.0.0.2:7000 stream --duration 3 --get-every 4 --verify --timeout 60 --value-size 32 --prefix f1 --timeline t.csv")
         else {
             panic!("not a stream");
         };
@@ -394,7 +410,8 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_secs(60));
         assert_eq!(c.value_size, 32);
         assert_eq!(c.prefix, "f1");
-        let Ok(Command::Stream(c)) = parse("stream --addr 10.0.0.2:7000 --count 9") else {
+        assert_eq!(timeline, Some(PathBuf::from("t.csv")));
+        let Ok(Command::Stream(c, None)) = parse("stream --addr 10.0.0.2:7000 --count 9") else {
             panic!("not a stream");
         };
         assert_eq!((c.count, c.duration), (Some(9), None));
@@ -417,6 +434,12 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "--get-every does not apply to 'get'"
+        );
+        assert_eq!(
+            parse("--addr 1.2.3.4:1 --timeline x.csv")
+                .unwrap_err()
+                .to_string(),
+            "--timeline does not apply to 'load'"
         );
         assert_eq!(
             parse("--addr 1.2.3.4:1 stream --get-every x")

@@ -213,6 +213,49 @@ pub struct StreamReport {
     pub p99: Duration,
     /// The read-back, when asked for.
     pub verification: Option<Verification>,
+    /// Every reply in order: when it arrived and how long it took (for
+    /// plots of a failover).
+    pub timeline: Vec<ReplyTime>,
+}
+
+/// Which request a reply answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A SET (acknowledged).
+    Set,
+    /// A GET.
+    Get,
+}
+
+/// One reply of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTime {
+    /// When it arrived, from the first request.
+    pub at: Duration,
+    /// Its request's latency.
+    pub latency: Duration,
+    /// What it answered.
+    pub kind: RequestKind,
+}
+
+impl StreamReport {
+    /// The timeline as CSV: `at_s,latency_ms,request` and one line per
+    /// reply.
+    pub fn timeline_csv(&self) -> String {
+        let mut csv = String::from("at_s,latency_ms,request\n");
+        for r in &self.timeline {
+            let kind = match r.kind {
+                RequestKind::Set => "set",
+                RequestKind::Get => "get",
+            };
+            csv.push_str(&format!(
+                "{:.6},{:.3},{kind}\n",
+                r.at.as_secs_f64(),
+                ms(r.latency)
+            ));
+        }
+        csv
+    }
 }
 
 impl StreamReport {
@@ -250,7 +293,7 @@ impl fmt::Display for StreamReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "stream: acked={} gets={} lost={} wrong={} reset={} end={} seconds={:.3} max_gap={:.3} ms max_gap_at={:.3} s p50={:.3} ms p99={:.3} ms",
+            "stream: acked={} gets={} lost={} wrong={} reset={} end={} seconds={:.3} last_reply_at={:.3} s max_gap={:.3} ms max_gap_at={:.3} s p50={:.3} ms p99={:.3} ms",
             self.acked,
             self.gets,
             self.lost,
@@ -258,6 +301,7 @@ impl fmt::Display for StreamReport {
             self.reset(),
             self.end,
             self.ended_at.as_secs_f64(),
+            self.last_reply_at.as_secs_f64(),
             ms(self.max_gap),
             self.max_gap_at.as_secs_f64(),
             ms(self.p50),
@@ -315,7 +359,6 @@ struct Run<'a> {
     config: &'a StreamConfig,
     start: Instant,
     last_reply: Instant,
-    latencies: Vec<Duration>,
     /// Acknowledged (key, value) pairs in order.
     acked: Vec<(String, String)>,
     report: StreamReport,
@@ -324,9 +367,13 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// Books a reply that arrived now for a request sent at `sent`.
-    fn replied(&mut self, sent: Instant) {
+    fn replied(&mut self, sent: Instant, kind: RequestKind) {
         let now = Instant::now();
-        self.latencies.push(now - sent);
+        self.report.timeline.push(ReplyTime {
+            at: now - self.start,
+            latency: now - sent,
+            kind,
+        });
         let gap = now - self.last_reply;
         if gap > self.report.max_gap {
             self.report.max_gap = gap;
@@ -372,7 +419,7 @@ impl Run<'_> {
             if let Err(e) = c.set(&key, &value) {
                 return StreamEnd::of(&e);
             }
-            self.replied(sent);
+            self.replied(sent, RequestKind::Set);
             self.acked.push((key, value));
             self.report.acked += 1;
             if let Some(control) = &self.config.control {
@@ -386,7 +433,7 @@ impl Run<'_> {
                     Ok(got) => got,
                     Err(e) => return StreamEnd::of(&e),
                 };
-                self.replied(sent);
+                self.replied(sent, RequestKind::Get);
                 self.report.gets += 1;
                 if got.as_deref() != Some(expected.as_str()) {
                     self.report.record_bad(BadKey { key, expected, got });
@@ -410,7 +457,6 @@ pub fn run_stream(config: &StreamConfig) -> Result<StreamReport, StreamError> {
         config,
         start,
         last_reply: start,
-        latencies: Vec::new(),
         acked: Vec::new(),
         report: StreamReport {
             acked: 0,
@@ -427,14 +473,16 @@ pub fn run_stream(config: &StreamConfig) -> Result<StreamReport, StreamError> {
             p50: Duration::ZERO,
             p99: Duration::ZERO,
             verification: None,
+            timeline: Vec::new(),
         },
         requests: 0,
     };
     run.report.end = run.requests(&mut c);
     run.report.ended_at = start.elapsed();
-    run.latencies.sort_unstable();
-    run.report.p50 = percentile(&run.latencies, 50);
-    run.report.p99 = percentile(&run.latencies, 99);
+    let mut latencies: Vec<Duration> = run.report.timeline.iter().map(|r| r.latency).collect();
+    latencies.sort_unstable();
+    run.report.p50 = percentile(&latencies, 50);
+    run.report.p99 = percentile(&latencies, 99);
     let mut report = run.report;
     if config.verify {
         // The stream's own connection when it is still good; a new one
@@ -484,6 +532,13 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("verified=300 on=same"), "{line}");
+        assert_eq!(report.timeline.len(), 400);
+        assert!(report.timeline.windows(2).all(|w| w[0].at <= w[1].at));
+        assert_eq!(report.timeline[3].kind, RequestKind::Get);
+        let csv = report.timeline_csv();
+        assert_eq!(csv.lines().count(), 401);
+        assert!(csv.starts_with("at_s,latency_ms,request\n"), "{csv}");
+        assert!(csv.lines().nth(4).unwrap().ends_with(",get"), "{csv}");
     }
 
     #[test]
