@@ -267,7 +267,12 @@ fn connect(
 
 #[test]
 fn the_logging_link_and_the_lan_ports_are_cut_alone() {
+    let built = Instant::now();
     let net = PairNet::new();
+    eprintln!(
+        "pair_topology: topology built and reachable in {:.3} s",
+        built.elapsed().as_secs_f64()
+    );
     let names = net.names();
     let log_b = net
         .host_b
@@ -343,7 +348,12 @@ fn the_logging_link_and_the_lan_ports_are_cut_alone() {
 
     drop((log_a_end, log_b_end, a, b, c, s));
     drop((log_b, lan_a, lan_b));
+    let removed = Instant::now();
     drop(net);
+    eprintln!(
+        "pair_topology: topology removed in {:.3} s",
+        removed.elapsed().as_secs_f64()
+    );
     assert_clean(&names);
 }
 
