@@ -32,18 +32,23 @@
 //! still in the namespaces are killed, the taps deleted, the namespaces
 //! deleted (which deletes their interfaces). [`leftovers`] checks that.
 
-use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::netns::{KillOnDrop, Netns};
 
+mod cleanup;
+mod rarp;
+
+use cleanup::{kill_all_in, sweep_stale};
+pub use cleanup::{leftovers, PairNames};
+
 /// Prefix of every pair namespace: `ftpair-<pid>-<n>-<role>`.
-const NS_PREFIX: &str = "ftpair-";
+pub(crate) const NS_PREFIX: &str = "ftpair-";
 /// The LAN, with its prefix length.
 pub const LAN_PREFIX_LEN: u8 = 24;
 /// Host A's address on the LAN (its bridge).
@@ -87,17 +92,6 @@ pub struct HostLinks {
     pub log: String,
 }
 
-/// What [`leftovers`] looks for once a [`PairNet`] is gone.
-#[derive(Debug, Clone)]
-pub struct PairNames {
-    /// The namespaces' common prefix, `ftpair-<pid>-<n>-`.
-    pub ns_prefix: String,
-    /// The suffix of every interface name.
-    pub tag: String,
-    /// The namespaces' inodes (a process in one of them is a leak).
-    pub inodes: BTreeSet<u64>,
-}
-
 /// The two hosts, the client and the LAN (see the module's text).
 pub struct PairNet {
     /// The suffix of every interface name.
@@ -139,76 +133,18 @@ pub fn reachable(to: Ipv4Addr, timeout: Duration) -> bool {
     }
 }
 
-/// Runs `ip ARGS`, panicking with its output when it fails.
-fn ip(args: &[&str]) {
+/// Runs `ip ARGS` (`args` split at spaces: the names here have none),
+/// panicking with its output when it fails.
+fn ip(args: &str) {
     let out = Command::new("ip")
-        .args(args)
+        .args(args.split_whitespace())
         .output()
         .expect("run ip (iproute2)");
     assert!(
         out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
+        "ip {args}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// The pids in namespace `name` (`ip netns pids`).
-fn pids_in(name: &str) -> Vec<i32> {
-    Command::new("ip")
-        .args(["netns", "pids", name])
-        .stderr(Stdio::null())
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// SIGKILLs every process in namespace `name`, and waits (a while) until
-/// none is left in it.
-fn kill_all_in(name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let pids = pids_in(name);
-        if pids.is_empty() || Instant::now() > deadline {
-            return;
-        }
-        for pid in pids {
-            // SAFETY: kill(2) with a pid read from the namespace; it
-            // touches no memory of ours.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Deletes pair namespaces left by test processes that no longer exist
-/// (a test run killed from outside cannot clean up after itself), with the
-/// processes still in them.
-fn sweep_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(pid) = name
-            .strip_prefix(NS_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            kill_all_in(name);
-            let _ = Command::new("ip").args(["netns", "del", name]).status();
-        }
-    }
 }
 
 fn inode_of(ns: &Netns) -> u64 {
@@ -285,144 +221,55 @@ impl PairNet {
             assert!(ok, "disable IPv6 in {}: {out}", ns.0);
         }
         let lan = &self.lan.0;
-        let prefix = |addr: Ipv4Addr| format!("{addr}/{LAN_PREFIX_LEN}");
-        ip(&["-n", lan, "link", "add", &self.lan_bridge, "type", "bridge"]);
-        ip(&[
-            "-n",
-            lan,
-            "addr",
-            "add",
-            &prefix(LAN_IP),
-            "dev",
-            &self.lan_bridge,
-        ]);
-        ip(&["-n", lan, "link", "set", &self.lan_bridge, "up"]);
+        let lan_bridge = &self.lan_bridge;
+        let len = LAN_PREFIX_LEN;
+        ip(&format!("-n {lan} link add {lan_bridge} type bridge"));
+        ip(&format!(
+            "-n {lan} addr add {LAN_IP}/{len} dev {lan_bridge}"
+        ));
+        ip(&format!("-n {lan} link set {lan_bridge} up"));
         for (ns, links, addr) in [
             (&self.host_a, &self.a, HOST_A_LAN),
             (&self.host_b, &self.b, HOST_B_LAN),
         ] {
             let ns = &ns.0;
-            ip(&["-n", ns, "link", "add", &links.bridge, "type", "bridge"]);
-            ip(&["-n", ns, "addr", "add", &prefix(addr), "dev", &links.bridge]);
-            ip(&["-n", ns, "link", "set", &links.bridge, "up"]);
-            ip(&[
-                "-n",
-                ns,
-                "link",
-                "add",
-                &links.uplink,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &links.lan_port,
-                "netns",
-                lan,
-            ]);
-            ip(&[
-                "-n",
-                ns,
-                "link",
-                "set",
-                &links.uplink,
-                "master",
-                &links.bridge,
-                "up",
-            ]);
-            ip(&[
-                "-n",
-                lan,
-                "link",
-                "set",
-                &links.lan_port,
-                "master",
-                &self.lan_bridge,
-                "up",
-            ]);
-            ip(&[
-                "-n", ns, "tuntap", "add", "dev", &links.tap, "mode", "tap", "vnet_hdr",
-            ]);
-            ip(&[
-                "-n",
-                ns,
-                "link",
-                "set",
-                &links.tap,
-                "master",
-                &links.bridge,
-                "up",
-            ]);
+            let HostLinks {
+                bridge,
+                tap,
+                uplink,
+                lan_port,
+                ..
+            } = links;
+            ip(&format!("-n {ns} link add {bridge} type bridge"));
+            ip(&format!("-n {ns} addr add {addr}/{len} dev {bridge}"));
+            ip(&format!("-n {ns} link set {bridge} up"));
+            ip(&format!(
+                "-n {ns} link add {uplink} type veth peer name {lan_port} netns {lan}"
+            ));
+            ip(&format!("-n {ns} link set {uplink} master {bridge} up"));
+            ip(&format!(
+                "-n {lan} link set {lan_port} master {lan_bridge} up"
+            ));
+            ip(&format!("-n {ns} tuntap add dev {tap} mode tap vnet_hdr"));
+            ip(&format!("-n {ns} link set {tap} master {bridge} up"));
         }
-        let client = &self.client.0;
-        ip(&[
-            "-n",
-            client,
-            "link",
-            "add",
-            &self.client_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.client_port,
-            "netns",
-            lan,
-        ]);
-        ip(&[
-            "-n",
-            client,
-            "addr",
-            "add",
-            &prefix(CLIENT_IP),
-            "dev",
-            &self.client_if,
-        ]);
-        ip(&["-n", client, "link", "set", &self.client_if, "up"]);
-        ip(&[
-            "-n",
-            lan,
-            "link",
-            "set",
-            &self.client_port,
-            "master",
-            &self.lan_bridge,
-            "up",
-        ]);
-        let (a, b) = (&self.host_a.0, &self.host_b.0);
-        ip(&[
-            "-n",
-            a,
-            "link",
-            "add",
-            &self.a.log,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &self.b.log,
-            "netns",
-            b,
-        ]);
-        ip(&[
-            "-n",
-            a,
-            "addr",
-            "add",
-            &format!("{LOG_A}/30"),
-            "dev",
-            &self.a.log,
-        ]);
-        ip(&[
-            "-n",
-            b,
-            "addr",
-            "add",
-            &format!("{LOG_B}/30"),
-            "dev",
-            &self.b.log,
-        ]);
-        ip(&["-n", a, "link", "set", &self.a.log, "up"]);
-        ip(&["-n", b, "link", "set", &self.b.log, "up"]);
+        let (client, client_if, port) = (&self.client.0, &self.client_if, &self.client_port);
+        ip(&format!(
+            "-n {client} link add {client_if} type veth peer name {port} netns {lan}"
+        ));
+        ip(&format!(
+            "-n {client} addr add {CLIENT_IP}/{len} dev {client_if}"
+        ));
+        ip(&format!("-n {client} link set {client_if} up"));
+        ip(&format!("-n {lan} link set {port} master {lan_bridge} up"));
+        let (a, b, log_a, log_b) = (&self.host_a.0, &self.host_b.0, &self.a.log, &self.b.log);
+        ip(&format!(
+            "-n {a} link add {log_a} type veth peer name {log_b} netns {b}"
+        ));
+        ip(&format!("-n {a} addr add {LOG_A}/30 dev {log_a}"));
+        ip(&format!("-n {b} addr add {LOG_B}/30 dev {log_b}"));
+        ip(&format!("-n {a} link set {log_a} up"));
+        ip(&format!("-n {b} link set {log_b} up"));
         self.wait_ready();
     }
 
@@ -480,7 +327,7 @@ impl PairNet {
     }
 
     fn set_link(&self, ns: &Netns, dev: &str, state: &str) {
-        ip(&["-n", &ns.0, "link", "set", dev, state]);
+        ip(&format!("-n {} link set {dev} {state}", ns.0));
     }
 
     /// Cuts the logging link alone (host A's end down; B's loses carrier).
@@ -534,10 +381,11 @@ impl PairNet {
             *byte = u8::from_str_radix(text, 16).expect("a MAC byte");
         }
         let bridge = self.links(host).bridge.clone();
-        self.host(host).run(move || send_rarp(&bridge, mac));
+        self.host(host).run(move || rarp::send_rarp(&bridge, mac));
     }
 
-    /// Spawns `program ARGS` in `host`'s namespace, killed on drop.
+    /// Spawns `program ARGS` in namespace `ns` (one of this pair's), killed
+    /// on drop; its output goes nowhere.
     pub fn spawn(&self, ns: &Netns, program: &str, args: &[&str]) -> KillOnDrop {
         KillOnDrop::spawn(
             ns.command(program)
@@ -596,73 +444,6 @@ impl Drop for PairNet {
     }
 }
 
-/// A RARP "request reverse" frame announcing `mac` (RFC 903), padded to
-/// the Ethernet minimum.
-fn rarp_frame(mac: [u8; 6]) -> [u8; 60] {
-    let mut f = [0u8; 60];
-    f[0..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&0x8035u16.to_be_bytes());
-    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
-    f[16..18].copy_from_slice(&0x0800u16.to_be_bytes()); // IPv4
-    f[18] = 6;
-    f[19] = 4;
-    f[20..22].copy_from_slice(&3u16.to_be_bytes()); // request reverse
-    f[22..28].copy_from_slice(&mac);
-    f[32..38].copy_from_slice(&mac);
-    f
-}
-
-/// Sends the RARP frame for `mac` out of interface `dev` (of the calling
-/// thread's namespace) through a packet socket.
-fn send_rarp(dev: &str, mac: [u8; 6]) {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let name = std::ffi::CString::new(dev).expect("an interface name");
-    // SAFETY: if_nametoindex reads the NUL-terminated name.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    assert_ne!(index, 0, "no interface {dev}");
-    // SAFETY: plain socket(2); the result is checked below. Protocol 0:
-    // the socket only sends.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    assert!(
-        fd >= 0,
-        "packet socket: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: `fd` is a new socket that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut sll_addr = [0u8; 8];
-    sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    let addr = libc::sockaddr_ll {
-        sll_family: libc::AF_PACKET as u16,
-        sll_protocol: 0x8035u16.to_be(),
-        sll_ifindex: index as i32,
-        sll_hatype: 0,
-        sll_pkttype: 0,
-        sll_halen: 6,
-        sll_addr,
-    };
-    let frame = rarp_frame(mac);
-    // SAFETY: sendto reads `frame.len()` bytes of `frame` and a
-    // `sockaddr_ll` of the size given, both alive for the call.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            std::ptr::from_ref(&addr).cast(),
-            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        sent,
-        frame.len() as isize,
-        "send the RARP frame: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
 /// A VMM started with [`PairNet::spawn_vmm`], killed on drop.
 pub struct GuestVmm {
     /// The process.
@@ -702,71 +483,4 @@ impl GuestVmm {
     pub fn kill9(&mut self) {
         self.child.kill9();
     }
-}
-
-/// What is left of a pair after its [`PairNet`] was dropped: namespaces
-/// with its prefix, interfaces with its tag in the root namespace, and
-/// processes (or threads of this process) still in one of its
-/// namespaces. Empty when everything was cleaned up.
-pub fn leftovers(names: &PairNames) -> Vec<String> {
-    let mut left = Vec::new();
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if line.starts_with(&names.ns_prefix) {
-            left.push(format!("namespace {line}"));
-        }
-    }
-    let out = Command::new("ip")
-        .args(["-o", "link", "show"])
-        .output()
-        .expect("ip link show");
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split(": ").nth(1).unwrap_or_default();
-        let name = name.split('@').next().unwrap_or_default();
-        if name.ends_with(&names.tag) {
-            left.push(format!("root-namespace link {name}"));
-        }
-    }
-    // Namespace inodes are reused: one that now belongs to another named
-    // namespace (another test's) is not ours.
-    let mut reused = BTreeSet::new();
-    if let Ok(dir) = std::fs::read_dir("/var/run/netns") {
-        for entry in dir.flatten() {
-            let ours = entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(&names.ns_prefix);
-            if let (false, Ok(meta)) = (ours, entry.metadata()) {
-                reused.insert(meta.ino());
-            }
-        }
-    }
-    let mut ns_links = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            ns_links.push(entry.path().join("ns/net"));
-        }
-    }
-    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
-        for entry in dir.flatten() {
-            ns_links.push(entry.path().join("ns/net"));
-        }
-    }
-    for link in ns_links {
-        let Ok(target) = std::fs::read_link(&link) else {
-            continue;
-        };
-        let inode = target
-            .to_string_lossy()
-            .strip_prefix("net:[")
-            .and_then(|t| t.strip_suffix(']'))
-            .and_then(|t| t.parse::<u64>().ok());
-        if inode.is_some_and(|i| names.inodes.contains(&i) && !reused.contains(&i)) {
-            left.push(format!("process in a pair namespace: {}", link.display()));
-        }
-    }
-    left
 }
