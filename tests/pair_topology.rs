@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::pair::{leftovers, GuestVmm, Host, PairNames, PairNet, HOST_A_LAN, HOST_B_LAN, LOG_B};
+use common::pair::{GuestVmm, Host, PairNames, PairNet, HOST_A_LAN, HOST_B_LAN, LOG_B};
 use common::{test_guest, TempDir};
 use ft_kv_client::{
     run_stream, Connection, StreamConfig, StreamControl, StreamEnd, StreamReport, VerifiedOn,
@@ -80,7 +80,7 @@ fn assert_verified(report: &StreamReport) {
 }
 
 fn assert_clean(names: &PairNames) {
-    let left = leftovers(names);
+    let left = names.leftovers();
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
@@ -370,7 +370,7 @@ fn a_panicking_test_leaves_nothing_behind() {
             .exec(&["sh", "-c", "sleep 600 >/dev/null 2>&1 & echo started"]);
         assert!(ok && out.contains("started"), "{out}");
         // The check sees a live pair: its namespaces and the processes.
-        let live = leftovers(&net.names());
+        let live = net.names().leftovers();
         assert_eq!(
             live.iter().filter(|l| l.starts_with("namespace ")).count(),
             4,

@@ -30,7 +30,8 @@
 //!
 //! Everything is removed on drop, also when the test panics: processes
 //! still in the namespaces are killed, the taps deleted, the namespaces
-//! deleted (which deletes their interfaces). [`leftovers`] checks that.
+//! deleted (which deletes their interfaces). [`PairNames::leftovers`]
+//! checks that.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
@@ -44,8 +45,8 @@ use super::netns::{KillOnDrop, Netns};
 mod cleanup;
 mod rarp;
 
+pub use cleanup::PairNames;
 use cleanup::{kill_all_in, sweep_stale};
-pub use cleanup::{leftovers, PairNames};
 
 /// Prefix of every pair namespace: `ftpair-<pid>-<n>-<role>`.
 pub(crate) const NS_PREFIX: &str = "ftpair-";
@@ -306,7 +307,7 @@ impl PairNet {
         }
     }
 
-    /// What [`leftovers`] needs, to keep past the drop.
+    /// What [`PairNames::leftovers`] needs, to keep past the drop.
     pub fn names(&self) -> PairNames {
         self.names.clone()
     }

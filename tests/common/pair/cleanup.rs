@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use super::NS_PREFIX;
 
-/// What [`leftovers`] looks for once a [`PairNet`](super::PairNet) is gone.
+/// What [`PairNames::leftovers`] looks for once a
+/// [`PairNet`](super::PairNet) is gone.
 #[derive(Debug, Clone)]
 pub struct PairNames {
     /// The namespaces' common prefix, `ftpair-<pid>-<n>-`.
@@ -81,69 +82,72 @@ pub fn sweep_stale() {
     }
 }
 
-/// What is left of a pair after its [`PairNet`](super::PairNet) was dropped: namespaces
-/// with its prefix, interfaces with its tag in the root namespace, and
-/// processes (or threads of this process) still in one of its
-/// namespaces. Empty when everything was cleaned up.
-pub fn leftovers(names: &PairNames) -> Vec<String> {
-    let mut left = Vec::new();
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if line.starts_with(&names.ns_prefix) {
-            left.push(format!("namespace {line}"));
-        }
-    }
-    let out = Command::new("ip")
-        .args(["-o", "link", "show"])
-        .output()
-        .expect("ip link show");
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split(": ").nth(1).unwrap_or_default();
-        let name = name.split('@').next().unwrap_or_default();
-        if name.ends_with(&names.tag) {
-            left.push(format!("root-namespace link {name}"));
-        }
-    }
-    // Namespace inodes are reused: one that now belongs to another named
-    // namespace (another test's) is not ours.
-    let mut reused = BTreeSet::new();
-    if let Ok(dir) = std::fs::read_dir("/var/run/netns") {
-        for entry in dir.flatten() {
-            let ours = entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with(&names.ns_prefix);
-            if let (false, Ok(meta)) = (ours, entry.metadata()) {
-                reused.insert(meta.ino());
+impl PairNames {
+    /// What is left of a pair after its [`PairNet`](super::PairNet) was
+    /// dropped: namespaces with its prefix, interfaces with its tag in
+    /// the root namespace, and processes (or threads of this process)
+    /// still in one of its namespaces. Empty when everything was cleaned
+    /// up.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        let out = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if line.starts_with(&self.ns_prefix) {
+                left.push(format!("namespace {line}"));
             }
         }
-    }
-    let mut ns_links = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            ns_links.push(entry.path().join("ns/net"));
+        let out = Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .expect("ip link show");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split(": ").nth(1).unwrap_or_default();
+            let name = name.split('@').next().unwrap_or_default();
+            if name.ends_with(&self.tag) {
+                left.push(format!("root-namespace link {name}"));
+            }
         }
-    }
-    if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
-        for entry in dir.flatten() {
-            ns_links.push(entry.path().join("ns/net"));
+        // Namespace inodes are reused: one that now belongs to another named
+        // namespace (another test's) is not ours.
+        let mut reused = BTreeSet::new();
+        if let Ok(dir) = std::fs::read_dir("/var/run/netns") {
+            for entry in dir.flatten() {
+                let ours = entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&self.ns_prefix);
+                if let (false, Ok(meta)) = (ours, entry.metadata()) {
+                    reused.insert(meta.ino());
+                }
+            }
         }
-    }
-    for link in ns_links {
-        let Ok(target) = std::fs::read_link(&link) else {
-            continue;
-        };
-        let inode = target
-            .to_string_lossy()
-            .strip_prefix("net:[")
-            .and_then(|t| t.strip_suffix(']'))
-            .and_then(|t| t.parse::<u64>().ok());
-        if inode.is_some_and(|i| names.inodes.contains(&i) && !reused.contains(&i)) {
-            left.push(format!("process in a pair namespace: {}", link.display()));
+        let mut ns_links = Vec::new();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                ns_links.push(entry.path().join("ns/net"));
+            }
         }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/task") {
+            for entry in dir.flatten() {
+                ns_links.push(entry.path().join("ns/net"));
+            }
+        }
+        for link in ns_links {
+            let Ok(target) = std::fs::read_link(&link) else {
+                continue;
+            };
+            let inode = target
+                .to_string_lossy()
+                .strip_prefix("net:[")
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u64>().ok());
+            if inode.is_some_and(|i| self.inodes.contains(&i) && !reused.contains(&i)) {
+                left.push(format!("process in a pair namespace: {}", link.display()));
+            }
+        }
+        left
     }
-    left
 }
