@@ -164,6 +164,7 @@ impl PairNet {
         let n = N.fetch_add(1, Ordering::SeqCst);
         let tag = format!("{pid:x}x{n:x}");
         let ns_prefix = format!("{NS_PREFIX}{pid}-{n}-");
+        // Three-letter roles (what the leftovers check expects) + tag.
         let links = |h: char| HostLinks {
             bridge: format!("br{h}{tag}"),
             tap: format!("tp{h}{tag}"),

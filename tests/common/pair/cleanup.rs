@@ -106,7 +106,11 @@ impl PairNames {
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let name = line.split(": ").nth(1).unwrap_or_default();
             let name = name.split('@').next().unwrap_or_default();
-            if name.ends_with(&self.tag) {
+            // Every name is a three-letter role and the tag.
+            let ours = name.strip_suffix(&self.tag).is_some_and(|role| {
+                role.len() == 3 && role.bytes().all(|b| b.is_ascii_lowercase())
+            });
+            if ours {
                 left.push(format!("root-namespace link {name}"));
             }
         }
