@@ -2,13 +2,16 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! Client of the test guest's key-value service (`workload=kv`): single
-//! requests ([`Connection`]) and a verifying load generator
-//! ([`run_load`]) that reports throughput and latency percentiles.
+//! requests ([`Connection`]), a verifying load generator ([`run_load`])
+//! that reports throughput and latency percentiles, and the verified
+//! single-connection stream of the failover tests ([`run_stream`]).
 //!
 //! Protocol: `SET <key> <value>\n` → `OK\n`; `GET <key>\n` →
 //! `VALUE <value>\n` or `NONE\n`; errors → `ERR <reason>\n`.
 
 pub mod load;
+pub mod stream;
+pub mod verify;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -17,6 +20,11 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 pub use load::{run_load, LoadConfig, LoadError, Report};
+pub use stream::{
+    run_stream, BadKey, ReplyTime, RequestKind, StreamConfig, StreamControl, StreamEnd,
+    StreamError, StreamReport,
+};
+pub use verify::{Verification, VerifiedOn};
 
 /// A request that failed.
 #[derive(Debug, Error)]
@@ -110,17 +118,43 @@ impl Connection {
         })
     }
 
+    /// Sets the read and write timeout of the connection.
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        let addr = self.addr;
+        let io = |source| ClientError::Io { addr, source };
+        self.writer.set_read_timeout(Some(timeout)).map_err(io)?;
+        self.writer.set_write_timeout(Some(timeout)).map_err(io)
+    }
+
     /// Sends one raw line (a `\n` is appended) and returns the answer
     /// line without its `\n`.
     pub fn request(&mut self, line: &str) -> Result<String, ClientError> {
+        self.send(&[line])?;
+        self.read_answer()
+    }
+
+    /// Sends raw lines (each followed by `\n`) in one write, without
+    /// waiting for their answers (the service answers in order).
+    pub fn send<S: AsRef<str>>(&mut self, lines: &[S]) -> Result<(), ClientError> {
         let addr = self.addr;
-        let io = |source| ClientError::Io { addr, source };
-        let mut out = Vec::with_capacity(line.len() + 1);
-        out.extend_from_slice(line.as_bytes());
-        out.push(b'\n');
-        self.writer.write_all(&out).map_err(io)?;
+        let mut out = Vec::new();
+        for line in lines {
+            out.extend_from_slice(line.as_ref().as_bytes());
+            out.push(b'\n');
+        }
+        self.writer
+            .write_all(&out)
+            .map_err(|source| ClientError::Io { addr, source })
+    }
+
+    /// Reads the next answer line, without its `\n`.
+    pub fn read_answer(&mut self) -> Result<String, ClientError> {
+        let addr = self.addr;
         self.line.clear();
-        let n = self.reader.read_line(&mut self.line).map_err(io)?;
+        let n = self
+            .reader
+            .read_line(&mut self.line)
+            .map_err(|source| ClientError::Io { addr, source })?;
         if n == 0 || !self.line.ends_with('\n') {
             return Err(ClientError::Closed { addr });
         }
@@ -172,40 +206,124 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
-    /// A tiny in-process server speaking the protocol, for the client's
-    /// own tests (the real one is the guest).
-    pub(crate) fn fake_server() -> SocketAddr {
+    /// What a scripted server does with one request.
+    pub(crate) enum Reply {
+        /// Answers this line.
+        Line(String),
+        /// Closes the connection (FIN): the client sees end of stream.
+        Close,
+        /// Resets the connection (RST, through `SO_LINGER` 0).
+        Reset,
+        /// Never answers (and keeps the connection open).
+        Silence,
+    }
+
+    type Table = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>;
+
+    /// The protocol's answer to `line`, on `table`.
+    pub(crate) fn answer(table: &Table, line: &str) -> Reply {
+        let words: Vec<&str> = line.split(' ').collect();
+        Reply::Line(match words.as_slice() {
+            ["SET", k, v] => {
+                table.lock().unwrap().insert(k.to_string(), v.to_string());
+                "OK".to_string()
+            }
+            ["GET", k] => match table.lock().unwrap().get(*k) {
+                Some(v) => format!("VALUE {v}"),
+                None => "NONE".to_string(),
+            },
+            _ => "ERR unknown command (expected SET or GET)".to_string(),
+        })
+    }
+
+    fn reset(stream: &TcpStream) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt reads a `linger` of the given size from a
+        // valid pointer; the fd is open for the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(stream),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                std::ptr::from_ref(&linger).cast(),
+                size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+    }
+
+    /// A tiny in-process server speaking the protocol over one shared
+    /// table; `script(n, line)` decides the reply to the first
+    /// connection's request `n` (0-based), later connections are answered
+    /// plainly.
+    pub(crate) fn scripted_server(
+        script: impl Fn(u64, &Table, &str) -> Reply + Send + Sync + 'static,
+    ) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let table = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let table = Table::default();
+        let script = std::sync::Arc::new(script);
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
+            for (index, stream) in listener.incoming().enumerate() {
                 let Ok(stream) = stream else { return };
                 let table = table.clone();
+                let script = script.clone();
                 std::thread::spawn(move || {
                     let mut writer = stream.try_clone().unwrap();
-                    for line in BufReader::new(stream).lines() {
+                    let mut silent = false;
+                    for (n, line) in BufReader::new(stream).lines().enumerate() {
                         let Ok(line) = line else { return };
-                        let words: Vec<&str> = line.split(' ').collect();
-                        let answer = match words.as_slice() {
-                            ["SET", k, v] => {
-                                table.lock().unwrap().insert(k.to_string(), v.to_string());
-                                "OK".to_string()
-                            }
-                            ["GET", k] => match table.lock().unwrap().get(*k) {
-                                Some(v) => format!("VALUE {v}"),
-                                None => "NONE".to_string(),
-                            },
-                            _ => "ERR unknown command (expected SET or GET)".to_string(),
+                        if silent {
+                            continue;
+                        }
+                        let reply = if index == 0 {
+                            script(n as u64, &table, &line)
+                        } else {
+                            answer(&table, &line)
                         };
-                        if writer.write_all(format!("{answer}\n").as_bytes()).is_err() {
-                            return;
+                        match reply {
+                            Reply::Line(text) => {
+                                if writer.write_all(format!("{text}\n").as_bytes()).is_err() {
+                                    return;
+                                }
+                            }
+                            Reply::Close => return,
+                            Reply::Reset => return reset(&writer),
+                            Reply::Silence => silent = true,
                         }
                     }
                 });
             }
         });
         addr
+    }
+
+    /// A server that answers every request correctly.
+    pub(crate) fn fake_server() -> SocketAddr {
+        scripted_server(|_, table, line| answer(table, line))
+    }
+
+    /// A server that acknowledges every SET but forgets every `forget`-th
+    /// one and stores a garbled value for every `garble`-th (1-based).
+    pub(crate) fn forgetful_server(forget: u64, garble: u64) -> SocketAddr {
+        let sets = std::sync::atomic::AtomicU64::new(0);
+        let lying = Table::default();
+        scripted_server(move |_, table, line| {
+            if line.starts_with("SET ") {
+                let n = sets.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                if n % forget == 0 {
+                    return answer(&lying, line);
+                }
+                if n % garble == 0 {
+                    let garbled = format!("{line}x");
+                    return answer(table, &garbled);
+                }
+            }
+            answer(table, line)
+        })
     }
 
     #[test]

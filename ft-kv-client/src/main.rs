@@ -6,24 +6,33 @@
 //! ```text
 //! ft-kv-client --addr IP:PORT [load] [--connections C] [--duration SECS | --count N]
 //!              [--keys K] [--get-percent P] [--value-size B] [--timeout SECS] [--prefix P]
+//! ft-kv-client --addr IP:PORT stream [--duration SECS | --count N] [--get-every N]
+//!              [--value-size B] [--timeout SECS] [--prefix P] [--verify] [--timeline FILE]
 //! ft-kv-client --addr IP:PORT set KEY VALUE
 //! ft-kv-client --addr IP:PORT get KEY
 //! ```
 //!
 //! `load` (the default) prints one line of results (see `Report`) and
-//! exits 0 only if every answer was verified. Usage errors exit 2, failed
-//! requests or verification 1.
+//! exits 0 only if every answer was verified. `stream` runs the verified
+//! single-connection stream of the failover tests (see `StreamReport`;
+//! `--timeout` is how long one reply may take, 30 s by default) and exits
+//! 0 only when it completed on its one connection with nothing lost or
+//! wrong; `--timeline FILE` writes every reply's time and latency as CSV.
+//! Usage errors exit 2, failed requests or verification 1.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ft_kv_client::{run_load, Connection, LoadConfig};
+use ft_kv_client::{run_load, run_stream, Connection, LoadConfig, StreamConfig};
 use thiserror::Error;
 
 const USAGE: &str =
     "usage: ft-kv-client --addr IP:PORT [load] [--connections C] [--duration SECS | --count N]
                     [--keys K] [--get-percent P] [--value-size B] [--timeout SECS] [--prefix P]
+       ft-kv-client --addr IP:PORT stream [--duration SECS | --count N] [--get-every N]
+                    [--value-size B] [--timeout SECS] [--prefix P] [--verify] [--timeline FILE]
        ft-kv-client --addr IP:PORT set KEY VALUE
        ft-kv-client --addr IP:PORT get KEY";
 
@@ -46,12 +55,18 @@ enum UsageError {
     Operands(&'static str, &'static str),
     #[error("give either --duration or --count, not both")]
     DurationAndCount,
+    #[error("{flag} does not apply to '{command}'")]
+    NotFor {
+        flag: &'static str,
+        command: &'static str,
+    },
 }
 
 /// What the command line asks for.
 #[derive(Debug)]
 enum Command {
     Load(LoadConfig),
+    Stream(StreamConfig, Option<PathBuf>),
     Set(SocketAddr, Duration, String, String),
     Get(SocketAddr, Duration, String),
 }
@@ -67,10 +82,17 @@ fn parse_args(args: &[String]) -> Result<Command, UsageError> {
     let mut value_size = None;
     let mut timeout = None;
     let mut prefix = None;
+    let mut get_every = None;
+    let mut timeline = None;
+    let mut verify = false;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         if !arg.starts_with("--") {
             operands.push(arg.clone());
+            continue;
+        }
+        if arg == "--verify" {
+            verify = true;
             continue;
         }
         let (flag, inline) = match arg.split_once('=') {
@@ -87,6 +109,8 @@ fn parse_args(args: &[String]) -> Result<Command, UsageError> {
             "--value-size",
             "--timeout",
             "--prefix",
+            "--get-every",
+            "--timeline",
         ];
         if !known.contains(&flag.as_str()) {
             return Err(UsageError::Unknown(arg.clone()));
@@ -142,12 +166,84 @@ fn parse_args(args: &[String]) -> Result<Command, UsageError> {
             "--timeout" => {
                 timeout = Some(seconds(&value).ok_or_else(|| bad("a duration in seconds"))?)
             }
+            "--get-every" => {
+                get_every = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| bad("a number (0: no GETs)"))?,
+                )
+            }
+            "--timeline" => timeline = Some(PathBuf::from(value)),
             _ => prefix = Some(value),
         }
     }
     let addr = addr.ok_or(UsageError::NoAddr)?;
+    let command = operands.first().map(String::as_str);
+    if command != Some("stream") {
+        let name = match command {
+            Some("set") => "set",
+            Some("get") => "get",
+            _ => "load",
+        };
+        if verify {
+            return Err(UsageError::NotFor {
+                flag: "--verify",
+                command: name,
+            });
+        }
+        for (given, flag) in [
+            (get_every.is_some(), "--get-every"),
+            (timeline.is_some(), "--timeline"),
+        ] {
+            if given {
+                return Err(UsageError::NotFor {
+                    flag,
+                    command: name,
+                });
+            }
+        }
+    }
+    if command == Some("stream") {
+        for (given, flag) in [
+            (connections.is_some(), "--connections"),
+            (keys.is_some(), "--keys"),
+            (get_percent.is_some(), "--get-percent"),
+        ] {
+            if given {
+                return Err(UsageError::NotFor {
+                    flag,
+                    command: "stream",
+                });
+            }
+        }
+        if operands.len() > 1 {
+            return Err(UsageError::Unknown(operands[1].clone()));
+        }
+        if duration.is_some() && count.is_some() {
+            return Err(UsageError::DurationAndCount);
+        }
+        let mut config = StreamConfig::new(addr);
+        if let Some(t) = timeout {
+            config.connect_timeout = t;
+            config.reply_timeout = t;
+        }
+        if count.is_some() {
+            config.duration = None;
+            config.count = count;
+        }
+        if duration.is_some() {
+            config.duration = duration;
+        }
+        config.get_every = get_every.unwrap_or(0);
+        config.value_size = value_size.unwrap_or(config.value_size);
+        config.verify = verify;
+        if let Some(p) = prefix {
+            config.prefix = p;
+        }
+        return Ok(Command::Stream(config, timeline));
+    }
     let timeout = timeout.unwrap_or(Duration::from_secs(10));
-    match operands.first().map(String::as_str) {
+    match command {
         Some("set") => match operands.as_slice() {
             [_, key, value] => Ok(Command::Set(addr, timeout, key.clone(), value.clone())),
             _ => Err(UsageError::Operands("set", "KEY VALUE")),
@@ -226,6 +322,29 @@ fn main() -> ExitCode {
         Command::Load(config) => run_load(&config)
             .map(|report| println!("{report}"))
             .map_err(|e| Box::new(e) as Box<dyn std::error::Error>),
+        Command::Stream(config, timeline) => match run_stream(&config) {
+            Ok(report) => {
+                println!("{report}");
+                if let Some(path) = timeline {
+                    if let Err(e) = std::fs::write(&path, report.timeline_csv()) {
+                        eprintln!("ft-kv-client: cannot write {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+                for bad in &report.bad_keys {
+                    eprintln!(
+                        "ft-kv-client: {} acknowledged {:?}, read back {:?}",
+                        bad.key, bad.expected, bad.got
+                    );
+                }
+                return if report.ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                };
+            }
+            Err(e) => Err(Box::new(e) as Box<dyn std::error::Error>),
+        },
         Command::Set(addr, timeout, key, value) => Connection::connect(addr, timeout)
             .and_then(|mut c| c.set(&key, &value))
             .map(|()| println!("OK"))
@@ -273,6 +392,65 @@ mod tests {
             panic!("not a load");
         };
         assert_eq!(c.count, Some(5));
+    }
+
+    #[test]
+    fn stream_flags() {
+        let Ok(Command::Stream(c, timeline)) =
+            parse("--addr 10.0.0.2:7000 stream --duration 3 --get-every 4 --verify --timeout 60 --value-size 32 --prefix f1 --timeline t.csv")
+        else {
+            panic!("not a stream");
+        };
+        assert_eq!(c.addr, "10.0.0.2:7000".parse().unwrap());
+        assert_eq!(c.duration, Some(Duration::from_secs(3)));
+        assert_eq!(c.count, None);
+        assert_eq!(c.get_every, 4);
+        assert!(c.verify);
+        assert_eq!(c.reply_timeout, Duration::from_secs(60));
+        assert_eq!(c.connect_timeout, Duration::from_secs(60));
+        assert_eq!(c.value_size, 32);
+        assert_eq!(c.prefix, "f1");
+        assert_eq!(timeline, Some(PathBuf::from("t.csv")));
+        let Ok(Command::Stream(c, None)) = parse("stream --addr 10.0.0.2:7000 --count 9") else {
+            panic!("not a stream");
+        };
+        assert_eq!((c.count, c.duration), (Some(9), None));
+        assert!(!c.verify);
+        assert_eq!(c.reply_timeout, Duration::from_secs(30));
+        assert_eq!(
+            parse("--addr 1.2.3.4:1 stream --connections 2")
+                .unwrap_err()
+                .to_string(),
+            "--connections does not apply to 'stream'"
+        );
+        assert_eq!(
+            parse("--addr 1.2.3.4:1 load --verify")
+                .unwrap_err()
+                .to_string(),
+            "--verify does not apply to 'load'"
+        );
+        assert_eq!(
+            parse("--addr 1.2.3.4:1 get k --get-every 2")
+                .unwrap_err()
+                .to_string(),
+            "--get-every does not apply to 'get'"
+        );
+        assert_eq!(
+            parse("--addr 1.2.3.4:1 --timeline x.csv")
+                .unwrap_err()
+                .to_string(),
+            "--timeline does not apply to 'load'"
+        );
+        assert_eq!(
+            parse("--addr 1.2.3.4:1 stream --get-every x")
+                .unwrap_err()
+                .to_string(),
+            "--get-every: 'x' is not a number (0: no GETs)"
+        );
+        assert_eq!(
+            parse("--addr 1.2.3.4:1 stream --duration 1 --count 2").unwrap_err(),
+            UsageError::DurationAndCount
+        );
     }
 
     #[test]

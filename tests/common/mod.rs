@@ -9,6 +9,7 @@
 pub mod captured;
 pub mod ft;
 pub mod netns;
+pub mod pair;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
