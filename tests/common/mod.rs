@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod captured;
+pub mod etcd;
 pub mod ft;
 pub mod netns;
 pub mod pair;
