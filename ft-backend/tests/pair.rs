@@ -29,14 +29,20 @@ fn config() -> ChannelConfig {
 }
 
 fn pair() -> (Channel, Channel) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").expect("test step");
+    let addr = l.local_addr().expect("test step");
     let key = ChannelKey::from_bytes([9; 32]);
     let k2 = ChannelKey::from_bytes([9; 32]);
     let c = config();
     let b = thread::spawn(move || accept(&l, &k2, &Hello::new(Role::Backup, 5, vec![], 0), &c));
-    let p = connect(addr, &key, &Hello::new(Role::Primary, 5, vec![], 7), &config()).unwrap();
-    (p, b.join().unwrap().unwrap())
+    let p = connect(
+        addr,
+        &key,
+        &Hello::new(Role::Primary, 5, vec![], 7),
+        &config(),
+    )
+    .expect("test step");
+    (p, b.join().expect("test step").expect("test step"))
 }
 
 fn wait(mut f: impl FnMut() -> bool) -> bool {
@@ -54,7 +60,7 @@ fn wait(mut f: impl FnMut() -> bool) -> bool {
 fn outputs_wait_for_the_backup_and_leave_in_order() {
     let (mut p, mut b) = pair();
     let rule = OutputRule::new(true);
-    rule.spawn_releaser(p.handle.clone()).unwrap();
+    rule.spawn_releaser(p.handle.clone()).expect("test step");
     let done = Arc::new(Mutex::new(Vec::new()));
     let submit = |at: u64, n: usize| {
         rule.set_position(at);
@@ -62,14 +68,17 @@ fn outputs_wait_for_the_backup_and_leave_in_order() {
         rule.submit(Output::new(
             "_net0",
             OutputKind::NetFrame { len: 60 },
-            Box::new(move || d.lock().unwrap().push(n)),
+            Box::new(move || d.lock().expect("test step").push(n)),
         ));
     };
     submit(3, 1);
     submit(3, 2);
     submit(5, 3);
     thread::sleep(Duration::from_millis(100));
-    assert!(done.lock().unwrap().is_empty(), "released before any ack");
+    assert!(
+        done.lock().expect("test step").is_empty(),
+        "released before any ack"
+    );
     assert_eq!(rule.held(), 3);
     // The backup receives progress 4: the two outputs of exit 3 go.
     p.sender
@@ -77,28 +86,32 @@ fn outputs_wait_for_the_backup_and_leave_in_order() {
             exits: 4,
             guest_ns: 0,
         })
-        .unwrap();
+        .expect("test step");
     assert_eq!(
-        b.receiver.recv().unwrap(),
+        b.receiver.recv().expect("test step"),
         Incoming::Progress(Position {
             exits: 4,
             guest_ns: 0
         })
     );
-    assert!(wait(|| done.lock().unwrap().len() == 2));
+    assert!(wait(|| done.lock().expect("test step").len() == 2));
     thread::sleep(Duration::from_millis(50));
-    assert_eq!(*done.lock().unwrap(), vec![1, 2]);
+    assert_eq!(*done.lock().expect("test step"), vec![1, 2]);
     // The peer is lost: nothing more until the decision; the winner
     // releases everything held, and later outputs at once.
     drop(b);
     assert!(wait(|| p.handle.lost().is_some()));
     thread::sleep(Duration::from_millis(50));
-    assert_eq!(done.lock().unwrap().len(), 2, "released without a decision");
+    assert_eq!(
+        done.lock().expect("test step").len(),
+        2,
+        "released without a decision"
+    );
     rule.go_unprotected();
-    assert!(wait(|| done.lock().unwrap().len() == 3));
+    assert!(wait(|| done.lock().expect("test step").len() == 3));
     submit(9, 4);
-    assert!(wait(|| done.lock().unwrap().len() == 4));
-    assert_eq!(*done.lock().unwrap(), vec![1, 2, 3, 4]);
+    assert!(wait(|| done.lock().expect("test step").len() == 4));
+    assert_eq!(*done.lock().expect("test step"), vec![1, 2, 3, 4]);
     assert_eq!(rule.released(), 4);
 }
 
@@ -106,7 +119,7 @@ fn outputs_wait_for_the_backup_and_leave_in_order() {
 fn a_loser_performs_nothing_held_and_separate_disks_do_not_wait() {
     let (p, _b) = pair();
     let rule = OutputRule::new(false);
-    rule.spawn_releaser(p.handle.clone()).unwrap();
+    rule.spawn_releaser(p.handle.clone()).expect("test step");
     let n = Arc::new(AtomicUsize::new(0));
     let out = |kind| {
         let n = n.clone();
@@ -122,7 +135,11 @@ fn a_loser_performs_nothing_held_and_separate_disks_do_not_wait() {
         offset: 0,
         len: 512,
     }));
-    assert_eq!(n.load(Ordering::SeqCst), 1, "a separate disk's write waited");
+    assert_eq!(
+        n.load(Ordering::SeqCst),
+        1,
+        "a separate disk's write waited"
+    );
     rule.set_position(4);
     rule.submit(out(OutputKind::NetFrame { len: 60 }));
     thread::sleep(Duration::from_millis(50));
@@ -140,7 +157,7 @@ impl std::io::Write for ToChannel {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0
             .lock()
-            .unwrap()
+            .expect("test step")
             .send_frames(buf)
             .map_err(std::io::Error::other)?;
         Ok(buf.len())
@@ -163,15 +180,17 @@ fn the_feed_replays_a_stream_as_it_arrives_and_ends_only_when_told() {
         Box::new(ToChannel(sender.clone())),
         header,
     )
-    .unwrap();
-    w.append(&Entry::Setup(Setup::default())).unwrap();
-    w.append(&Entry::ClockRead { exit: 2, value: 50 }).unwrap();
-    w.flush().unwrap();
+    .expect("test step");
+    w.append(&Entry::Setup(Setup::default()))
+        .expect("test step");
+    w.append(&Entry::ClockRead { exit: 2, value: 50 })
+        .expect("test step");
+    w.flush().expect("test step");
     let feed = LiveFeed::new();
     let decided = Arc::new(Mutex::new(None));
     let d = decided.clone();
     let dir = std::env::temp_dir().join(format!("ft-pair-feed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).expect("test step");
     let copy = dir.join("copy.log");
     let t = spawn_receiver(
         b.receiver,
@@ -180,11 +199,11 @@ fn the_feed_replays_a_stream_as_it_arrives_and_ends_only_when_told() {
         5,
         Some(&copy),
         Box::new(move |end| {
-            *d.lock().unwrap() = Some(end);
+            *d.lock().expect("test step") = Some(end);
             true
         }),
     )
-    .unwrap();
+    .expect("test step");
     assert_eq!(feed.wait_header(), Some(header));
     let mut r = Replayer::live(header, feed.clone());
     r.set_exit(2);
@@ -194,27 +213,30 @@ fn the_feed_replays_a_stream_as_it_arrives_and_ends_only_when_told() {
     let later = thread::spawn(move || {
         thread::sleep(Duration::from_millis(100));
         s2.lock()
-            .unwrap()
+            .expect("test step")
             .send_progress(Position {
                 exits: 9,
                 guest_ns: 1,
             })
-            .unwrap();
+            .expect("test step");
     });
     r.set_exit(3);
     assert!(r.peek().is_none(), "progress 9: nothing at exit 3");
-    later.join().unwrap();
+    later.join().expect("test step");
     assert_eq!(feed.progress().exits, 9);
     // The primary dies: the receiver asks, and only then ends the feed.
     drop(w);
     drop(sender);
     drop(b.sender);
-    t.join().unwrap();
-    assert!(matches!(*decided.lock().unwrap(), Some(StreamEnd::Lost(_))));
+    t.join().expect("test step");
+    assert!(matches!(
+        *decided.lock().expect("test step"),
+        Some(StreamEnd::Lost(_))
+    ));
     r.set_exit(9);
     assert!(r.at_live_end());
     // The copy is a log of what arrived (without an end frame).
-    let bytes = std::fs::read(&copy).unwrap();
+    let bytes = std::fs::read(&copy).expect("test step");
     assert!(bytes.starts_with(b"CHFTLOG\0"));
     let _ = std::fs::remove_dir_all(&dir);
 }

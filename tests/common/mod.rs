@@ -9,6 +9,7 @@
 pub mod captured;
 pub mod etcd;
 pub mod ft;
+pub mod ftpair;
 pub mod netns;
 pub mod pair;
 

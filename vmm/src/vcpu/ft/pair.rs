@@ -66,7 +66,7 @@ pub enum PairStart {
     /// Connected to its backup.
     Primary(Primary),
     /// Receiving its primary's stream.
-    Backup(Backup),
+    Backup(Box<Backup>),
 }
 
 impl PairStart {
@@ -140,7 +140,7 @@ pub fn open_pair(config: &VmConfig, config_digest: u64) -> Result<Option<PairSta
             })
             .map_err(PairError::Primary)?,
         ),
-        _ => PairStart::Backup(
+        _ => PairStart::Backup(Box::new(
             Backup::accept(BackupSetup {
                 listen: addr("listen", &ft.listen)?,
                 key,
@@ -151,7 +151,7 @@ pub fn open_pair(config: &VmConfig, config_digest: u64) -> Result<Option<PairSta
                 copy: ft.log.clone(),
             })
             .map_err(PairError::Backup)?,
-        ),
+        )),
     }))
 }
 
@@ -303,7 +303,7 @@ pub struct BackupPair {
     /// Attaches the devices' host backends at go-live.
     pub go_live_devices: Box<dyn FnMut() -> Result<(), String> + Send>,
     /// Keeps the channel open.
-    pub backup: Backup,
+    pub backup: Box<Backup>,
     reported_at: u64,
 }
 
@@ -318,7 +318,7 @@ impl std::fmt::Debug for BackupPair {
 impl BackupPair {
     /// The backup's loop state.
     pub fn new(
-        backup: Backup,
+        backup: Box<Backup>,
         clock: Arc<ReplayClock>,
         go_live_devices: Box<dyn FnMut() -> Result<(), String> + Send>,
     ) -> Self {

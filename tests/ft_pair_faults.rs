@@ -1,0 +1,349 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! The pair under faults, with real processes on two namespace "hosts":
+//! the backup killed, stopped (the Output Rule) or slowed (lag
+//! throttling); the logging link cut (split brain: exactly one side goes
+//! on); a wrong key or another configuration refused; a tiebreaker that
+//! is down (fail safe).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::etcd::Etcd;
+use common::ftpair::{
+    assert_clean, ft_events, kv_setup, start_backup, start_pair, start_primary, stream_through,
+    wait_exit, write_key, Setup,
+};
+use common::pair::{PairNet, LAN_IP};
+use common::{api, wait_until, TempDir};
+use ft_kv_client::Connection;
+
+fn file_tiebreaker(dir: &TempDir) -> String {
+    format!("file:{}", dir.path("tiebreak").display())
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+fn vm_info(dir: &TempDir, name: &str) -> serde_json::Value {
+    let (code, body) = api(&dir.path(&format!("{name}.sock")), "GET", "vm.info", None);
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("vm.info JSON")
+}
+
+fn vcpu_exits(dir: &TempDir) -> u64 {
+    let (code, body) = api(&dir.path("primary.sock"), "GET", "vm.counters", None);
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("counters JSON");
+    v["vcpu0"]["exits"].as_u64().expect("vcpu0 exits")
+}
+
+fn image_bytes(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).expect("read the image")
+}
+
+#[test]
+fn killing_the_backup_leaves_the_primary_serving_unprotected() {
+    let dir = TempDir::new("ftpair-killb");
+    let net = PairNet::new();
+    let names = net.names();
+    let mut s = kv_setup(&dir, file_tiebreaker(&dir), false);
+    s.cmdline = net.kv_cmdline();
+    let mut pair = start_pair(&net, &dir, &s);
+    pair.primary
+        .wait_serial("kv: listening on", Duration::from_secs(60));
+    let (report, _) = stream_through(&net, 3.0, Some((&mut pair.backup, 200)));
+    eprintln!("ft_pair_faults: backup killed: {report}");
+    assert!(!report.reset(), "reset: {report}");
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    assert!(
+        pair.primary.child.running(),
+        "{}",
+        pair.primary.stderr_text()
+    );
+    let events = ft_events(&pair.events.0);
+    assert_eq!(
+        events,
+        [
+            "connected",
+            "protected",
+            "peer-lost",
+            "tiebreak-won",
+            "unprotected"
+        ],
+        "{events:?}"
+    );
+    drop(pair);
+    drop(net);
+    assert_clean(&names);
+}
+
+#[test]
+fn the_output_rule_holds_replies_and_disk_writes_until_the_backup_has_the_log() {
+    let dir = TempDir::new("ftpair-rule");
+    let net = PairNet::new();
+    let names = net.names();
+    let mut s = kv_setup(&dir, file_tiebreaker(&dir), false);
+    s.cmdline = net.kv_cmdline();
+    // A stopped backup must not count as lost during this test, nor slow
+    // the primary down (lag throttling has its own test).
+    s.extra = ",timeout_ms=30000,max_lag_ms=60000";
+    s.api = true;
+    let mut pair = start_pair(&net, &dir, &s);
+    pair.primary
+        .wait_serial("kv: listening on", Duration::from_secs(60));
+    let image = s.disks.as_ref().expect("a disk").0.clone();
+    let addr = net.kv_addr();
+    let mut conn = net
+        .client
+        .run(|| Connection::connect(addr, Duration::from_secs(20)))
+        .expect("connect");
+    net.client.run(|| conn.set("before", "1")).expect("a SET");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = image_bytes(&image);
+    let exits_before = vcpu_exits(&dir);
+    signal(pair.backup.child.pid(), "-STOP");
+    // The request reaches the guest; its reply and its log write wait.
+    let stalled = net.client.run(|| {
+        conn.set_timeout(Duration::from_millis(1500))
+            .expect("timeout");
+        conn.send(&["SET held 2"]).expect("send");
+        conn.read_answer()
+    });
+    assert!(
+        stalled.is_err(),
+        "a reply left with the backup stopped: {stalled:?}"
+    );
+    let info = vm_info(&dir, "primary");
+    let held = info["fault_tolerance"]["outputs_held"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(held > 0, "nothing held: {info}");
+    assert_eq!(image_bytes(&image), before, "the shared image was written");
+    // The primary's guest kept running meanwhile.
+    assert!(vcpu_exits(&dir) > exits_before + 100);
+    signal(pair.backup.child.pid(), "-CONT");
+    let answer = net.client.run(|| {
+        conn.set_timeout(Duration::from_secs(10)).expect("timeout");
+        conn.read_answer()
+    });
+    assert_eq!(answer.expect("the reply after SIGCONT"), "OK");
+    assert!(
+        wait_until(Duration::from_secs(5), || image_bytes(&image) != before),
+        "the image was never written"
+    );
+    let got = net.client.run(|| conn.get("held")).expect("GET");
+    assert_eq!(got.as_deref(), Some("2"));
+    drop(pair);
+    drop(net);
+    assert_clean(&names);
+}
+
+#[test]
+fn cutting_the_logging_link_leaves_exactly_one_side_running() {
+    let dir = TempDir::new("ftpair-cut");
+    let net = PairNet::new();
+    let names = net.names();
+    let mut s = kv_setup(&dir, file_tiebreaker(&dir), false);
+    s.cmdline = net.kv_cmdline();
+    let mut pair = start_pair(&net, &dir, &s);
+    pair.primary
+        .wait_serial("kv: listening on", Duration::from_secs(60));
+    let cut = Instant::now();
+    net.cut_log_link();
+    let one_gone = wait_until(Duration::from_secs(20), || {
+        !pair.primary.child.running() || !pair.backup.child.running()
+    });
+    assert!(one_gone, "both sides still run after the cut");
+    std::thread::sleep(Duration::from_secs(1));
+    let (p, b) = (pair.primary.child.running(), pair.backup.child.running());
+    assert!(p != b, "primary running {p}, backup running {b}");
+    let (loser, winner) = if p {
+        (&mut pair.backup, "primary")
+    } else {
+        (&mut pair.primary, "backup")
+    };
+    let status = wait_exit(loser, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(3), "{}", loser.stderr_text());
+    assert!(
+        loser
+            .stderr_text()
+            .contains("this VMM stops, the other side continues"),
+        "{}",
+        loser.stderr_text()
+    );
+    eprintln!(
+        "ft_pair_faults: the {winner} won {:?} after the cut",
+        cut.elapsed()
+    );
+    // The service goes on, from whichever side won.
+    let (report, _) = stream_through(&net, 1.5, None);
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    net.heal_log_link();
+    drop(pair);
+    drop(net);
+    assert_clean(&names);
+}
+
+#[test]
+fn a_wrong_key_or_another_configuration_is_refused_and_the_backup_waits_on() {
+    let dir = TempDir::new("ftpair-refuse");
+    let net = PairNet::new();
+    let names = net.names();
+    let s = Setup {
+        cmdline: "workload=ticks count=100 hz=200".into(),
+        disks: None,
+        net: false,
+        tiebreaker: file_tiebreaker(&dir),
+        extra: ",timeout_ms=2000",
+        api: false,
+    };
+    let key = write_key(&dir);
+    let mut backup = start_backup(&net, &dir, &s, &key);
+    // Another key: same length, other bytes.
+    let wrong = dir.path("wrong.key");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&wrong)
+            .expect("key");
+        std::io::Write::write_all(&mut f, &[0x5a; 32]).expect("write");
+    }
+    let mut p = start_primary(&net, &dir, &s, &wrong, "wrongkey");
+    let st = wait_exit(&mut p, Duration::from_secs(30));
+    assert!(!st.success());
+    assert!(
+        p.stderr_text().contains("authentication failed"),
+        "{}",
+        p.stderr_text()
+    );
+    assert!(!p.stderr_text().contains("5a5a"), "the key leaked");
+    // Another configuration (its command line).
+    let other = Setup {
+        cmdline: "workload=ticks count=101 hz=200".into(),
+        ..s
+    };
+    let mut p = start_primary(&net, &dir, &other, &key, "otherconfig");
+    let st = wait_exit(&mut p, Duration::from_secs(30));
+    assert!(!st.success());
+    assert!(
+        p.stderr_text().contains("configuration differs"),
+        "{}",
+        p.stderr_text()
+    );
+    // The backup refused both and still waits: the right primary pairs.
+    assert!(backup.child.running(), "{}", backup.stderr_text());
+    let s = Setup {
+        cmdline: "workload=ticks count=100 hz=200".into(),
+        ..other
+    };
+    let mut p = start_primary(&net, &dir, &s, &key, "primary");
+    assert!(wait_exit(&mut p, Duration::from_secs(60)).success());
+    assert!(wait_exit(&mut backup, Duration::from_secs(60)).success());
+    let events = ft_events(&dir.path("events-backup.json"));
+    assert!(
+        events.starts_with(&["auth-failed".to_string()]),
+        "{events:?}"
+    );
+    assert!(events.contains(&"protected".to_string()), "{events:?}");
+    drop(net);
+    assert_clean(&names);
+}
+
+#[test]
+fn a_tiebreaker_that_is_down_stops_the_backup_instead_of_going_live() {
+    let dir = TempDir::new("ftpair-etcddown");
+    let net = PairNet::new();
+    let names = net.names();
+    let mut etcd = Etcd::start(&net.lan, LAN_IP, 2479, dir.path("etcd"));
+    let s = Setup {
+        cmdline: "workload=ticks count=2000 hz=200".into(),
+        disks: None,
+        net: false,
+        tiebreaker: etcd.tiebreaker(&format!("ft/{}", net.tag)),
+        extra: "",
+        api: false,
+    };
+    let mut pair = start_pair(&net, &dir, &s);
+    pair.primary
+        .wait_serial("test-guest: ready", Duration::from_secs(60));
+    etcd.stop();
+    pair.primary.kill9();
+    let st = wait_exit(&mut pair.backup, Duration::from_secs(30));
+    let err = pair.backup.stderr_text();
+    assert_eq!(st.code(), Some(3), "{err}");
+    assert!(err.contains("could not claim the tiebreak"), "{err}");
+    assert!(!err.contains("event go-live"), "{err}");
+    let events = ft_events(&pair.events.1);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("tiebreak-lost"),
+        "{events:?}"
+    );
+    drop(pair);
+    drop(net);
+    assert_clean(&names);
+}
+
+#[test]
+fn a_slow_backup_slows_the_primary_and_the_lag_stays_near_the_target() {
+    let dir = TempDir::new("ftpair-lag");
+    let net = PairNet::new();
+    let names = net.names();
+    let s = Setup {
+        cmdline: "workload=exits count=400000".into(),
+        disks: None,
+        net: false,
+        tiebreaker: file_tiebreaker(&dir),
+        extra: ",max_lag_ms=40,timeout_ms=5000",
+        api: true,
+    };
+    let mut pair = start_pair(&net, &dir, &s);
+    pair.primary
+        .wait_serial("test-guest: ready", Duration::from_secs(60));
+    // The backup runs a third of the time: 20 ms of every 60.
+    let pid = pair.backup.child.pid();
+    let mut lags = Vec::new();
+    let mut throttled = 0.0f64;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) && pair.primary.child.running() {
+        signal(pid, "-STOP");
+        std::thread::sleep(Duration::from_millis(40));
+        signal(pid, "-CONT");
+        std::thread::sleep(Duration::from_millis(20));
+        if let Ok(info) = std::panic::catch_unwind(|| vm_info(&dir, "primary")) {
+            let ft = &info["fault_tolerance"];
+            lags.push(ft["lag_ms"].as_f64().unwrap_or(0.0));
+            throttled = throttled.max(ft["throttle"].as_f64().unwrap_or(0.0));
+        }
+    }
+    signal(pid, "-CONT");
+    lags.sort_by(f64::total_cmp);
+    let p = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "ft_pair_faults: lag p50 {:.1} ms p90 {:.1} ms max {:.1} ms over {} samples; largest throttle {throttled:.2}",
+        p(0.5),
+        p(0.9),
+        p(1.0),
+        lags.len()
+    );
+    assert!(lags.len() > 20);
+    assert!(throttled > 0.2, "the primary never slowed down");
+    // Bounded near the target: the stops themselves are 40 ms.
+    assert!(p(0.9) < 250.0, "lag p90 {:.1} ms", p(0.9));
+    drop(pair);
+    drop(net);
+    assert_clean(&names);
+}
