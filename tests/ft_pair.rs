@@ -156,3 +156,77 @@ fn primary_failover_with_etcd(trials: u32) {
         assert_clean(&names);
     }
 }
+
+#[test]
+fn vm_create_and_vm_boot_start_a_primary_and_vm_info_shows_the_pair() {
+    let dir = TempDir::new("ftpair-api");
+    let net = PairNet::new();
+    let names = net.names();
+    let s = Setup {
+        cmdline: "workload=ticks count=600 hz=200".into(),
+        disks: None,
+        net: false,
+        tiebreaker: format!("file:{}", dir.path("tiebreak").display()),
+        extra: "",
+        api: false,
+    };
+    let key = common::ftpair::write_key(&dir);
+    let mut backup = common::ftpair::start_backup(&net, &dir, &s, &key);
+    let socket = dir.path("api.sock");
+    let stderr = dir.path("stderr-primary.txt");
+    let mut vmm = common::pair::GuestVmm {
+        child: common::netns::KillOnDrop::spawn(
+            net.host(common::pair::Host::A)
+                .command(common::vmm_bin())
+                .args(["--api-socket", &format!("path={}", socket.display()), "-v"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&stderr).expect("stderr file")),
+        ),
+        serial: dir.path("serial-api.txt"),
+        stderr,
+    };
+    assert!(common::wait_until(Duration::from_secs(10), || socket.exists()));
+    let config = serde_json::json!({
+        "payload": {"kernel": test_guest(), "cmdline": s.cmdline},
+        "memory": {"size": 134217728u64},
+        "serial": {"mode": "File", "file": dir.path("serial-api.txt")},
+        "console": {"mode": "Off"},
+        "fault_tolerance": {
+            "mode": "primary",
+            "peer": format!("tcp:{}:{}", common::pair::LOG_B, common::ftpair::CHANNEL_PORT),
+            "key": key,
+            "tiebreaker": s.tiebreaker,
+        },
+    })
+    .to_string();
+    let (code, body) = common::api(&socket, "PUT", "vm.create", Some(&config));
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = common::api(&socket, "PUT", "vm.boot", None);
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = common::api(&socket, "GET", "vm.info", None);
+    assert_eq!(code, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let ft = &info["fault_tolerance"];
+    assert_eq!(ft["role"], "primary", "{info}");
+    assert_eq!(ft["state"], "protected", "{info}");
+    assert!(ft["generation"].as_u64().unwrap_or(0) > 0, "{info}");
+    // The key's bytes never show: only its path, in the configuration.
+    let key_bytes: String = std::fs::read(&key)
+        .expect("key")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(!body.contains(&key_bytes));
+    let (_, counters) = common::api(&socket, "GET", "vm.counters", None);
+    assert!(counters.contains("\"bytes_sent\""), "{counters}");
+    let ps = wait_exit(&mut vmm, Duration::from_secs(60));
+    let bs = wait_exit(&mut backup, Duration::from_secs(60));
+    assert!(ps.success() && bs.success());
+    assert_eq!(
+        final_digest(&vmm.stderr_text()),
+        final_digest(&backup.stderr_text())
+    );
+    drop(net);
+    assert_clean(&names);
+}

@@ -347,3 +347,44 @@ fn a_slow_backup_slows_the_primary_and_the_lag_stays_near_the_target() {
     drop(net);
     assert_clean(&names);
 }
+
+#[test]
+fn a_primary_without_a_backup_and_a_backup_without_a_primary_end_cleanly() {
+    let dir = TempDir::new("ftpair-alone");
+    let net = PairNet::new();
+    let names = net.names();
+    let s = Setup {
+        cmdline: "workload=ticks count=100 hz=200".into(),
+        disks: None,
+        net: false,
+        tiebreaker: file_tiebreaker(&dir),
+        extra: "",
+        api: false,
+    };
+    let key = write_key(&dir);
+    // Nobody listens: the primary gives up within its connect bound.
+    let start = Instant::now();
+    let mut p = start_primary(&net, &dir, &s, &key, "alone");
+    let st = wait_exit(&mut p, Duration::from_secs(30));
+    assert!(!st.success());
+    assert!(
+        p.stderr_text().contains("cannot reach the peer"),
+        "{}",
+        p.stderr_text()
+    );
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert!(
+        !p.serial_text().contains("ready"),
+        "the guest ran unprotected"
+    );
+    // A waiting backup stops at once on SIGTERM.
+    let mut b = start_backup(&net, &dir, &s, &key);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(b.child.running(), "{}", b.stderr_text());
+    let asked = Instant::now();
+    signal(b.child.pid(), "-TERM");
+    wait_exit(&mut b, Duration::from_secs(5));
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    drop(net);
+    assert_clean(&names);
+}

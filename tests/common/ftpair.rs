@@ -15,7 +15,7 @@ use ft_kv_client::{run_stream, StreamConfig, StreamControl, StreamReport};
 use super::pair::{GuestVmm, Host, PairNames, PairNet, LOG_B};
 use super::{test_guest, wait_until, TempDir};
 
-const CHANNEL_PORT: u16 = 7410;
+pub const CHANNEL_PORT: u16 = 7410;
 
 /// How the pair under test is set up.
 pub struct Setup<'a> {

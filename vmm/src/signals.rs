@@ -49,7 +49,13 @@ pub enum SignalError {
     AlreadyInstalled,
 }
 
-/// The signal's conventional name, for messages.
+/// Whether SIGTERM or SIGINT has arrived (for waits outside the control
+/// loop, such as a backup waiting for its primary).
+pub fn received() -> bool {
+    RECEIVED.load(Ordering::SeqCst) != 0
+}
+
+/// The name of a signal this module handles.
 pub fn signal_name(signal: libc::c_int) -> &'static str {
     match signal {
         libc::SIGTERM => "SIGTERM",

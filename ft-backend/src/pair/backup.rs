@@ -36,6 +36,9 @@ pub enum BackupError {
     /// The primary went away before its stream began.
     #[error("the primary went away before its stream began: {0}")]
     NoStream(String),
+    /// The VMM was asked to stop while waiting.
+    #[error("stopped while waiting for the primary")]
+    Stopped,
 }
 
 /// What a backup needs to start.
@@ -55,6 +58,8 @@ pub struct BackupSetup {
     pub disks: Vec<DiskDigest>,
     /// Where to keep a copy of the received stream.
     pub copy: Option<PathBuf>,
+    /// Polled while waiting for a primary: true stops the wait.
+    pub stop: fn() -> bool,
 }
 
 /// A running backup.
@@ -86,14 +91,23 @@ impl Backup {
             setup.listen
         );
         let hello = Hello::new(Role::Backup, setup.config_digest, setup.disks, 0);
-        // The handshake has its own bound; waiting for a primary has none.
-        let wait = ChannelConfig {
-            connect_timeout: std::time::Duration::from_secs(365 * 24 * 3600),
-            ..setup.channel.clone()
-        };
+        // Waiting for a primary has no bound (and stops on request); each
+        // handshake has the channel's.
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| BackupError::Listen {
+                addr: setup.listen,
+                source,
+            })?;
         let ch = loop {
-            match channel::accept(&listener, &setup.key, &hello, &wait) {
+            match channel::accept(&listener, &setup.key, &hello, &setup.channel) {
                 Ok(ch) => break ch,
+                Err(HandshakeError::Accept(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if (setup.stop)() {
+                        return Err(BackupError::Stopped);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
                 Err(e) => {
                     if matches!(e, HandshakeError::Authentication(_)) {
                         status.event("auth-failed", &[]);

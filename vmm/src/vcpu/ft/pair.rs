@@ -149,6 +149,7 @@ pub fn open_pair(config: &VmConfig, config_digest: u64) -> Result<Option<PairSta
                 config_digest,
                 disks,
                 copy: ft.log.clone(),
+                stop: crate::signals::received,
             })
             .map_err(PairError::Backup)?,
         )),
