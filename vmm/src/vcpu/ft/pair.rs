@@ -245,8 +245,9 @@ impl PrimaryPair {
     /// exit count belong to the next one (they wait for a later progress).
     pub fn progress_due(&mut self, exits: u64, guest_ns: u64, now: Instant) -> Option<Position> {
         let rule = &self.primary.rule;
-        let output_waits =
-            rule.held() > 0 && rule.newest() > self.last_sent.exits && exits >= rule.newest();
+        // Cheap checks first: `held` takes the rule's lock.
+        let newest = rule.newest();
+        let output_waits = newest > self.last_sent.exits && exits >= newest && rule.held() > 0;
         let periodic = exits > self.last_sent.exits
             && now.saturating_duration_since(self.last_sent_at) >= self.half_heartbeat;
         if !(output_waits || periodic) {
