@@ -49,9 +49,33 @@ enum Item {
     Progress(Position),
 }
 
+/// Bytes of decoded entries the feed holds before the receiving thread
+/// waits (and with it the channel, then the primary: flow control).
+pub const MAX_FEED_BYTES: usize = 64 << 20;
+
+/// The memory an item takes, roughly.
+fn cost(item: &Item) -> usize {
+    match item {
+        Item::Entry(Entry::Checkpoint(c)) => {
+            c.pages.len() * 4100
+                + c.vcpu.len()
+                + c.devices.iter().map(|(_, d)| d.len() + 32).sum::<usize>()
+                + 64
+        }
+        Item::Entry(Entry::Event { event, .. }) => match event {
+            crate::entry::Event::SerialInput(b) => b.len() + 64,
+            crate::entry::Event::Device { data, .. } => data.len() + 64,
+            crate::entry::Event::TimerFire => 64,
+        },
+        _ => 64,
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     items: VecDeque<Item>,
+    /// What `items` take.
+    bytes: usize,
     header: Option<LogHeader>,
     ended: Option<String>,
     /// Entries and progress marks received.
@@ -82,21 +106,32 @@ impl LiveFeed {
         self.cv.notify_all();
     }
 
-    /// Queues an entry.
-    pub fn push_entry(&self, entry: Entry) {
-        self.with(|s| {
-            s.received += 1;
-            s.items.push_back(Item::Entry(entry));
-        });
+    /// Queues an item, waiting while the feed is full (unless it is
+    /// empty: one item always fits) and not ended.
+    fn push(&self, item: Item) {
+        let c = cost(&item);
+        let mut s = self.lock();
+        while !s.items.is_empty() && s.bytes + c > MAX_FEED_BYTES && s.ended.is_none() {
+            s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        s.received += 1;
+        s.bytes += c;
+        if let Item::Progress(p) = &item {
+            s.progress = s.progress.max(*p);
+        }
+        s.items.push_back(item);
+        drop(s);
+        self.cv.notify_all();
     }
 
-    /// Queues a progress mark.
+    /// Queues an entry (waits while the feed is full).
+    pub fn push_entry(&self, entry: Entry) {
+        self.push(Item::Entry(entry));
+    }
+
+    /// Queues a progress mark (waits while the feed is full).
     pub fn push_progress(&self, position: Position) {
-        self.with(|s| {
-            s.received += 1;
-            s.progress = s.progress.max(position);
-            s.items.push_back(Item::Progress(position));
-        });
+        self.push(Item::Progress(position));
     }
 
     /// The stream's header arrived.
@@ -147,13 +182,23 @@ impl LiveFeed {
     pub fn pop(&self, block: bool) -> Popped {
         let mut s = self.lock();
         loop {
-            match s.items.pop_front() {
-                Some(Item::Entry(e)) => return Popped::Entry(e),
-                Some(Item::Progress(p)) => return Popped::Progress(p),
-                None if s.ended.is_some() => return Popped::Ended,
-                None if !block => return Popped::Empty,
-                None => s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner),
+            if let Some(item) = s.items.pop_front() {
+                s.bytes = s.bytes.saturating_sub(cost(&item));
+                drop(s);
+                // A receiver waiting for room.
+                self.cv.notify_all();
+                return match item {
+                    Item::Entry(e) => Popped::Entry(e),
+                    Item::Progress(p) => Popped::Progress(p),
+                };
             }
+            if s.ended.is_some() {
+                return Popped::Ended;
+            }
+            if !block {
+                return Popped::Empty;
+            }
+            s = self.cv.wait(s).unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -301,6 +346,36 @@ mod tests {
             config_digest: 1,
             max_delay_us: 2000,
         }
+    }
+
+    #[test]
+    fn a_full_feed_holds_the_receiver_until_the_replay_takes() {
+        let feed = LiveFeed::new();
+        fn big() -> Entry {
+            let page = vec![0u8; 4096];
+            Entry::Checkpoint(Box::new(crate::Checkpoint {
+                exit: 1,
+                at: ExitId::default(),
+                seq: 1,
+                pages: (0..(MAX_FEED_BYTES / 4100 / 3) as u64)
+                    .map(|i| (i * 4096, page.clone()))
+                    .collect(),
+                vcpu: vec![],
+                devices: vec![],
+                ready_for_interrupt: true,
+                digest: None,
+            }))
+        }
+        feed.push_entry(big());
+        feed.push_entry(big());
+        let f = feed.clone();
+        let t = std::thread::spawn(move || f.push_entry(big()));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!t.is_finished(), "a full feed took more");
+        assert_eq!(feed.queued(), 2);
+        assert!(matches!(feed.pop(false), Popped::Entry(_)));
+        t.join().expect("the receiver went on");
+        assert_eq!(feed.queued(), 2);
     }
 
     #[test]
