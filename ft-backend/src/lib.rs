@@ -30,6 +30,7 @@ pub mod entry;
 pub mod inspect;
 pub mod live;
 pub mod log;
+pub mod log_read;
 pub mod log_thread;
 pub mod pair;
 pub mod recorder;
