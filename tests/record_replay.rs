@@ -110,11 +110,18 @@ fn bad_options_are_refused_clearly() {
     let missing = dir.path("nope.log");
     let nodir = dir.path("no/such/dir/x.log");
     let cases: Vec<(String, &str)> = vec![
-        ("mode=record".into(), "needs log=FILE"),
-        ("log=/tmp/x".into(), "needs mode=record or mode=replay"),
+        ("mode=record".into(), "mode=record needs log=FILE"),
+        (
+            "log=/tmp/x".into(),
+            "needs mode=record, replay, primary or backup",
+        ),
         (
             "mode=rewind,log=/tmp/x".into(),
-            "needs mode=record or mode=replay",
+            "needs mode=record, replay, primary or backup",
+        ),
+        (
+            "mode=primary,peer=tcp:127.0.0.1:9".into(),
+            "mode=primary needs key=FILE",
         ),
         (
             "mode=record,log=/tmp/x,max_delay_us=1".into(),

@@ -200,7 +200,7 @@ impl Vm {
             replay,
             dm.ft_devices(),
             pair,
-            dm.go_live_hook(control.clone()),
+            go_live_hook(&dm, control.clone()),
         )
         .map_err(VmError::FaultTolerance)?;
         let replaying = ft.replaying();
@@ -334,6 +334,23 @@ impl Vm {
         }
         json!(all)
     }
+}
+
+/// What a backup does when it goes live: its devices attach their host
+/// backends, and a serial port on the terminal starts taking input.
+fn go_live_hook(
+    dm: &DeviceManager,
+    control: Arc<VcpuControl>,
+) -> Box<dyn FnMut() -> Result<(), String> + Send> {
+    let mut devices = dm.go_live_hook(control.clone());
+    let tty = dm.serial_is_tty;
+    Box::new(move || {
+        devices()?;
+        if tty {
+            crate::stdin::start_stdin_reader(control.clone());
+        }
+        Ok(())
+    })
 }
 
 impl Drop for Vm {
