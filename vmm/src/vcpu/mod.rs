@@ -509,3 +509,6 @@ fn ft_backend_checkpoint(r: &mut ft::Record, cp: ft_backend::Checkpoint) {
         .unwrap_or_else(|e| e.into_inner())
         .checkpoint(cp);
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,8 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! Unit tests of the vCPU loop's decisions, driven by a scripted vCPU.
+
+mod harness;
+mod record_replay;
+mod scripted;
