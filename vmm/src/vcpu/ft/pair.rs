@@ -66,7 +66,7 @@ pub enum PairStart {
     /// Connected to its backup.
     Primary(Primary),
     /// Receiving its primary's stream.
-    Backup(Backup),
+    Backup(Box<Backup>),
 }
 
 impl PairStart {
@@ -140,7 +140,7 @@ pub fn open_pair(config: &VmConfig, config_digest: u64) -> Result<Option<PairSta
             })
             .map_err(PairError::Primary)?,
         ),
-        _ => PairStart::Backup(
+        _ => PairStart::Backup(Box::new(
             Backup::accept(BackupSetup {
                 listen: addr("listen", &ft.listen)?,
                 key,
@@ -151,7 +151,7 @@ pub fn open_pair(config: &VmConfig, config_digest: u64) -> Result<Option<PairSta
                 copy: ft.log.clone(),
             })
             .map_err(PairError::Backup)?,
-        ),
+        )),
     }))
 }
 
@@ -244,8 +244,9 @@ impl PrimaryPair {
     /// exit count belong to the next one (they wait for a later progress).
     pub fn progress_due(&mut self, exits: u64, guest_ns: u64, now: Instant) -> Option<Position> {
         let rule = &self.primary.rule;
-        let output_waits =
-            rule.held() > 0 && rule.newest() > self.last_sent.exits && exits >= rule.newest();
+        // Cheap checks first: `held` takes the rule's lock.
+        let newest = rule.newest();
+        let output_waits = newest > self.last_sent.exits && exits >= newest && rule.held() > 0;
         let periodic = exits > self.last_sent.exits
             && now.saturating_duration_since(self.last_sent_at) >= self.half_heartbeat;
         if !(output_waits || periodic) {
@@ -303,7 +304,7 @@ pub struct BackupPair {
     /// Attaches the devices' host backends at go-live.
     pub go_live_devices: Box<dyn FnMut() -> Result<(), String> + Send>,
     /// Keeps the channel open.
-    pub backup: Backup,
+    pub backup: Box<Backup>,
     reported_at: u64,
 }
 
@@ -318,7 +319,7 @@ impl std::fmt::Debug for BackupPair {
 impl BackupPair {
     /// The backup's loop state.
     pub fn new(
-        backup: Backup,
+        backup: Box<Backup>,
         clock: Arc<ReplayClock>,
         go_live_devices: Box<dyn FnMut() -> Result<(), String> + Send>,
     ) -> Self {

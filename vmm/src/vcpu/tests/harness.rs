@@ -121,12 +121,8 @@ impl Drop for TestDir {
 pub struct Harness {
     /// The loop.
     pub runner: VcpuRunner,
-    /// What happened.
-    pub trace: Trace,
     /// The control block (host input, kicks).
     pub control: Arc<VcpuControl>,
-    /// The test device's host side.
-    pub events: HostEvents,
 }
 
 /// What a harness needs besides its script.
@@ -209,12 +205,7 @@ impl Harness {
             counters: Arc::new(VcpuCounters::default()),
             ft,
         };
-        Harness {
-            runner,
-            trace,
-            control,
-            events,
-        }
+        Harness { runner, control }
     }
 
     /// Runs the loop to its end on this thread, with a timer thread

@@ -4,5 +4,6 @@
 //! Unit tests of the vCPU loop's decisions, driven by a scripted vCPU.
 
 mod harness;
+mod pair;
 mod record_replay;
 mod scripted;

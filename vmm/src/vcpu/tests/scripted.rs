@@ -109,12 +109,6 @@ impl Step {
         self.action = Some(Box::new(f));
         self
     }
-
-    /// After this exit the guest cannot take an interrupt (IF clear).
-    pub fn not_ready(mut self) -> Self {
-        self.ready = false;
-        self
-    }
 }
 
 impl std::fmt::Debug for Step {
