@@ -4,6 +4,7 @@
 //! Unit tests of the vCPU loop's decisions, driven by a scripted vCPU.
 
 mod harness;
+mod modes;
 mod pair;
 mod record_replay;
 mod scripted;
