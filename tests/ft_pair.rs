@@ -87,10 +87,7 @@ fn vmm_args(net: &PairNet, host: Host, s: &Setup<'_>, ft: String, events: &Path)
 
 fn start_pair(net: &PairNet, dir: &TempDir, s: &Setup<'_>) -> Pair {
     let key = write_key(dir);
-    let events = (
-        dir.path("events-primary.json"),
-        dir.path("events-backup.json"),
-    );
+    let events = (dir.path("events-primary.json"), dir.path("events-backup.json"));
     let common = format!(
         "key={},tiebreaker={}{}",
         key.display(),
@@ -188,10 +185,7 @@ fn a_pair_runs_compute_and_the_backup_replays_it_exactly() {
     let ps = wait_exit(&mut pair.primary, Duration::from_secs(120));
     let bs = wait_exit(&mut pair.backup, Duration::from_secs(60));
     let (pe, be) = (pair.primary.stderr_text(), pair.backup.stderr_text());
-    assert!(
-        ps.success() && bs.success(),
-        "primary {ps}, backup {bs}:\n{pe}\n{be}"
-    );
+    assert!(ps.success() && bs.success(), "primary {ps}, backup {bs}:\n{pe}\n{be}");
     let digest = final_digest(&pe).expect("the primary's final digest");
     assert_eq!(final_digest(&be).as_deref(), Some(digest.as_str()), "{be}");
     assert!(digest.contains("(Shutdown)"), "{digest}");
@@ -287,19 +281,13 @@ fn primary_failover(tiebreaker: impl Fn(&TempDir) -> String, separate: bool, tri
         let mut pair = start_pair(&net, &dir, &s);
         pair.primary
             .wait_serial("kv: listening on", Duration::from_secs(60));
-        let (report, killed) = stream_through(
-            &net,
-            4.0,
-            Some((&mut pair.primary, 150 + 100 * u64::from(trial))),
-        );
+        let (report, killed) =
+            stream_through(&net, 4.0, Some((&mut pair.primary, 150 + 100 * u64::from(trial))));
         eprintln!(
             "ft_pair: failover trial {trial} (separate disks: {separate}): {report}; killed at {:?}",
             killed.map(|k| k.elapsed())
         );
-        assert!(
-            !report.reset(),
-            "the client's connection was reset: {report}"
-        );
+        assert!(!report.reset(), "the client's connection was reset: {report}");
         assert!(report.ok(), "{report}: {:?}", report.bad_keys);
         let v = report.verification.as_ref().expect("verified");
         assert_eq!(v.checked, report.acked, "{report}");

@@ -35,13 +35,7 @@ fn pair() -> (Channel, Channel) {
     let k2 = ChannelKey::from_bytes([9; 32]);
     let c = config();
     let b = thread::spawn(move || accept(&l, &k2, &Hello::new(Role::Backup, 5, vec![], 0), &c));
-    let p = connect(
-        addr,
-        &key,
-        &Hello::new(Role::Primary, 5, vec![], 7),
-        &config(),
-    )
-    .unwrap();
+    let p = connect(addr, &key, &Hello::new(Role::Primary, 5, vec![], 7), &config()).unwrap();
     (p, b.join().unwrap().unwrap())
 }
 
@@ -128,11 +122,7 @@ fn a_loser_performs_nothing_held_and_separate_disks_do_not_wait() {
         offset: 0,
         len: 512,
     }));
-    assert_eq!(
-        n.load(Ordering::SeqCst),
-        1,
-        "a separate disk's write waited"
-    );
+    assert_eq!(n.load(Ordering::SeqCst), 1, "a separate disk's write waited");
     rule.set_position(4);
     rule.submit(out(OutputKind::NetFrame { len: 60 }));
     thread::sleep(Duration::from_millis(50));
