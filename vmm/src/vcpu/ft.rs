@@ -31,8 +31,8 @@ use devices::interrupt::InterruptController;
 use ft_backend::clock::{RecordingClock, ReplayClock};
 use ft_backend::digest::{config_digest, state_digest};
 use ft_backend::{
-    Checkpoint, EndReason, Entry, Event, ExitId, LogError, LogHeader, LogStream, RecordError,
-    Recorder, ReplayError, Replayer, Setup,
+    Checkpoint, EndReason, Event, ExitId, LogError, LogHeader, LogStream, RecordError, Recorder,
+    ReplayError, Replayer, Setup,
 };
 use hypervisor::{Vcpu, VmExit};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
@@ -45,8 +45,14 @@ use crate::memory::GuestMemoryMmapT;
 
 mod debug;
 pub mod pair;
+pub mod record;
+pub mod replay;
 pub use debug::FtDebug;
-pub use pair::{open_pair, BackupPair, PairError, PairStart, PairTurn, PrimaryPair};
+pub use pair::{open_pair, BackupPair, PairError, PairStart, PrimaryPair};
+
+use super::mode::{ExecMode, ModeChange, Off};
+use record::{Primary, Record};
+use replay::{Backup, Replay};
 
 /// Page size of the dirty log.
 const PAGE_SIZE: u64 = 4096;
@@ -130,47 +136,11 @@ impl std::fmt::Debug for FtDevices {
     }
 }
 
-/// The recording side.
-#[derive(Debug)]
-pub struct Record {
-    /// The log writer (shared with the recording clock).
-    pub recorder: Arc<Mutex<Recorder>>,
-    /// Forced-delivery bound.
-    pub max_delay_ns: u64,
-    /// VM clock time since which host input or a device event has been
-    /// left waiting at kicks.
-    pub waiting_since: Option<u64>,
-    /// Checkpoints taken.
-    pub seq: u64,
-    /// The primary of a pair: the log goes to the backup.
-    pub pair: Option<PrimaryPair>,
-}
-
-/// The replaying side.
-#[derive(Debug)]
-pub struct Replay {
-    /// The log (shared with the replay clock).
-    pub replayer: Arc<Mutex<Replayer>>,
-    /// The backup of a pair: the log arrives as the primary runs.
-    pub pair: Option<BackupPair>,
-}
-
-/// What this VM does about record/replay.
-#[derive(Debug)]
-pub enum FtRole {
-    /// Plain run.
-    Off,
-    /// Recording.
-    Record(Record),
-    /// Replaying.
-    Replay(Replay),
-}
-
 /// Record/replay state of the vCPU loop.
 #[derive(Debug)]
 pub struct FtContext {
-    /// The role.
-    pub role: FtRole,
+    /// The execution mode.
+    mode: Box<dyn ExecMode>,
     /// Guest-caused exits so far.
     pub exits: u64,
     /// Identity of the last guest-caused exit.
@@ -190,9 +160,9 @@ pub struct FtContext {
     vm: Arc<dyn hypervisor::Vm>,
     devices: FtDevices,
     debug: FtDebug,
-    /// A pair's role after it ended (unprotected or live): its status,
+    /// A pair's mode after it ended (unprotected or live): its status,
     /// channel and Output Rule stay alive with the VM.
-    retired: Option<FtRole>,
+    retired: Option<Box<dyn ExecMode>>,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -292,8 +262,9 @@ impl FtContext {
         pair: Option<PairStart>,
         go_live_devices: Box<dyn FnMut() -> Result<(), String> + Send>,
     ) -> Result<(FtContext, Arc<dyn Clock>), FtError> {
-        let (role, intc_clock): (FtRole, Arc<dyn Clock>) = match &config.fault_tolerance {
-            None => (FtRole::Off, clock),
+        let (mode, intc_clock): (Box<dyn ExecMode>, Arc<dyn Clock>) = match &config.fault_tolerance
+        {
+            None => (Box::new(Off), clock),
             Some(ft) => match ft.mode {
                 FaultToleranceMode::Record | FaultToleranceMode::Primary => {
                     let header = LogHeader {
@@ -319,16 +290,12 @@ impl FtContext {
                     };
                     let recorder = Arc::new(Mutex::new(recorder));
                     let c = Arc::new(RecordingClock::new(clock, recorder.clone()));
-                    (
-                        FtRole::Record(Record {
-                            recorder,
-                            max_delay_ns: ft.max_delay_us.saturating_mul(1000),
-                            waiting_since: None,
-                            seq: 0,
-                            pair,
-                        }),
-                        c,
-                    )
+                    let record = Record::new(recorder, ft.max_delay_us.saturating_mul(1000));
+                    let mode: Box<dyn ExecMode> = match pair {
+                        Some(pair) => Box::new(Primary::new(record, pair)),
+                        None => Box::new(record),
+                    };
+                    (mode, c)
                 }
                 FaultToleranceMode::Replay | FaultToleranceMode::Backup => {
                     let replayer = Arc::new(Mutex::new(replay.ok_or(FtError::NoReplayLog)?));
@@ -336,23 +303,11 @@ impl FtContext {
                         Some(PairStart::Backup(backup)) => {
                             let c = Arc::new(ReplayClock::with_live(replayer.clone(), clock));
                             let pair = BackupPair::new(backup, c.clone(), go_live_devices);
-                            (
-                                FtRole::Replay(Replay {
-                                    replayer,
-                                    pair: Some(pair),
-                                }),
-                                c,
-                            )
+                            (Box::new(Backup::new(Replay::new(replayer), pair)), c)
                         }
                         _ => {
                             let c = Arc::new(ReplayClock::new(replayer.clone()));
-                            (
-                                FtRole::Replay(Replay {
-                                    replayer,
-                                    pair: None,
-                                }),
-                                c,
-                            )
+                            (Box::new(Replay::new(replayer)), c)
                         }
                     }
                 }
@@ -360,7 +315,7 @@ impl FtContext {
         };
         Ok((
             FtContext {
-                role,
+                mode,
                 exits: 0,
                 last_id: ExitId::default(),
                 at_sync: true,
@@ -379,12 +334,22 @@ impl FtContext {
 
     /// Whether the VM records or replays.
     pub fn active(&self) -> bool {
-        !matches!(self.role, FtRole::Off)
+        self.mode.is_active()
     }
 
     /// Whether the VM replays.
     pub fn replaying(&self) -> bool {
-        matches!(self.role, FtRole::Replay(_))
+        self.mode.replays()
+    }
+
+    /// The execution mode, for the loop's hooks.
+    pub fn mode(&self) -> &dyn ExecMode {
+        self.mode.as_ref()
+    }
+
+    /// The execution mode, for the loop's hooks.
+    pub fn mode_mut(&mut self) -> &mut dyn ExecMode {
+        self.mode.as_mut()
     }
 
     /// Whether `config` replays (its devices then have no host side).
@@ -426,54 +391,40 @@ impl FtContext {
         self.exits += 1;
         self.at_sync = true;
         self.fresh_exit = true;
-        match &mut self.role {
-            FtRole::Off => {}
-            FtRole::Record(r) => {
-                self.last_id = ExitId::of(exit, vcpu.exit_rip().map_err(FtError::Registers)?);
-                lock(&r.recorder).set_exit(self.exits);
-                if let Some(p) = &r.pair {
-                    p.primary.rule.set_position(self.exits);
-                }
-            }
-            FtRole::Replay(r) => {
-                self.last_id = ExitId::of(exit, vcpu.exit_rip().map_err(FtError::Registers)?);
-                lock(&r.replayer).set_exit(self.exits);
-                if let Some(p) = &mut r.pair {
-                    p.applied(self.exits);
-                }
-            }
+        if self.active() {
+            self.last_id = ExitId::of(exit, vcpu.exit_rip().map_err(FtError::Registers)?);
+            self.mode.after_exit(self.exits);
         }
         Ok(())
     }
 
     /// Logs an event applied at the current exit (record mode).
-    pub fn log_event(&self, event: impl FnOnce() -> Event) {
-        if let FtRole::Record(r) = &self.role {
-            lock(&r.recorder).event(self.last_id, event());
-        }
+    pub fn log_event(&self, event: Event) {
+        self.mode.log_event(self.last_id, event);
     }
 
     /// After handling an exit: the first recording or replay error.
     pub fn check(&mut self) -> Result<(), FtError> {
-        match &self.role {
-            FtRole::Off => Ok(()),
-            // A primary whose channel is lost waits for its watcher's
-            // tiebreak (it stops this process, or turns recording off).
-            FtRole::Record(Record {
-                pair: Some(p),
-                recorder,
-                ..
-            }) if p.primary.handle().lost().is_some() => {
-                let _ = lock(recorder).check();
-                Ok(())
-            }
-            FtRole::Record(r) => lock(&r.recorder).check().map_err(FtError::Record),
-            FtRole::Replay(r) => {
-                let mut rep = lock(&r.replayer);
-                rep.check_progress();
-                rep.check().map_err(FtError::Replay)
-            }
+        self.mode.check()
+    }
+
+    /// At each loop turn, after the input seam: a primary that won after
+    /// losing its backup stops recording; a backup whose stream ended
+    /// with everything applied goes live here. Either way the mode
+    /// becomes [`Off`]; the pair's state (status, channel, Output Rule)
+    /// stays alive with the VM.
+    pub fn turn(&mut self) -> Result<ModeChange, FtError> {
+        let change = self.mode.turn(self.exits)?;
+        if matches!(change, ModeChange::Unprotected | ModeChange::WentLive) {
+            self.retired = Some(std::mem::replace(&mut self.mode, Box::new(Off)));
         }
+        Ok(change)
+    }
+
+    /// Before a guest entry (a primary sends progress when due and
+    /// sleeps as long as its lag asks).
+    pub fn before_entry(&mut self, clock: &VmClock) {
+        self.mode.before_entry(self.exits, clock);
     }
 
     /// The digest of guest memory, the vCPU's registers and the device
@@ -521,75 +472,20 @@ impl FtContext {
             "fault tolerance: final state digest {digest:016x} after {} exits ({reason:?})",
             self.exits
         );
-        match &self.role {
-            FtRole::Off => Ok(()),
-            FtRole::Record(r) => {
-                let mut rec = lock(&r.recorder);
-                let stats = rec.stats();
-                let last = ft_backend::channel::Position {
-                    exits: self.exits,
-                    guest_ns: 0,
-                };
-                if r.pair.is_some() {
-                    rec.progress(last);
-                }
-                let ended = rec.end(reason, digest).map_err(FtError::Record);
-                if let Some(p) = &r.pair {
-                    drop(rec);
-                    p.primary.finish(last, std::time::Duration::from_secs(2));
-                    ended?;
-                    return Ok(());
-                }
-                ended?;
-                let done = rec.stats();
-                log::info!(
-                    "fault tolerance: recorded {} events, {} clock reads, {} checkpoints ({} pages, largest {} bytes), {} log bytes ({} uncompressed)",
-                    stats.events,
-                    stats.clock_reads,
-                    stats.checkpoints,
-                    stats.checkpoint_pages,
-                    stats.largest_checkpoint_bytes,
-                    done.log_bytes,
-                    done.raw_log_bytes
-                );
-                Ok(())
-            }
-            FtRole::Replay(r) => lock(&r.replayer)
-                .finish(reason, digest)
-                .map_err(FtError::Replay),
-        }
+        self.mode.finish(reason, digest, self.exits)
     }
 
     /// Replay: whether the next log entry is a checkpoint at this exit (the
     /// recording ran the guest to a kick there: replay does not run it, it
     /// applies the checkpoint at its next loop turn).
     pub fn replay_checkpoint_next(&self) -> bool {
-        match &self.role {
-            FtRole::Replay(r) => matches!(
-                lock(&r.replayer).peek(),
-                Some(Entry::Checkpoint(c)) if c.exit == self.exits
-            ),
-            _ => false,
-        }
+        self.mode.checkpoint_next(self.exits)
     }
 
     /// The recording's end if replay reached it at this exit (a recording
     /// stopped by the VMM ends at a kick after its last exit).
     pub fn replay_end_here(&self) -> Option<EndReason> {
-        match &self.role {
-            FtRole::Replay(r) => lock(&r.replayer).end_here().map(|(reason, _)| reason),
-            _ => None,
-        }
-    }
-
-    /// Record mode, at a kick: whether an event has waited long enough to
-    /// force its delivery. `oldest` is the clock time since which the
-    /// oldest undelivered event has been due.
-    pub fn forced_delivery_due(&self, oldest: Option<u64>, now: u64) -> bool {
-        match (&self.role, oldest) {
-            (FtRole::Record(r), Some(t)) => now >= t.saturating_add(r.max_delay_ns),
-            _ => false,
-        }
+        self.mode.end_here()
     }
 
     /// Record mode: takes a micro-checkpoint at a kick (the guest stopped
@@ -599,13 +495,7 @@ impl FtContext {
         vcpu: &mut dyn Vcpu,
         intc: &InterruptController,
     ) -> Result<Checkpoint, FtError> {
-        let seq = match &mut self.role {
-            FtRole::Record(r) => {
-                r.seq += 1;
-                r.seq
-            }
-            _ => 0,
-        };
+        let seq = self.mode.next_checkpoint_seq();
         let mut pages = Vec::new();
         for (slot, region) in self.memory.iter().enumerate() {
             let base = region.start_addr().0;

@@ -13,6 +13,7 @@ pub mod control;
 pub mod counters;
 pub mod exit;
 pub mod ft;
+pub mod mode;
 
 use std::sync::{Arc, Mutex};
 
@@ -28,7 +29,8 @@ use hypervisor::{Vcpu, VmExit};
 pub use control::{RunState, VcpuControl};
 pub use counters::VcpuCounters;
 use exit::{handle_exit, ExitAction, ExitContext, ExitError};
-pub use ft::{open_pair, DeviceState, FtContext, FtDevices, FtError, FtRole, PairStart, PairTurn};
+pub use ft::{open_pair, DeviceState, FtContext, FtDevices, FtError, PairStart};
+use mode::{Delivery, ModeChange, Seam};
 
 use crate::clock::VmClock;
 
@@ -153,15 +155,15 @@ impl VcpuRunner {
             }
             self.control.mark_seen();
             self.deliver_async_events()?;
-            match self.ft.pair_turn().map_err(VcpuError::Ft)? {
-                PairTurn::Same => {}
-                PairTurn::Stop => return Ok(VcpuEnd::Stopped),
-                PairTurn::Unprotected | PairTurn::WentLive => {
+            match self.ft.turn().map_err(VcpuError::Ft)? {
+                ModeChange::Same => {}
+                ModeChange::Stop => return Ok(VcpuEnd::Stopped),
+                ModeChange::Unprotected | ModeChange::WentLive => {
                     // From here on a plain VM: host events at every turn.
                     self.deliver_async_events()?;
                 }
             }
-            if self.ft.replaying() && self.ft.replay_end_here() == Some(EndReason::Stopped) {
+            if self.ft.replay_end_here() == Some(EndReason::Stopped) {
                 // The recording was stopped by its VMM at a kick after this
                 // exit: replay is complete, and the VMM exits as on power-off.
                 log::info!("fault tolerance: replay reached the end of a stopped recording");
@@ -216,41 +218,19 @@ impl VcpuRunner {
         }
     }
 
-    /// When the timer thread must kick the vCPU: at the APIC timer's
-    /// deadline; when recording with an event already due but waiting for
-    /// a synchronous exit, at the forced-delivery bound; never in replay
-    /// (events come from the log).
+    /// When the timer thread must kick the vCPU: the mode decides from
+    /// the APIC timer's deadline (see [`mode::ExecMode::kick_deadline`]).
     fn kick_deadline(&self) -> Option<u64> {
-        let deadline = self.intc.timer_deadline();
-        match &self.ft.role {
-            FtRole::Off => deadline,
-            FtRole::Replay(_) => None,
-            FtRole::Record(r) => {
-                let now = self.clock.now_ns();
-                match self.oldest_waiting(now) {
-                    Some(t) => Some(t.saturating_add(r.max_delay_ns)),
-                    None => deadline,
-                }
-            }
-        }
-    }
-
-    /// Record mode: the clock time since which the oldest event has been
-    /// due (timer deadline passed, host input or a device event waiting).
-    fn oldest_waiting(&self, now: u64) -> Option<u64> {
-        let FtRole::Record(r) = &self.ft.role else {
-            return None;
-        };
-        let timer = self.intc.timer_deadline().filter(|d| *d <= now);
-        match (timer, r.waiting_since) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let clock = &self.clock;
+        self.ft
+            .mode()
+            .kick_deadline(self.intc.timer_deadline(), &|| clock.now_ns())
     }
 
     /// Applies what happened outside the guest since the last exit: the
     /// timer's expiry, host input and device events. The one input seam of
-    /// the VMM.
+    /// the VMM; the mode decides what passes it
+    /// ([`mode::ExecMode::at_input_seam`]).
     ///
     /// Plain runs deliver at every loop turn. Recording delivers only at a
     /// synchronous point (no guest entry since its last exit) and logs each
@@ -258,49 +238,33 @@ impl VcpuRunner {
     /// `max_delay_us`, after a micro-checkpoint. Replay applies the log's
     /// events recorded at this exit, and nothing from the host.
     fn deliver_async_events(&mut self) -> Result<(), VcpuError> {
-        match &self.ft.role {
-            FtRole::Off => return self.deliver_host_events(),
-            FtRole::Replay(_) => return self.deliver_replayed_events(),
-            FtRole::Record(_) => {}
-        }
-        let now = self.clock.now_ns();
-        if self.ft.at_sync {
-            if let FtRole::Record(r) = &mut self.ft.role {
-                r.waiting_since = None;
+        let mut seam = LoopSeam {
+            at_sync: self.ft.at_sync,
+            window_exit: self.ft.window_exit,
+            clock: &self.clock,
+            intc: &self.intc,
+            control: &self.control,
+            vcpu: self.vcpu.as_mut(),
+        };
+        match self.ft.mode_mut().at_input_seam(&mut seam) {
+            Delivery::Host => self.deliver_host_events(),
+            Delivery::Replayed => self.deliver_replayed_events(),
+            Delivery::Nothing => Ok(()),
+            Delivery::CheckpointThenHost => {
+                // Forced delivery: checkpoint the state at this arbitrary
+                // instruction, then deliver as at a synchronous exit.
+                let cp = self
+                    .ft
+                    .take_checkpoint(self.vcpu.as_mut(), &self.intc)
+                    .map_err(VcpuError::Ft)?;
+                self.counters.count_checkpoint(cp.pages.len() as u64);
+                let seq = cp.seq;
+                self.ft.mode_mut().log_checkpoint(cp);
+                self.ft.debug_checkpoint_taken(seq, &self.clock);
+                self.ft.at_sync = true;
+                self.deliver_host_events()
             }
-            return self.deliver_host_events();
         }
-        let host_waiting = self.control.input_len() > 0 || self.control.events_pending();
-        if let FtRole::Record(r) = &mut self.ft.role {
-            if host_waiting && r.waiting_since.is_none() {
-                r.waiting_since = Some(now);
-            }
-        }
-        let oldest = self.oldest_waiting(now);
-        // The guest opened the interrupt window the VMM asked for, at an
-        // instruction replay cannot find again: deliver the pending
-        // interrupt now, through a checkpoint.
-        let window = self.ft.window_exit
-            && self.intc.pending_vector().is_some()
-            && self.vcpu.ready_for_interrupt();
-        if !window && !self.ft.forced_delivery_due(oldest, now) {
-            return Ok(());
-        }
-        // Forced delivery: checkpoint the state at this arbitrary
-        // instruction, then deliver as at a synchronous exit.
-        let cp = self
-            .ft
-            .take_checkpoint(self.vcpu.as_mut(), &self.intc)
-            .map_err(VcpuError::Ft)?;
-        self.counters.count_checkpoint(cp.pages.len() as u64);
-        let seq = cp.seq;
-        if let FtRole::Record(r) = &mut self.ft.role {
-            ft_backend_checkpoint(r, cp);
-            r.waiting_since = None;
-        }
-        self.ft.debug_checkpoint_taken(seq, &self.clock);
-        self.ft.at_sync = true;
-        self.deliver_host_events()
     }
 
     /// Takes the host's events (timer, serial input, device events),
@@ -382,7 +346,7 @@ impl VcpuRunner {
                 }
             }
         }
-        self.ft.log_event(|| event);
+        self.ft.log_event(event);
         self.route_interrupts();
         Ok(())
     }
@@ -395,9 +359,6 @@ impl VcpuRunner {
         }
         let mut first = true;
         loop {
-            let FtRole::Replay(r) = &self.ft.role else {
-                return Ok(());
-            };
             if self.ft.replay_checkpoint_next() && (self.ft.fresh_exit || !first) {
                 // A checkpoint starts a loop turn of its own, as in the
                 // recording (after the injection of this one).
@@ -405,11 +366,7 @@ impl VcpuRunner {
             }
             first = false;
             let last_id = self.ft.last_id;
-            let next = r
-                .replayer
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .next_input(|| last_id);
+            let next = self.ft.mode_mut().replayed_entry(last_id);
             match next {
                 Some(Entry::Event { event, .. }) => self.apply_event(event)?,
                 Some(Entry::Checkpoint(cp)) => {
@@ -445,7 +402,7 @@ impl VcpuRunner {
     /// at synchronous points (or right after a checkpoint, with the
     /// recorded decision): a kick lands at an arbitrary instruction.
     fn inject_interrupts(&mut self) -> Result<(), VcpuError> {
-        if self.ft.active() && !self.ft.at_sync {
+        if !self.ft.mode().may_inject(self.ft.at_sync) {
             if self.ft.window_exit {
                 // Not used (replay, or nothing left to inject): asking
                 // again would only bring the same exit back.
@@ -478,7 +435,7 @@ impl VcpuRunner {
     fn wait_for_interrupt(&mut self) -> Result<(), VcpuError> {
         loop {
             self.deliver_async_events()?;
-            if self.intc.has_pending() || self.ft.replaying() {
+            if self.intc.has_pending() || !self.ft.mode().waits_for_host() {
                 return Ok(());
             }
             match self.control.run_state() {
@@ -488,6 +445,38 @@ impl VcpuRunner {
             let deadline = self.intc.timer_deadline();
             self.control.wait_halted(self.clock.as_ref(), deadline);
         }
+    }
+}
+
+/// What the input seam shows a mode, read when it asks.
+struct LoopSeam<'a> {
+    at_sync: bool,
+    window_exit: bool,
+    clock: &'a VmClock,
+    intc: &'a InterruptController,
+    control: &'a VcpuControl,
+    vcpu: &'a mut dyn Vcpu,
+}
+
+impl Seam for LoopSeam<'_> {
+    fn at_sync(&self) -> bool {
+        self.at_sync
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_ns()
+    }
+
+    fn timer_due(&self, now: u64) -> Option<u64> {
+        self.intc.timer_deadline().filter(|d| *d <= now)
+    }
+
+    fn host_waiting(&self) -> bool {
+        self.control.input_len() > 0 || self.control.events_pending()
+    }
+
+    fn window_pending(&mut self) -> bool {
+        self.window_exit && self.intc.pending_vector().is_some() && self.vcpu.ready_for_interrupt()
     }
 }
 
@@ -503,9 +492,5 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn ft_backend_checkpoint(r: &mut ft::Record, cp: ft_backend::Checkpoint) {
-    r.recorder
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .checkpoint(cp);
-}
+#[cfg(test)]
+mod tests;

@@ -25,12 +25,12 @@ use ft_backend::report::{
     DivergenceReport, MemoryFinding, PageFinding, VcpuFinding, MAX_LISTED_PAGES,
 };
 use ft_backend::symbols::Symbols;
-use ft_backend::{Checkpoint, DebugEntry, Entry};
+use ft_backend::{Checkpoint, DebugEntry};
 use hypervisor::Vcpu;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vm_migration::vcpu::VcpuState;
 
-use super::{lock, FtContext, FtError, FtRole};
+use super::{FtContext, FtError};
 use crate::clock::VmClock;
 use crate::config::{FaultToleranceMode, VmConfig};
 
@@ -112,54 +112,47 @@ impl FtContext {
         }
         self.debug.last_exit = self.exits;
         let (exit, at) = (self.exits, self.last_id);
-        match &self.role {
-            FtRole::Off => {}
-            FtRole::Record(r) => {
-                if self.debug.from.is_some_and(|from| exit >= from) {
-                    let state = paused(clock, || VcpuState::save(vcpu))
-                        .map_err(FtError::Checkpoint)?
-                        .encode();
-                    lock(&r.recorder).debug(DebugEntry::Vcpu { exit, at, state });
-                }
+        if !self.active() {
+            return Ok(());
+        }
+        if !self.replaying() {
+            if self.debug.from.is_some_and(|from| exit >= from) {
+                let state = paused(clock, || VcpuState::save(vcpu))
+                    .map_err(FtError::Checkpoint)?
+                    .encode();
+                self.mode.log_debug(DebugEntry::Vcpu { exit, at, state });
             }
-            FtRole::Replay(r) => {
-                let recorded = lock(&r.replayer).take_debug(
-                    exit,
-                    |d| matches!(d, DebugEntry::Vcpu { exit: e, .. } if *e == exit),
+        } else {
+            let recorded = self.mode.take_debug(
+                exit,
+                &|d| matches!(d, DebugEntry::Vcpu { exit: e, .. } if *e == exit),
+            );
+            let Some(DebugEntry::Vcpu { state, .. }) = recorded else {
+                return Ok(());
+            };
+            self.debug.report.debug = true;
+            if self.debug.report.vcpu.is_some() {
+                return Ok(());
+            }
+            let next = self.mode.next_checkpoint_pages();
+            let mine = VcpuState::save(vcpu).map_err(FtError::Checkpoint)?.encode();
+            self.debug.report.exits_compared += 1;
+            let registers = diff_vcpu(&state, &mine);
+            if !registers.is_empty() {
+                let names: Vec<&str> = registers.iter().map(|r| r.name.as_str()).collect();
+                log::error!(
+                    "fault tolerance: the vCPU state differs from the recording at exit {exit} ({at}): {}",
+                    names.join(", ")
                 );
-                let Some(DebugEntry::Vcpu { state, .. }) = recorded else {
-                    return Ok(());
-                };
-                self.debug.report.debug = true;
-                if self.debug.report.vcpu.is_some() {
-                    return Ok(());
-                }
-                let next = match lock(&r.replayer).peek() {
-                    Some(Entry::Checkpoint(c)) => Some((
-                        c.seq,
-                        c.pages.iter().map(|(g, _)| *g).collect::<BTreeSet<u64>>(),
-                    )),
-                    _ => None,
-                };
-                let mine = VcpuState::save(vcpu).map_err(FtError::Checkpoint)?.encode();
-                self.debug.report.exits_compared += 1;
-                let registers = diff_vcpu(&state, &mine);
-                if !registers.is_empty() {
-                    let names: Vec<&str> = registers.iter().map(|r| r.name.as_str()).collect();
-                    log::error!(
-                        "fault tolerance: the vCPU state differs from the recording at exit {exit} ({at}): {}",
-                        names.join(", ")
-                    );
-                    self.debug.report.vcpu = Some(VcpuFinding {
-                        exit,
-                        at,
-                        recorded_rip: vcpu_rip(&state).unwrap_or(0),
-                        replayed_rip: vcpu_rip(&mine).unwrap_or(0),
-                        registers,
-                    });
-                    self.debug_exit_memory(next);
-                    self.debug_write_report();
-                }
+                self.debug.report.vcpu = Some(VcpuFinding {
+                    exit,
+                    at,
+                    recorded_rip: vcpu_rip(&state).unwrap_or(0),
+                    replayed_rip: vcpu_rip(&mine).unwrap_or(0),
+                    registers,
+                });
+                self.debug_exit_memory(next);
+                self.debug_write_report();
             }
         }
         Ok(())
@@ -169,17 +162,16 @@ impl FtContext {
     /// pages that changed since the last record (from exit `debug_from`:
     /// hashing all of memory is the slow part, so the option bounds both).
     pub fn debug_checkpoint_taken(&mut self, seq: u64, clock: &VmClock) {
-        let FtRole::Record(r) = &self.role else {
+        if !self.active() || self.replaying() {
             return;
-        };
+        }
         if self.debug.from.is_none_or(|from| self.exits < from) {
             return;
         }
-        let recorder = r.recorder.clone();
         let exit = self.exits;
         let now = paused(clock, || self.page_hashes());
         let changed = paused(clock, || self.debug.pages.delta(&now));
-        lock(&recorder).debug(DebugEntry::Pages(PageHashDelta {
+        self.mode.log_debug(DebugEntry::Pages(PageHashDelta {
             seq,
             exit,
             pages: now.len() as u64,
@@ -193,15 +185,15 @@ impl FtContext {
     /// digest mismatch comes last; a device state mismatch comes before
     /// the pages).
     pub fn debug_checkpoint_applied(&mut self, cp: &Checkpoint, applied: bool) {
-        let FtRole::Replay(r) = &self.role else {
+        if !self.replaying() {
             return;
-        };
+        }
         if !applied && !self.holds_pages_of(cp) {
             return;
         }
-        let recorded = lock(&r.replayer).take_debug(
+        let recorded = self.mode.take_debug(
             cp.exit,
-            |d| matches!(d, DebugEntry::Pages(p) if p.seq == cp.seq),
+            &|d| matches!(d, DebugEntry::Pages(p) if p.seq == cp.seq),
         );
         let Some(DebugEntry::Pages(delta)) = recorded else {
             return;
@@ -292,10 +284,8 @@ impl FtContext {
         if !self.replaying() {
             return;
         }
-        if let FtRole::Replay(r) = &self.role {
-            if lock(&r.replayer).has_debug() {
-                self.debug.report.debug = true;
-            }
+        if self.mode.has_debug() {
+            self.debug.report.debug = true;
         }
         self.debug.report.outcome = outcome.to_string();
         if self.debug.report.debug {
