@@ -93,3 +93,6 @@ impl SnapshotError {
         }
     }
 }
+
+pub use memory_file::MemoryHeader;
+pub use state_file::Section;
