@@ -165,7 +165,10 @@ fn compute_result_and_ticks_continue_after_restore() {
     vmm.pause_and_snapshot(&snap);
     vmm.shutdown_vmm();
     let before = read(&serial);
-    assert!(result_line(&before).is_none(), "finished before the snapshot");
+    assert!(
+        result_line(&before).is_none(),
+        "finished before the snapshot"
+    );
     std::fs::rename(&serial, dir.path("before.txt")).expect("keep the first part");
     for f in ["config.json", "state.bin", "memory.bin"] {
         assert!(snap.join(f).exists(), "{f} missing");
@@ -193,14 +196,23 @@ fn compute_result_and_ticks_continue_after_restore() {
 fn ticks_workload_counts_across_restore_with_api_restore() {
     let dir = TempDir::new("snap-ticks");
     let serial = dir.path("serial.txt");
-    let vmm = Vmm::boot(&dir, "first", "workload=ticks count=300 hz=100", "128M", &serial);
+    let vmm = Vmm::boot(
+        &dir,
+        "first",
+        "workload=ticks count=300 hz=100",
+        "128M",
+        &serial,
+    );
     assert!(wait_until(Duration::from_secs(30), || read(&serial)
         .contains("test-guest: ready")));
     std::thread::sleep(Duration::from_millis(800));
     let snap = dir.path("snap");
     vmm.pause_and_snapshot(&snap);
     vmm.shutdown_vmm();
-    assert!(!read(&serial).contains("ticks="), "finished before the snapshot");
+    assert!(
+        !read(&serial).contains("ticks="),
+        "finished before the snapshot"
+    );
     std::fs::remove_file(&serial).expect("remove the first part");
 
     // vm.restore on a VMM started with only its API socket.
@@ -247,7 +259,11 @@ fn refusals_leave_no_vm_and_the_vmm_usable() {
     );
     assert!(!snap.join("state.bin").exists());
     // A URL that is not file:///DIR; a missing body.
-    let (status, answer) = vmm.api("PUT", "vm.snapshot", Some(r#"{"destination_url":"tcp:1.2.3.4:5"}"#));
+    let (status, answer) = vmm.api(
+        "PUT",
+        "vm.snapshot",
+        Some(r#"{"destination_url":"tcp:1.2.3.4:5"}"#),
+    );
     assert_eq!(status, 500);
     assert!(answer.contains("file:///"), "{answer}");
     assert_eq!(vmm.api("PUT", "vm.snapshot", None).0, 400);
@@ -262,8 +278,12 @@ fn refusals_leave_no_vm_and_the_vmm_usable() {
     vmm.shutdown_vmm();
 
     let vmm = Vmm::start(&dir, "second", None, &[]);
-    let memory_len = std::fs::metadata(snap.join("memory.bin")).expect("memory.bin").len();
-    let state_len = std::fs::metadata(snap.join("state.bin")).expect("state.bin").len() as usize;
+    let memory_len = std::fs::metadata(snap.join("memory.bin"))
+        .expect("memory.bin")
+        .len();
+    let state_len = std::fs::metadata(snap.join("state.bin"))
+        .expect("state.bin")
+        .len() as usize;
     type Damage = Box<dyn Fn(&Path)>;
     let cases: Vec<(&str, Damage, &[&str])> = vec![
         (
@@ -315,8 +335,11 @@ fn refusals_leave_no_vm_and_the_vmm_usable() {
             "edited config",
             Box::new(|d: &Path| {
                 let c = std::fs::read_to_string(d.join("config.json")).expect("read");
-                std::fs::write(d.join("config.json"), c.replace("workload=idle", "workload=ticks"))
-                    .expect("write");
+                std::fs::write(
+                    d.join("config.json"),
+                    c.replace("workload=idle", "workload=ticks"),
+                )
+                .expect("write");
             }),
             &["config.json", "bad checksum"],
         ),
@@ -332,7 +355,10 @@ fn refusals_leave_no_vm_and_the_vmm_usable() {
         damage(&copy);
         let (status, answer) = vmm.api("PUT", "vm.restore", Some(&restore(&copy)));
         assert_eq!(status, 500, "{what}: {answer}");
-        assert!(answer.contains("The VM could not be restored"), "{what}: {answer}");
+        assert!(
+            answer.contains("The VM could not be restored"),
+            "{what}: {answer}"
+        );
         for e in *expect {
             assert!(answer.contains(e), "{what}: {e:?} not in {answer}");
         }
@@ -358,10 +384,7 @@ fn cli_restore_refuses_bad_options() {
             vec!["--restore", "source_url=file:///nonexistent-ft-snap"],
             "state.bin",
         ),
-        (
-            vec!["--restore", "source_url=/tmp/x"],
-            "file:///",
-        ),
+        (vec!["--restore", "source_url=/tmp/x"], "file:///"),
         (
             vec!["--restore", "source_url=file:///x", "--kernel", "k"],
             "--restore cannot be used with --kernel",
@@ -383,7 +406,13 @@ fn cli_restore_refuses_bad_options() {
 fn ch_remote_snapshot_and_restore() {
     let dir = TempDir::new("snap-remote");
     let serial = dir.path("serial.txt");
-    let vmm = Vmm::boot(&dir, "first", "workload=ticks count=200 hz=100", "128M", &serial);
+    let vmm = Vmm::boot(
+        &dir,
+        "first",
+        "workload=ticks count=200 hz=100",
+        "128M",
+        &serial,
+    );
     assert!(wait_until(Duration::from_secs(30), || read(&serial)
         .contains("test-guest: ready")));
     let snap = dir.path("snap");
@@ -450,10 +479,11 @@ fn kv_data_written_before_the_snapshot_reads_back_after_restore() {
         .contains("kv: listening on")));
     let addr = format!("{KV_GUEST}:7000").parse().expect("address");
     ns.run(|| {
-        let mut c = ft_kv_client::Connection::connect(addr, Duration::from_secs(20))
-            .expect("connect");
+        let mut c =
+            ft_kv_client::Connection::connect(addr, Duration::from_secs(20)).expect("connect");
         for i in 0..20 {
-            c.set(&format!("key{i}"), &format!("value{i}")).expect("SET");
+            c.set(&format!("key{i}"), &format!("value{i}"))
+                .expect("SET");
         }
     });
     let snap = dir.path("snap");

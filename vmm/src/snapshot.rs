@@ -59,7 +59,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum VmSnapshotError {
     /// The URL is not `file:///DIR`.
-    #[error("the snapshot URL {0:?} is not file:///ABSOLUTE/DIR (only local directories are supported)")]
+    #[error(
+        "the snapshot URL {0:?} is not file:///ABSOLUTE/DIR (only local directories are supported)"
+    )]
     Url(String),
     /// The VM is not paused (upstream's wording).
     #[error("Trying to snapshot while VM is running")]
@@ -278,20 +280,16 @@ pub fn write(
         source,
     })?;
     let config_path = dir.join(CONFIG_FILE);
-    let config_json = serde_json::to_vec_pretty(config).map_err(|source| {
-        VmSnapshotError::ConfigParse {
+    let config_json =
+        serde_json::to_vec_pretty(config).map_err(|source| VmSnapshotError::ConfigParse {
             path: config_path.clone(),
             source,
-        }
-    })?;
+        })?;
     std::fs::write(&config_path, &config_json).map_err(|source| VmSnapshotError::ConfigIo {
         path: config_path.clone(),
         source,
     })?;
-    let ranges: Vec<(u64, u64)> = memory
-        .iter()
-        .map(|r| (r.start_addr().0, r.len()))
-        .collect();
+    let ranges: Vec<(u64, u64)> = memory.iter().map(|r| (r.start_addr().0, r.len())).collect();
     let memory_path = dir.join(MEMORY_FILE);
     let digest = memory_file::write(&memory_path, &ranges, |gpa, buf| {
         memory
@@ -440,10 +438,7 @@ impl LoadedSnapshot {
     /// Copies the saved memory into `memory` (a new VM's, whose layout
     /// must be the saved one), checking its digest.
     pub fn load_memory(&self, memory: &GuestMemoryMmapT) -> Result<(), VmSnapshotError> {
-        let layout: Vec<(u64, u64)> = memory
-            .iter()
-            .map(|r| (r.start_addr().0, r.len()))
-            .collect();
+        let layout: Vec<(u64, u64)> = memory.iter().map(|r| (r.start_addr().0, r.len())).collect();
         if layout != self.memory_header.ranges {
             return Err(VmSnapshotError::MemoryMismatch {
                 path: self.memory_path.clone(),
@@ -485,11 +480,10 @@ impl LoadedSnapshot {
             let mut d = d.lock().unwrap_or_else(|e| e.into_inner());
             let id = d.snapshot_id().to_string();
             let data = self.device(&id)?;
-            d.restore(data)
-                .map_err(|source| VmSnapshotError::Device {
-                    id: id.clone(),
-                    source,
-                })?;
+            d.restore(data).map_err(|source| VmSnapshotError::Device {
+                id: id.clone(),
+                source,
+            })?;
             ids.push(id);
         }
         if let Some((extra, _)) = self.devices.iter().find(|(i, _)| !ids.contains(i)) {

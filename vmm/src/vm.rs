@@ -217,7 +217,19 @@ impl Vm {
         )
         .map_err(VmError::FaultTolerance)?;
         let intc = InterruptController::new(intc_clock);
-        Self::start(vcpu, dm, intc, clock, control, ft, config, hv_vm, memory, pair_status, events)
+        Self::start(
+            vcpu,
+            dm,
+            intc,
+            clock,
+            control,
+            ft,
+            config,
+            hv_vm,
+            memory,
+            pair_status,
+            events,
+        )
     }
 
     /// Builds the VM saved in `snapshot` (devices with their host
@@ -370,9 +382,7 @@ impl Vm {
         if !self.control.run_paused(job) {
             return Err(VmSnapshotError::VcpuUnresponsive.into());
         }
-        let state = rx
-            .recv()
-            .map_err(|_| VmSnapshotError::VcpuUnresponsive)??;
+        let state = rx.recv().map_err(|_| VmSnapshotError::VcpuUnresponsive)??;
         Ok(crate::snapshot::write(dir, config, &self.memory, state)?)
     }
 

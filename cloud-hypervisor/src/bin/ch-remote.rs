@@ -148,7 +148,13 @@ fn parse_command(name: &str, operands: &[String]) -> Result<Command, UsageError>
         }
         "snapshot" | "restore" => {
             let operand = match operands {
-                [] => return Err(UsageError::MissingOperand(if name == "snapshot" { "snapshot" } else { "restore" })),
+                [] => {
+                    return Err(UsageError::MissingOperand(if name == "snapshot" {
+                        "snapshot"
+                    } else {
+                        "restore"
+                    }))
+                }
                 [value] => value,
                 [_, extra, ..] => return Err(UsageError::Unexpected(extra.clone())),
             };
@@ -431,8 +437,46 @@ mod tests {
             Err(UsageError::UnknownCommand("bogus".into()))
         );
         assert_eq!(
+            parse(&[
+                "--api-socket",
+                "/s",
+                "send-migration",
+                "destination_url=tcp:h:1"
+            ]),
+            Err(UsageError::UnsupportedCommand("send-migration".into()))
+        );
+        assert_eq!(
+            parse(&["--api-socket", "/s", "snapshot"]),
+            Err(UsageError::MissingOperand("snapshot"))
+        );
+        assert_eq!(
+            parse(&["--api-socket", "/s", "snapshot", "file:///x", "y"]),
+            Err(UsageError::Unexpected("y".into()))
+        );
+        assert!(matches!(
+            parse(&["--api-socket", "/s", "restore", "prefault=on"]),
+            Err(UsageError::BadRestore(_))
+        ));
+        assert_eq!(
             parse(&["--api-socket", "/s", "snapshot", "file:///x"]),
-            Err(UsageError::UnsupportedCommand("snapshot".into()))
+            Ok(Invocation::Run {
+                api_socket: Some("/s".into()),
+                command: Command::Snapshot(r#"{"destination_url":"file:///x"}"#.into()),
+            })
+        );
+        assert_eq!(
+            parse(&[
+                "--api-socket",
+                "/s",
+                "restore",
+                "source_url=file:///x,resume=true"
+            ]),
+            Ok(Invocation::Run {
+                api_socket: Some("/s".into()),
+                command: Command::Restore(
+                    r#"{"source_url":"file:///x","prefault":false,"resume":true}"#.into()
+                ),
+            })
         );
         assert_eq!(
             parse(&["--api-socket", "/s", "boot", "extra"]),

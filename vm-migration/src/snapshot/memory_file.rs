@@ -220,7 +220,13 @@ mod tests {
         let path = temp("rt");
         let mem: Vec<u8> = (0..(3 * CHUNK + 5)).map(|i| (i * 7 % 251) as u8).collect();
         let ranges = [(0u64, 4096u64), (0x10_0000, (mem.len() - 4096) as u64)];
-        let at = |gpa: u64| if gpa >= 0x10_0000 { (gpa - 0x10_0000 + 4096) as usize } else { gpa as usize };
+        let at = |gpa: u64| {
+            if gpa >= 0x10_0000 {
+                (gpa - 0x10_0000 + 4096) as usize
+            } else {
+                gpa as usize
+            }
+        };
         let digest = write(&path, &ranges, |gpa, b| {
             let s = at(gpa);
             b.copy_from_slice(&mem[s..s + b.len()]);
@@ -228,7 +234,10 @@ mod tests {
         })
         .unwrap();
         let header = read_header(&path).unwrap();
-        assert_eq!((header.ranges.as_slice(), header.digest), (&ranges[..], digest));
+        assert_eq!(
+            (header.ranges.as_slice(), header.digest),
+            (&ranges[..], digest)
+        );
         let mut back = vec![0u8; mem.len()];
         load(&path, &header, |gpa, b| {
             let s = at(gpa);
@@ -247,11 +256,17 @@ mod tests {
         assert!(matches!(e, SnapshotError::Checksum { .. }), "{e}");
         // Truncated: refused by the header check.
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
-        assert!(matches!(read_header(&path), Err(SnapshotError::Truncated { .. })));
+        assert!(matches!(
+            read_header(&path),
+            Err(SnapshotError::Truncated { .. })
+        ));
         // Another version.
         bytes[8] = 9;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(matches!(read_header(&path), Err(SnapshotError::Version { found: 9, .. })));
+        assert!(matches!(
+            read_header(&path),
+            Err(SnapshotError::Version { found: 9, .. })
+        ));
         let _ = std::fs::remove_file(&path);
     }
 }

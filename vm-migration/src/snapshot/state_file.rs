@@ -121,11 +121,7 @@ impl<'a> Cursor<'a> {
 
 /// Decodes and checks a state file's bytes (`path` names it in errors).
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<Vec<Section>, SnapshotError> {
-    let mut c = Cursor {
-        path,
-        bytes,
-        at: 0,
-    };
+    let mut c = Cursor { path, bytes, at: 0 };
     let magic = c.take(8, "the header")?;
     if magic != STATE_MAGIC {
         return Err(SnapshotError::Magic {
@@ -248,7 +244,9 @@ mod tests {
         let mut bytes = encode(&sample());
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        let e = decode(Path::new("/x/state.bin"), &bytes).unwrap_err().to_string();
+        let e = decode(Path::new("/x/state.bin"), &bytes)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/x/state.bin") && e.contains("_disk0"), "{e}");
 
         let mut other = encode(&sample());
@@ -257,7 +255,14 @@ mod tests {
         other[16..20].copy_from_slice(&crc.to_le_bytes());
         let e = decode(Path::new("s"), &other).unwrap_err();
         assert!(
-            matches!(e, SnapshotError::Version { found: 2, expected: 1, .. }),
+            matches!(
+                e,
+                SnapshotError::Version {
+                    found: 2,
+                    expected: 1,
+                    ..
+                }
+            ),
             "{e}"
         );
     }

@@ -333,13 +333,52 @@ mod tests {
             assert_eq!(response.status, 404, "{path}");
             assert_eq!(body(&response), serde_json::json!(["Not Found"]));
         }
-        let response = handle("PUT", "/api/v1/vm.snapshot", b"{}", &submit);
+        let response = handle("PUT", "/api/v1/vm.coredump", b"{}", &submit);
         assert_eq!(response.status, 501);
         assert_eq!(
             body(&response),
-            serde_json::json!(["Not Implemented", "vm.snapshot is not supported yet"])
+            serde_json::json!(["Not Implemented", "vm.coredump is not supported yet"])
         );
         assert!(seen.borrow().is_empty());
+    }
+
+    #[test]
+    fn snapshot_and_restore_bodies() {
+        let (submit, seen) = answering(|_| Some(Ok(ApiResponsePayload::Empty)));
+        let response = handle(
+            "PUT",
+            "/api/v1/vm.snapshot",
+            br#"{"destination_url":"file:///s"}"#,
+            &submit,
+        );
+        assert_eq!(response.status, 204);
+        let response = handle(
+            "PUT",
+            "/api/v1/vm.restore",
+            br#"{"source_url":"file:///s","prefault":true}"#,
+            &submit,
+        );
+        assert_eq!(response.status, 204);
+        assert_eq!(
+            *seen.borrow(),
+            [
+                r#"VmSnapshot(VmSnapshotConfig { destination_url: "file:///s" })"#,
+                r#"VmRestore(RestoreConfig { source_url: "file:///s", prefault: true, resume: false })"#
+            ]
+        );
+        // No body, a body that is not the endpoint's type, another method.
+        assert_eq!(
+            handle("PUT", "/api/v1/vm.snapshot", b"", &submit).status,
+            400
+        );
+        let response = handle("PUT", "/api/v1/vm.restore", b"{}", &submit);
+        assert_eq!(response.status, 400);
+        assert_eq!(body(&response)[0], "Failed to deserialize JSON");
+        assert_eq!(
+            handle("GET", "/api/v1/vm.snapshot", b"", &submit).status,
+            400
+        );
+        assert_eq!(seen.borrow().len(), 2);
     }
 
     #[test]
