@@ -226,6 +226,55 @@ fn ticks_workload_counts_across_restore_with_api_restore() {
     assert_eq!(read(&serial).trim(), "ticks=300");
 }
 
+#[test]
+fn disk_workload_with_requests_in_flight_verifies_after_restore() {
+    let dir = TempDir::new("snap-disk");
+    let disk = dir.path("disk.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(512 << 20))
+        .expect("create the disk image");
+    let serial = dir.path("serial.txt");
+    let guest = test_guest().to_str().expect("utf-8 path").to_string();
+    let vmm = Vmm::start(
+        &dir,
+        "first",
+        None,
+        &[
+            "--kernel".into(),
+            guest,
+            "--cmdline".into(),
+            "workload=disk mib=384 flushes=64".into(),
+            "--memory".into(),
+            "size=128M".into(),
+            "--disk".into(),
+            format!("path={}", disk.display()),
+            "--serial".into(),
+            format!("file={}", serial.display()),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(30), || read(&serial)
+        .contains("test-guest: ready")));
+    // In the middle of the writes (the guest keeps requests in flight).
+    std::thread::sleep(Duration::from_millis(400));
+    let snap = dir.path("snap");
+    vmm.pause_and_snapshot(&snap);
+    vmm.shutdown_vmm();
+    assert!(!read(&serial).contains("disk="), "finished before the snapshot");
+    let drained = read(&dir.path("first.log"))
+        .lines()
+        .find(|l| l.contains("requests in flight first"))
+        .map(str::to_string);
+    println!("drain at the snapshot: {drained:?}");
+    std::fs::remove_file(&serial).expect("remove the first part");
+
+    let vmm = restore_cli(&dir, "restored", &snap);
+    assert_eq!(vmm.api("PUT", "vm.resume", None).0, 204);
+    vmm.wait_poweroff(Duration::from_secs(120));
+    let after = read(&serial);
+    assert!(after.contains("disk=ok"), "{after}");
+    assert!(!after.contains("test-guest: ready"), "the guest restarted");
+}
+
 /// Copies the snapshot directory `from` to `to`.
 fn copy_snapshot(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create the copy");

@@ -188,6 +188,13 @@ pub fn save_on_vcpu(
 ) -> Result<PausedState, VmSnapshotError> {
     complete_pending_exit(runner)?;
     let start = Instant::now();
+    let in_flight: usize = virtio
+        .iter()
+        .map(|d| d.lock().unwrap_or_else(|e| e.into_inner()).in_flight())
+        .sum();
+    if in_flight > 0 {
+        log::info!("snapshot: completing {in_flight} disk requests in flight first");
+    }
     loop {
         runner
             .deliver_host_events()
