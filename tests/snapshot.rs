@@ -259,7 +259,10 @@ fn disk_workload_with_requests_in_flight_verifies_after_restore() {
     let snap = dir.path("snap");
     vmm.pause_and_snapshot(&snap);
     vmm.shutdown_vmm();
-    assert!(!read(&serial).contains("disk="), "finished before the snapshot");
+    assert!(
+        !read(&serial).contains("disk="),
+        "finished before the snapshot"
+    );
     let drained = read(&dir.path("first.log"))
         .lines()
         .find(|l| l.contains("requests in flight first"))
@@ -562,6 +565,125 @@ fn kv_data_written_before_the_snapshot_reads_back_after_restore() {
         assert_eq!(c.get("after").expect("GET").as_deref(), Some("restore"));
     });
     vmm.shutdown_vmm();
+}
+
+/// The minimal Linux guest's paths (scripts/build-linux-guest, cached).
+fn linux_guest() -> std::collections::HashMap<String, String> {
+    let out = Command::new(common::repo_root().join("scripts/build-linux-guest"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/build-linux-guest");
+    assert!(out.status.success(), "scripts/build-linux-guest failed");
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// A VMM with `--serial tty` on our pipes, and its API socket.
+struct Console {
+    vmm: Vmm,
+    stdin: std::process::ChildStdin,
+    output: common::captured::Captured,
+}
+
+impl Console {
+    fn start(dir: &TempDir, name: &str, args: &[String]) -> Console {
+        let socket = dir.path(&format!("{name}.sock"));
+        let mut command = Command::new(vmm_bin());
+        command
+            .arg("--api-socket")
+            .arg(format!("path={}", socket.display()))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = KillOnDrop::spawn(&mut command);
+        let stdin = child.0.stdin.take().expect("piped stdin");
+        let mut stdout = child.0.stdout.take().expect("piped stdout");
+        let output = common::captured::Captured::default();
+        let o2 = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                o2.append(&buf[..n]);
+            }
+        });
+        assert!(wait_until(Duration::from_secs(20), || socket.exists()));
+        Console {
+            vmm: Vmm { child, socket },
+            stdin,
+            output,
+        }
+    }
+
+    /// Types `line` and waits for `answer` after it.
+    fn command(&mut self, line: &str, answer: &str) {
+        let at = self.output.len();
+        std::io::Write::write_all(&mut self.stdin, line.as_bytes()).expect("type");
+        assert!(
+            wait_until(Duration::from_secs(60), || self
+                .output
+                .contains_after(answer, at)),
+            "no {answer:?} after {line:?}; serial:\n{}",
+            self.output.text()
+        );
+    }
+}
+
+#[test]
+fn linux_shell_answers_after_restore() {
+    let paths = linux_guest();
+    let dir = TempDir::new("snap-linux");
+    let mut c = Console::start(
+        &dir,
+        "first",
+        &[
+            "--kernel".into(),
+            paths["VMLINUX"].clone(),
+            "--initramfs".into(),
+            paths["INITRAMFS"].clone(),
+            "--cmdline".into(),
+            "console=ttyS0 clearcpuid=308,151 noxsave".into(),
+            "--memory".into(),
+            "size=256M".into(),
+            "--serial".into(),
+            "tty".into(),
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(180), || c
+            .output
+            .contains_after("linux-guest: ready", 0)),
+        "{}",
+        c.output.text()
+    );
+    c.command(
+        "echo before-$((6*7)) > /tmp/mark; cat /tmp/mark\n",
+        "before-42",
+    );
+    let snap = dir.path("snap");
+    c.vmm.pause_and_snapshot(&snap);
+    c.vmm.shutdown_vmm();
+
+    let mut c = Console::start(
+        &dir,
+        "restored",
+        &[
+            "--restore".into(),
+            format!("source_url=file://{},resume=true", snap.display()),
+        ],
+    );
+    // The shell and its files are those of the first run.
+    c.command("cat /tmp/mark; echo after-$((6*7))\n", "after-42");
+    assert!(c.output.text().contains("before-42"), "{}", c.output.text());
+    c.command("sleep 1; echo slept\n", "slept");
+    std::io::Write::write_all(&mut c.stdin, b"poweroff -f\n").expect("type");
+    c.vmm.wait_poweroff(Duration::from_secs(60));
 }
 
 /// Snapshot and restore times and sizes for 128 MiB and 512 MiB idle

@@ -176,7 +176,14 @@ pub struct PausedState {
     pub devices: Vec<(String, Vec<u8>)>,
     /// The VM clock's time.
     pub clock_ns: u64,
+    /// The vCPU's time-stamp counter (`IA32_TSC`), 0 if KVM has none.
+    pub tsc: u64,
 }
+
+/// `IA32_TSC`: saved with a snapshot (not with micro-checkpoints, see
+/// `vm_migration::vcpu::SAVED_MSRS`), so that a guest reading the TSC
+/// (Linux's clocksource) does not see it go back after a restore.
+pub const MSR_IA32_TSC: u32 = 0x10;
 
 /// On the paused vCPU thread: completes the last exit's I/O, waits for
 /// the requests in flight of `virtio` and applies their completions, then
@@ -220,10 +227,17 @@ pub fn save_on_vcpu(
         let d = d.lock().unwrap_or_else(|e| e.into_inner());
         saved.push((d.snapshot_id().to_string(), d.snapshot()));
     }
+    let tsc = runner
+        .vcpu
+        .get_msrs(&[MSR_IA32_TSC])
+        .ok()
+        .and_then(|m| m.first().map(|(_, v)| *v))
+        .unwrap_or(0);
     Ok(PausedState {
         vcpu,
         devices: saved,
         clock_ns: runner.clock.now_ns(),
+        tsc,
     })
 }
 
@@ -261,11 +275,16 @@ fn complete_pending_exit(runner: &mut VcpuRunner) -> Result<(), VmSnapshotError>
     result
 }
 
-fn vmm_section(clock_ns: u64, config_crc: u32, memory_digest: u64) -> Section {
-    let mut data = Vec::with_capacity(20);
+/// Bytes of the `vmm` section: clock time u64, CRC-32 of `config.json`
+/// u32, XXH3-64 of the memory u64, TSC u64.
+const VMM_SECTION_LEN: usize = 28;
+
+fn vmm_section(clock_ns: u64, config_crc: u32, memory_digest: u64, tsc: u64) -> Section {
+    let mut data = Vec::with_capacity(VMM_SECTION_LEN);
     data.extend_from_slice(&clock_ns.to_le_bytes());
     data.extend_from_slice(&config_crc.to_le_bytes());
     data.extend_from_slice(&memory_digest.to_le_bytes());
+    data.extend_from_slice(&tsc.to_le_bytes());
     Section {
         id: VMM_SECTION.into(),
         version: VMM_SECTION_VERSION,
@@ -305,7 +324,12 @@ pub fn write(
     })
     .map_err(VmSnapshotError::File)?;
     let mut sections = vec![
-        vmm_section(state.clock_ns, crc32fast::hash(&config_json), digest),
+        vmm_section(
+            state.clock_ns,
+            crc32fast::hash(&config_json),
+            digest,
+            state.tsc,
+        ),
         Section {
             id: VCPU_SECTION.into(),
             version: VCPU_SECTION_VERSION,
@@ -336,6 +360,8 @@ pub struct LoadedSnapshot {
     pub config: VmConfig,
     /// The VM clock's time.
     pub clock_ns: u64,
+    /// The vCPU's TSC (0: not saved).
+    pub tsc: u64,
     /// The vCPU's state.
     pub vcpu: VcpuState,
     /// Device states by snapshot id (the interrupt controller's included).
@@ -369,9 +395,9 @@ pub fn load(dir: &Path) -> Result<LoadedSnapshot, VmSnapshotError> {
         Ok(s)
     };
     let vmm = take(VMM_SECTION, VMM_SECTION_VERSION)?;
-    if vmm.data.len() != 20 {
+    if vmm.data.len() != VMM_SECTION_LEN {
         return Err(sections_err(format!(
-            "section {VMM_SECTION} has {} bytes, not 20",
+            "section {VMM_SECTION} has {} bytes, not {VMM_SECTION_LEN}",
             vmm.data.len()
         )));
     }
@@ -383,6 +409,8 @@ pub fn load(dir: &Path) -> Result<LoadedSnapshot, VmSnapshotError> {
     let config_crc = u32::from_le_bytes(b4);
     b8.copy_from_slice(&vmm.data[12..20]);
     let memory_digest = u64::from_le_bytes(b8);
+    b8.copy_from_slice(&vmm.data[20..28]);
+    let tsc = u64::from_le_bytes(b8);
 
     let config_path = dir.join(CONFIG_FILE);
     let config_json = std::fs::read(&config_path).map_err(|source| VmSnapshotError::ConfigIo {
@@ -434,6 +462,7 @@ pub fn load(dir: &Path) -> Result<LoadedSnapshot, VmSnapshotError> {
     Ok(LoadedSnapshot {
         config,
         clock_ns,
+        tsc,
         vcpu,
         devices,
         memory_path,

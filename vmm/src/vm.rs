@@ -256,6 +256,10 @@ impl Vm {
             .vcpu
             .restore(vcpu.as_mut())
             .map_err(|e| VmError::Snapshot(VmSnapshotError::Vcpu(e)))?;
+        if snapshot.tsc != 0 {
+            vcpu.set_msrs(&[(crate::snapshot::MSR_IA32_TSC, snapshot.tsc)])
+                .map_err(VmError::Vcpu)?;
+        }
         let clock = Arc::new(VmClock::new());
         clock.pause();
         ft_backend::clock::ContinuableClock::continue_from(clock.as_ref(), snapshot.clock_ns);
