@@ -428,6 +428,68 @@ fn refusals_leave_no_vm_and_the_vmm_usable() {
 }
 
 #[test]
+fn a_recording_vm_is_not_snapshotted_and_a_restored_one_is() {
+    let dir = TempDir::new("snap-ft");
+    let serial = dir.path("serial.txt");
+    let guest = test_guest().to_str().expect("utf-8 path").to_string();
+    let vmm = Vmm::start(
+        &dir,
+        "rec",
+        None,
+        &[
+            "--kernel".into(),
+            guest,
+            "--cmdline".into(),
+            "workload=idle".into(),
+            "--memory".into(),
+            "size=128M".into(),
+            "--serial".into(),
+            format!("file={}", serial.display()),
+            "--fault-tolerance".into(),
+            format!("mode=record,log={}", dir.path("run.log").display()),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(30), || read(&serial)
+        .contains("test-guest: ready")));
+    assert_eq!(vmm.api("PUT", "vm.pause", None).0, 204);
+    let snap = dir.path("snap");
+    let body = format!(r#"{{"destination_url":"file://{}"}}"#, snap.display());
+    let (status, answer) = vmm.api("PUT", "vm.snapshot", Some(&body));
+    assert_eq!(status, 500);
+    assert!(answer.contains("--fault-tolerance"), "{answer}");
+    assert!(!snap.exists());
+    assert_eq!(vmm.api("PUT", "vm.resume", None).0, 204);
+    vmm.shutdown_vmm();
+
+    // A restored VM snapshots again, and that snapshot restores.
+    let serial = dir.path("ticks.txt");
+    let vmm = Vmm::boot(
+        &dir,
+        "first",
+        "workload=ticks count=150 hz=100",
+        "128M",
+        &serial,
+    );
+    assert!(wait_until(Duration::from_secs(30), || read(&serial)
+        .contains("test-guest: ready")));
+    vmm.pause_and_snapshot(&dir.path("one"));
+    vmm.shutdown_vmm();
+    let vmm = restore_cli(&dir, "second", &dir.path("one"));
+    assert_eq!(vmm.api("PUT", "vm.resume", None).0, 204);
+    std::thread::sleep(Duration::from_millis(300));
+    vmm.pause_and_snapshot(&dir.path("two"));
+    vmm.shutdown_vmm();
+    assert!(
+        !read(&serial).contains("ticks="),
+        "finished before the second snapshot"
+    );
+    let vmm = restore_cli(&dir, "third", &dir.path("two"));
+    assert_eq!(vmm.api("PUT", "vm.resume", None).0, 204);
+    vmm.wait_poweroff(Duration::from_secs(60));
+    assert_eq!(read(&serial).trim(), "ticks=150");
+}
+
+#[test]
 fn cli_restore_refuses_bad_options() {
     let dir = TempDir::new("snap-cli");
     for (args, expect) in [
