@@ -52,6 +52,8 @@ const VCPU_SECTION_VERSION: u32 = 1;
 /// Version of a device section's encoding (its `Snapshottable` bytes,
 /// which carry the device's own version byte first).
 const DEVICE_SECTION_VERSION: u32 = 1;
+/// Most exits the last instruction may still need (a `rep ins`/`outs`).
+const MAX_SETTLE_EXITS: usize = 4096;
 /// How long a snapshot waits for the disks' requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -151,6 +153,13 @@ pub enum VmSnapshotError {
     /// Finishing the last exit or applying a device completion failed.
     #[error("cannot bring the vCPU to a consistent point")]
     Settle(#[source] crate::vcpu::VcpuError),
+    /// The last exit's instruction needed more exits than a string
+    /// instruction can.
+    #[error("the vCPU's last instruction did not complete after {0} exits")]
+    Unfinished(usize),
+    /// The configuration cannot be serialised.
+    #[error("cannot serialise the VM configuration")]
+    ConfigSerialize(#[source] serde_json::Error),
     /// A disk's requests did not complete.
     #[error("the device {0} still has requests in flight after {DRAIN_TIMEOUT:?}")]
     Drain(String),
@@ -248,7 +257,7 @@ pub fn save_on_vcpu(
 fn complete_pending_exit(runner: &mut VcpuRunner) -> Result<(), VmSnapshotError> {
     runner.vcpu.set_immediate_exit(true);
     let result = (|| {
-        for _ in 0..4096 {
+        for _ in 0..MAX_SETTLE_EXITS {
             let exit = runner
                 .vcpu
                 .run()
@@ -269,7 +278,7 @@ fn complete_pending_exit(runner: &mut VcpuRunner) -> Result<(), VmSnapshotError>
                 _ => {}
             }
         }
-        Err(VmSnapshotError::Drain("vcpu0".into()))
+        Err(VmSnapshotError::Unfinished(MAX_SETTLE_EXITS))
     })();
     runner.vcpu.set_immediate_exit(false);
     result
