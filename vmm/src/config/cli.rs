@@ -716,6 +716,29 @@ mod tests {
     }
 
     #[test]
+    fn restore_option() {
+        let a = run(&["--restore", "source_url=file:///s,resume=true,prefault=on"]);
+        assert_eq!(
+            a.restore,
+            Some(crate::api::RestoreConfig {
+                source_url: "file:///s".into(),
+                prefault: true,
+                resume: true,
+            })
+        );
+        assert!(a.vm_config.is_none());
+        let a = run(&["--restore", "source_url=file:///s", "--api-socket", "/x"]);
+        assert_eq!(a.restore.map(|r| r.resume), Some(false));
+        assert!(error(&["--restore", "prefault=on"]).contains("source_url required"));
+        assert!(error(&["--restore", "source_url=file:///s,bogus=1"]).contains("--restore"));
+        assert!(error(&["--restore", "source_url=file:///s,resume=maybe"]).contains("--restore"));
+        assert_eq!(
+            error(&["--restore", "source_url=file:///s", "--memory", "size=1G"]),
+            "--restore cannot be used with --memory: the VM's configuration comes from the snapshot"
+        );
+    }
+
+    #[test]
     fn the_notes_command_line() {
         let vmm = run(&[
             "--kernel",
