@@ -427,11 +427,11 @@ fn replies_are_byte_for_byte_in_upstreams_form() {
     check(
         &mut s,
         "PUT",
-        "vm.snapshot",
+        "vm.coredump",
         Some("{}"),
         &json_reply(
             501,
-            r#"["Not Implemented","vm.snapshot is not supported yet"]"#,
+            r#"["Not Implemented","vm.coredump is not supported yet"]"#,
         ),
     );
     // 204: no Content-Type, no Content-Length, no body.

@@ -119,6 +119,12 @@ pub trait VirtioDevice: Send + Debug {
         &mut self,
         r: &mut vm_migration::ByteReader<'_>,
     ) -> Result<(), vm_migration::CodecError>;
+    /// Requests handed to the host and not yet completed in guest memory.
+    /// A snapshot is taken only when every device answers 0, so that no
+    /// host operation has to be issued again after a restore.
+    fn in_flight(&self) -> usize {
+        0
+    }
     /// A device built without its host backend attaches it now (see
     /// [`crate::go_live`]). Devices with no host side have nothing to do.
     fn go_live(&mut self, _live: &GoLive) -> Result<(), GoLiveError> {

@@ -462,6 +462,12 @@ impl VirtioPciDevice {
         self.device.go_live(live)
     }
 
+    /// Host operations issued and not yet applied (a snapshot waits until
+    /// there are none: see [`VirtioDevice::in_flight`]).
+    pub fn in_flight(&self) -> usize {
+        self.device.in_flight()
+    }
+
     /// Takes the device's next finished host work.
     pub fn poll_event(&mut self) -> Option<Vec<u8>> {
         self.device.poll_event()

@@ -18,6 +18,7 @@ pub mod device_manager;
 pub mod layout;
 pub mod memory;
 pub mod signals;
+pub mod snapshot;
 pub mod stdin;
 pub mod vcpu;
 pub mod vm;
@@ -169,6 +170,9 @@ pub fn run(args: VmmArgs) -> Result<(), VmmError> {
         vmm.config = Some(config);
         vmm.vm_boot()?;
     }
+    if let Some(restore) = &args.restore {
+        vmm.vm_restore(restore)?;
+    }
     let result = vmm.control_loop(&events_rx);
     if let Some(handle) = api_server {
         // Removes the socket file, as upstream does on exit.
@@ -263,6 +267,8 @@ impl Vmm {
                 .vm_counters()
                 .map(ApiResponsePayload::Json)
                 .map_err(boxed),
+            ApiRequest::VmSnapshot(c) => empty(self.vm_snapshot(&c)),
+            ApiRequest::VmRestore(c) => empty(self.vm_restore(&c)),
         }
     }
 
@@ -306,6 +312,46 @@ impl Vmm {
         event_monitor::event!("vm", "resuming");
         vm.resume()?;
         event_monitor::event!("vm", "resumed");
+        Ok(())
+    }
+
+    fn vm_snapshot(&mut self, c: &api::VmSnapshotConfig) -> Result<(), VmmError> {
+        let dir = snapshot::url_dir(&c.destination_url).map_err(VmError::from)?;
+        let config = self.config.clone().ok_or(VmmError::VmNotCreated)?;
+        let vm = self.booted()?;
+        event_monitor::event!("vm", "snapshotting");
+        let start = std::time::Instant::now();
+        let bytes = vm.snapshot(&config, &dir)?;
+        log::info!(
+            "snapshot of {bytes} bytes written to {} in {:?}",
+            dir.display(),
+            start.elapsed()
+        );
+        event_monitor::event!("vm", "snapshotted");
+        Ok(())
+    }
+
+    /// `vm.restore` and `--restore`: only when no VM exists (upstream).
+    fn vm_restore(&mut self, c: &api::RestoreConfig) -> Result<(), VmmError> {
+        if self.config.is_some() || self.vm.is_some() {
+            return Err(VmmError::VmAlreadyCreated);
+        }
+        let dir = snapshot::url_dir(&c.source_url).map_err(VmError::from)?;
+        event_monitor::event!("vm", "restoring");
+        let start = std::time::Instant::now();
+        let loaded = snapshot::load(&dir).map_err(VmError::from)?;
+        let vm = Vm::restore(self.hypervisor.as_ref(), &loaded, self.events_tx.clone())?;
+        log::info!(
+            "restored from {} in {:?}, paused",
+            dir.display(),
+            start.elapsed()
+        );
+        self.config = Some(loaded.config);
+        self.vm = Some(vm);
+        event_monitor::event!("vm", "restored");
+        if c.resume {
+            self.vm_resume()?;
+        }
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use devices::interrupt::InterruptController;
@@ -18,7 +18,11 @@ use crate::config::{DiskMode, VmConfig};
 use crate::cpuid::{self, CpuidError};
 use crate::device_manager::{BackupDisks, DeviceError, DeviceManager, PciDeviceInfo};
 use crate::memory::{self, GuestMemoryMmapT, MemoryError};
-use crate::vcpu::{FtContext, FtError, PairStart, RunState, VcpuControl, VcpuCounters, VcpuRunner};
+use crate::snapshot::{LoadedSnapshot, PausedState, VmSnapshotError};
+use crate::vcpu::{
+    DeviceState, FtContext, FtError, PairStart, PausedJob, RunState, VcpuControl, VcpuCounters,
+    VcpuRunner,
+};
 use crate::ControlEvent;
 
 /// A VM's lifecycle state, as Cloud Hypervisor reports it.
@@ -93,10 +97,12 @@ pub enum VmError {
     /// The vCPU did not acknowledge a request in time.
     #[error("the vCPU did not acknowledge the {0} request")]
     Unresponsive(&'static str),
+    /// Taking or restoring a snapshot failed.
+    #[error(transparent)]
+    Snapshot(#[from] VmSnapshotError),
 }
 
 /// A booted VM.
-#[derive(Debug)]
 pub struct Vm {
     state: VmState,
     control: Arc<VcpuControl>,
@@ -108,8 +114,15 @@ pub struct Vm {
     memory_size: u64,
     /// A pair's status (`vm.info`, `vm.counters`).
     pair_status: Option<Arc<ft_backend::pair::PairStatus>>,
+    /// Devices with guest-visible state besides the interrupt controller
+    /// (snapshots).
+    snapshot_devices: Vec<DeviceState>,
+    /// The virtio devices (a snapshot waits for their requests in flight).
+    virtio_devices: Vec<Arc<Mutex<virtio_devices::VirtioPciDevice>>>,
+    /// Under record/replay or in a pair (no snapshots).
+    fault_tolerant: bool,
     // Kept alive for as long as the hypervisor VM uses it.
-    _memory: GuestMemoryMmapT,
+    memory: GuestMemoryMmapT,
     _hv_vm: Arc<dyn hypervisor::Vm>,
 }
 
@@ -203,16 +216,114 @@ impl Vm {
             go_live_hook(&dm, control.clone()),
         )
         .map_err(VmError::FaultTolerance)?;
+        let intc = InterruptController::new(intc_clock);
+        Self::start(
+            vcpu,
+            dm,
+            intc,
+            clock,
+            control,
+            ft,
+            config,
+            hv_vm,
+            memory,
+            pair_status,
+            events,
+        )
+    }
+
+    /// Builds the VM saved in `snapshot` (devices with their host
+    /// backends) and leaves it paused, as upstream's restore does.
+    /// Nothing runs the guest before every piece of state is in place; on
+    /// an error the half-built VM is dropped.
+    pub fn restore(
+        hv: &dyn Hypervisor,
+        snapshot: &LoadedSnapshot,
+        events: Sender<ControlEvent>,
+    ) -> Result<Vm, VmError> {
+        let config = &snapshot.config;
+        let hv_vm = hv.create_vm().map_err(VmError::CreateVm)?;
+        let memory = memory::create_guest_memory(&hv_vm, config.memory.size, false)
+            .map_err(VmError::Memory)?;
+        snapshot.load_memory(&memory)?;
+        let control = VcpuControl::new();
+        let dm = DeviceManager::new(config, &memory, control.clone()).map_err(VmError::Devices)?;
+        let mut vcpu = hv_vm.create_vcpu(0).map_err(VmError::Vcpu)?;
+        let supported = hv.supported_cpuid().map_err(VmError::Vcpu)?;
+        let cpuid = cpuid::guest_cpuid(&supported, 0, 1).map_err(VmError::Cpuid)?;
+        vcpu.set_cpuid(&cpuid).map_err(VmError::Vcpu)?;
+        snapshot
+            .vcpu
+            .restore(vcpu.as_mut())
+            .map_err(|e| VmError::Snapshot(VmSnapshotError::Vcpu(e)))?;
+        if snapshot.tsc != 0 {
+            vcpu.set_msrs(&[(crate::snapshot::MSR_IA32_TSC, snapshot.tsc)])
+                .map_err(VmError::Vcpu)?;
+        }
+        let clock = Arc::new(VmClock::new());
+        clock.pause();
+        ft_backend::clock::ContinuableClock::continue_from(clock.as_ref(), snapshot.clock_ns);
+        let ft_devices = dm.ft_devices();
+        let states = ft_devices.states.clone();
+        let (ft, intc_clock) = FtContext::new(
+            config,
+            &memory,
+            hv_vm.clone(),
+            clock.clone(),
+            None,
+            ft_devices,
+            None,
+            dm.go_live_hook(control.clone()),
+        )
+        .map_err(VmError::FaultTolerance)?;
+        let mut intc = InterruptController::new(intc_clock);
+        let intc_id = vm_migration::Snapshottable::snapshot_id(&intc).to_string();
+        vm_migration::Snapshottable::restore(&mut intc, snapshot.device(&intc_id)?).map_err(
+            |source| VmSnapshotError::Device {
+                id: intc_id.clone(),
+                source,
+            },
+        )?;
+        snapshot.restore_devices(&intc_id, &states)?;
+        // The vCPU thread pauses at its first loop turn, before the guest runs.
+        control.request_pause();
+        let mut vm = Self::start(
+            vcpu, dm, intc, clock, control, ft, config, hv_vm, memory, None, events,
+        )?;
+        if !vm.control.wait_paused() {
+            return Err(VmError::Unresponsive("pause"));
+        }
+        vm.state = VmState::Paused;
+        Ok(vm)
+    }
+
+    /// Starts the vCPU and timer threads of a VM whose state is in place.
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        vcpu: Box<dyn hypervisor::Vcpu>,
+        dm: DeviceManager,
+        intc: InterruptController,
+        clock: Arc<VmClock>,
+        control: Arc<VcpuControl>,
+        ft: FtContext,
+        config: &VmConfig,
+        hv_vm: Arc<dyn hypervisor::Vm>,
+        memory: GuestMemoryMmapT,
+        pair_status: Option<Arc<ft_backend::pair::PairStatus>>,
+        events: Sender<ControlEvent>,
+    ) -> Result<Vm, VmError> {
         let replaying = ft.replaying();
         let counters = Arc::new(VcpuCounters::default());
         let device_tree = dm.device_tree();
         let pci_devices = dm.pci_devices.clone();
         let serial_is_tty = dm.serial_is_tty;
+        let snapshot_devices = dm.ft_devices().states;
+        let virtio_devices = dm.virtio_devices.clone();
         let runner = VcpuRunner {
             vcpu,
             pio: dm.pio,
             mmio: dm.mmio,
-            intc: InterruptController::new(intc_clock),
+            intc,
             irq_lines: dm.irq_lines,
             msi_queue: dm.msi_queue,
             async_sources: dm.async_sources,
@@ -249,9 +360,34 @@ impl Vm {
             pci_devices,
             memory_size: config.memory.size,
             pair_status,
-            _memory: memory,
+            snapshot_devices,
+            virtio_devices,
+            fault_tolerant: config.fault_tolerance.is_some(),
+            memory,
             _hv_vm: hv_vm,
         })
+    }
+
+    /// Writes a snapshot of this paused VM (whose configuration is
+    /// `config`) to `dir`. Returns the bytes written.
+    pub fn snapshot(&self, config: &VmConfig, dir: &std::path::Path) -> Result<u64, VmError> {
+        if self.fault_tolerant {
+            return Err(VmSnapshotError::FaultTolerance.into());
+        }
+        if self.state != VmState::Paused {
+            return Err(VmSnapshotError::NotPaused.into());
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<Result<PausedState, VmSnapshotError>>();
+        let devices = self.snapshot_devices.clone();
+        let virtio = self.virtio_devices.clone();
+        let job = PausedJob(Box::new(move |runner: &mut VcpuRunner| {
+            let _ = tx.send(crate::snapshot::save_on_vcpu(runner, &devices, &virtio));
+        }));
+        if !self.control.run_paused(job) {
+            return Err(VmSnapshotError::VcpuUnresponsive.into());
+        }
+        let state = rx.recv().map_err(|_| VmSnapshotError::VcpuUnresponsive)??;
+        Ok(crate::snapshot::write(dir, config, &self.memory, state)?)
     }
 
     /// The current state.
@@ -351,6 +487,16 @@ fn go_live_hook(
         }
         Ok(())
     })
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("state", &self.state)
+            .field("memory_size", &self.memory_size)
+            .field("devices", &self.device_tree.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Vm {

@@ -28,6 +28,10 @@ enum Command {
     Resume,
     Shutdown,
     ShutdownVmm,
+    /// The JSON body of `vm.snapshot`.
+    Snapshot(String),
+    /// The JSON body of `vm.restore`.
+    Restore(String),
 }
 
 impl Command {
@@ -45,6 +49,8 @@ impl Command {
             Command::Resume => ("PUT", "vm.resume"),
             Command::Shutdown => ("PUT", "vm.shutdown"),
             Command::ShutdownVmm => ("PUT", "vmm.shutdown"),
+            Command::Snapshot(_) => ("PUT", "vm.snapshot"),
+            Command::Restore(_) => ("PUT", "vm.restore"),
         }
     }
 }
@@ -68,9 +74,7 @@ const UNSUPPORTED_COMMANDS: &[&str] = &[
     "resize",
     "resize-disk",
     "resize-zone",
-    "restore",
     "send-migration",
-    "snapshot",
 ];
 
 const USAGE: &str = "\
@@ -87,8 +91,10 @@ Commands:
   pause         Pause the VM
   ping          Ping the VMM to check for API server availability
   reboot        Reboot the VM
+  restore       Restore VM from a snapshot: source_url=file:///<dir>[,prefault=on|off][,resume=true|false]
   resume        Resume the VM
   shutdown      Shutdown the VM
+  snapshot      Create a snapshot of the (paused) VM: file:///<dir>
   shutdown-vmm  Shutdown the VMM
 
 Options:
@@ -123,6 +129,10 @@ enum UsageError {
     DuplicateSocket,
     #[error("a subcommand is required")]
     NoCommand,
+    #[error("{0} needs a value")]
+    MissingOperand(&'static str),
+    #[error("invalid value for restore: {0}")]
+    BadRestore(String),
 }
 
 fn parse_command(name: &str, operands: &[String]) -> Result<Command, UsageError> {
@@ -135,6 +145,30 @@ fn parse_command(name: &str, operands: &[String]) -> Result<Command, UsageError>
                 [path] => Ok(Command::Create(path.clone())),
                 [_, extra, ..] => Err(UsageError::Unexpected(extra.clone())),
             }
+        }
+        "snapshot" | "restore" => {
+            let operand = match operands {
+                [] => {
+                    return Err(UsageError::MissingOperand(if name == "snapshot" {
+                        "snapshot"
+                    } else {
+                        "restore"
+                    }))
+                }
+                [value] => value,
+                [_, extra, ..] => return Err(UsageError::Unexpected(extra.clone())),
+            };
+            return if name == "snapshot" {
+                Ok(Command::Snapshot(
+                    serde_json::json!({ "destination_url": operand }).to_string(),
+                ))
+            } else {
+                let config = vmm::config::parse_restore(operand)
+                    .map_err(|e| UsageError::BadRestore(error_text(&e)))?;
+                serde_json::to_string(&config)
+                    .map(Command::Restore)
+                    .map_err(|e| UsageError::BadRestore(e.to_string()))
+            };
         }
         "delete" => Command::Delete,
         "info" => Command::Info,
@@ -235,6 +269,7 @@ fn run(api_socket: Option<&str>, command: &Command) -> Result<Option<String>, Re
         Command::Create(path) => {
             Some(std::fs::read_to_string(path).map_err(RemoteError::ReadingFile)?)
         }
+        Command::Snapshot(body) | Command::Restore(body) => Some(body.clone()),
         _ => None,
     };
     let stream = UnixStream::connect(path).map_err(RemoteError::Connect)?;
@@ -251,6 +286,18 @@ fn run(api_socket: Option<&str>, command: &Command) -> Result<Option<String>, Re
     }
     let text = response.body_text();
     Ok((!text.is_empty()).then_some(text))
+}
+
+/// An error and its causes on one line.
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
 }
 
 /// The error report, as upstream's `cli_print_error_chain`.
@@ -390,8 +437,46 @@ mod tests {
             Err(UsageError::UnknownCommand("bogus".into()))
         );
         assert_eq!(
+            parse(&[
+                "--api-socket",
+                "/s",
+                "send-migration",
+                "destination_url=tcp:h:1"
+            ]),
+            Err(UsageError::UnsupportedCommand("send-migration".into()))
+        );
+        assert_eq!(
+            parse(&["--api-socket", "/s", "snapshot"]),
+            Err(UsageError::MissingOperand("snapshot"))
+        );
+        assert_eq!(
+            parse(&["--api-socket", "/s", "snapshot", "file:///x", "y"]),
+            Err(UsageError::Unexpected("y".into()))
+        );
+        assert!(matches!(
+            parse(&["--api-socket", "/s", "restore", "prefault=on"]),
+            Err(UsageError::BadRestore(_))
+        ));
+        assert_eq!(
             parse(&["--api-socket", "/s", "snapshot", "file:///x"]),
-            Err(UsageError::UnsupportedCommand("snapshot".into()))
+            Ok(Invocation::Run {
+                api_socket: Some("/s".into()),
+                command: Command::Snapshot(r#"{"destination_url":"file:///x"}"#.into()),
+            })
+        );
+        assert_eq!(
+            parse(&[
+                "--api-socket",
+                "/s",
+                "restore",
+                "source_url=file:///x,resume=true"
+            ]),
+            Ok(Invocation::Run {
+                api_socket: Some("/s".into()),
+                command: Command::Restore(
+                    r#"{"source_url":"file:///x","prefault":false,"resume":true}"#.into()
+                ),
+            })
         );
         assert_eq!(
             parse(&["--api-socket", "/s", "boot", "extra"]),

@@ -553,6 +553,10 @@ impl VirtioDevice for Block {
         self.attach(live)
     }
 
+    fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
     fn poll_event(&mut self) -> Option<Vec<u8>> {
         self.done
             .lock()

@@ -16,7 +16,9 @@ pub mod http;
 mod types;
 
 pub use http::{start_http_thread, ApiServer, ApiServerError, ApiServerHandle, ApiSubmitter};
-pub use types::{VmInfoResponse, VmNotCreated, VmState, VmmPingResponse};
+pub use types::{
+    RestoreConfig, VmInfoResponse, VmNotCreated, VmSnapshotConfig, VmState, VmmPingResponse,
+};
 
 /// One API action, as Cloud Hypervisor names them.
 #[derive(Debug)]
@@ -43,6 +45,10 @@ pub enum ApiRequest {
     VmShutdown,
     /// `PUT vm.reboot`
     VmReboot,
+    /// `PUT vm.snapshot`
+    VmSnapshot(VmSnapshotConfig),
+    /// `PUT vm.restore`
+    VmRestore(RestoreConfig),
 }
 
 /// A successful answer.

@@ -69,6 +69,28 @@ pub struct VmInfoResponse {
     pub fault_tolerance: Option<serde_json::Value>,
 }
 
+/// The body of `PUT vm.snapshot`, as upstream's `VmSnapshotConfig`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSnapshotConfig {
+    /// Where to write the snapshot: `file:///DIR`.
+    pub destination_url: String,
+}
+
+/// The body of `PUT vm.restore` and the value of `--restore`, as
+/// upstream's `RestoreConfig`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreConfig {
+    /// Where the snapshot is: `file:///DIR`.
+    pub source_url: String,
+    /// Upstream: fault guest memory in at once. Memory is always read in
+    /// whole here, so this changes nothing.
+    #[serde(default)]
+    pub prefault: bool,
+    /// Resume the VM once restored (else it stays paused, as upstream).
+    #[serde(default)]
+    pub resume: bool,
+}
+
 /// The control loop's error when an action needs a VM and none was
 /// created. Returned directly (not wrapped) in an
 /// [`ApiResponse`](super::ApiResponse), or anywhere in its `source()`

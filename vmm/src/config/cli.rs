@@ -52,6 +52,8 @@ pub struct VmmArgs {
     pub verbosity: u8,
     /// `--log-file`: log here instead of standard error.
     pub log_file: Option<PathBuf>,
+    /// `--restore`: the snapshot to restore at start.
+    pub restore: Option<crate::api::RestoreConfig>,
 }
 
 /// A command line that cannot be run.
@@ -93,6 +95,12 @@ pub enum CliError {
     /// A VM configuration this VMM cannot run.
     #[error("Invalid VM configuration")]
     Validation(#[source] ValidationError),
+    /// `--restore` with VM options: the snapshot has its own configuration.
+    #[error("--restore cannot be used with {0}: the VM's configuration comes from the snapshot")]
+    RestoreConflict(&'static str),
+    /// `--restore` without `source_url=`.
+    #[error("Error parsing --restore: source_url required")]
+    RestoreNoSource,
 }
 
 /// Flags that take a value and that this VMM implements.
@@ -107,6 +115,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--kernel",
     "--log-file",
     "--memory",
+    "--restore",
     "--seccomp",
     "--serial",
 ];
@@ -145,7 +154,6 @@ const UNSUPPORTED_FLAGS: &[&str] = &[
     "--platform",
     "--pmem",
     "--rate-limit-group",
-    "--restore",
     "--rng",
     "--sgx-epc",
     "--tpm",
@@ -328,6 +336,16 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<CliCommand,
         .map(parse_event_monitor)
         .transpose()?;
 
+    let restore = raw.get("--restore").map(parse_restore).transpose()?;
+    if restore.is_some() {
+        if let Some(flag) = ["--kernel"]
+            .iter()
+            .chain(VM_FLAGS)
+            .find(|flag| raw.get(flag).is_some())
+        {
+            return Err(CliError::RestoreConflict(flag));
+        }
+    }
     let vm_config = match raw.get("--kernel") {
         Some(kernel) => {
             let config = build_vm_config(&raw, kernel)?;
@@ -341,7 +359,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<CliCommand,
             None
         }
     };
-    if vm_config.is_none() && api_socket.is_none() {
+    if vm_config.is_none() && api_socket.is_none() && restore.is_none() {
         return Err(CliError::NothingToDo);
     }
     Ok(CliCommand::Run(VmmArgs {
@@ -350,7 +368,31 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<CliCommand,
         event_monitor,
         verbosity: raw.verbosity,
         log_file: raw.get("--log-file").map(PathBuf::from),
+        restore,
     }))
+}
+
+/// `--restore source_url=file:///DIR[,prefault=on|off][,resume=true|false]`.
+pub fn parse_restore(value: &str) -> Result<crate::api::RestoreConfig, CliError> {
+    let parser = OptionParser::parse(value, &["source_url", "prefault", "resume"])
+        .map_err(|e| CliError::Parse("--restore", e))?;
+    let source_url = match parser.get("source_url") {
+        Some(url) if !url.is_empty() => url.to_string(),
+        _ => return Err(CliError::RestoreNoSource),
+    };
+    let toggle = |key: &str| {
+        parser
+            .get(key)
+            .map(|v| super::option_parser::parse_toggle(key, v))
+            .transpose()
+            .map(Option::unwrap_or_default)
+            .map_err(|e| CliError::Parse("--restore", e))
+    };
+    Ok(crate::api::RestoreConfig {
+        source_url,
+        prefault: toggle("prefault")?,
+        resume: toggle("resume")?,
+    })
 }
 
 fn parse_api_socket(value: &str) -> Result<PathBuf, CliError> {
@@ -618,6 +660,7 @@ pub fn help_text() -> String {
          \x20     --kernel <kernel>          Path to kernel to load: a PVH ELF (e.g. vmlinux) or a bzImage\n\
          \x20     --log-file <log-file>      Log file. Standard error is used if not specified\n\
          \x20     --memory <memory>          Memory parameters \"size=<guest_memory_size>\" (K/M/G suffixes) [default: size=512M]\n\
+         \x20     --restore <restore>        Restore from a VM snapshot: source_url=file:///<dir>[,prefault=on|off][,resume=true|false]\n\
          \x20     --seccomp <seccomp>        Only \"false\" is supported: no seccomp filtering yet\n\
          \x20     --serial <serial>          Control serial port: off|null|tty|file=</path/to/a/file> [default: null]\n\
          \x20     --fault-tolerance <ft>     Record, replay or protect the VM (this project's extension): mode=record|replay,log=<file>[,max_delay_us=<n>]; mode=primary,peer=tcp:<host>:<port>,key=<file>,tiebreaker=file:<path>|etcd:<url>[,disks=shared|separate][,heartbeat_ms=<n>][,timeout_ms=<n>][,max_lag_ms=<n>][,max_delay_us=<n>]; mode=backup,listen=tcp:<addr>:<port>,key=<file>,tiebreaker=<t>[,log=<file>][,disks=...]\n\
@@ -670,6 +713,29 @@ mod tests {
             }
             Ok(other) => panic!("expected an error for {args:?}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn restore_option() {
+        let a = run(&["--restore", "source_url=file:///s,resume=true,prefault=on"]);
+        assert_eq!(
+            a.restore,
+            Some(crate::api::RestoreConfig {
+                source_url: "file:///s".into(),
+                prefault: true,
+                resume: true,
+            })
+        );
+        assert!(a.vm_config.is_none());
+        let a = run(&["--restore", "source_url=file:///s", "--api-socket", "/x"]);
+        assert_eq!(a.restore.map(|r| r.resume), Some(false));
+        assert!(error(&["--restore", "prefault=on"]).contains("source_url required"));
+        assert!(error(&["--restore", "source_url=file:///s,bogus=1"]).contains("--restore"));
+        assert!(error(&["--restore", "source_url=file:///s,resume=maybe"]).contains("--restore"));
+        assert_eq!(
+            error(&["--restore", "source_url=file:///s", "--memory", "size=1G"]),
+            "--restore cannot be used with --memory: the VM's configuration comes from the snapshot"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod validate;
 mod virtio;
 mod vm_config;
 
-pub use cli::{parse_args, CliCommand, CliError, VmmArgs};
+pub use cli::{parse_args, parse_restore, CliCommand, CliError, VmmArgs};
 pub use fault_tolerance::{
     parse_tcp_address, DiskMode, FaultToleranceConfig, FaultToleranceError, FaultToleranceMode,
     DEFAULT_MAX_DELAY_US,

@@ -52,6 +52,21 @@ struct State {
     /// looked at pending work (see [`VcpuControl::mark_seen`]).
     posted: u64,
     seen: u64,
+    /// Work for the paused vCPU thread (see [`VcpuControl::run_paused`]).
+    job: Option<PausedJob>,
+    /// Jobs the vCPU thread has run.
+    jobs_done: u64,
+}
+
+/// Work that must run on the vCPU thread while it is paused (saving the
+/// vCPU's and the devices' state for a snapshot): it gets the thread's
+/// [`VcpuRunner`](super::VcpuRunner).
+pub struct PausedJob(pub Box<dyn FnOnce(&mut super::VcpuRunner) + Send>);
+
+impl std::fmt::Debug for PausedJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PausedJob")
+    }
 }
 
 /// Shared between the vCPU thread, its timer thread and the control loop.
@@ -85,6 +100,8 @@ impl VcpuControl {
                 halted: false,
                 posted: 0,
                 seen: 0,
+                job: None,
+                jobs_done: 0,
             }),
             cv: Condvar::new(),
             halt_cv: Condvar::new(),
@@ -152,6 +169,43 @@ impl VcpuControl {
             self.kick_locked(&mut s);
         }
         self.wait_for(|r| r != RunState::PauseRequested) == RunState::Paused
+    }
+
+    /// Asks a vCPU that has not run yet to pause at its first loop turn,
+    /// before the guest runs (a restored VM starts paused); confirm with
+    /// [`wait_paused`](Self::wait_paused) once its thread runs.
+    pub fn request_pause(&self) {
+        let mut s = self.lock();
+        if s.run == RunState::Running {
+            s.run = RunState::PauseRequested;
+        }
+    }
+
+    /// Waits until a requested pause is acknowledged. False on timeout.
+    pub fn wait_paused(&self) -> bool {
+        self.wait_for(|r| r != RunState::PauseRequested) == RunState::Paused
+    }
+
+    /// Runs `job` on the paused vCPU thread and waits until it has run.
+    /// False if the vCPU is not paused or did not take the job in time.
+    pub fn run_paused(&self, job: PausedJob) -> bool {
+        let target = {
+            let mut s = self.lock();
+            if s.run != RunState::Paused || s.job.is_some() {
+                return false;
+            }
+            s.job = Some(job);
+            s.jobs_done.wrapping_add(1)
+        };
+        self.cv.notify_all();
+        let s = self.lock();
+        let (s, _) = self
+            .cv
+            .wait_timeout_while(s, ACK_TIMEOUT, |s| {
+                s.jobs_done != target && s.run == RunState::Paused
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        s.jobs_done == target
     }
 
     /// Lets a paused vCPU run again.
@@ -222,6 +276,17 @@ impl VcpuControl {
     /// The vCPU thread's view at a loop turn: acknowledges a pause request
     /// and blocks while paused. Returns false when the vCPU must stop.
     pub fn rendezvous(&self, on_pause: impl Fn(), on_resume: impl Fn()) -> bool {
+        self.rendezvous_with_jobs(on_pause, on_resume, drop)
+    }
+
+    /// As [`rendezvous`](Self::rendezvous), running the jobs posted by
+    /// [`run_paused`](Self::run_paused) with `run_job` while paused.
+    pub fn rendezvous_with_jobs(
+        &self,
+        on_pause: impl Fn(),
+        on_resume: impl Fn(),
+        mut run_job: impl FnMut(PausedJob),
+    ) -> bool {
         let mut s = self.lock();
         if s.run == RunState::PauseRequested {
             s.run = RunState::Paused;
@@ -229,6 +294,14 @@ impl VcpuControl {
             on_pause();
             self.cv.notify_all();
             while s.run == RunState::Paused {
+                if let Some(job) = s.job.take() {
+                    drop(s);
+                    run_job(job);
+                    s = self.lock();
+                    s.jobs_done = s.jobs_done.wrapping_add(1);
+                    self.cv.notify_all();
+                    continue;
+                }
                 s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
             }
             on_resume();

@@ -26,7 +26,7 @@ use devices::legacy::Serial;
 use ft_backend::{EndReason, Entry, Event};
 use hypervisor::{Vcpu, VmExit};
 
-pub use control::{RunState, VcpuControl};
+pub use control::{PausedJob, RunState, VcpuControl};
 pub use counters::VcpuCounters;
 use exit::{handle_exit, ExitAction, ExitContext, ExitError};
 pub use ft::{open_pair, DeviceState, FtContext, FtDevices, FtError, PairStart};
@@ -150,7 +150,12 @@ impl VcpuRunner {
     fn run_guest(&mut self) -> Result<VcpuEnd, VcpuError> {
         loop {
             let clock = self.clock.clone();
-            if !self.control.rendezvous(|| clock.pause(), || clock.resume()) {
+            let control = self.control.clone();
+            if !control.rendezvous_with_jobs(
+                || clock.pause(),
+                || clock.resume(),
+                |job| (job.0)(self),
+            ) {
                 return self.end(EndReason::Stopped);
             }
             self.control.mark_seen();
@@ -269,7 +274,7 @@ impl VcpuRunner {
 
     /// Takes the host's events (timer, serial input, device events),
     /// applies them and, when recording, logs them.
-    fn deliver_host_events(&mut self) -> Result<(), VcpuError> {
+    pub(crate) fn deliver_host_events(&mut self) -> Result<(), VcpuError> {
         // A late VMM fires every period that passed; the extra ticks
         // coalesce in the APIC (the deadline sequence stays deterministic).
         let now = self.clock.now_ns();

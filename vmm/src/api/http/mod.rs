@@ -530,8 +530,8 @@ mod tests {
             (200, serde_json::json!({}))
         );
         let snapshot = stream
-            .request("PUT", "vm.snapshot", Some(b"{}"))
-            .expect("snapshot");
+            .request("PUT", "vm.coredump", Some(b"{}"))
+            .expect("coredump");
         assert_eq!(snapshot.status, 501);
         let shutdown = stream
             .request("PUT", "vmm.shutdown", None)

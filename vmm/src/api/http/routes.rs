@@ -37,9 +37,7 @@ pub const UNIMPLEMENTED_ENDPOINTS: &[&str] = &[
     "vm.resize",
     "vm.resize-disk",
     "vm.resize-zone",
-    "vm.restore",
     "vm.send-migration",
-    "vm.snapshot",
 ];
 
 /// How an endpoint is called.
@@ -51,6 +49,8 @@ enum Shape {
     Put,
     /// `PUT` with a `VmConfig` body.
     Create,
+    /// `PUT` with a JSON body of the endpoint's own type.
+    Body,
 }
 
 /// The endpoints this VMM implements.
@@ -67,6 +67,8 @@ enum Endpoint {
     VmResume,
     VmShutdown,
     VmReboot,
+    VmSnapshot,
+    VmRestore,
 }
 
 impl Endpoint {
@@ -83,6 +85,8 @@ impl Endpoint {
             "vm.resume" => Endpoint::VmResume,
             "vm.shutdown" => Endpoint::VmShutdown,
             "vm.reboot" => Endpoint::VmReboot,
+            "vm.snapshot" => Endpoint::VmSnapshot,
+            "vm.restore" => Endpoint::VmRestore,
             _ => return None,
         })
     }
@@ -91,6 +95,7 @@ impl Endpoint {
         match self {
             Endpoint::VmmPing | Endpoint::VmInfo | Endpoint::VmCounters => Shape::Get,
             Endpoint::VmCreate => Shape::Create,
+            Endpoint::VmSnapshot | Endpoint::VmRestore => Shape::Body,
             _ => Shape::Put,
         }
     }
@@ -118,6 +123,8 @@ impl Endpoint {
             Endpoint::VmResume => "The VM could not resume",
             Endpoint::VmShutdown => "The VM could not shutdown",
             Endpoint::VmReboot => "The VM could not reboot",
+            Endpoint::VmSnapshot => "The VM could not be snapshotted",
+            Endpoint::VmRestore => "The VM could not be restored",
         }
     }
 
@@ -126,7 +133,7 @@ impl Endpoint {
         Some(match self {
             Endpoint::VmmPing => ApiRequest::VmmPing,
             Endpoint::VmmShutdown => ApiRequest::VmmShutdown,
-            Endpoint::VmCreate => return None,
+            Endpoint::VmCreate | Endpoint::VmSnapshot | Endpoint::VmRestore => return None,
             Endpoint::VmBoot => ApiRequest::VmBoot,
             Endpoint::VmDelete => ApiRequest::VmDelete,
             Endpoint::VmInfo => ApiRequest::VmInfo,
@@ -229,6 +236,7 @@ pub fn handle(
         // As upstream: vm.create without a body is 400 with no body.
         (Shape::Create, "PUT") if body.is_empty() => Response::empty(400),
         (Shape::Create, "PUT") => create(body, submit),
+        (Shape::Body, "PUT") => with_body(endpoint, body, submit),
         // As upstream: its generic action handler answers a method other
         // than GET and PUT with a bare 400; the endpoints with handlers of
         // their own (ping, info, create, vmm.shutdown) with a body.
@@ -236,6 +244,22 @@ pub fn handle(
             Response::empty(400)
         }
         _ => bad_request(),
+    }
+}
+
+/// `vm.snapshot` and `vm.restore`: their JSON body, as upstream's
+/// `VmSnapshotConfig` and `RestoreConfig`.
+fn with_body(endpoint: Endpoint, body: &[u8], submit: &dyn Fn(ApiMessage) -> bool) -> Response {
+    let request = match endpoint {
+        Endpoint::VmSnapshot => serde_json::from_slice(body).map(ApiRequest::VmSnapshot),
+        _ => serde_json::from_slice(body).map(ApiRequest::VmRestore),
+    };
+    match request {
+        Ok(request) => call(endpoint, request, submit),
+        Err(e) => Response::error(
+            400,
+            ["Failed to deserialize JSON".to_string(), e.to_string()],
+        ),
     }
 }
 
@@ -309,13 +333,52 @@ mod tests {
             assert_eq!(response.status, 404, "{path}");
             assert_eq!(body(&response), serde_json::json!(["Not Found"]));
         }
-        let response = handle("PUT", "/api/v1/vm.snapshot", b"{}", &submit);
+        let response = handle("PUT", "/api/v1/vm.coredump", b"{}", &submit);
         assert_eq!(response.status, 501);
         assert_eq!(
             body(&response),
-            serde_json::json!(["Not Implemented", "vm.snapshot is not supported yet"])
+            serde_json::json!(["Not Implemented", "vm.coredump is not supported yet"])
         );
         assert!(seen.borrow().is_empty());
+    }
+
+    #[test]
+    fn snapshot_and_restore_bodies() {
+        let (submit, seen) = answering(|_| Some(Ok(ApiResponsePayload::Empty)));
+        let response = handle(
+            "PUT",
+            "/api/v1/vm.snapshot",
+            br#"{"destination_url":"file:///s"}"#,
+            &submit,
+        );
+        assert_eq!(response.status, 204);
+        let response = handle(
+            "PUT",
+            "/api/v1/vm.restore",
+            br#"{"source_url":"file:///s","prefault":true}"#,
+            &submit,
+        );
+        assert_eq!(response.status, 204);
+        assert_eq!(
+            *seen.borrow(),
+            [
+                r#"VmSnapshot(VmSnapshotConfig { destination_url: "file:///s" })"#,
+                r#"VmRestore(RestoreConfig { source_url: "file:///s", prefault: true, resume: false })"#
+            ]
+        );
+        // No body, a body that is not the endpoint's type, another method.
+        assert_eq!(
+            handle("PUT", "/api/v1/vm.snapshot", b"", &submit).status,
+            400
+        );
+        let response = handle("PUT", "/api/v1/vm.restore", b"{}", &submit);
+        assert_eq!(response.status, 400);
+        assert_eq!(body(&response)[0], "Failed to deserialize JSON");
+        assert_eq!(
+            handle("GET", "/api/v1/vm.snapshot", b"", &submit).status,
+            400
+        );
+        assert_eq!(seen.borrow().len(), 2);
     }
 
     #[test]
