@@ -23,23 +23,7 @@ use std::time::{Duration, Instant};
 
 /// Paths printed by scripts/build-linux-guest (builds on first use).
 fn linux_guest() -> &'static HashMap<String, PathBuf> {
-    static PATHS: std::sync::OnceLock<HashMap<String, PathBuf>> = std::sync::OnceLock::new();
-    PATHS.get_or_init(|| {
-        let out = Command::new(common::repo_root().join("scripts/build-linux-guest"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/build-linux-guest");
-        assert!(out.status.success(), "scripts/build-linux-guest failed");
-        let paths: HashMap<String, PathBuf> = common::text(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), PathBuf::from(v.trim())))
-            .collect();
-        for k in ["VMLINUX", "BZIMAGE", "INITRAMFS"] {
-            assert!(paths.get(k).is_some_and(|p| p.is_file()), "{k} missing");
-        }
-        paths
-    })
+    common::linux_guest_paths()
 }
 
 /// Whether the host CPU is an Intel one (Linux reads the TSC and APIC timer

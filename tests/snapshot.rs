@@ -631,15 +631,9 @@ fn kv_data_written_before_the_snapshot_reads_back_after_restore() {
 
 /// The minimal Linux guest's paths (scripts/build-linux-guest, cached).
 fn linux_guest() -> std::collections::HashMap<String, String> {
-    let out = Command::new(common::repo_root().join("scripts/build-linux-guest"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/build-linux-guest");
-    assert!(out.status.success(), "scripts/build-linux-guest failed");
-    text(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+    common::linux_guest_paths()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.display().to_string()))
         .collect()
 }
 

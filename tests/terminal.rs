@@ -368,22 +368,11 @@ fn an_error_exits_at_once_and_restores_the_terminal() {
     );
 }
 
-/// Paths printed by scripts/build-linux-guest (cached after the first
-/// build).
+/// The Linux guest's kernel and initramfs (scripts/build-linux-guest,
+/// cached after the first build).
 fn linux_guest() -> (PathBuf, PathBuf) {
-    let out = Command::new(common::repo_root().join("scripts/build-linux-guest"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/build-linux-guest");
-    assert!(out.status.success(), "scripts/build-linux-guest failed");
-    let text = common::text(&out.stdout);
-    let path = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .map(|p| PathBuf::from(p.trim()))
-            .unwrap_or_else(|| panic!("no {key} in {text}"))
-    };
-    (path("VMLINUX"), path("INITRAMFS"))
+    let p = common::linux_guest_paths();
+    (p["VMLINUX"].clone(), p["INITRAMFS"].clone())
 }
 
 /// Keys typed on the terminal reach the Linux guest's shell, which

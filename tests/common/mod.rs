@@ -218,3 +218,27 @@ pub fn ch_remote(socket: &Path, args: &[&str]) -> Output {
 pub fn text(v: &[u8]) -> String {
     String::from_utf8_lossy(v).to_string()
 }
+
+/// The minimal Linux guest's paths by name (`VMLINUX`, `BZIMAGE`,
+/// `INITRAMFS`), printed by scripts/build-linux-guest, which builds it on
+/// first use and caches it.
+pub fn linux_guest_paths() -> &'static std::collections::HashMap<String, PathBuf> {
+    static PATHS: std::sync::OnceLock<std::collections::HashMap<String, PathBuf>> =
+        std::sync::OnceLock::new();
+    PATHS.get_or_init(|| {
+        let out = Command::new(repo_root().join("scripts/build-linux-guest"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/build-linux-guest");
+        assert!(out.status.success(), "scripts/build-linux-guest failed");
+        let paths: std::collections::HashMap<String, PathBuf> = text(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), PathBuf::from(v.trim())))
+            .collect();
+        for k in ["VMLINUX", "BZIMAGE", "INITRAMFS"] {
+            assert!(paths.get(k).is_some_and(|p| p.is_file()), "{k} missing");
+        }
+        paths
+    })
+}
