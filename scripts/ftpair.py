@@ -1,0 +1,661 @@
+# Copyright 2026 The ft-cloud-hypervisor authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Two hosts on one machine for scripts/bench-ft and scripts/soak-pair.
+
+The same layout as tests/common/pair.rs (read its module text), written in
+Python for the scripts:
+
+    host A netns                   lan netns                    host B netns
+   [tap tpa*]--[bridge bra*]--upa*==lna*--[bridge lan*]--lnb*==upb*--[bridge brb*]--[tap tpb*]
+                192.168.253.1         192.168.253.254              192.168.253.2
+        lga* 10.253.0.1/30 ============== logging link ============== lgb* 10.253.0.2/30
+                                            ||
+                                      lnc*==cli* 192.168.253.100   client netns
+
+Namespaces are named ``ftbench-<pid>-<n>-<role>`` and every interface name
+is a three-letter role and the tag ``<pid hex>y<n>`` (the tests use ``x``),
+so that the names are unique on the machine. ``PairNet.close`` (also run at
+exit and on SIGINT/SIGTERM) kills every process left in the namespaces,
+deletes the persistent taps and then the namespaces; ``sweep_stale`` removes
+what a killed run of these scripts left behind; ``leftovers`` checks that
+nothing is left.
+
+Also here: starting a VMM in a namespace (serial, stderr, API socket and
+event monitor in a run directory), its REST API over the Unix socket,
+reading its event-monitor file, a private etcd, and statistics helpers.
+Standard library only.
+"""
+import atexit
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+NS_PREFIX = "ftbench-"
+LAN_PREFIX_LEN = 24
+HOST_A_LAN = "192.168.253.1"
+HOST_B_LAN = "192.168.253.2"
+GUEST_IP = "192.168.253.10"
+CLIENT_IP = "192.168.253.100"
+LAN_IP = "192.168.253.254"
+LOG_A = "10.253.0.1"
+LOG_B = "10.253.0.2"
+KV_PORT = 7000
+CHANNEL_PORT = 7410
+ETCD_PORT = 2479
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class PairError(Exception):
+    """A step of the harness failed (setup, a VMM that did not start...)."""
+
+
+def sh(args, check=True, capture=True):
+    """Runs a command (a list); returns its stdout; raises PairError on
+    failure when ``check``."""
+    p = subprocess.run(args, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+                       stderr=subprocess.PIPE if capture else subprocess.DEVNULL)
+    if check and p.returncode != 0:
+        err = p.stderr.decode(errors="replace").strip() if capture else ""
+        raise PairError(f"{' '.join(args)}: exit {p.returncode}: {err}")
+    return p.stdout.decode(errors="replace") if capture else ""
+
+
+def ip(*args, check=True):
+    return sh(["ip", *args], check=check)
+
+
+def build():
+    """Builds the release binaries and the test guest; returns
+    (vmm, kv_client, guest)."""
+    subprocess.run(["cargo", "build", "--release", "--locked", "-p", "cloud-hypervisor",
+                    "-p", "ft-kv-client"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    guest = os.environ.get("TEST_GUEST_ELF")
+    if not guest or not os.path.isfile(guest):
+        out = subprocess.run([os.path.join(ROOT, "scripts/build-test-guest")], cwd=ROOT,
+                             check=True, stdout=subprocess.PIPE)
+        guest = out.stdout.decode().strip().splitlines()[-1]
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    rel = os.path.join(target, "release")
+    return os.path.join(rel, "cloud-hypervisor"), os.path.join(rel, "ft-kv-client"), guest
+
+
+def pids_in(ns):
+    out = sh(["ip", "netns", "pids", ns], check=False)
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def kill_all_in(ns, wait=5.0):
+    """SIGKILLs every process in namespace ``ns`` (all of them were started
+    by this script) and waits until none is left."""
+    deadline = time.monotonic() + wait
+    while True:
+        pids = pids_in(ns)
+        if not pids or time.monotonic() > deadline:
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
+
+
+def sweep_stale():
+    """Deletes namespaces of runs of these scripts whose process is gone."""
+    for line in sh(["ip", "netns", "list"], check=False).splitlines():
+        name = line.split()[0] if line.split() else ""
+        if not name.startswith(NS_PREFIX):
+            continue
+        pid = name[len(NS_PREFIX):].split("-")[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            kill_all_in(name)
+            ip("netns", "del", name, check=False)
+
+
+_OPEN = []
+_COUNTER = [0]
+_LOCK = threading.Lock()
+
+
+def _close_all():
+    for net in list(_OPEN):
+        net.close()
+
+
+def _on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def install_cleanup():
+    """Cleans up every open PairNet at exit and on SIGINT/SIGTERM/SIGHUP."""
+    atexit.register(_close_all)
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _on_signal)
+
+
+class PairNet:
+    """The four namespaces and their links (see the module text)."""
+
+    def __init__(self):
+        with _LOCK:
+            n = _COUNTER[0]
+            _COUNTER[0] += 1
+        pid = os.getpid()
+        self.tag = f"{pid:x}y{n:x}"
+        self.ns_prefix = f"{NS_PREFIX}{pid}-{n}-"
+        self.guest_mac = "52:54:%02x:%02x:%02x:%02x" % (
+            (pid >> 16) & 0xff, (pid >> 8) & 0xff, pid & 0xff, 0x80 | (n & 0x7f))
+        t = self.tag
+        self.links = {h: {"bridge": f"br{h}{t}", "tap": f"tp{h}{t}", "uplink": f"up{h}{t}",
+                          "lan_port": f"ln{h}{t}", "log": f"lg{h}{t}"} for h in "ab"}
+        self.client_if = f"cli{t}"
+        self.client_port = f"lnc{t}"
+        self.lan_bridge = f"lan{t}"
+        self.ns = {r: f"{self.ns_prefix}{r}" for r in ("hostA", "hostB", "client", "lan")}
+        self.closed = False
+        _OPEN.append(self)
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def host_ns(self, host):
+        return self.ns["hostA" if host == "a" else "hostB"]
+
+    def _build(self):
+        for name in self.ns.values():
+            ip("netns", "del", name, check=False)
+            ip("netns", "add", name)
+            ip("-n", name, "link", "set", "lo", "up")
+            sh(["ip", "netns", "exec", name, "sysctl", "-q", "-w",
+                "net.ipv6.conf.all.disable_ipv6=1", "-w", "net.ipv6.conf.default.disable_ipv6=1"])
+        lan, lb, ln = self.ns["lan"], self.lan_bridge, LAN_PREFIX_LEN
+        ip("-n", lan, "link", "add", lb, "type", "bridge")
+        ip("-n", lan, "addr", "add", f"{LAN_IP}/{ln}", "dev", lb)
+        ip("-n", lan, "link", "set", lb, "up")
+        for h, addr in (("a", HOST_A_LAN), ("b", HOST_B_LAN)):
+            ns, l = self.host_ns(h), self.links[h]
+            ip("-n", ns, "link", "add", l["bridge"], "type", "bridge")
+            ip("-n", ns, "addr", "add", f"{addr}/{ln}", "dev", l["bridge"])
+            ip("-n", ns, "link", "set", l["bridge"], "up")
+            ip("-n", ns, "link", "add", l["uplink"], "type", "veth", "peer", "name",
+               l["lan_port"], "netns", lan)
+            ip("-n", ns, "link", "set", l["uplink"], "master", l["bridge"], "up")
+            ip("-n", lan, "link", "set", l["lan_port"], "master", lb, "up")
+            ip("-n", ns, "tuntap", "add", "dev", l["tap"], "mode", "tap", "vnet_hdr")
+            ip("-n", ns, "link", "set", l["tap"], "master", l["bridge"], "up")
+        cl = self.ns["client"]
+        ip("-n", cl, "link", "add", self.client_if, "type", "veth", "peer", "name",
+           self.client_port, "netns", lan)
+        ip("-n", cl, "addr", "add", f"{CLIENT_IP}/{ln}", "dev", self.client_if)
+        ip("-n", cl, "link", "set", self.client_if, "up")
+        ip("-n", lan, "link", "set", self.client_port, "master", lb, "up")
+        a, b = self.ns["hostA"], self.ns["hostB"]
+        la, lbg = self.links["a"]["log"], self.links["b"]["log"]
+        ip("-n", a, "link", "add", la, "type", "veth", "peer", "name", lbg, "netns", b)
+        ip("-n", a, "addr", "add", f"{LOG_A}/30", "dev", la)
+        ip("-n", b, "addr", "add", f"{LOG_B}/30", "dev", lbg)
+        ip("-n", a, "link", "set", la, "up")
+        ip("-n", b, "link", "set", lbg, "up")
+        for ns, to in ((cl, LAN_IP), (cl, HOST_A_LAN), (cl, HOST_B_LAN), (a, LOG_B)):
+            self._wait_reachable(ns, to)
+
+    def _wait_reachable(self, ns, to, timeout=10.0):
+        """A link just set up drops frames for a moment: wait until ``to``
+        answers a TCP connection attempt from ``ns`` to a port nothing
+        listens on (a refusal is an answer)."""
+        probe = ("import socket,sys\n"
+                 "try:\n"
+                 f"    socket.create_connection(('{to}', 9), timeout=0.3)\n"
+                 "except ConnectionRefusedError:\n"
+                 "    pass\n"
+                 "except OSError:\n"
+                 "    sys.exit(1)\n")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            p = subprocess.run(["ip", "netns", "exec", ns, "python3", "-c", probe],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if p.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise PairError(f"{ns} cannot reach {to} after setup")
+
+    def cut_log_link(self):
+        ip("-n", self.ns["hostA"], "link", "set", self.links["a"]["log"], "down")
+
+    def isolate_host(self, host):
+        """Takes ``host`` off both links at once (its logging link end and
+        its LAN uplink down), as a host that loses power: its peer gets no
+        FIN or RST and notices only by its timeout."""
+        ns, l = self.host_ns(host), self.links[host]
+        ip("-n", ns, "link", "set", l["log"], "down")
+        ip("-n", ns, "link", "set", l["uplink"], "down")
+
+    def client_bytes(self):
+        """(tx, rx) bytes of the client's interface so far."""
+        out = ip("-n", self.ns["client"], "-j", "-s", "link", "show", "dev", self.client_if)
+        stats = json.loads(out)[0]["stats64"]
+        return stats["tx"]["bytes"], stats["rx"]["bytes"]
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        for name in self.ns.values():
+            kill_all_in(name)
+        for h in "ab":
+            ip("-n", self.host_ns(h), "link", "del", self.links[h]["tap"], check=False)
+        for name in self.ns.values():
+            ip("netns", "del", name, check=False)
+        if self in _OPEN:
+            _OPEN.remove(self)
+
+    def leftovers(self):
+        """What is left of this pair after ``close``: namespaces, root
+        namespace links with its tag, processes in its namespaces."""
+        left = [f"namespace {l.split()[0]}" for l in sh(["ip", "netns", "list"]).splitlines()
+                if l.startswith(self.ns_prefix)]
+        for line in sh(["ip", "-o", "link", "show"]).splitlines():
+            name = line.split(": ")[1].split("@")[0] if ": " in line else ""
+            if name.endswith(self.tag) and len(name) == 3 + len(self.tag):
+                left.append(f"root-namespace link {name}")
+        return left
+
+
+class Vmm:
+    """A cloud-hypervisor process in a namespace; its files in ``run_dir``."""
+
+    def __init__(self, net, host, vmm_bin, run_dir, name, args, api=True):
+        self.name = name
+        self.serial = os.path.join(run_dir, f"serial-{name}.txt")
+        self.stderr = os.path.join(run_dir, f"stderr-{name}.txt")
+        self.events = os.path.join(run_dir, f"events-{name}.json")
+        self.api = os.path.join(run_dir, f"api-{name}.sock") if api else None
+        for p in (self.serial, self.events, self.api):
+            if p and os.path.exists(p):
+                os.unlink(p)
+        full = [*args, "--serial", f"file={self.serial}", "--console", "off",
+                "--event-monitor", f"path={self.events}", "-v"]
+        if self.api:
+            full += ["--api-socket", f"path={self.api}"]
+        with open(self.stderr, "wb") as err:
+            self.proc = subprocess.Popen(["ip", "netns", "exec", net.host_ns(host), vmm_bin, *full],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=err)
+        self.started = time.monotonic()
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def kill9(self):
+        """``kill -9``, as a host failure; returns when it is reaped."""
+        if self.running():
+            self.proc.kill()
+        self.proc.wait()
+
+    def wait(self, timeout):
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def serial_text(self):
+        return _read(self.serial)
+
+    def stderr_text(self):
+        return _read(self.stderr)
+
+    def wait_serial(self, text, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.serial_text():
+                return
+            if not self.running():
+                break
+            time.sleep(0.05)
+        raise PairError(f"{self.name}: no {text!r} on the serial port "
+                        f"(exit {self.proc.poll()}); stderr tail:\n{tail(self.stderr_text())}")
+
+    def ft_events(self):
+        """The names of the fault-tolerance events so far, in order."""
+        return [e.get("event") for e in read_events(self.events)
+                if e.get("source") == "fault-tolerance"]
+
+    def get(self, endpoint, timeout=2.0):
+        """``GET /api/v1/<endpoint>`` over the API socket: the JSON body."""
+        conn = _UnixHTTP(self.api, timeout)
+        try:
+            conn.request("GET", f"/api/v1/{endpoint}")
+            r = conn.getresponse()
+            body = r.read()
+            if r.status != 200:
+                raise PairError(f"{self.name}: GET {endpoint}: {r.status} {body[:200]!r}")
+            return json.loads(body)
+        finally:
+            conn.close()
+
+    def wait_api(self, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return self.get("vm.info")
+            except (OSError, PairError, ValueError, http.client.HTTPException):
+                if not self.running():
+                    break
+                time.sleep(0.05)
+        raise PairError(f"{self.name}: the API did not answer; stderr tail:\n"
+                        f"{tail(self.stderr_text())}")
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.path)
+        self.sock = s
+
+
+def _read(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def tail(text, n=15):
+    return "\n".join(text.splitlines()[-n:])
+
+
+def read_events(path):
+    """The JSON objects of an event-monitor file (concatenated, pretty
+    printed objects)."""
+    text, out, dec, i = _read(path), [], json.JSONDecoder(), 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            return out
+        try:
+            obj, i = dec.raw_decode(text, i)
+        except ValueError:
+            return out  # a partly written last object
+        out.append(obj)
+
+
+def write_key(path):
+    """A fresh 32-byte pair key, mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(path, 0o600)
+    return path
+
+
+def sparse_disk(path, size=16 << 20):
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+class Etcd:
+    """A private etcd in the LAN namespace (Debian's etcd-server)."""
+
+    def __init__(self, net, data_dir, port=ETCD_PORT):
+        os.makedirs(data_dir, exist_ok=True)
+        self.url = f"http://{LAN_IP}:{port}"
+        peer = f"http://{LAN_IP}:{port + 1}"
+        self.log = os.path.join(data_dir, "etcd.log")
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", net.ns["lan"], "etcd", "--name=ft-bench",
+                 f"--data-dir={os.path.join(data_dir, 'data')}",
+                 f"--listen-client-urls={self.url}", f"--advertise-client-urls={self.url}",
+                 f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+                 f"--initial-cluster=ft-bench={peer}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            p = subprocess.run(["ip", "netns", "exec", net.ns["lan"], "python3", "-c",
+                                "import urllib.request,sys;"
+                                f"sys.stdout.write(urllib.request.urlopen('{self.url}/health',"
+                                "timeout=2).read().decode())"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            if b'"health":"true"' in p.stdout:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        raise PairError(f"etcd did not start:\n{tail(_read(self.log))}")
+
+    def tiebreaker(self, prefix):
+        return f"etcd:{self.url}/{prefix}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def pair_args(guest, cmdline, memory="128M", disk=None, net=None):
+    """The VM options both sides share (paths and taps may differ)."""
+    args = ["--kernel", guest, "--cmdline", cmdline, "--memory", f"size={memory}"]
+    if disk:
+        args += ["--disk", f"path={disk}"]
+    if net:
+        args += ["--net", net]
+    return args
+
+
+def start_pair(net, vmm_bin, run_dir, vm_args_a, vm_args_b, key, tiebreaker, extra="",
+               log=None):
+    """A backup on host B, then its primary on host A: (primary, backup)."""
+    common = f"key={key},tiebreaker={tiebreaker}{extra}"
+    b_ft = f"mode=backup,listen=tcp:{LOG_B}:{CHANNEL_PORT},{common}"
+    if log:
+        b_ft += f",log={log}"
+    backup = Vmm(net, "b", vmm_bin, run_dir, "backup",
+                 [*vm_args_b, "--fault-tolerance", b_ft])
+    p_ft = f"mode=primary,peer=tcp:{LOG_B}:{CHANNEL_PORT},{common}"
+    primary = Vmm(net, "a", vmm_bin, run_dir, "primary",
+                  [*vm_args_a, "--fault-tolerance", p_ft])
+    return primary, backup
+
+
+def client_cmd(net, client_bin, *args):
+    """``ft-kv-client --addr GUEST:7000 ARGS`` in the client namespace."""
+    return ["ip", "netns", "exec", net.ns["client"], client_bin,
+            "--addr", f"{GUEST_IP}:{KV_PORT}", *args]
+
+
+def parse_kv(line):
+    """``k=v`` fields of an ft-kv-client report line (numbers as floats)."""
+    out = {}
+    for word in line.split():
+        if "=" in word:
+            k, v = word.split("=", 1)
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
+def percentile(values, p):
+    """The p-th percentile (nearest rank) of ``values``."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    rank = max(1, -(-len(s) * p // 100))
+    return s[min(rank, len(s)) - 1]
+
+
+def median(values):
+    return percentile(values, 50)
+
+
+# One failover trial (scripts/bench-ft and scripts/soak-pair).
+
+STREAM_SECONDS = 4.0
+
+
+def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
+              tiebreaker="file", stream_seconds=STREAM_SECONDS, kill_after=None,
+              keep="failed"):
+    """One pair serving a verified KV stream from the client; ``victim``
+    (``primary`` or ``backup``: kill -9 of that VMM; ``primary-host``: host
+    A off both links, then kill -9 of its VMM, so that the backup detects
+    the loss by its timeout; ``link``: the logging link cut) fails
+    ``kill_after`` seconds into the stream (chosen from ``seed`` when not
+    given). Returns a dict of what happened; ``problems`` lists every
+    violated expectation (empty: the trial passed). The trial's files stay
+    in ``dir`` unless ``keep`` is ``never``, or ``failed`` and it passed."""
+    import random
+    import shutil
+    vmm_bin, client_bin, guest = bins
+    rng = random.Random(seed)
+    if kill_after is None:
+        kill_after = round(rng.uniform(0.8, 2.2), 3)
+    run_dir = os.path.join(base_dir, f"trial-{index}-seed-{seed}")
+    os.makedirs(run_dir, exist_ok=True)
+    r = {"trial": index, "seed": seed, "victim": victim, "disks": disks,
+         "tiebreaker": tiebreaker, "kill_after_s": kill_after, "dir": run_dir, "problems": []}
+    net = PairNet()
+    etcd = None
+    primary = backup = stream = None
+    try:
+        if tiebreaker == "etcd":
+            etcd = Etcd(net, os.path.join(run_dir, "etcd"))
+            tb = etcd.tiebreaker(f"ft/{net.tag}/{seed}")
+        else:
+            tb = f"file:{os.path.join(run_dir, 'tiebreak')}"
+        disk_a = sparse_disk(os.path.join(run_dir, "kv-a.img"))
+        disk_b = disk_a
+        if disks == "separate":
+            disk_b = os.path.join(run_dir, "kv-b.img")
+            shutil.copyfile(disk_a, disk_b)
+        cmdline = f"workload=kv ip={GUEST_IP}/{LAN_PREFIX_LEN}"
+        mac = net.guest_mac
+        args_a = pair_args(guest, cmdline, disk=disk_a,
+                           net=f"tap={net.links['a']['tap']},mac={mac}")
+        args_b = pair_args(guest, cmdline, disk=disk_b,
+                           net=f"tap={net.links['b']['tap']},mac={mac}")
+        extra = ",disks=separate" if disks == "separate" else ""
+        key = write_key(os.path.join(run_dir, "pair.key"))
+        primary, backup = start_pair(net, vmm_bin, run_dir, args_a, args_b, key, tb, extra)
+        primary.wait_serial("kv: listening on", 90)
+        timeline = os.path.join(run_dir, "timeline.csv")
+        out_path = os.path.join(run_dir, "stream.txt")
+        with open(out_path, "wb") as out:
+            stream = subprocess.Popen(
+                client_cmd(net, client_bin, "stream", "--duration", str(stream_seconds),
+                           "--verify", "--get-every", "4", "--timeline", timeline,
+                           "--prefix", f"ft{net.tag}s{seed}", "--timeout", "30"),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        time.sleep(kill_after)
+        if stream.poll() is not None:
+            r["problems"].append(f"the stream ended before the failure: {_read(out_path)}")
+        if victim == "primary":
+            primary.kill9()
+        elif victim == "primary-host":
+            net.isolate_host("a")
+            primary.kill9()
+        elif victim == "backup":
+            backup.kill9()
+        else:
+            net.cut_log_link()
+        try:
+            stream.wait(timeout=stream_seconds + 90)
+        except subprocess.TimeoutExpired:
+            stream.kill()
+            stream.wait()
+            r["problems"].append("the stream did not end")
+        text = _read(out_path)
+        line = next((l for l in text.splitlines() if l.startswith("stream:")), "")
+        f = parse_kv(line)
+        r.update({"stream": line, "acked": int(f.get("acked", 0)), "lost": int(f.get("lost", 0)),
+                  "wrong": int(f.get("wrong", 0)), "reset": f.get("reset") == "true",
+                  "end": f.get("end", "?"), "max_gap_ms": f.get("max_gap", float("nan")),
+                  "max_gap_at_s": f.get("max_gap_at", float("nan")),
+                  "verified": f.get("verified", "no"), "timeline": timeline})
+        if not line:
+            r["problems"].append(f"no stream report: {text.strip()[-400:]}")
+        else:
+            if r["lost"] or r["wrong"]:
+                r["problems"].append(f"lost={r['lost']} wrong={r['wrong']} acknowledged SETs")
+            if r["reset"]:
+                r["problems"].append("the client's connection was reset")
+            if r["end"] != "completed":
+                r["problems"].append(f"the stream ended: {r['end']}")
+            if r["verified"] != float(r["acked"]):
+                r["problems"].append(f"verified {r['verified']} of {r['acked']} acknowledged")
+        _check_survivor(r, victim, primary, backup)
+    except PairError as e:
+        r["problems"].append(str(e))
+    finally:
+        for vm in (primary, backup):
+            if vm:
+                vm.kill9()
+        if stream and stream.poll() is None:
+            stream.kill()
+            stream.wait()
+        if etcd:
+            etcd.stop()
+        net.close()
+        left = net.leftovers()
+        if left:
+            r["problems"].append(f"left behind: {left}")
+    r["ok"] = not r["problems"]
+    if keep == "never" or (keep == "failed" and r["ok"]):
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return r
+
+
+def _check_survivor(r, victim, primary, backup):
+    """After the failure: exactly one VMM still running, live and
+    unprotected, with its events in order; the other gone (killed, or
+    exited saying it lost the tiebreak)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and primary.running() and backup.running():
+        time.sleep(0.1)
+    alive = [vm for vm in (primary, backup) if vm.running()]
+    r["live_vmms"] = len(alive)
+    r["events_primary"] = primary.ft_events()
+    r["events_backup"] = backup.ft_events()
+    if len(alive) != 1:
+        r["problems"].append(f"{len(alive)} VMMs running after the failure")
+        return
+    survivor = alive[0]
+    r["survivor"] = survivor.name
+    if victim != "link" and victim.startswith(survivor.name):
+        r["problems"].append(f"the killed {victim} still runs")
+    try:
+        info = survivor.get("vm.info").get("fault_tolerance") or {}
+        r["survivor_state"] = info.get("state")
+        if info.get("state") != "live-unprotected":
+            r["problems"].append(f"the survivor ({survivor.name}) is {info.get('state')}")
+    except (OSError, PairError, ValueError, http.client.HTTPException) as e:
+        r["problems"].append(f"vm.info of the survivor ({survivor.name}): {e}")
+    events = survivor.ft_events()
+    want = ["connected", "protected", "peer-lost", "tiebreak-won"]
+    want += ["go-live", "unprotected"] if survivor is backup else ["unprotected"]
+    if events != want:
+        r["problems"].append(f"{survivor.name} events {events}, expected {want}")
+    if victim == "link":
+        loser = primary if survivor is backup else backup
+        if "tiebreak-lost" not in loser.ft_events():
+            r["problems"].append(f"{loser.name} exited without a tiebreak-lost event "
+                                 f"(exit {loser.proc.poll()}): {tail(loser.stderr_text(), 3)}")
