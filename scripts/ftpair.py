@@ -47,6 +47,8 @@ LOG_B = "10.253.0.2"
 KV_PORT = 7000
 CHANNEL_PORT = 7410
 ETCD_PORT = 2479
+# The KV service's log grows with its disk (about 1000 records per MiB).
+KV_DISK_SIZE = 1 << 30
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -295,6 +297,15 @@ class Vmm:
     def running(self):
         return self.proc.poll() is None
 
+    def cpu_seconds(self):
+        """User + system CPU time used so far (0 once reaped)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
     def kill9(self):
         """``kill -9``, as a host failure; returns when it is reaped."""
         if self.running():
@@ -542,11 +553,11 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
             tb = etcd.tiebreaker(f"ft/{net.tag}/{seed}")
         else:
             tb = f"file:{os.path.join(run_dir, 'tiebreak')}"
-        disk_a = sparse_disk(os.path.join(run_dir, "kv-a.img"))
+        disk_a = sparse_disk(os.path.join(run_dir, "kv-a.img"), KV_DISK_SIZE)
         disk_b = disk_a
         if disks == "separate":
-            disk_b = os.path.join(run_dir, "kv-b.img")
-            shutil.copyfile(disk_a, disk_b)
+            # A copy of a fresh image: another fresh image of its size.
+            disk_b = sparse_disk(os.path.join(run_dir, "kv-b.img"), KV_DISK_SIZE)
         cmdline = f"workload=kv ip={GUEST_IP}/{LAN_PREFIX_LEN}"
         mac = net.guest_mac
         args_a = pair_args(guest, cmdline, disk=disk_a,
@@ -565,6 +576,7 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
                            "--verify", "--get-every", "4", "--timeline", timeline,
                            "--prefix", f"ft{net.tag}s{seed}", "--timeout", "30"),
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        spawned = time.monotonic()
         time.sleep(kill_after)
         if stream.poll() is not None:
             r["problems"].append(f"the stream ended before the failure: {_read(out_path)}")
@@ -577,6 +589,9 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
             backup.kill9()
         else:
             net.cut_log_link()
+        # When the failure happened, from the client's start (its timeline
+        # counts from its first request, a few ms later).
+        r["failed_at_s"] = time.monotonic() - spawned
         try:
             stream.wait(timeout=stream_seconds + 90)
         except subprocess.TimeoutExpired:
