@@ -606,6 +606,7 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
                   "end": f.get("end", "?"), "max_gap_ms": f.get("max_gap", float("nan")),
                   "max_gap_at_s": f.get("max_gap_at", float("nan")),
                   "verified": f.get("verified", "no"), "timeline": timeline})
+        r.update(failover_gap(timeline, r["failed_at_s"]))
         if not line:
             r["problems"].append(f"no stream report: {text.strip()[-400:]}")
         else:
@@ -637,6 +638,29 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
     if keep == "never" or (keep == "failed" and r["ok"]):
         shutil.rmtree(run_dir, ignore_errors=True)
     return r
+
+
+def failover_gap(timeline, failed_at, before=0.25, after=0.5):
+    """The longest wait between two consecutive replies of a stream
+    timeline (CSV ``at_s,latency_ms,request``) that began between
+    ``before`` seconds before and ``after`` seconds after ``failed_at``
+    (seconds from the client's start; its timeline starts a few ms later,
+    at its first request): the gap the failure caused, told apart from
+    gaps elsewhere in the stream. Returns ``failover_gap_ms`` and
+    ``failover_gap_at_s`` (its start, from the failure)."""
+    try:
+        with open(timeline) as f:
+            at = [float(l.split(",")[0]) for l in f.read().splitlines()[1:] if l]
+    except (OSError, ValueError):
+        return {}
+    best = None
+    for prev, cur in zip(at, at[1:]):
+        if failed_at - before <= prev <= failed_at + after and (best is None
+                                                               or cur - prev > best[0]):
+            best = (cur - prev, prev)
+    if best is None:
+        return {}
+    return {"failover_gap_ms": best[0] * 1000, "failover_gap_at_s": best[1] - failed_at}
 
 
 def _check_survivor(r, victim, primary, backup):
