@@ -162,6 +162,7 @@ class PairNet:
         self.lan_bridge = f"lan{t}"
         self.ns = {r: f"{self.ns_prefix}{r}" for r in ("hostA", "hostB", "client", "lan")}
         self.closed = False
+        self.inodes = set()
         _OPEN.append(self)
         try:
             self._build()
@@ -176,6 +177,7 @@ class PairNet:
         for name in self.ns.values():
             ip("netns", "del", name, check=False)
             ip("netns", "add", name)
+            self.inodes.add(os.stat(f"/var/run/netns/{name}").st_ino)
             ip("-n", name, "link", "set", "lo", "up")
             sh(["ip", "netns", "exec", name, "sysctl", "-q", "-w",
                 "net.ipv6.conf.all.disable_ipv6=1", "-w", "net.ipv6.conf.default.disable_ipv6=1"])
@@ -269,6 +271,25 @@ class PairNet:
             name = line.split(": ")[1].split("@")[0] if ": " in line else ""
             if name.endswith(self.tag) and len(name) == 3 + len(self.tag):
                 left.append(f"root-namespace link {name}")
+        # A process still in one of the namespaces keeps it alive after its
+        # name is gone (inodes another namespace reuses are not ours).
+        reused = set()
+        for entry in os.scandir("/var/run/netns") if os.path.isdir("/var/run/netns") else []:
+            if not entry.name.startswith(self.ns_prefix):
+                try:
+                    reused.add(entry.stat().st_ino)
+                except OSError:
+                    pass
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                link = os.readlink(f"/proc/{pid}/ns/net")
+            except OSError:
+                continue
+            ino = int(link[len("net:["):-1]) if link.startswith("net:[") else None
+            if ino in self.inodes and ino not in reused:
+                left.append(f"process {pid} in a namespace of this pair")
         return left
 
 
