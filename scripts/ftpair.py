@@ -493,16 +493,17 @@ def pair_args(guest, cmdline, memory="128M", disk=None, net=None):
 
 
 def start_pair(net, vmm_bin, run_dir, vm_args_a, vm_args_b, key, tiebreaker, extra="",
-               log=None):
-    """A backup on host B, then its primary on host A: (primary, backup)."""
+               log=None, tag=""):
+    """A backup on host B, then its primary on host A: (primary, backup);
+    their files are named `<kind>-primary<tag>.*` and `<kind>-backup<tag>.*`."""
     common = f"key={key},tiebreaker={tiebreaker}{extra}"
     b_ft = f"mode=backup,listen=tcp:{LOG_B}:{CHANNEL_PORT},{common}"
     if log:
         b_ft += f",log={log}"
-    backup = Vmm(net, "b", vmm_bin, run_dir, "backup",
+    backup = Vmm(net, "b", vmm_bin, run_dir, f"backup{tag}",
                  [*vm_args_b, "--fault-tolerance", b_ft])
     p_ft = f"mode=primary,peer=tcp:{LOG_B}:{CHANNEL_PORT},{common}"
-    primary = Vmm(net, "a", vmm_bin, run_dir, "primary",
+    primary = Vmm(net, "a", vmm_bin, run_dir, f"primary{tag}",
                   [*vm_args_a, "--fault-tolerance", p_ft])
     return primary, backup
 
