@@ -124,6 +124,7 @@ impl Backup {
         let feed = LiveFeed::new();
         status.set_feed(feed.clone());
         let (st, tb) = (status.clone(), setup.tiebreaker);
+        let head_start = setup.channel.heartbeat;
         let on_lost = Box::new(move |end: StreamEnd| -> bool {
             match end {
                 StreamEnd::Complete => {
@@ -136,6 +137,12 @@ impl Backup {
                     }
                     st.set_state(PairState::PeerLost);
                     st.event("peer-lost", &[("reason", why)]);
+                    // The primary claims first: when both sides are alive
+                    // (a cut link, or one side's false timeout, which shuts
+                    // the connection and so reaches the other at once) the
+                    // VM stays where it runs, unprotected, instead of
+                    // failing over. A dead primary costs one heartbeat more.
+                    std::thread::sleep(head_start);
                     tiebreak_or_stop(&tb, generation, &super::claimant("backup"), &st, || {});
                     st.set_state(PairState::GoingLive);
                     true
