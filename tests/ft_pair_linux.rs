@@ -38,7 +38,14 @@ impl Console {
                 "--cmdline",
                 "console=ttyS0 clearcpuid=4,308,151 noxsave norandmaps",
             ])
-            .args(["--memory", "size=256M", "--serial", "tty", "--console", "off"])
+            .args([
+                "--memory",
+                "size=256M",
+                "--serial",
+                "tty",
+                "--console",
+                "off",
+            ])
             .args(["--fault-tolerance", &ft, "-v"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
