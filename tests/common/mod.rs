@@ -223,8 +223,7 @@ pub fn text(v: &[u8]) -> String {
 /// `INITRAMFS`), printed by scripts/build-linux-guest, which builds it on
 /// first use and caches it.
 pub fn linux_guest_paths() -> &'static std::collections::HashMap<String, PathBuf> {
-    static PATHS: std::sync::OnceLock<std::collections::HashMap<String, PathBuf>> =
-        std::sync::OnceLock::new();
+    static PATHS: OnceLock<std::collections::HashMap<String, PathBuf>> = OnceLock::new();
     PATHS.get_or_init(|| {
         let out = Command::new(repo_root().join("scripts/build-linux-guest"))
             .stderr(Stdio::inherit())
