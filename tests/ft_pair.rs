@@ -23,14 +23,10 @@ fn a_pair_runs_compute_and_the_backup_replays_it_exactly() {
     let dir = TempDir::new("ftpair-compute");
     let net = PairNet::new();
     let names = net.names();
-    let s = Setup {
-        cmdline: "workload=ticks count=300 hz=200".into(),
-        disks: None,
-        net: false,
-        tiebreaker: format!("file:{}", dir.path("tiebreak").display()),
-        extra: "",
-        api: false,
-    };
+    let s = Setup::compute(
+        "workload=ticks count=300 hz=200",
+        format!("file:{}", dir.path("tiebreak").display()),
+    );
     let mut pair = start_pair(&net, &dir, &s);
     let ps = wait_exit(&mut pair.primary, Duration::from_secs(120));
     let bs = wait_exit(&mut pair.backup, Duration::from_secs(60));
@@ -162,14 +158,10 @@ fn vm_create_and_vm_boot_start_a_primary_and_vm_info_shows_the_pair() {
     let dir = TempDir::new("ftpair-api");
     let net = PairNet::new();
     let names = net.names();
-    let s = Setup {
-        cmdline: "workload=ticks count=600 hz=200".into(),
-        disks: None,
-        net: false,
-        tiebreaker: format!("file:{}", dir.path("tiebreak").display()),
-        extra: "",
-        api: false,
-    };
+    let s = Setup::compute(
+        "workload=ticks count=600 hz=200",
+        format!("file:{}", dir.path("tiebreak").display()),
+    );
     let key = common::ftpair::write_key(&dir);
     let mut backup = common::ftpair::start_backup(&net, &dir, &s, &key);
     let socket = dir.path("api.sock");

@@ -199,12 +199,8 @@ fn a_wrong_key_or_another_configuration_is_refused_and_the_backup_waits_on() {
     let net = PairNet::new();
     let names = net.names();
     let s = Setup {
-        cmdline: "workload=ticks count=100 hz=200".into(),
-        disks: None,
-        net: false,
-        tiebreaker: file_tiebreaker(&dir),
         extra: ",timeout_ms=2000",
-        api: false,
+        ..Setup::compute("workload=ticks count=100 hz=200", file_tiebreaker(&dir))
     };
     let key = write_key(&dir);
     let mut backup = start_backup(&net, &dir, &s, &key);
@@ -268,14 +264,10 @@ fn a_tiebreaker_that_is_down_stops_the_backup_instead_of_going_live() {
     let net = PairNet::new();
     let names = net.names();
     let mut etcd = Etcd::start(&net.lan, LAN_IP, 2479, dir.path("etcd"));
-    let s = Setup {
-        cmdline: "workload=ticks count=2000 hz=200".into(),
-        disks: None,
-        net: false,
-        tiebreaker: etcd.tiebreaker(&format!("ft/{}", net.tag)),
-        extra: "",
-        api: false,
-    };
+    let s = Setup::compute(
+        "workload=ticks count=2000 hz=200",
+        etcd.tiebreaker(&format!("ft/{}", net.tag)),
+    );
     let mut pair = start_pair(&net, &dir, &s);
     pair.primary
         .wait_serial("test-guest: ready", Duration::from_secs(60));
@@ -303,12 +295,9 @@ fn a_slow_backup_slows_the_primary_and_the_lag_stays_near_the_target() {
     let net = PairNet::new();
     let names = net.names();
     let s = Setup {
-        cmdline: "workload=exits count=400000".into(),
-        disks: None,
-        net: false,
-        tiebreaker: file_tiebreaker(&dir),
         extra: ",max_lag_ms=40,timeout_ms=5000",
         api: true,
+        ..Setup::compute("workload=exits count=400000", file_tiebreaker(&dir))
     };
     let mut pair = start_pair(&net, &dir, &s);
     pair.primary
@@ -353,14 +342,7 @@ fn a_primary_without_a_backup_and_a_backup_without_a_primary_end_cleanly() {
     let dir = TempDir::new("ftpair-alone");
     let net = PairNet::new();
     let names = net.names();
-    let s = Setup {
-        cmdline: "workload=ticks count=100 hz=200".into(),
-        disks: None,
-        net: false,
-        tiebreaker: file_tiebreaker(&dir),
-        extra: "",
-        api: false,
-    };
+    let s = Setup::compute("workload=ticks count=100 hz=200", file_tiebreaker(&dir));
     let key = write_key(&dir);
     // Nobody listens: the primary gives up within its connect bound.
     let start = Instant::now();

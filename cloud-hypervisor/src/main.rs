@@ -9,19 +9,8 @@ mod logger;
 use std::fs::OpenOptions;
 use std::process::ExitCode;
 
+use ft_backend::error_chain;
 use vmm::config::cli::{self, CliCommand};
-
-/// The error and each of its causes, joined: printed once, at the top.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -45,3 +45,16 @@ pub use entry::{Checkpoint, EndReason, Entry, Event, ExitId, Setup};
 pub use log::{LogError, LogHeader, LogReader, LogStream, LogWriter};
 pub use recorder::{RecordError, Recorder};
 pub use replayer::{ReplayError, Replayer};
+
+/// An error and its causes, on one line (`a: b: c`): how errors are
+/// printed, once, at the top.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}

@@ -27,6 +27,7 @@ use std::thread::JoinHandle;
 
 use crate::channel::{ChannelHandle, ChannelReceiver, Incoming, Position};
 use crate::entry::Entry;
+use crate::error_chain;
 use crate::log::LogHeader;
 use crate::stream::StreamDecoder;
 
@@ -321,18 +322,6 @@ fn publish_header(decoder: &StreamDecoder, feed: &LiveFeed) {
     if let (Some(h), false) = (decoder.header(), known) {
         feed.set_header(h);
     }
-}
-
-/// An error and its causes, on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use vm_migration::CodecError;
 
 use crate::codec::{Codec, Decompressor};
 use crate::entry::Entry;
+use crate::error_chain;
 use crate::log::{
     le32, le64, max_stored_len, LogError, LogHeader, HEADER_LEN, MAGIC, MAX_FRAME_LEN, VERSION,
 };
@@ -217,18 +218,6 @@ impl<R: Read> FrameReader<R> {
         self.offset += len as u64 + 8;
         Ok(Some(entry))
     }
-}
-
-/// An error and its causes, on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 /// Where one frame sits in a log's bytes (for tools and tests that look

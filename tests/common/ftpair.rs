@@ -30,6 +30,20 @@ pub struct Setup<'a> {
     pub api: bool,
 }
 
+impl Setup<'static> {
+    /// A compute guest (`cmdline`), no disk or network, with `tiebreaker`.
+    pub fn compute(cmdline: &str, tiebreaker: String) -> Self {
+        Setup {
+            cmdline: cmdline.into(),
+            disks: None,
+            net: false,
+            tiebreaker,
+            extra: "",
+            api: false,
+        }
+    }
+}
+
 /// A primary on host A and its backup on host B.
 pub struct Pair {
     pub primary: GuestVmm,

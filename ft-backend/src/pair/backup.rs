@@ -114,7 +114,7 @@ impl Backup {
                     }
                     log::warn!(
                         "fault tolerance: refused a connection: {}",
-                        super::primary::error_chain(&e)
+                        crate::error_chain(&e)
                     );
                 }
             }

@@ -19,6 +19,7 @@ use crate::channel::{
     Hello, Position, Role,
 };
 use crate::entry::Setup;
+use crate::error_chain;
 use crate::log::{LogError, LogHeader, LogWriter};
 use crate::log_thread::ProgressSink;
 use crate::pair::{tiebreak_or_stop, OutputRule, PairState, PairStatus};
@@ -232,16 +233,4 @@ fn watch(
     rule.go_unprotected();
     status.set_state(PairState::LiveUnprotected);
     status.event("unprotected", &[]);
-}
-
-/// An error and its causes, on one line.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }

@@ -29,6 +29,7 @@ mod etcd;
 mod file;
 mod http;
 
+use crate::error_chain;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -239,18 +240,6 @@ fn check_claimant(claimant: &str) -> Result<(), TiebreakError> {
     } else {
         Err(TiebreakError::Claimant(claimant.to_string()))
     }
-}
-
-/// An error and its causes on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 #[cfg(test)]

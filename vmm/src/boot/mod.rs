@@ -19,6 +19,7 @@ pub use cpu_state::{initial_fpu, initial_msrs, initial_regs, initial_sregs};
 
 use crate::layout::{CMDLINE_MAX_SIZE, CMDLINE_START, EBDA_START, HIGH_RAM_START};
 use crate::memory::GuestMemoryMmapT;
+use ft_backend::error_chain;
 
 /// Errors while loading a kernel and its boot data.
 #[derive(Debug, thiserror::Error)]
@@ -154,17 +155,6 @@ pub fn load(mem: &GuestMemoryMmapT, spec: &BootSpec<'_>) -> Result<EntryPoint, B
             }),
         },
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn write_cmdline(mem: &GuestMemoryMmapT, cmdline: &str) -> Result<(), BootError> {

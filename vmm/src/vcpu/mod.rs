@@ -33,6 +33,7 @@ pub use ft::{open_pair, DeviceState, FtContext, FtDevices, FtError, PairStart};
 use mode::{Delivery, ModeChange, Seam};
 
 use crate::clock::VmClock;
+use ft_backend::error_chain;
 
 /// Why the vCPU thread ended.
 #[derive(Debug)]
@@ -483,18 +484,6 @@ impl Seam for LoopSeam<'_> {
     fn window_pending(&mut self) -> bool {
         self.window_exit && self.intc.pending_vector().is_some() && self.vcpu.ready_for_interrupt()
     }
-}
-
-/// An error and its causes, on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(c) = source {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        source = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
