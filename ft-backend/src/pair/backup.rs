@@ -143,6 +143,9 @@ impl Backup {
                     // VM stays where it runs, unprotected, instead of
                     // failing over. A dead primary costs one heartbeat more.
                     std::thread::sleep(head_start);
+                    if st.state() == PairState::Stopped {
+                        return true;
+                    }
                     tiebreak_or_stop(&tb, generation, &super::claimant("backup"), &st, || {});
                     st.set_state(PairState::GoingLive);
                     true
@@ -179,5 +182,15 @@ impl Backup {
     /// The channel.
     pub fn handle(&self) -> &ChannelHandle {
         &self.handle
+    }
+}
+
+impl Drop for Backup {
+    /// Its owner is stopping this side: a loss of the primary from now on
+    /// is no reason for a tiebreak (nor for going live).
+    fn drop(&mut self) {
+        if self.status.state() != PairState::LiveUnprotected {
+            self.status.stop_waiting();
+        }
     }
 }

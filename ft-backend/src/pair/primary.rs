@@ -202,6 +202,16 @@ impl Primary {
     }
 }
 
+impl Drop for Primary {
+    /// Its owner is stopping this side: a loss of the backup from now on
+    /// is no reason for a tiebreak.
+    fn drop(&mut self) {
+        if self.status.state() != PairState::LiveUnprotected {
+            self.status.set_state(PairState::Stopped);
+        }
+    }
+}
+
 /// The failure detector: waits for the channel to be lost, then does the
 /// tiebreak.
 fn watch(
