@@ -176,6 +176,28 @@ fn a_debug_recording_replays_with_no_difference_and_the_tool_reads_it() {
             assert!(e.contains(w), "{w:?} missing in: {e}");
         }
     }
+    // info and dump of the cut log: what the frames before the cut hold,
+    // the cut named, and still a failing status.
+    let cut_s = cut.to_str().expect("utf-8");
+    let info = ft_log(&["info", cut_s]);
+    assert_eq!(info.status.code(), Some(1));
+    let s = text(&info.stdout);
+    for want in [
+        "format version",
+        "checkpoints",
+        "end              none",
+        "damaged",
+    ] {
+        assert!(s.contains(want), "{want:?} missing in:\n{s}");
+    }
+    assert!(
+        text(&info.stderr).contains("truncated"),
+        "{}",
+        text(&info.stderr)
+    );
+    let d = ft_log(&["dump", cut_s, "--count", "5"]);
+    assert_eq!(d.status.code(), Some(1));
+    assert_eq!(text(&d.stdout).lines().count(), 5, "{}", text(&d.stdout));
     let usage = ft_log(&["check"]);
     assert_eq!(usage.status.code(), Some(2));
 }

@@ -196,11 +196,38 @@ pub struct LogInfo {
     pub guest_ns: u64,
     /// The largest frames, largest first.
     pub largest: Vec<LargeFrame>,
+    /// Where and why the log stops early (truncated, corrupt, or without
+    /// its end frame): the figures cover the frames before it.
+    pub damage: Option<String>,
+}
+
+/// Whether a log error leaves frames before it worth showing.
+fn is_damage(e: &LogError) -> bool {
+    matches!(
+        e,
+        LogError::Truncated { .. } | LogError::Corrupt { .. } | LogError::NoEnd { .. }
+    )
+}
+
+/// The entries of the log at `path`: validated whole when it is intact;
+/// when a frame is damaged (or the end frame is missing), the entries
+/// before it and, as `Some`, what is wrong. Errors about the file itself
+/// (missing, not a log, another version) are errors.
+fn entries(path: &Path) -> Result<(LogHeader, Option<String>, LogStream), InspectError> {
+    match LogStream::open(path, None) {
+        Ok((header, _, stream)) => Ok((header, None, stream)),
+        Err(e) if is_damage(&e) => {
+            let (header, stream) = LogStream::open_partial(path).map_err(InspectError::Log)?;
+            Ok((header, Some(crate::error_chain(&e)), stream))
+        }
+        Err(e) => Err(InspectError::Log(e)),
+    }
 }
 
 impl LogInfo {
     /// Reads the log at `path` (validated whole first) and keeps the `top`
-    /// largest frames.
+    /// largest frames. A damaged or unfinished log gives the figures of
+    /// the frames before the damage, which [`LogInfo::damage`] names.
     pub fn collect(path: &Path, top: usize) -> Result<Self, InspectError> {
         let file_bytes = std::fs::metadata(path)
             .map_err(|source| InspectError::Io {
@@ -208,16 +235,20 @@ impl LogInfo {
                 source,
             })?
             .len();
-        let (header, frames, stream) = LogStream::open(path, None).map_err(InspectError::Log)?;
+        let (header, damage, stream) = entries(path)?;
         let mut info = LogInfo {
             header: Some(header),
             file_bytes,
-            frames,
+            damage,
             ..LogInfo::default()
         };
         for (i, e) in stream.enumerate() {
-            let e = e.map_err(InspectError::Log)?;
+            // Only a partial stream ends in an error: its damage is known.
+            let Ok(e) = e else { break };
             let frame = i as u64 + 1;
+            info.frames = frame;
+            // The end frame's count, or the last exit a damaged log reached.
+            info.exits = info.exits.max(e.exit());
             let bytes = frame_len(&e);
             let k = info.kinds.entry(kind_name(&e)).or_default();
             k.count += 1;
@@ -262,7 +293,11 @@ impl LogInfo {
         let _ = writeln!(s, "setup            {}", describe_setup(&self.setup));
         let _ = writeln!(s, "frames           {}", self.frames);
         let _ = writeln!(s, "exits            {}", self.exits);
-        let _ = writeln!(s, "end              {}", self.end);
+        if self.end.is_empty() {
+            let _ = writeln!(s, "end              none: the log stops early (below)");
+        } else {
+            let _ = writeln!(s, "end              {}", self.end);
+        }
         let secs = self.guest_ns as f64 / 1e9;
         let _ = writeln!(
             s,
@@ -293,20 +328,39 @@ impl LogInfo {
                 let _ = writeln!(s, "  {}", l.line);
             }
         }
+        if let Some(d) = &self.damage {
+            let _ = writeln!(
+                s,
+                "damaged          the figures above cover the {} frames before: {}",
+                self.frames,
+                d.replace('\n', "; ")
+            );
+        }
         s
     }
 }
 
+/// What [`dump`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dump {
+    /// One line per entry.
+    pub lines: Vec<String>,
+    /// Where and why the log stops early, when it does (the lines come
+    /// from the frames before it).
+    pub damage: Option<String>,
+}
+
 /// The lines of the `count` entries around exit `around` (about half
-/// before the first entry at or after it), or the first `count` entries.
-pub fn dump(path: &Path, around: Option<u64>, count: usize) -> Result<Vec<String>, InspectError> {
-    let (_, _, stream) = LogStream::open(path, None).map_err(InspectError::Log)?;
+/// before the first entry at or after it), or the first `count` entries;
+/// from a damaged log, those among the frames before the damage.
+pub fn dump(path: &Path, around: Option<u64>, count: usize) -> Result<Dump, InspectError> {
+    let (_, damage, stream) = entries(path)?;
     let before = if around.is_some() { count / 2 } else { 0 };
     let mut ring: VecDeque<String> = VecDeque::new();
     let mut out = Vec::new();
     let mut reached = around.is_none();
     for (i, e) in stream.enumerate() {
-        let e = e.map_err(InspectError::Log)?;
+        let Ok(e) = e else { break };
         let l = line(i as u64 + 1, &e);
         if !reached && around.is_some_and(|a| e.exit() >= a && !matches!(e, Entry::Setup(_))) {
             reached = true;
@@ -327,7 +381,7 @@ pub fn dump(path: &Path, around: Option<u64>, count: usize) -> Result<Vec<String
     if !reached {
         out.extend(ring);
     }
-    Ok(out)
+    Ok(Dump { lines: out, damage })
 }
 
 /// What a successful check found.
@@ -461,11 +515,11 @@ mod tests {
         let s = check(&path).unwrap();
         assert_eq!((s.frames, s.checkpoints, s.exits), (6, 2, 9));
 
-        let d = dump(&path, Some(5), 2).unwrap();
+        let d = dump(&path, Some(5), 2).unwrap().lines;
         assert_eq!(d.len(), 2);
         assert!(d[0].contains("checkpoint 1"), "{d:?}");
         assert!(d[1].contains("checkpoint 2"), "{d:?}");
-        assert_eq!(dump(&path, None, 100).unwrap().len(), 6);
+        assert_eq!(dump(&path, None, 100).unwrap().lines.len(), 6);
 
         // Out of order: a checkpoint skipped, an exit going back.
         let skipped = write(
@@ -493,6 +547,33 @@ mod tests {
             check(&dir.join("cut.log")),
             Err(InspectError::Log(LogError::Truncated { .. }))
         ));
+        // info and dump show what comes before the damage, and name it.
+        let cut = LogInfo::collect(&dir.join("cut.log"), 2).unwrap();
+        assert_eq!(cut.frames, 5);
+        assert_eq!(cut.kinds["checkpoint"].count, 2);
+        assert!(cut.end.is_empty());
+        let damage = cut.damage.as_deref().unwrap_or_default();
+        assert!(damage.contains("truncated in frame 6"), "{damage}");
+        assert!(cut.render().contains("cover the 5 frames before"));
+        let d = dump(&dir.join("cut.log"), None, 100).unwrap();
+        assert_eq!(d.lines.len(), 5);
+        assert!(d.damage.is_some());
+        // A log cut between frames (a recording that never ended).
+        let spans = crate::log_read::frame_spans(&data);
+        let unfinished = dir.join("unfinished.log");
+        std::fs::write(&unfinished, &data[..spans[4].offset]).unwrap();
+        let u = LogInfo::collect(&unfinished, 0).unwrap();
+        assert_eq!(u.frames, 4);
+        assert!(
+            u.damage
+                .as_deref()
+                .is_some_and(|d| d.contains("after frame 4")),
+            "{:?}",
+            u.damage
+        );
+        // Not a log at all stays an error.
+        std::fs::write(dir.join("junk.log"), b"junk").unwrap();
+        assert!(LogInfo::collect(&dir.join("junk.log"), 0).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -361,6 +361,30 @@ impl LogStream {
     }
 }
 
+impl LogStream {
+    /// Opens `path` and checks its header, but not its frames: the stream
+    /// yields the entries up to the first truncated or corrupt frame (or
+    /// the end of an unfinished log), then that error as its last item.
+    /// For tools that show what a damaged log still holds (`ft-log`);
+    /// replay uses [`LogStream::open`].
+    pub fn open_partial(path: &Path) -> Result<(LogHeader, LogStream), LogError> {
+        let mut src = File::open(path)
+            .map(|f| BufReader::with_capacity(1 << 20, f))
+            .map_err(|source| LogError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let header = read_header(&mut src, path, None)?;
+        Ok((
+            header,
+            LogStream {
+                frames: FrameReader::new(path, src, MAX_FRAME_LEN),
+                done: false,
+            },
+        ))
+    }
+}
+
 impl Iterator for LogStream {
     type Item = Result<Entry, LogError>;
 

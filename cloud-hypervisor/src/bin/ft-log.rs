@@ -7,7 +7,9 @@
 //! The work is in `ft_backend` (`inspect`, `report`, `symbols`), which reads
 //! logs through its own reader; this file parses the command line and
 //! prints. Exit status: 0 on success, 1 when a log or report is invalid or
-//! unreadable (with the error chain on stderr), 2 on a usage error.
+//! unreadable (with the error chain on stderr), 2 on a usage error. `info`
+//! and `dump` of a truncated, corrupt or unfinished log still print what
+//! the frames before the damage hold, name the damage on stderr and exit 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +23,8 @@ Usage: ft-log <COMMAND>
 
 Commands:
   info LOG [--top N]                 header, configuration, statistics and the
-                                     N largest frames (default 10)
+                                     N largest frames (default 10); of a
+                                     damaged log, the frames before the damage
   dump LOG [--around EXIT] [--count N]
                                      entries around an exit count, one per line
                                      (default: the first N, N = 40)
@@ -171,24 +174,30 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     })
 }
 
-fn run(cmd: Command) -> Result<String, ToolError> {
+/// What a command printed, and the damage of the log it read, if any.
+fn run(cmd: Command) -> Result<(String, Option<String>), ToolError> {
     Ok(match cmd {
-        Command::Help => USAGE.to_string(),
-        Command::Info { log, top } => LogInfo::collect(&log, top)?.render(),
+        Command::Help => (USAGE.to_string(), None),
+        Command::Info { log, top } => {
+            let info = LogInfo::collect(&log, top)?;
+            (info.render(), info.damage)
+        }
         Command::Dump { log, around, count } => {
-            let mut s = dump(&log, around, count)?.join("\n");
+            let d = dump(&log, around, count)?;
+            let mut s = d.lines.join("\n");
             s.push('\n');
-            s
+            (s, d.damage)
         }
         Command::Check { log } => {
             let c = check(&log)?;
-            format!(
+            let s = format!(
                 "{}: ok: {} frames, {} checkpoints, {} exits, ends with an end frame\n",
                 log.display(),
                 c.frames,
                 c.checkpoints,
                 c.exits
-            )
+            );
+            (s, None)
         }
         Command::Diverge {
             report,
@@ -205,18 +214,21 @@ fn run(cmd: Command) -> Result<String, ToolError> {
                 (None, Some(m)) => Some(m.exit),
                 (None, None) => None,
             };
+            let mut damage = None;
             if let (Some(log), Some(at)) = (recording, at) {
                 s.push_str(&format!(
                     "recorded entries around exit {at} ({}):\n",
                     log.display()
                 ));
-                for l in dump(&log, Some(at), count)? {
+                let d = dump(&log, Some(at), count)?;
+                for l in d.lines {
                     s.push_str("  ");
                     s.push_str(&l);
                     s.push('\n');
                 }
+                damage = d.damage;
             }
-            s
+            (s, damage)
         }
     })
 }
@@ -234,9 +246,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn main() -> ExitCode {
     match parse_args(std::env::args().skip(1)) {
         Ok(cmd) => match run(cmd) {
-            Ok(out) => {
+            Ok((out, None)) => {
                 print!("{out}");
                 ExitCode::SUCCESS
+            }
+            Ok((out, Some(damage))) => {
+                print!("{out}");
+                eprintln!("Error: the log stops early: {damage}");
+                ExitCode::from(1)
             }
             Err(e) => {
                 eprintln!("{}", error_chain(&e));
