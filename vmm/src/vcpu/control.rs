@@ -14,15 +14,19 @@
 //! enter it), a halted vCPU is woken through its own condition variable,
 //! and the timer thread waits on another one, so that neither wakes the
 //! other for nothing. A halted vCPU sleeps until the timer deadline by
-//! itself: the timer thread does not kick it.
+//! itself: the timer thread does not kick it. Before it sleeps, it polls
+//! for a kick for an adaptive while (see [`super::halt_poll`]): a reply
+//! that comes soon then costs neither a futex wake nor a reschedule.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use devices::clock::Clock;
 use hypervisor::kick::Kicker;
+
+use super::halt_poll::{HaltEnd, HaltPoll};
 
 /// What the control loop asks of a vCPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +58,8 @@ struct State {
     seen: u64,
     /// Work for the paused vCPU thread (see [`VcpuControl::run_paused`]).
     job: Option<PausedJob>,
+    /// How long the halted vCPU polls before it sleeps.
+    halt_poll: HaltPoll,
     /// Jobs the vCPU thread has run.
     jobs_done: u64,
 }
@@ -83,6 +89,9 @@ pub struct VcpuControl {
     /// The vCPU is in `KVM_RUN`, or past its last look at pending work on
     /// the way there. Set under the state lock; read under it by kickers.
     in_guest: AtomicBool,
+    /// `State::posted`, readable without the lock: a polling halted vCPU
+    /// spins on it.
+    posted: AtomicU64,
 }
 
 /// How long a control-loop request waits for the vCPU to acknowledge it.
@@ -101,6 +110,7 @@ impl VcpuControl {
                 posted: 0,
                 seen: 0,
                 job: None,
+                halt_poll: HaltPoll::default(),
                 jobs_done: 0,
             }),
             cv: Condvar::new(),
@@ -108,6 +118,7 @@ impl VcpuControl {
             timer_cv: Condvar::new(),
             kicker: Mutex::new(None),
             in_guest: AtomicBool::new(false),
+            posted: AtomicU64::new(0),
         })
     }
 
@@ -133,6 +144,7 @@ impl VcpuControl {
     /// [`enter_guest`](Self::enter_guest)).
     fn kick_locked(&self, s: &mut State) {
         s.posted = s.posted.wrapping_add(1);
+        self.posted.store(s.posted, Ordering::SeqCst);
         if self.in_guest.load(Ordering::SeqCst) {
             self.signal();
         }
@@ -362,7 +374,9 @@ impl VcpuControl {
         self.in_guest.store(false, Ordering::SeqCst);
     }
 
-    /// Blocks a halted vCPU until `deadline` (clock time), a request, or input.
+    /// Blocks a halted vCPU until `deadline` (clock time), a request, or
+    /// input: first polling for a kick (see [`super::halt_poll`]), then
+    /// asleep.
     pub fn wait_halted(&self, clock: &dyn Clock, deadline: Option<u64>) {
         let mut s = self.lock();
         if s.run != RunState::Running || !s.input.is_empty() || s.events_ready {
@@ -375,14 +389,40 @@ impl VcpuControl {
         if timeout.is_zero() {
             return;
         }
+        let start = Instant::now();
+        let poll = s.halt_poll.window(timeout);
+        if !poll.is_zero() {
+            let posted = s.posted;
+            drop(s);
+            while self.posted.load(Ordering::SeqCst) == posted && start.elapsed() < poll {
+                std::hint::spin_loop();
+            }
+            s = self.lock();
+            if s.posted != posted {
+                s.halt_poll.record(HaltEnd::DuringPoll);
+                return;
+            }
+            if poll == timeout {
+                s.halt_poll.record(HaltEnd::Deadline);
+                return;
+            }
+        }
         s.halted = true;
-        let (mut s, _) = self
+        let (mut s, waited) = self
             .halt_cv
-            .wait_timeout_while(s, timeout, |s| {
+            .wait_timeout_while(s, timeout.saturating_sub(start.elapsed()), |s| {
                 s.run == RunState::Running && s.input.is_empty() && !s.events_ready
             })
             .unwrap_or_else(|e| e.into_inner());
         s.halted = false;
+        let end = if waited.timed_out() {
+            HaltEnd::Deadline
+        } else {
+            HaltEnd::Woken {
+                halted: start.elapsed(),
+            }
+        };
+        s.halt_poll.record(end);
     }
 
     /// Marks the vCPU thread as ended.
