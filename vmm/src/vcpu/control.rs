@@ -394,8 +394,11 @@ impl VcpuControl {
         if !poll.is_zero() {
             let posted = s.posted;
             drop(s);
+            // Yielding, not spinning: on a busy host the device thread that
+            // will post the wake-up may be waiting for this very CPU (KVM's
+            // poll stops when another task is runnable, for the same reason).
             while self.posted.load(Ordering::SeqCst) == posted && start.elapsed() < poll {
-                std::hint::spin_loop();
+                std::thread::yield_now();
             }
             s = self.lock();
             if s.posted != posted {
@@ -504,7 +507,7 @@ mod tests {
         assert_eq!(turns.load(Ordering::SeqCst), at_pause, "ran while paused");
         assert!(c.resume());
         assert!(!c.resume(), "resuming a running vCPU");
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         while turns.load(Ordering::SeqCst) <= at_pause + 3 {
             assert!(
                 start.elapsed() < Duration::from_secs(5),
@@ -567,7 +570,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
             devices::async_event::Waker::wake(c2.as_ref());
         });
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         c.wait_halted(&clock, None);
         assert!(start.elapsed() < Duration::from_secs(5));
         assert!(c.take_events_ready());
