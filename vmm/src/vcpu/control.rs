@@ -14,19 +14,15 @@
 //! enter it), a halted vCPU is woken through its own condition variable,
 //! and the timer thread waits on another one, so that neither wakes the
 //! other for nothing. A halted vCPU sleeps until the timer deadline by
-//! itself: the timer thread does not kick it. Before it sleeps, it polls
-//! for a kick for an adaptive while (see [`super::halt_poll`]): a reply
-//! that comes soon then costs neither a futex wake nor a reschedule.
+//! itself: the timer thread does not kick it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use devices::clock::Clock;
 use hypervisor::kick::Kicker;
-
-use super::halt_poll::{HaltEnd, HaltPoll};
 
 /// What the control loop asks of a vCPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +54,6 @@ struct State {
     seen: u64,
     /// Work for the paused vCPU thread (see [`VcpuControl::run_paused`]).
     job: Option<PausedJob>,
-    /// How long the halted vCPU polls before it sleeps.
-    halt_poll: HaltPoll,
     /// Jobs the vCPU thread has run.
     jobs_done: u64,
 }
@@ -89,9 +83,6 @@ pub struct VcpuControl {
     /// The vCPU is in `KVM_RUN`, or past its last look at pending work on
     /// the way there. Set under the state lock; read under it by kickers.
     in_guest: AtomicBool,
-    /// `State::posted`, readable without the lock: a polling halted vCPU
-    /// spins on it.
-    posted: AtomicU64,
 }
 
 /// How long a control-loop request waits for the vCPU to acknowledge it.
@@ -110,7 +101,6 @@ impl VcpuControl {
                 posted: 0,
                 seen: 0,
                 job: None,
-                halt_poll: HaltPoll::default(),
                 jobs_done: 0,
             }),
             cv: Condvar::new(),
@@ -118,7 +108,6 @@ impl VcpuControl {
             timer_cv: Condvar::new(),
             kicker: Mutex::new(None),
             in_guest: AtomicBool::new(false),
-            posted: AtomicU64::new(0),
         })
     }
 
@@ -144,7 +133,6 @@ impl VcpuControl {
     /// [`enter_guest`](Self::enter_guest)).
     fn kick_locked(&self, s: &mut State) {
         s.posted = s.posted.wrapping_add(1);
-        self.posted.store(s.posted, Ordering::SeqCst);
         if self.in_guest.load(Ordering::SeqCst) {
             self.signal();
         }
@@ -374,9 +362,7 @@ impl VcpuControl {
         self.in_guest.store(false, Ordering::SeqCst);
     }
 
-    /// Blocks a halted vCPU until `deadline` (clock time), a request, or
-    /// input: first polling for a kick (see [`super::halt_poll`]), then
-    /// asleep.
+    /// Blocks a halted vCPU until `deadline` (clock time), a request, or input.
     pub fn wait_halted(&self, clock: &dyn Clock, deadline: Option<u64>) {
         let mut s = self.lock();
         if s.run != RunState::Running || !s.input.is_empty() || s.events_ready {
@@ -389,43 +375,14 @@ impl VcpuControl {
         if timeout.is_zero() {
             return;
         }
-        let start = Instant::now();
-        let poll = s.halt_poll.window(timeout);
-        if !poll.is_zero() {
-            let posted = s.posted;
-            drop(s);
-            // Yielding, not spinning: on a busy host the device thread that
-            // will post the wake-up may be waiting for this very CPU (KVM's
-            // poll stops when another task is runnable, for the same reason).
-            while self.posted.load(Ordering::SeqCst) == posted && start.elapsed() < poll {
-                std::thread::yield_now();
-            }
-            s = self.lock();
-            if s.posted != posted {
-                s.halt_poll.record(HaltEnd::DuringPoll);
-                return;
-            }
-            if poll == timeout {
-                s.halt_poll.record(HaltEnd::Deadline);
-                return;
-            }
-        }
         s.halted = true;
-        let (mut s, waited) = self
+        let (mut s, _) = self
             .halt_cv
-            .wait_timeout_while(s, timeout.saturating_sub(start.elapsed()), |s| {
+            .wait_timeout_while(s, timeout, |s| {
                 s.run == RunState::Running && s.input.is_empty() && !s.events_ready
             })
             .unwrap_or_else(|e| e.into_inner());
         s.halted = false;
-        let end = if waited.timed_out() {
-            HaltEnd::Deadline
-        } else {
-            HaltEnd::Woken {
-                halted: start.elapsed(),
-            }
-        };
-        s.halt_poll.record(end);
     }
 
     /// Marks the vCPU thread as ended.
@@ -507,7 +464,7 @@ mod tests {
         assert_eq!(turns.load(Ordering::SeqCst), at_pause, "ran while paused");
         assert!(c.resume());
         assert!(!c.resume(), "resuming a running vCPU");
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         while turns.load(Ordering::SeqCst) <= at_pause + 3 {
             assert!(
                 start.elapsed() < Duration::from_secs(5),
@@ -570,7 +527,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
             devices::async_event::Waker::wake(c2.as_ref());
         });
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         c.wait_halted(&clock, None);
         assert!(start.elapsed() < Duration::from_secs(5));
         assert!(c.take_events_ready());

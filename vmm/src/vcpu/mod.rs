@@ -13,7 +13,6 @@ pub mod control;
 pub mod counters;
 pub mod exit;
 pub mod ft;
-pub mod halt_poll;
 pub mod mode;
 
 use std::sync::{Arc, Mutex};
