@@ -134,7 +134,10 @@ fn relay(listener: TcpListener, backup: SocketAddr, target: usize, damage: Damag
         let mut pre = [0u8; PREAMBLE_LEN + 2];
         from.read_exact(&mut pre).ok()?;
         to.write_all(&pre).ok()?;
-        let len = usize::from(u16::from_le_bytes([pre[PREAMBLE_LEN], pre[PREAMBLE_LEN + 1]]));
+        let len = usize::from(u16::from_le_bytes([
+            pre[PREAMBLE_LEN],
+            pre[PREAMBLE_LEN + 1],
+        ]));
         let mut msg = vec![0u8; len];
         from.read_exact(&mut msg).ok()?;
         to.write_all(&msg).ok()?;

@@ -50,7 +50,10 @@ fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
         Just(Event::TimerFire),
         proptest::collection::vec(any::<u8>(), 0..64).prop_map(Event::SerialInput),
-        ("[a-z_0-9]{1,12}", proptest::collection::vec(any::<u8>(), 0..300))
+        (
+            "[a-z_0-9]{1,12}",
+            proptest::collection::vec(any::<u8>(), 0..300)
+        )
             .prop_map(|(id, data)| Event::Device { id, data }),
     ]
 }
@@ -138,8 +141,8 @@ fn write_log(entries: &[Entry]) -> Vec<u8> {
         config_digest: DIGEST,
         max_delay_us: 2000,
     };
-    let mut w = LogWriter::to_stream(Path::new(NAME), Box::new(out.clone()), header)
-        .expect("a log writer");
+    let mut w =
+        LogWriter::to_stream(Path::new(NAME), Box::new(out.clone()), header).expect("a log writer");
     for e in entries {
         w.append(e).expect("append");
     }
@@ -175,14 +178,22 @@ enum Damage {
     /// Keep only the first `keep` bytes (modulo the length).
     Truncate { keep: usize },
     /// Replace bytes `at..at+len` with `with`.
-    Splice { at: usize, len: usize, with: Vec<u8> },
+    Splice {
+        at: usize,
+        len: usize,
+        with: Vec<u8>,
+    },
     /// Set frame `frame`'s length field to `len`.
     Length { frame: usize, len: u32 },
     /// Set frame `frame`'s raw length field to `len`, CRC recomputed.
     RawLength { frame: usize, len: u32 },
     /// Overwrite one byte of frame `frame` (codec, tag or body) and
     /// recompute its CRC, so that the damage passes the CRC.
-    ForgedCrc { frame: usize, offset: usize, value: u8 },
+    ForgedCrc {
+        frame: usize,
+        offset: usize,
+        value: u8,
+    },
     /// Duplicate frame `frame` right after itself.
     Replay { frame: usize },
     /// Swap frames `a` and `b`.
@@ -215,12 +226,13 @@ fn damage() -> impl Strategy<Value = Damage> {
             prop_oneof![any::<u32>(), Just(0), Just(u32::MAX), Just(1 << 31)]
         )
             .prop_map(|(frame, len)| Damage::RawLength { frame, len }),
-        (any::<usize>(), any::<usize>(), any::<u8>())
-            .prop_map(|(frame, offset, value)| Damage::ForgedCrc {
+        (any::<usize>(), any::<usize>(), any::<u8>()).prop_map(|(frame, offset, value)| {
+            Damage::ForgedCrc {
                 frame,
                 offset,
-                value
-            }),
+                value,
+            }
+        }),
         any::<usize>().prop_map(|frame| Damage::Replay { frame }),
         (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Damage::Swap { a, b }),
     ]

@@ -28,10 +28,9 @@ impl TempFile {
     fn new(what: &str) -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        TempFile(std::env::temp_dir().join(format!(
-            "fuzz-snapshot-{}-{n}-{what}",
-            std::process::id()
-        )))
+        TempFile(
+            std::env::temp_dir().join(format!("fuzz-snapshot-{}-{n}-{what}", std::process::id())),
+        )
     }
 }
 
@@ -51,6 +50,12 @@ fn sections() -> impl Strategy<Value = Vec<Section>> {
             .prop_map(|(id, version, data)| Section { id, version, data }),
         0..6,
     )
+    .prop_map(|mut v| {
+        // A state file holds each id once.
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|s| seen.insert(s.id.clone()));
+        v
+    })
 }
 
 /// Guest memory ranges (small) and their contents.
