@@ -99,7 +99,7 @@ fn path() -> impl Strategy<Value = String> {
         Just(""),
     ];
     prop_oneof![
-        8 => name.prop_map(|n| format!("/api/v1/{n}")),
+        8 => name.clone().prop_map(|n| format!("/api/v1/{n}")),
         1 => name.prop_map(|n| format!("/api/v1/{n}?x=1&y")),
         1 => Just("/".to_string()),
         1 => Just("*".to_string()),
