@@ -157,12 +157,7 @@ fn strangers_neither_keep_the_primary_out_nor_disturb_the_pair() {
     send_and_wait_close(addr, &other_version);
 
     // The wrong key: refused and reported as an authentication failure.
-    let wrong = channel::connect(
-        addr,
-        &ChannelKey::from_bytes([4; 32]),
-        &hello,
-        &primary_cfg,
-    );
+    let wrong = channel::connect(addr, &ChannelKey::from_bytes([4; 32]), &hello, &primary_cfg);
     assert!(
         matches!(wrong, Err(HandshakeError::Authentication(_))),
         "{wrong:?}"
@@ -191,8 +186,14 @@ fn strangers_neither_keep_the_primary_out_nor_disturb_the_pair() {
         let handle = primary.handle.clone();
         within("an acknowledgement", move || handle.wait_acked(p)).expect("acknowledged");
     }
-    assert!(primary.handle.lost().is_none(), "the primary lost its backup");
-    assert!(backup.handle().lost().is_none(), "the backup lost its primary");
+    assert!(
+        primary.handle.lost().is_none(),
+        "the primary lost its backup"
+    );
+    assert!(
+        backup.handle().lost().is_none(),
+        "the backup lost its primary"
+    );
     drop(flood);
     let deadline = Instant::now() + Duration::from_secs(30);
     while counter(&backup, "connections_refused") < 5 + 12 && Instant::now() < deadline {
