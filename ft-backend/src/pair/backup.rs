@@ -114,13 +114,13 @@ impl Backup {
                 Ok((stream, peer)) => {
                     let (key, hello, config) =
                         (setup.key.clone(), hello.clone(), setup.channel.clone());
-                    let (status, won_tx) = (status.clone(), won_tx.clone());
-                    spawn_handshake(&pending, &status.clone(), peer, move || {
+                    let (st, won_tx) = (status.clone(), won_tx.clone());
+                    spawn_handshake(&pending, &status, peer, move || {
                         match channel::accept_stream(stream, peer, &key, &hello, &config) {
-                            // A later winner is dropped: the connection
-                            // closes (two primaries raced).
+                            // A later winner (two primaries raced) goes to
+                            // the guard, which closes it.
                             Ok(ch) => drop(won_tx.send(ch)),
-                            Err(e) => status.refused(&peer.to_string(), &e),
+                            Err(e) => st.refused(&peer.to_string(), &e),
                         }
                     });
                 }
