@@ -133,6 +133,10 @@ pub enum HandshakeError {
     /// The peer refused for another reason.
     #[error("the peer refused the channel: {0}")]
     Refused(String),
+    /// This side refused a peer that authenticated (a backup that
+    /// already serves its primary).
+    #[error("refused an authenticated peer: {0}")]
+    Busy(String),
     /// The first record was not a hello.
     #[error("the peer sent a {0} message instead of its hello")]
     NoHello(&'static str),
@@ -189,7 +193,7 @@ pub fn connect(
             }
         }
     };
-    run(stream, peer, true, key, hello, config)
+    run(stream, peer, true, key, hello, config, None)
 }
 
 /// Accepts one connection on `listener` and runs the handshake as backup.
@@ -202,7 +206,39 @@ pub fn accept(
     config: &ChannelConfig,
 ) -> Result<Established, HandshakeError> {
     let (stream, peer) = listener.accept().map_err(HandshakeError::Accept)?;
-    run(stream, peer, false, key, hello, config)
+    run(stream, peer, false, key, hello, config, None)
+}
+
+/// Runs the handshake as backup on a connection already accepted from
+/// `peer_addr`.
+pub fn accept_stream(
+    stream: TcpStream,
+    peer_addr: SocketAddr,
+    key: &ChannelKey,
+    hello: &Hello,
+    config: &ChannelConfig,
+) -> Result<Established, HandshakeError> {
+    run(stream, peer_addr, false, key, hello, config, None)
+}
+
+/// Runs the handshake as a backup that already serves a primary: a peer
+/// that authenticates is sent an error record saying `reason` instead of
+/// a hello (its side ends with [`HandshakeError::Refused`]) and the
+/// connection is closed. Returns why the connection ended: the
+/// handshake's error for a stranger (wrong key, not a channel, ...),
+/// [`HandshakeError::Busy`] for a peer that authenticated.
+pub fn refuse_stream(
+    stream: TcpStream,
+    peer_addr: SocketAddr,
+    key: &ChannelKey,
+    hello: &Hello,
+    config: &ChannelConfig,
+    reason: &str,
+) -> HandshakeError {
+    match run(stream, peer_addr, false, key, hello, config, Some(reason)) {
+        Err(e) => e,
+        Ok(_) => HandshakeError::Busy(reason.to_string()),
+    }
 }
 
 fn run(
@@ -212,6 +248,7 @@ fn run(
     key: &ChannelKey,
     hello: &Hello,
     config: &ChannelConfig,
+    refusal: Option<&str>,
 ) -> Result<Established, HandshakeError> {
     let ms = config.connect_timeout.as_millis();
     let io_err = |e: io::Error| match e.kind() {
@@ -309,6 +346,14 @@ fn run(
         Arc::clone(&transport),
         config.connect_timeout,
     );
+    if let Some(reason) = refusal {
+        let _ = writer.send(&Message::Error {
+            code: ErrorCode::Other,
+            text: reason.to_string(),
+        });
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return Err(HandshakeError::Busy(reason.to_string()));
+    }
     writer
         .send(&Message::Hello(hello.clone()))
         .map_err(HandshakeError::Record)?;

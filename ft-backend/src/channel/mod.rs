@@ -41,12 +41,14 @@ mod message;
 mod record;
 mod session;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 pub use ack::AckCoalescer;
 pub use counters::{ChannelCounters, CounterSnapshot};
-pub use handshake::{HandshakeError, MAGIC, NOISE_PARAMS, PREAMBLE_LEN, PROTOCOL_VERSION};
+pub use handshake::{
+    refuse_stream, HandshakeError, MAGIC, NOISE_PARAMS, PREAMBLE_LEN, PROTOCOL_VERSION,
+};
 pub use key::{ChannelKey, KeyError, KEY_LEN};
 pub use message::{
     DiskDigest, ErrorCode, Hello, Message, MessageError, Position, Role, MAX_FRAMES_CHUNK,
@@ -139,6 +141,21 @@ pub fn accept(
     config: &ChannelConfig,
 ) -> Result<Channel, HandshakeError> {
     open(handshake::accept(listener, key, hello, config)?, config)
+}
+
+/// Runs the handshake as backup on a connection already accepted (see
+/// [`accept`]).
+pub fn accept_stream(
+    stream: TcpStream,
+    peer_addr: SocketAddr,
+    key: &ChannelKey,
+    hello: &Hello,
+    config: &ChannelConfig,
+) -> Result<Channel, HandshakeError> {
+    open(
+        handshake::accept_stream(stream, peer_addr, key, hello, config)?,
+        config,
+    )
 }
 
 fn open(est: handshake::Established, config: &ChannelConfig) -> Result<Channel, HandshakeError> {

@@ -7,7 +7,9 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 use crate::channel::{
     self, ChannelConfig, ChannelHandle, ChannelKey, ChannelSender, DiskDigest, HandshakeError,
@@ -99,26 +101,48 @@ impl Backup {
                 addr: setup.listen,
                 source,
             })?;
+        // Each connection's handshake runs on a thread of its own, so
+        // that a stranger that connects and stalls cannot keep the real
+        // primary out; the first that passes wins.
+        let (won_tx, won_rx) = mpsc::channel();
+        let pending = Arc::new(AtomicUsize::new(0));
         let ch = loop {
-            match channel::accept(&listener, &setup.key, &hello, &setup.channel) {
-                Ok(ch) => break ch,
-                Err(HandshakeError::Accept(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            if let Ok(ch) = won_rx.try_recv() {
+                break ch;
+            }
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    let (key, hello, config) =
+                        (setup.key.clone(), hello.clone(), setup.channel.clone());
+                    let (st, won_tx) = (status.clone(), won_tx.clone());
+                    spawn_handshake(&pending, &status, peer, move || {
+                        match channel::accept_stream(stream, peer, &key, &hello, &config) {
+                            // A later winner (two primaries raced) goes to
+                            // the guard, which closes it.
+                            Ok(ch) => drop(won_tx.send(ch)),
+                            Err(e) => st.refused(&peer.to_string(), &e),
+                        }
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if (setup.stop)() {
                         return Err(BackupError::Stopped);
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    std::thread::sleep(POLL);
                 }
-                Err(e) => {
-                    if matches!(e, HandshakeError::Authentication(_)) {
-                        status.event("auth-failed", &[]);
-                    }
-                    log::warn!(
-                        "fault tolerance: refused a connection: {}",
-                        crate::error_chain(&e)
-                    );
-                }
+                Err(e) => status.refused("?", &HandshakeError::Accept(e)),
             }
         };
+        drop(won_tx);
+        spawn_guard(
+            listener,
+            setup.key.clone(),
+            hello.clone(),
+            setup.channel.clone(),
+            status.clone(),
+            pending,
+            won_rx,
+        );
         let generation = ch.peer.generation;
         status.connected(ch.peer_addr.to_string(), generation, ch.handle.clone());
         let feed = LiveFeed::new();
@@ -182,6 +206,101 @@ impl Backup {
     /// The channel.
     pub fn handle(&self) -> &ChannelHandle {
         &self.handle
+    }
+}
+
+/// How often a waiting listener looks for a connection.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Most handshakes with strangers running at once; connections beyond
+/// are closed at once (and counted).
+const MAX_HANDSHAKES: usize = 8;
+
+/// Runs `handshake` on a thread of its own, unless [`MAX_HANDSHAKES`] run
+/// already (then the connection, owned by `handshake`, is closed).
+fn spawn_handshake(
+    pending: &Arc<AtomicUsize>,
+    status: &Arc<PairStatus>,
+    peer: SocketAddr,
+    handshake: impl FnOnce() + Send + 'static,
+) {
+    if pending.fetch_add(1, Ordering::SeqCst) >= MAX_HANDSHAKES {
+        pending.fetch_sub(1, Ordering::SeqCst);
+        status.refused(
+            &peer.to_string(),
+            &HandshakeError::Busy(format!("{MAX_HANDSHAKES} handshakes already running")),
+        );
+        return;
+    }
+    let counter = pending.clone();
+    let spawned = std::thread::Builder::new()
+        .name("ft-handshake".into())
+        .spawn(move || {
+            handshake();
+            counter.fetch_sub(1, Ordering::SeqCst);
+        });
+    if let Err(e) = spawned {
+        pending.fetch_sub(1, Ordering::SeqCst);
+        status.refused(&peer.to_string(), &HandshakeError::Io(e));
+    }
+}
+
+/// Keeps the channel port open while the backup serves its primary:
+/// every later connection runs the handshake and is refused (a stranger
+/// or a wrong key as such, reported; a peer that authenticates with an
+/// error record), without touching the primary's channel. Ends once this
+/// side is live or stopped.
+fn spawn_guard(
+    listener: TcpListener,
+    key: ChannelKey,
+    hello: Hello,
+    config: ChannelConfig,
+    status: Arc<PairStatus>,
+    pending: Arc<AtomicUsize>,
+    late: mpsc::Receiver<channel::Channel>,
+) {
+    let guard = move || loop {
+        if matches!(
+            status.state(),
+            PairState::LiveUnprotected | PairState::Stopped
+        ) {
+            return;
+        }
+        // A primary whose handshake also passed: refused by closing it.
+        while let Ok(ch) = late.try_recv() {
+            status.refused(
+                &ch.peer_addr.to_string(),
+                &HandshakeError::Busy("a second primary".into()),
+            );
+        }
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                let (key, hello, config) = (key.clone(), hello.clone(), config.clone());
+                let st = status.clone();
+                spawn_handshake(&pending, &status, peer, move || {
+                    let why = channel::refuse_stream(
+                        stream,
+                        peer,
+                        &key,
+                        &hello,
+                        &config,
+                        "this backup already serves its primary",
+                    );
+                    st.refused(&peer.to_string(), &why);
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
+            Err(e) => {
+                status.refused("?", &HandshakeError::Accept(e));
+                std::thread::sleep(POLL);
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("ft-port-guard".into())
+        .spawn(guard)
+    {
+        log::warn!("fault tolerance: cannot guard the channel port: {e}");
     }
 }
 

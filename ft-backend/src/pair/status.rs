@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::{json, Value};
 
-use crate::channel::{ChannelHandle, Position};
+use crate::channel::{ChannelHandle, HandshakeError, Position};
 use crate::live::LiveFeed;
 use crate::pair::OutputRule;
 
@@ -73,6 +73,11 @@ pub struct PairStatus {
     lag_us: AtomicU64,
     /// The last lag seen, in exits.
     lag_exits: AtomicU64,
+    /// Connections refused on the backup's channel port (strangers, wrong
+    /// keys, a second primary).
+    connections_refused: AtomicU64,
+    /// Of those, the ones whose key did not authenticate.
+    auth_failures: AtomicU64,
 }
 
 impl PairStatus {
@@ -93,7 +98,24 @@ impl PairStatus {
             throttle_permille: AtomicU64::new(0),
             lag_us: AtomicU64::new(0),
             lag_exits: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
         })
+    }
+
+    /// A connection to the channel port was refused for `why`: counted
+    /// (`vm.counters`), and reported as `auth-failed` when the key did not
+    /// authenticate.
+    pub fn refused(&self, peer: &str, why: &HandshakeError) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+        if matches!(why, HandshakeError::Authentication(_)) {
+            self.auth_failures.fetch_add(1, Ordering::Relaxed);
+            self.event("auth-failed", &[("peer", peer.to_string())]);
+        }
+        log::warn!(
+            "fault tolerance: refused a connection from {peer}: {}",
+            crate::error_chain(why)
+        );
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -239,6 +261,14 @@ impl PairStatus {
     pub fn counters(&self) -> Value {
         let s = self.lock();
         let mut map = serde_json::Map::new();
+        map.insert(
+            "connections_refused".into(),
+            json!(self.connections_refused.load(Ordering::Relaxed)),
+        );
+        map.insert(
+            "auth_failures".into(),
+            json!(self.auth_failures.load(Ordering::Relaxed)),
+        );
         if let Some(h) = &s.handle {
             for (k, v) in h.counters().pairs() {
                 map.insert(k.to_string(), json!(v));
