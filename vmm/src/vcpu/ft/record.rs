@@ -62,6 +62,11 @@ impl Record {
         }
     }
 
+    /// Whether what waits since `oldest` waited `max_delay_us` at `now`.
+    fn due(&self, oldest: Option<u64>, now: u64) -> bool {
+        oldest.is_some_and(|t| now >= t.saturating_add(self.max_delay_ns))
+    }
+
     /// The clock time since which the oldest event has been due (timer
     /// deadline passed, host input or a device event waiting).
     fn oldest_waiting(&self, timer_due: Option<u64>) -> Option<u64> {
@@ -91,8 +96,7 @@ impl ExecMode for Record {
             // can take it (the HLT or I/O access that follows), or
             // `max_delay_us` at most.
             let oldest = self.oldest_waiting(seam.timer_due(now));
-            let due = oldest.is_some_and(|t| now >= t.saturating_add(self.max_delay_ns));
-            if oldest.is_none() || due || seam.guest_ready() {
+            if oldest.is_none() || self.due(oldest, now) || seam.guest_ready() {
                 self.waiting_since = None;
                 return Delivery::Host;
             }
@@ -111,7 +115,7 @@ impl ExecMode for Record {
         }
         let timer_due = seam.timer_due(now);
         let oldest = self.oldest_waiting(timer_due);
-        if !oldest.is_some_and(|t| now >= t.saturating_add(self.max_delay_ns)) {
+        if !self.due(oldest, now) {
             return Delivery::Nothing;
         }
         if window {
