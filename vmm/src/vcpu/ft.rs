@@ -56,9 +56,14 @@ use replay::{Backup, Replay};
 
 /// Page size of the dirty log.
 const PAGE_SIZE: u64 = 4096;
-/// A checkpoint carries a full state digest every this many checkpoints
-/// (it reads all of guest memory).
+/// A checkpoint carries a full state digest at most every this many
+/// checkpoints (it reads all of guest memory).
 const DIGEST_EVERY: u64 = 64;
+/// ... and only while the digests so far took at most this share (1 in
+/// N) of the recording's host time: a digest hashes all of guest memory
+/// on the vCPU thread (about 15 ms for 128 MiB here), and a busy guest
+/// takes hundreds of checkpoints per second.
+const DIGEST_SHARE: u32 = 100;
 
 /// Errors of record/replay in the vCPU loop.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +168,48 @@ pub struct FtContext {
     /// A pair's mode after it ended (unprotected or live): its status,
     /// channel and Output Rule stay alive with the VM.
     retired: Option<Box<dyn ExecMode>>,
+    /// When checkpoints carry a state digest (recording).
+    digests: DigestBudget,
+}
+
+/// Recording: which checkpoints carry a full state digest. The first
+/// always does; later ones at most every [`DIGEST_EVERY`] checkpoints and
+/// only while digests took at most 1/[`DIGEST_SHARE`] of the host time
+/// since recording began. The choice depends on the host's speed, but it
+/// is the recording's alone: the log says which checkpoints carry one,
+/// and replay checks those.
+#[derive(Debug)]
+struct DigestBudget {
+    started: std::time::Instant,
+    spent: std::time::Duration,
+    last_seq: Option<u64>,
+}
+
+impl DigestBudget {
+    fn new() -> Self {
+        DigestBudget {
+            started: std::time::Instant::now(),
+            spent: std::time::Duration::ZERO,
+            last_seq: None,
+        }
+    }
+
+    /// Whether checkpoint `seq` carries a digest.
+    fn wanted(&self, seq: u64) -> bool {
+        match self.last_seq {
+            None => true,
+            Some(last) => {
+                seq >= last.saturating_add(DIGEST_EVERY)
+                    && self.spent.saturating_mul(DIGEST_SHARE) <= self.started.elapsed()
+            }
+        }
+    }
+
+    /// A digest for checkpoint `seq` took `took`.
+    fn spend(&mut self, seq: u64, took: std::time::Duration) {
+        self.last_seq = Some(seq);
+        self.spent = self.spent.saturating_add(took);
+    }
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -327,6 +374,7 @@ impl FtContext {
                 devices,
                 debug: FtDebug::new(config),
                 retired: None,
+                digests: DigestBudget::new(),
             },
             intc_clock,
         ))
@@ -496,6 +544,33 @@ impl FtContext {
         intc: &InterruptController,
     ) -> Result<Checkpoint, FtError> {
         let seq = self.mode.next_checkpoint_seq();
+        let pages = self.dirty_pages()?;
+        let vcpu_state = VcpuState::save(vcpu).map_err(FtError::Checkpoint)?;
+        let devices = self.device_snapshots(intc);
+        let digest = if self.digests.wanted(seq) {
+            let start = std::time::Instant::now();
+            let d = self.state_digest(vcpu, intc)?;
+            self.digests.spend(seq, start.elapsed());
+            Some(d)
+        } else {
+            None
+        };
+        Ok(Checkpoint {
+            exit: self.exits,
+            at: self.last_id,
+            seq,
+            pages,
+            vcpu: vcpu_state.encode(),
+            devices,
+            ready_for_interrupt: vcpu.ready_for_interrupt(),
+            digest,
+        })
+    }
+
+    /// The pages the guest wrote since the last call (KVM's dirty log,
+    /// read and cleared), with their contents: the one place that reads
+    /// the dirty log.
+    fn dirty_pages(&self) -> Result<Vec<(u64, Vec<u8>)>, FtError> {
         let mut pages = Vec::new();
         for (slot, region) in self.memory.iter().enumerate() {
             let base = region.start_addr().0;
@@ -517,23 +592,7 @@ impl FtContext {
                 }
             }
         }
-        let vcpu_state = VcpuState::save(vcpu).map_err(FtError::Checkpoint)?;
-        let devices = self.device_snapshots(intc);
-        let digest = if seq % DIGEST_EVERY == 1 {
-            Some(self.state_digest(vcpu, intc)?)
-        } else {
-            None
-        };
-        Ok(Checkpoint {
-            exit: self.exits,
-            at: self.last_id,
-            seq,
-            pages,
-            vcpu: vcpu_state.encode(),
-            devices,
-            ready_for_interrupt: vcpu.ready_for_interrupt(),
-            digest,
-        })
+        Ok(pages)
     }
 
     /// Replay mode: applies a recorded checkpoint after exit `self.exits`.

@@ -484,6 +484,10 @@ impl Seam for LoopSeam<'_> {
     fn window_pending(&mut self) -> bool {
         self.window_exit && self.intc.pending_vector().is_some() && self.vcpu.ready_for_interrupt()
     }
+
+    fn guest_ready(&mut self) -> bool {
+        self.vcpu.ready_for_interrupt()
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ pub trait Seam {
     /// The last exit was the interrupt window the VMM asked for and an
     /// interrupt is pending that the guest can take now.
     fn window_pending(&mut self) -> bool;
+    /// The guest could take an interrupt now (interrupts enabled, no
+    /// interrupt shadow).
+    fn guest_ready(&mut self) -> bool;
 }
 
 /// What the input seam does at this turn.

@@ -6,9 +6,9 @@
 //! unprotected when its backup is gone.
 //!
 //! Recording delivers host events only at a synchronous point (no guest
-//! entry since its last exit) and logs each; at a kick it delivers only
-//! when an event waited longer than `max_delay_us`, after a
-//! micro-checkpoint.
+//! entry since its last exit) and logs each; at a kick, or at an interrupt
+//! window the VMM asked for, it delivers only when an event or interrupt
+//! waited longer than `max_delay_us`, after a micro-checkpoint.
 
 use std::sync::{Arc, Mutex};
 
@@ -32,6 +32,22 @@ pub struct Record {
     waiting_since: Option<u64>,
     /// Checkpoints taken.
     seq: u64,
+    /// Why deliveries were forced.
+    forced: Forced,
+}
+
+/// Forced deliveries (micro-checkpoints) by their cause.
+#[derive(Debug, Default, Clone, Copy)]
+struct Forced {
+    /// The interrupt window the VMM asked for opened.
+    window: u64,
+    /// The timer's deadline passed `max_delay_us` ago with no exit since.
+    timer: u64,
+    /// Host input or a device event waited `max_delay_us`.
+    host: u64,
+    /// Not forced: synchronous exits where events waited because the
+    /// guest could not take an interrupt.
+    deferred: u64,
 }
 
 impl Record {
@@ -42,7 +58,13 @@ impl Record {
             max_delay_ns,
             waiting_since: None,
             seq: 0,
+            forced: Forced::default(),
         }
+    }
+
+    /// Whether what waits since `oldest` waited `max_delay_us` at `now`.
+    fn due(&self, oldest: Option<u64>, now: u64) -> bool {
+        oldest.is_some_and(|t| now >= t.saturating_add(self.max_delay_ns))
     }
 
     /// The clock time since which the oldest event has been due (timer
@@ -62,24 +84,48 @@ impl ExecMode for Record {
 
     fn at_input_seam(&mut self, seam: &mut dyn Seam) -> Delivery {
         let now = seam.now();
-        if seam.at_sync() {
-            self.waiting_since = None;
-            return Delivery::Host;
-        }
         if seam.host_waiting() && self.waiting_since.is_none() {
             self.waiting_since = Some(now);
         }
-        let oldest = self.oldest_waiting(seam.timer_due(now));
-        // The guest opened the interrupt window the VMM asked for, at an
-        // instruction replay cannot find again: deliver the pending
-        // interrupt now, through a checkpoint.
-        let window = seam.window_pending();
-        let due = oldest.is_some_and(|t| now >= t.saturating_add(self.max_delay_ns));
-        if window || due {
-            Delivery::CheckpointThenHost
-        } else {
-            Delivery::Nothing
+        if seam.at_sync() {
+            // At an exit where the guest cannot take an interrupt (its
+            // handler's EOI, a critical section), an event's interrupt
+            // would wait for the interrupt window, which opens at an
+            // instruction replay cannot find again: a checkpoint. The
+            // events wait instead for a synchronous exit where the guest
+            // can take it (the HLT or I/O access that follows), or
+            // `max_delay_us` at most.
+            let oldest = self.oldest_waiting(seam.timer_due(now));
+            if oldest.is_none() || self.due(oldest, now) || seam.guest_ready() {
+                self.waiting_since = None;
+                return Delivery::Host;
+            }
+            self.forced.deferred += 1;
+            return Delivery::Nothing;
         }
+        // The guest opened the interrupt window the VMM asked for, at an
+        // instruction replay cannot find again. Injecting there takes a
+        // checkpoint; instead the interrupt waits like a host event: for
+        // the next synchronous exit (typically the HLT or I/O access that
+        // follows the guest's interrupt handler or critical section), or
+        // `max_delay_us` at most, then through a checkpoint.
+        let window = seam.window_pending();
+        if window && self.waiting_since.is_none() {
+            self.waiting_since = Some(now);
+        }
+        let timer_due = seam.timer_due(now);
+        let oldest = self.oldest_waiting(timer_due);
+        if !self.due(oldest, now) {
+            return Delivery::Nothing;
+        }
+        if window {
+            self.forced.window += 1;
+        } else if timer_due == oldest {
+            self.forced.timer += 1;
+        } else {
+            self.forced.host += 1;
+        }
+        Delivery::CheckpointThenHost
     }
 
     fn log_event(&self, at: ExitId, event: Event) {
@@ -132,6 +178,13 @@ impl ExecMode for Record {
             stats.largest_checkpoint_bytes,
             done.log_bytes,
             done.raw_log_bytes
+        );
+        log::info!(
+            "fault tolerance: forced deliveries: {} at an interrupt window, {} for the timer, {} for host input or a device; {} deliveries deferred at exits with interrupts masked",
+            self.forced.window,
+            self.forced.timer,
+            self.forced.host,
+            self.forced.deferred
         );
         Ok(())
     }

@@ -19,6 +19,7 @@ struct FakeSeam {
     timer: Option<u64>,
     host_waiting: bool,
     window: bool,
+    ready: bool,
 }
 
 impl Seam for FakeSeam {
@@ -41,6 +42,10 @@ impl Seam for FakeSeam {
     fn window_pending(&mut self) -> bool {
         self.window
     }
+
+    fn guest_ready(&mut self) -> bool {
+        self.ready
+    }
 }
 
 fn record(dir: &TestDir, max_delay_ns: u64) -> Record {
@@ -61,6 +66,7 @@ fn recording_waits_for_a_synchronous_point_or_the_bound() {
         at_sync: true,
         now: 100,
         host_waiting: true,
+        ready: true,
         ..FakeSeam::default()
     };
     assert_eq!(r.at_input_seam(&mut seam), Delivery::Host);
@@ -91,15 +97,67 @@ fn recording_waits_for_a_synchronous_point_or_the_bound() {
     assert_eq!(r.kick_deadline(Some(2_500), &|| 3_000), Some(4_500));
     seam.now = 4_500;
     assert_eq!(r.at_input_seam(&mut seam), Delivery::CheckpointThenHost);
-    // The interrupt window opened at an arbitrary instruction: at once.
     seam.timer = None;
+    // The interrupt window opened at an arbitrary instruction: the
+    // interrupt waits, like an event, for a synchronous exit or the bound.
     seam.now = 4_600;
     seam.window = true;
+    assert_eq!(r.at_input_seam(&mut seam), Delivery::Nothing);
+    assert_eq!(r.kick_deadline(None, &|| 4_700), Some(6_600));
+    seam.window = false;
+    seam.now = 6_600;
     assert_eq!(r.at_input_seam(&mut seam), Delivery::CheckpointThenHost);
+    r.log_checkpoint(ft_backend::Checkpoint {
+        exit: 0,
+        at: ft_backend::ExitId::default(),
+        seq: 2,
+        pages: Vec::new(),
+        vcpu: Vec::new(),
+        devices: Vec::new(),
+        ready_for_interrupt: false,
+        digest: None,
+    });
     // Nothing waiting: kicks at the timer's deadline only.
-    assert_eq!(r.kick_deadline(Some(9_000), &|| 4_600), Some(9_000));
+    assert_eq!(r.kick_deadline(Some(9_000), &|| 6_600), Some(9_000));
     assert!(!r.may_inject(false));
     assert!(r.may_inject(true));
+}
+
+#[test]
+fn recording_defers_events_at_exits_with_interrupts_masked() {
+    let dir = TestDir::new("mode-defer");
+    let mut r = record(&dir, 2_000);
+    // A synchronous exit with nothing waiting: nothing to defer.
+    let mut seam = FakeSeam {
+        at_sync: true,
+        now: 100,
+        ..FakeSeam::default()
+    };
+    assert_eq!(r.at_input_seam(&mut seam), Delivery::Host);
+    // An event waits at an exit where the guest cannot take its
+    // interrupt: it waits for the next exit where it can...
+    seam.host_waiting = true;
+    seam.now = 1_000;
+    assert_eq!(r.at_input_seam(&mut seam), Delivery::Nothing);
+    assert_eq!(r.kick_deadline(None, &|| 1_500), Some(3_000));
+    seam.now = 1_500;
+    seam.ready = true;
+    assert_eq!(r.at_input_seam(&mut seam), Delivery::Host);
+    // ... or, at masked exits, `max_delay_us` after it was first seen.
+    seam.ready = false;
+    seam.now = 4_000;
+    assert_eq!(r.at_input_seam(&mut seam), Delivery::Nothing);
+    seam.now = 5_999;
+    assert_eq!(r.at_input_seam(&mut seam), Delivery::Nothing);
+    seam.now = 6_000;
+    assert_eq!(r.at_input_seam(&mut seam), Delivery::Host);
+    // A passed timer deadline waits the same way.
+    seam.host_waiting = false;
+    seam.timer = Some(7_000);
+    seam.now = 7_500;
+    assert_eq!(r.at_input_seam(&mut seam), Delivery::Nothing);
+    seam.now = 9_000;
+    assert_eq!(r.at_input_seam(&mut seam), Delivery::Host);
 }
 
 #[test]
