@@ -14,7 +14,7 @@ use crate::channel::{
     Hello, Role,
 };
 use crate::live::{spawn_receiver, LiveError, LiveFeed, StreamEnd};
-use crate::pair::{tiebreak_or_stop, PairState, PairStatus};
+use crate::pair::{tiebreak_or_stop, PairState, PairStatus, ReplayedOutputs};
 use crate::replayer::Replayer;
 use crate::tiebreak::Tiebreaker;
 
@@ -71,6 +71,9 @@ pub struct Backup {
     replayer: Option<Replayer>,
     /// The feed (for go-live checks).
     pub feed: Arc<LiveFeed>,
+    /// The devices' output sink while replaying: keeps the latest network
+    /// frames, sent again at go-live.
+    pub replayed: Arc<ReplayedOutputs>,
     handle: ChannelHandle,
     // Owns the channel's threads: kept for as long as the backup runs.
     _sender: ChannelSender,
@@ -165,10 +168,18 @@ impl Backup {
             .wait_header()
             .ok_or_else(|| BackupError::NoStream(feed.ended().unwrap_or_default()))?;
         let replayer = Replayer::live(header, feed.clone());
+        // Frames of two heartbeats of guest time: the primary releases a
+        // frame within an ack round trip (well under a millisecond) of the
+        // backup's ack, so a frame older than that was out unless the
+        // primary stalled.
+        let window = setup.channel.heartbeat.saturating_mul(2);
         Ok(Backup {
             status,
             replayer: Some(replayer),
             feed,
+            replayed: Arc::new(ReplayedOutputs::new(
+                u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
+            )),
             handle: ch.handle,
             _sender: ch.sender,
         })
