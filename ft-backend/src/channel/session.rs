@@ -162,6 +162,20 @@ impl Shared {
         self.stop_cv.notify_all();
     }
 
+    /// Logs a delay on this side's sending path that ate half the peer's
+    /// failure timeout or more (the evidence when a peer declares this
+    /// side lost while it ran).
+    fn slow(&self, what: &str, took: Duration) {
+        if took >= self.config.timeout / 2 {
+            log::warn!(
+                "logging channel: {} {what} for {} ms (the peer's timeout is {} ms)",
+                std::thread::current().name().unwrap_or("a thread"),
+                took.as_millis(),
+                self.config.timeout.as_millis()
+            );
+        }
+    }
+
     fn send(&self, msg: &Message) -> Result<(), SessionError> {
         if let Some(e) = self.lost() {
             return Err(e);
@@ -171,10 +185,21 @@ impl Shared {
 
     /// Sends even when the channel is lost (the goodbye after closing).
     fn write(&self, msg: &Message) -> Result<(), SessionError> {
+        let asked = Instant::now();
         let mut out = lock(&self.outbox);
-        match out.writer.send(msg) {
+        let locked = Instant::now();
+        self.slow("waited for the socket's write side", locked - asked);
+        self.counters.send_lock(locked - asked);
+        let sent = out.writer.send(msg);
+        let done = Instant::now();
+        self.slow("wrote one record", done - locked);
+        self.counters.send_write(done - locked);
+        match sent {
             Ok(n) => {
-                out.last_sent = Instant::now();
+                let gap = done.saturating_duration_since(out.last_sent);
+                self.slow("sent nothing", gap);
+                self.counters.send_gap(gap);
+                out.last_sent = done;
                 self.counters.sent(n);
                 Ok(())
             }
@@ -258,7 +283,15 @@ fn reader_loop(shared: &Shared, mut reader: RecordReader) {
     loop {
         let waiting = Instant::now();
         let received = reader.recv();
-        shared.counters.rx_wait(waiting.elapsed());
+        let waited = waiting.elapsed();
+        shared.counters.rx_wait(waited);
+        if received.is_ok() && waited >= shared.config.timeout / 2 {
+            log::warn!(
+                "logging channel: nothing arrived from the peer for {} ms (timeout {} ms)",
+                waited.as_millis(),
+                shared.config.timeout.as_millis()
+            );
+        }
         let (msg, wire) = match received {
             Ok(x) => x,
             Err(e) => {
@@ -334,12 +367,17 @@ fn heartbeat_loop(shared: &Shared) {
         if shared.lost.get().is_some() {
             return;
         }
-        drop(
-            shared
-                .stop_cv
-                .wait_timeout(stop, wait)
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let slept = Instant::now();
+        let (stop, waited) = shared
+            .stop_cv
+            .wait_timeout(stop, wait)
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(stop);
+        if waited.timed_out() {
+            let late = slept.elapsed().saturating_sub(wait);
+            shared.slow("woke up late", late);
+            shared.counters.heartbeat_late(late);
+        }
     }
 }
 
