@@ -30,6 +30,7 @@ pub struct ChannelCounters {
     heartbeat_late_us_max: AtomicU64,
     send_lock_us_max: AtomicU64,
     send_write_us_max: AtomicU64,
+    detector_stall_us_max: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -82,11 +83,14 @@ pub struct CounterSnapshot {
     /// The longest write of one record into the socket, in microseconds
     /// (the peer's receive window full).
     pub send_write_us_max: u64,
+    /// The longest time the receiving thread did not run while it waited
+    /// for the peer, in microseconds: not counted as the peer's silence.
+    pub detector_stall_us_max: u64,
 }
 
 impl CounterSnapshot {
     /// The counters by name, as `vm.counters` lists them.
-    pub fn pairs(&self) -> [(&'static str, u64); 21] {
+    pub fn pairs(&self) -> [(&'static str, u64); 22] {
         [
             ("bytes_sent", self.bytes_sent),
             ("bytes_received", self.bytes_received),
@@ -109,6 +113,7 @@ impl CounterSnapshot {
             ("heartbeat_late_us_max", self.heartbeat_late_us_max),
             ("send_lock_us_max", self.send_lock_us_max),
             ("send_write_us_max", self.send_write_us_max),
+            ("detector_stall_us_max", self.detector_stall_us_max),
         ]
     }
 }
@@ -189,6 +194,11 @@ impl ChannelCounters {
             .fetch_max(micros(waited), Ordering::Relaxed);
     }
 
+    pub(crate) fn detector_stall(&self, stalled: Duration) {
+        self.detector_stall_us_max
+            .fetch_max(micros(stalled), Ordering::Relaxed);
+    }
+
     pub(crate) fn send_write(&self, took: Duration) {
         self.send_write_us_max
             .fetch_max(micros(took), Ordering::Relaxed);
@@ -223,6 +233,7 @@ impl ChannelCounters {
             heartbeat_late_us_max: g(&self.heartbeat_late_us_max),
             send_lock_us_max: g(&self.send_lock_us_max),
             send_write_us_max: g(&self.send_write_us_max),
+            detector_stall_us_max: g(&self.detector_stall_us_max),
         }
     }
 }
