@@ -405,7 +405,11 @@ fn a_pair_starved_of_cpu_does_not_fail_over() {
     limit.add(pair.primary.child.pid());
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(8) {
-        assert!(pair.primary.child.running(), "{}", pair.primary.stderr_text());
+        assert!(
+            pair.primary.child.running(),
+            "{}",
+            pair.primary.stderr_text()
+        );
         assert!(pair.backup.child.running(), "{}", pair.backup.stderr_text());
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -413,7 +417,10 @@ fn a_pair_starved_of_cpu_does_not_fail_over() {
     drop(limit);
     eprintln!("ft_pair_faults: the pair was stopped {times} times, {stopped:?} in all");
     // The starvation happened: most of each second, for several seconds.
-    assert!(times >= 4 && stopped > Duration::from_secs(2), "{times} {stopped:?}");
+    assert!(
+        times >= 4 && stopped > Duration::from_secs(2),
+        "{times} {stopped:?}"
+    );
     let info = vm_info(&dir, "primary");
     assert_eq!(info["fault_tolerance"]["state"], "protected", "{info}");
     for (side, events) in [("primary", &pair.events.0), ("backup", &pair.events.1)] {

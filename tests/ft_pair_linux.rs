@@ -259,7 +259,11 @@ fn a_tcp_service_in_a_linux_guest_keeps_its_client_across_a_failover() {
     let mut answer = String::new();
     reader.read_line(&mut answer).expect("the answer to req6");
     assert_eq!(answer.trim_end(), "ok 6 req6", "{}", backup.stderr());
-    assert!(backup.stderr().contains("event go-live"), "{}", backup.stderr());
+    assert!(
+        backup.stderr().contains("event go-live"),
+        "{}",
+        backup.stderr()
+    );
     // The same connection goes on with the backup, and the file keeps
     // every line (none lost, none twice).
     for i in 7..=10 {

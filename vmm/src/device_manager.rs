@@ -696,10 +696,24 @@ mod tests {
         let dm = DeviceManager::new(&c, &mem, crate::vcpu::VcpuControl::new()).unwrap();
         assert!(dm.go_live_devices().go_live(&live).is_err());
         // A backup's own copy must have the recorded size.
-        let dm = DeviceManager::for_backup(&c, &mem, &sizes, BackupDisks::Separate, Arc::new(DroppedOutput::default())).unwrap();
+        let dm = DeviceManager::for_backup(
+            &c,
+            &mem,
+            &sizes,
+            BackupDisks::Separate,
+            Arc::new(DroppedOutput::default()),
+        )
+        .unwrap();
         dm.go_live_devices().go_live(&live).unwrap();
         let other = vec![("_disk0".to_string(), 4096)];
-        let err = DeviceManager::for_backup(&c, &mem, &other, BackupDisks::Separate, Arc::new(DroppedOutput::default())).unwrap_err();
+        let err = DeviceManager::for_backup(
+            &c,
+            &mem,
+            &other,
+            BackupDisks::Separate,
+            Arc::new(DroppedOutput::default()),
+        )
+        .unwrap_err();
         assert_eq!(
             virtio_devices::transport::error_chain(&err),
             format!(
@@ -708,7 +722,14 @@ mod tests {
             )
         );
         // Shared: nothing is opened before go-live, which then checks.
-        let dm = DeviceManager::for_backup(&c, &mem, &other, BackupDisks::Shared, Arc::new(DroppedOutput::default())).unwrap();
+        let dm = DeviceManager::for_backup(
+            &c,
+            &mem,
+            &other,
+            BackupDisks::Shared,
+            Arc::new(DroppedOutput::default()),
+        )
+        .unwrap();
         assert!(dm.go_live_devices().go_live(&live).is_err());
         std::fs::remove_file(&path).unwrap();
     }

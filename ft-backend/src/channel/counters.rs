@@ -177,11 +177,13 @@ impl ChannelCounters {
     }
 
     pub(crate) fn rx_wait(&self, waited: Duration) {
-        self.rx_wait_us_max.fetch_max(micros(waited), Ordering::Relaxed);
+        self.rx_wait_us_max
+            .fetch_max(micros(waited), Ordering::Relaxed);
     }
 
     pub(crate) fn send_gap(&self, gap: Duration) {
-        self.send_gap_us_max.fetch_max(micros(gap), Ordering::Relaxed);
+        self.send_gap_us_max
+            .fetch_max(micros(gap), Ordering::Relaxed);
     }
 
     pub(crate) fn heartbeat_late(&self, late: Duration) {

@@ -295,7 +295,10 @@ fn reader_loop(shared: &Shared, mut reader: RecordReader) {
         if stalled > stall_seen {
             stall_seen = stalled;
             shared.counters.detector_stall(stalled);
-            shared.slow("did not run while waiting for the peer (not counted as its silence)", stalled);
+            shared.slow(
+                "did not run while waiting for the peer (not counted as its silence)",
+                stalled,
+            );
         }
         if received.is_ok() && waited >= shared.config.timeout / 2 {
             log::warn!(

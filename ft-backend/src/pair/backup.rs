@@ -168,11 +168,13 @@ impl Backup {
             .wait_header()
             .ok_or_else(|| BackupError::NoStream(feed.ended().unwrap_or_default()))?;
         let replayer = Replayer::live(header, feed.clone());
-        // Frames of two heartbeats of guest time: the primary releases a
-        // frame within an ack round trip (well under a millisecond) of the
-        // backup's ack, so a frame older than that was out unless the
-        // primary stalled.
-        let window = setup.channel.heartbeat.saturating_mul(2);
+        // Frames of the last failure timeout of guest time: the primary
+        // releases a frame an ack round trip (well under a millisecond)
+        // after producing it when it runs freely, but its releaser thread
+        // can wait for a CPU on a loaded host; the channel tolerates that
+        // much silence, and so much delay is kept (duplicates are
+        // harmless, the count is bounded).
+        let window = setup.channel.timeout;
         Ok(Backup {
             status,
             replayer: Some(replayer),

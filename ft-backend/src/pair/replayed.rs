@@ -119,8 +119,7 @@ impl OutputSink for ReplayedOutputs {
         }
         let mut old = 0;
         while k.frames.len() >= MAX_KEPT_FRAMES
-            || k
-                .frames
+            || k.frames
                 .front()
                 .is_some_and(|(at, _)| now.saturating_sub(*at) > self.window_ns)
         {
