@@ -5,12 +5,14 @@
 //! the backup killed, stopped (the Output Rule) or slowed (lag
 //! throttling); the logging link cut (split brain: exactly one side goes
 //! on); a wrong key or another configuration refused; a tiebreaker that
-//! is down (fail safe).
+//! is down (fail safe); both sides starved of CPU together (no false
+//! failover).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cgroup::CpuLimit;
 use common::etcd::Etcd;
 use common::ftpair::{
     assert_clean, ft_events, kv_setup, start_backup, start_pair, start_primary, stream_through,
@@ -367,6 +369,70 @@ fn a_primary_without_a_backup_and_a_backup_without_a_primary_end_cleanly() {
     signal(b.child.pid(), "-TERM");
     wait_exit(&mut b, Duration::from_secs(5));
     assert!(asked.elapsed() < Duration::from_secs(2));
+    drop(net);
+    assert_clean(&names);
+}
+
+/// A loaded host: both VMMs in one CPU cgroup whose budget (300 ms of CPU
+/// per second) runs out early in every period, so every ordinary thread
+/// of both sides stops for most of each second, far longer than the
+/// 300 ms failure timeout, over and over. Nothing failed, so nothing may
+/// fail over: the channel's threads run in the real-time class (a budget
+/// of their own here) and the failure detector does not count this
+/// side's own stops as the peer's silence.
+#[test]
+fn a_pair_starved_of_cpu_does_not_fail_over() {
+    let dir = TempDir::new("ftpair-starved");
+    let net = PairNet::new();
+    let names = net.names();
+    let s = Setup {
+        api: true,
+        ..Setup::compute(
+            "workload=compute steps=100000000000 hz=100",
+            file_tiebreaker(&dir),
+        )
+    };
+    let mut pair = start_pair(&net, &dir, &s);
+    pair.primary
+        .wait_serial("test-guest: ready", Duration::from_secs(60));
+    let limit = CpuLimit::new(
+        "ftpair-starved",
+        Duration::from_millis(300),
+        Duration::from_secs(1),
+        Duration::from_millis(100),
+    );
+    limit.add(pair.backup.child.pid());
+    limit.add(pair.primary.child.pid());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(8) {
+        assert!(
+            pair.primary.child.running(),
+            "{}",
+            pair.primary.stderr_text()
+        );
+        assert!(pair.backup.child.running(), "{}", pair.backup.stderr_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (times, stopped) = limit.throttled();
+    drop(limit);
+    eprintln!("ft_pair_faults: the pair was stopped {times} times, {stopped:?} in all");
+    // The starvation happened: most of each second, for several seconds.
+    assert!(
+        times >= 4 && stopped > Duration::from_secs(2),
+        "{times} {stopped:?}"
+    );
+    let info = vm_info(&dir, "primary");
+    assert_eq!(info["fault_tolerance"]["state"], "protected", "{info}");
+    for (side, events) in [("primary", &pair.events.0), ("backup", &pair.events.1)] {
+        let events = ft_events(events);
+        assert!(
+            !events.iter().any(|e| e == "peer-lost"),
+            "the {side} failed over: {events:?}\n{}\n{}",
+            pair.primary.stderr_text(),
+            pair.backup.stderr_text()
+        );
+    }
+    drop(pair);
     drop(net);
     assert_clean(&names);
 }

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod captured;
+pub mod cgroup;
 pub mod etcd;
 pub mod ft;
 pub mod ftpair;

@@ -219,25 +219,29 @@ impl DeviceManager {
         memory: &GuestMemoryMmapT,
         disk_sizes: &[(String, u64)],
     ) -> Result<Self, DeviceError> {
-        Self::for_backup(config, memory, disk_sizes, BackupDisks::Shared)
+        Self::for_backup(
+            config,
+            memory,
+            disk_sizes,
+            BackupDisks::Shared,
+            Arc::new(DroppedOutput::default()),
+        )
     }
 
     /// As [`without_backends`](Self::without_backends), with `disks`
     /// saying whether each disk's image is the backup's own copy, written
     /// while replaying ([`BackupDisks::Separate`]: the images are opened
-    /// now and a size that is not the recording's is an error).
+    /// now and a size that is not the recording's is an error), and the
+    /// outputs going to `output` (a pair's backup keeps its latest frames
+    /// there, to send them again when it goes live).
     pub fn for_backup(
         config: &VmConfig,
         memory: &GuestMemoryMmapT,
         disk_sizes: &[(String, u64)],
         disks: BackupDisks,
+        output: Arc<dyn OutputSink>,
     ) -> Result<Self, DeviceError> {
-        Self::build(
-            config,
-            memory,
-            Arc::new(DroppedOutput::default()),
-            Backends::None(disk_sizes, disks),
-        )
+        Self::build(config, memory, output, Backends::None(disk_sizes, disks))
     }
 
     /// The virtio devices, for the VMM to keep and make go live (attach
@@ -692,10 +696,24 @@ mod tests {
         let dm = DeviceManager::new(&c, &mem, crate::vcpu::VcpuControl::new()).unwrap();
         assert!(dm.go_live_devices().go_live(&live).is_err());
         // A backup's own copy must have the recorded size.
-        let dm = DeviceManager::for_backup(&c, &mem, &sizes, BackupDisks::Separate).unwrap();
+        let dm = DeviceManager::for_backup(
+            &c,
+            &mem,
+            &sizes,
+            BackupDisks::Separate,
+            Arc::new(DroppedOutput::default()),
+        )
+        .unwrap();
         dm.go_live_devices().go_live(&live).unwrap();
         let other = vec![("_disk0".to_string(), 4096)];
-        let err = DeviceManager::for_backup(&c, &mem, &other, BackupDisks::Separate).unwrap_err();
+        let err = DeviceManager::for_backup(
+            &c,
+            &mem,
+            &other,
+            BackupDisks::Separate,
+            Arc::new(DroppedOutput::default()),
+        )
+        .unwrap_err();
         assert_eq!(
             virtio_devices::transport::error_chain(&err),
             format!(
@@ -704,7 +722,14 @@ mod tests {
             )
         );
         // Shared: nothing is opened before go-live, which then checks.
-        let dm = DeviceManager::for_backup(&c, &mem, &other, BackupDisks::Shared).unwrap();
+        let dm = DeviceManager::for_backup(
+            &c,
+            &mem,
+            &other,
+            BackupDisks::Shared,
+            Arc::new(DroppedOutput::default()),
+        )
+        .unwrap();
         assert!(dm.go_live_devices().go_live(&live).is_err());
         std::fs::remove_file(&path).unwrap();
     }

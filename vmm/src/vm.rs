@@ -176,12 +176,13 @@ impl Vm {
         }
         let pair_status = pair.as_ref().map(PairStart::status);
         let dm = match (&replay, &pair) {
-            (Some(r), Some(PairStart::Backup(_))) => {
+            (Some(r), Some(PairStart::Backup(b))) => {
                 let disks = match config.fault_tolerance.as_ref().map(|f| f.disks) {
                     Some(DiskMode::Separate) => BackupDisks::Separate,
                     _ => BackupDisks::Shared,
                 };
-                DeviceManager::for_backup(config, &memory, &r.setup().disks, disks)
+                let output = b.replayed.clone();
+                DeviceManager::for_backup(config, &memory, &r.setup().disks, disks, output)
             }
             (Some(r), _) => DeviceManager::without_backends(config, &memory, &r.setup().disks),
             (None, Some(PairStart::Primary(p))) => {

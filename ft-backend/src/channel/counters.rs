@@ -26,6 +26,11 @@ pub struct ChannelCounters {
     heartbeats_received: AtomicU64,
     window_waits: AtomicU64,
     rx_wait_us_max: AtomicU64,
+    send_gap_us_max: AtomicU64,
+    heartbeat_late_us_max: AtomicU64,
+    send_lock_us_max: AtomicU64,
+    send_write_us_max: AtomicU64,
+    detector_stall_us_max: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -66,11 +71,26 @@ pub struct CounterSnapshot {
     /// The longest wait for the next record from the peer, in
     /// microseconds: how close the channel came to the failure timeout.
     pub rx_wait_us_max: u64,
+    /// The longest time this side sent nothing, in microseconds (the
+    /// peer's view of [`rx_wait_us_max`](Self::rx_wait_us_max)).
+    pub send_gap_us_max: u64,
+    /// The most the heartbeat thread woke up later than it asked to, in
+    /// microseconds (scheduling delay of this side).
+    pub heartbeat_late_us_max: u64,
+    /// The longest wait of a sender for the socket's write side, in
+    /// microseconds (another sender's write in progress).
+    pub send_lock_us_max: u64,
+    /// The longest write of one record into the socket, in microseconds
+    /// (the peer's receive window full).
+    pub send_write_us_max: u64,
+    /// The longest time the receiving thread did not run while it waited
+    /// for the peer, in microseconds: not counted as the peer's silence.
+    pub detector_stall_us_max: u64,
 }
 
 impl CounterSnapshot {
     /// The counters by name, as `vm.counters` lists them.
-    pub fn pairs(&self) -> [(&'static str, u64); 17] {
+    pub fn pairs(&self) -> [(&'static str, u64); 22] {
         [
             ("bytes_sent", self.bytes_sent),
             ("bytes_received", self.bytes_received),
@@ -89,8 +109,17 @@ impl CounterSnapshot {
             ("heartbeats_received", self.heartbeats_received),
             ("window_waits", self.window_waits),
             ("rx_wait_us_max", self.rx_wait_us_max),
+            ("send_gap_us_max", self.send_gap_us_max),
+            ("heartbeat_late_us_max", self.heartbeat_late_us_max),
+            ("send_lock_us_max", self.send_lock_us_max),
+            ("send_write_us_max", self.send_write_us_max),
+            ("detector_stall_us_max", self.detector_stall_us_max),
         ]
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -148,8 +177,33 @@ impl ChannelCounters {
     }
 
     pub(crate) fn rx_wait(&self, waited: Duration) {
-        let us = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
-        self.rx_wait_us_max.fetch_max(us, Ordering::Relaxed);
+        self.rx_wait_us_max
+            .fetch_max(micros(waited), Ordering::Relaxed);
+    }
+
+    pub(crate) fn send_gap(&self, gap: Duration) {
+        self.send_gap_us_max
+            .fetch_max(micros(gap), Ordering::Relaxed);
+    }
+
+    pub(crate) fn heartbeat_late(&self, late: Duration) {
+        self.heartbeat_late_us_max
+            .fetch_max(micros(late), Ordering::Relaxed);
+    }
+
+    pub(crate) fn send_lock(&self, waited: Duration) {
+        self.send_lock_us_max
+            .fetch_max(micros(waited), Ordering::Relaxed);
+    }
+
+    pub(crate) fn detector_stall(&self, stalled: Duration) {
+        self.detector_stall_us_max
+            .fetch_max(micros(stalled), Ordering::Relaxed);
+    }
+
+    pub(crate) fn send_write(&self, took: Duration) {
+        self.send_write_us_max
+            .fetch_max(micros(took), Ordering::Relaxed);
     }
 
     pub(crate) fn window_wait(&self) {
@@ -177,6 +231,11 @@ impl ChannelCounters {
             heartbeats_received: g(&self.heartbeats_received),
             window_waits: g(&self.window_waits),
             rx_wait_us_max: g(&self.rx_wait_us_max),
+            send_gap_us_max: g(&self.send_gap_us_max),
+            heartbeat_late_us_max: g(&self.heartbeat_late_us_max),
+            send_lock_us_max: g(&self.send_lock_us_max),
+            send_write_us_max: g(&self.send_write_us_max),
+            detector_stall_us_max: g(&self.detector_stall_us_max),
         }
     }
 }

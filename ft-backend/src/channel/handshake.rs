@@ -380,10 +380,10 @@ fn run(
         return Err(e);
     }
     stream
-        .set_read_timeout(Some(config.timeout))
+        .set_read_timeout(Some(super::record::detector_tick(config.timeout)))
         .and_then(|()| stream.set_write_timeout(None))
         .map_err(HandshakeError::Io)?;
-    reader.set_timeout(config.timeout);
+    reader.detect_failure(config.timeout);
     Ok(Established {
         stream,
         writer,

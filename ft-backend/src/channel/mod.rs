@@ -38,6 +38,7 @@ mod counters;
 mod handshake;
 mod key;
 mod message;
+mod priority;
 mod record;
 mod session;
 

@@ -23,7 +23,7 @@
 use std::io::{self, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use snow::StatelessTransportState;
 
@@ -153,8 +153,20 @@ pub struct RecordReader {
     transport: Arc<StatelessTransportState>,
     seq: u64,
     timeout: Duration,
+    /// With the failure detector on, the socket's read timeout: how often
+    /// a waiting reader looks at the clock.
+    tick: Option<Duration>,
+    /// The longest time this side itself did not run while it waited
+    /// (not counted as the peer's silence).
+    stall_max: Duration,
     wire: Vec<u8>,
     plain: Vec<u8>,
+}
+
+/// The socket read timeout of a reader whose failure detector waits
+/// `timeout` (see [`RecordReader::detect_failure`]).
+pub fn detector_tick(timeout: Duration) -> Duration {
+    (timeout / 6).max(Duration::from_millis(1))
 }
 
 impl RecordReader {
@@ -170,15 +182,35 @@ impl RecordReader {
             transport,
             seq: 0,
             timeout,
+            tick: None,
+            stall_max: Duration::ZERO,
             wire: vec![0; MAX_PLAINTEXT + TAG_LEN],
             plain: vec![0; MAX_PLAINTEXT + TAG_LEN],
         }
     }
 
-    /// Changes the read timeout named in [`RecordError::TimedOut`] (the
-    /// caller sets the socket's).
-    pub fn set_timeout(&mut self, timeout: Duration) {
+    /// Turns the failure detector on: the peer is declared silent
+    /// ([`RecordError::TimedOut`]) after `timeout` without a byte from it,
+    /// counting only time in which this side ran. The caller sets the
+    /// socket's read timeout to [`detector_tick`]`(timeout)`.
+    ///
+    /// Why: a plain socket timeout counts wall time. When this side itself
+    /// does not run for a while (its process or the whole machine stalled,
+    /// or starved of CPU: on a loaded host a thread can wait hundreds of
+    /// milliseconds for a CPU), the timer still expires, and on waking the
+    /// reader sees no data because the peer, stalled or starved too, has
+    /// not run either: a false failure. Here the reader wakes every tick;
+    /// a wake later than a tick and a half counts as a tick and a half, so
+    /// a stall of this side is not blamed on the peer.
+    pub fn detect_failure(&mut self, timeout: Duration) {
         self.timeout = timeout;
+        self.tick = Some(detector_tick(timeout));
+    }
+
+    /// The longest time this side did not run while waiting for the peer
+    /// (beyond a tick and a half), since the detector was turned on.
+    pub fn stall_max(&self) -> Duration {
+        self.stall_max
     }
 
     /// Whether every byte received so far has been consumed (nothing more
@@ -229,10 +261,16 @@ impl RecordReader {
     /// Reads until `buf` is full or the stream ends; returns the bytes read.
     fn read_full(&mut self, buf: &mut [u8]) -> Result<usize, RecordError> {
         let mut done = 0;
+        let mut silence = Duration::ZERO;
+        let mut last = Instant::now();
         while done < buf.len() {
             match self.stream.read(&mut buf[done..]) {
                 Ok(0) => break,
-                Ok(n) => done += n,
+                Ok(n) => {
+                    done += n;
+                    silence = Duration::ZERO;
+                    last = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e)
                     if matches!(
@@ -240,13 +278,28 @@ impl RecordReader {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(RecordError::TimedOut {
-                        ms: self.timeout.as_millis(),
-                    })
+                    let Some(tick) = self.tick else {
+                        return Err(self.timed_out());
+                    };
+                    let now = Instant::now();
+                    let waited = now.saturating_duration_since(last);
+                    last = now;
+                    let counted = waited.min(tick + tick / 2);
+                    self.stall_max = self.stall_max.max(waited - counted);
+                    silence += counted;
+                    if silence >= self.timeout {
+                        return Err(self.timed_out());
+                    }
                 }
                 Err(e) => return Err(RecordError::Io(e)),
             }
         }
         Ok(done)
+    }
+
+    fn timed_out(&self) -> RecordError {
+        RecordError::TimedOut {
+            ms: self.timeout.as_millis(),
+        }
     }
 }

@@ -4,14 +4,19 @@
 //! An open channel: flow control, acks, heartbeats and failure detection.
 //!
 //! Each open channel runs two threads of its own:
-//! - a **reader**, which reads every record (the socket's read timeout is
-//!   the failure detector's `timeout`: heartbeats keep an idle channel
-//!   talking), applies acks to the sender's window, queues log frames and
+//! - a **reader**, which reads every record (the failure detector: the
+//!   peer is lost after `timeout` without a byte from it, counting only
+//!   time in which this side ran, see [`RecordReader::detect_failure`];
+//!   heartbeats keep an idle channel talking), applies acks to the sender's window, queues log frames and
 //!   progress in a bounded receive buffer for [`ChannelReceiver::recv`], and
 //!   sends acks through the [`AckCoalescer`]. When the receive buffer is
 //!   full it stops reading: the peer's window fills and its sender waits.
 //! - a **heartbeat** thread, which sends a heartbeat whenever this side has
 //!   sent nothing for `heartbeat`.
+//!
+//! Both run in the lowest real-time scheduling class when permitted
+//! ([`super::priority`]): a loaded host must not delay them past the
+//! peer's timeout.
 //!
 //! The first failure (a refused record, a timeout, a closed or failed
 //! socket, an error or goodbye from the peer) makes the channel *lost*:
@@ -162,6 +167,20 @@ impl Shared {
         self.stop_cv.notify_all();
     }
 
+    /// Logs a delay on this side's sending path that ate half the peer's
+    /// failure timeout or more (the evidence when a peer declares this
+    /// side lost while it ran).
+    fn slow(&self, what: &str, took: Duration) {
+        if took >= self.config.timeout / 2 {
+            log::warn!(
+                "logging channel: {} {what} for {} ms (the peer's timeout is {} ms)",
+                std::thread::current().name().unwrap_or("a thread"),
+                took.as_millis(),
+                self.config.timeout.as_millis()
+            );
+        }
+    }
+
     fn send(&self, msg: &Message) -> Result<(), SessionError> {
         if let Some(e) = self.lost() {
             return Err(e);
@@ -171,10 +190,21 @@ impl Shared {
 
     /// Sends even when the channel is lost (the goodbye after closing).
     fn write(&self, msg: &Message) -> Result<(), SessionError> {
+        let asked = Instant::now();
         let mut out = lock(&self.outbox);
-        match out.writer.send(msg) {
+        let locked = Instant::now();
+        self.slow("waited for the socket's write side", locked - asked);
+        self.counters.send_lock(locked - asked);
+        let sent = out.writer.send(msg);
+        let done = Instant::now();
+        self.slow("wrote one record", done - locked);
+        self.counters.send_write(done - locked);
+        match sent {
             Ok(n) => {
-                out.last_sent = Instant::now();
+                let gap = done.saturating_duration_since(out.last_sent);
+                self.slow("sent nothing", gap);
+                self.counters.send_gap(gap);
+                out.last_sent = done;
                 self.counters.sent(n);
                 Ok(())
             }
@@ -255,10 +285,28 @@ impl Shared {
 fn reader_loop(shared: &Shared, mut reader: RecordReader) {
     let threshold = (shared.config.window_bytes / 4).max(1) as u64;
     let mut acks = AckCoalescer::new(threshold);
+    let mut stall_seen = Duration::ZERO;
     loop {
         let waiting = Instant::now();
         let received = reader.recv();
-        shared.counters.rx_wait(waiting.elapsed());
+        let waited = waiting.elapsed();
+        shared.counters.rx_wait(waited);
+        let stalled = reader.stall_max();
+        if stalled > stall_seen {
+            stall_seen = stalled;
+            shared.counters.detector_stall(stalled);
+            shared.slow(
+                "did not run while waiting for the peer (not counted as its silence)",
+                stalled,
+            );
+        }
+        if received.is_ok() && waited >= shared.config.timeout / 2 {
+            log::warn!(
+                "logging channel: nothing arrived from the peer for {} ms (timeout {} ms)",
+                waited.as_millis(),
+                shared.config.timeout.as_millis()
+            );
+        }
         let (msg, wire) = match received {
             Ok(x) => x,
             Err(e) => {
@@ -334,12 +382,17 @@ fn heartbeat_loop(shared: &Shared) {
         if shared.lost.get().is_some() {
             return;
         }
-        drop(
-            shared
-                .stop_cv
-                .wait_timeout(stop, wait)
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let slept = Instant::now();
+        let (stop, waited) = shared
+            .stop_cv
+            .wait_timeout(stop, wait)
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(stop);
+        if waited.timed_out() {
+            let late = slept.elapsed().saturating_sub(wait);
+            shared.slow("woke up late", late);
+            shared.counters.heartbeat_late(late);
+        }
     }
 }
 
@@ -384,9 +437,19 @@ pub(super) fn start(
             .map_err(|e| SessionError::Spawn(e.to_string()))
     };
     let r = Arc::clone(&shared);
-    let reader_thread = spawn("ft-chan-rx", Box::new(move || reader_loop(&r, reader)))?;
+    let reader_thread = spawn(
+        "ft-chan-rx",
+        Box::new(move || {
+            super::priority::raise_current_thread();
+            reader_loop(&r, reader);
+        }),
+    )?;
     let h = Arc::clone(&shared);
-    let heartbeat_thread = match spawn("ft-chan-hb", Box::new(move || heartbeat_loop(&h))) {
+    let heartbeat = Box::new(move || {
+        super::priority::raise_current_thread();
+        heartbeat_loop(&h);
+    });
+    let heartbeat_thread = match spawn("ft-chan-hb", heartbeat) {
         Ok(t) => t,
         Err(e) => {
             shared.lose(e.clone());

@@ -16,7 +16,7 @@ use crate::channel::{
     Hello, Role,
 };
 use crate::live::{spawn_receiver, LiveError, LiveFeed, StreamEnd};
-use crate::pair::{tiebreak_or_stop, PairState, PairStatus};
+use crate::pair::{tiebreak_or_stop, PairState, PairStatus, ReplayedOutputs};
 use crate::replayer::Replayer;
 use crate::tiebreak::Tiebreaker;
 
@@ -73,6 +73,9 @@ pub struct Backup {
     replayer: Option<Replayer>,
     /// The feed (for go-live checks).
     pub feed: Arc<LiveFeed>,
+    /// The devices' output sink while replaying: keeps the latest network
+    /// frames, sent again at go-live.
+    pub replayed: Arc<ReplayedOutputs>,
     handle: ChannelHandle,
     // Owns the channel's threads: kept for as long as the backup runs.
     _sender: ChannelSender,
@@ -189,10 +192,20 @@ impl Backup {
             .wait_header()
             .ok_or_else(|| BackupError::NoStream(feed.ended().unwrap_or_default()))?;
         let replayer = Replayer::live(header, feed.clone());
+        // Frames of the last failure timeout of guest time: the primary
+        // releases a frame an ack round trip (well under a millisecond)
+        // after producing it when it runs freely, but its releaser thread
+        // can wait for a CPU on a loaded host; the channel tolerates that
+        // much silence, and so much delay is kept (duplicates are
+        // harmless, the count is bounded).
+        let window = setup.channel.timeout;
         Ok(Backup {
             status,
             replayer: Some(replayer),
             feed,
+            replayed: Arc::new(ReplayedOutputs::new(
+                u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
+            )),
             handle: ch.handle,
             _sender: ch.sender,
         })

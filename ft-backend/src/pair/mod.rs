@@ -12,6 +12,8 @@
 //! - [`backup`]: accepts its primary, feeds its replay from the channel
 //!   ([`crate::live`]), goes live after winning the tiebreak;
 //! - [`output_rule`]: the primary's output sink;
+//! - [`replayed`]: the backup's output sink, which keeps its latest
+//!   network frames to send them again when it goes live;
 //! - [`status`]: what `vm.info`, `vm.counters` and the event monitor show.
 //!
 //! A side that lost its peer and does not win the tiebreak stops its VMM
@@ -20,6 +22,7 @@
 pub mod backup;
 pub mod output_rule;
 pub mod primary;
+pub mod replayed;
 pub mod status;
 
 use std::io::Read;
@@ -27,6 +30,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub use output_rule::OutputRule;
+pub use replayed::ReplayedOutputs;
 pub use status::{PairState, PairStatus};
 
 use crate::channel::ChannelConfig;

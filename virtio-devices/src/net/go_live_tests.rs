@@ -273,6 +273,43 @@ fn going_live_on_a_persistent_tap_announces_the_mac_then_carries_frames() {
     assert!(addr.contains("UP"), "{addr}");
 }
 
+/// A frame the replay produced, kept by the backup's sink and performed
+/// after go-live (the pair's resend of what the dead primary may have
+/// held), reaches the tap; performed before go-live it would not.
+#[test]
+fn a_replayed_frame_performed_after_going_live_reaches_the_tap() {
+    let ns = Netns::new();
+    ns.ip_in(&["tuntap", "add", "dev", "vdgl1", "mode", "tap", "vnet_hdr"]);
+    ns.run(|| {
+        let (sock, _) = packet_socket("vdgl1");
+        let kept = Arc::new(crate::output::testing::HoldingSink::default());
+        let mut net = Net::without_backend("_net0", Some("vdgl1"), None, MAC, kept.clone());
+        let mem = memory();
+        let mut q = queues();
+        let f = frame(0x5a, 70);
+        mem.write_slice(&f, GuestAddress(BUF)).unwrap();
+        desc(&mem, TX_BASE, 0, BUF, f.len() as u32, 0, 0);
+        publish(&mem, TX_BASE, &[0]);
+        run(&mut net, &mem, &mut q, TX_QUEUE).unwrap();
+        net.go_live(&GoLive {
+            waker: Arc::new(NoWake),
+            sink: Arc::new(ImmediateOutput),
+        })
+        .unwrap();
+        assert_eq!(kept.release_all(), vec![OutputKind::NetFrame { len: 70 }]);
+        // The announcements first (sent at go-live), then the frame.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got = next_received(&sock, Duration::from_secs(5)).expect("the replayed frame");
+            if got.len() != RARP_FRAME_LEN {
+                assert_eq!(got, f[VNET_HDR_LEN..]);
+                break;
+            }
+            assert!(Instant::now() < deadline, "only announcements on the tap");
+        }
+    });
+}
+
 #[test]
 fn going_live_without_a_usable_tap_is_an_error() {
     let ns = Netns::new();

@@ -26,7 +26,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use devices::async_event::Waker;
@@ -88,6 +88,10 @@ pub struct Net {
     address: Option<(Ipv4Addr, Ipv4Addr)>,
     mac: [u8; 6],
     tap: Option<Arc<File>>,
+    /// The tap as TX outputs see it when they are performed: empty until
+    /// the device has a tap, so that a frame produced while replaying and
+    /// kept by the sink is written if it is performed after go-live.
+    tx_tap: Arc<OnceLock<Arc<File>>>,
     sink: Arc<dyn OutputSink>,
     host_frames: Frames,
     backlog: VecDeque<Vec<u8>>,
@@ -153,6 +157,8 @@ impl Net {
             waker,
         )
         .map_err(NetError::Thread)?;
+        // A device starts once: it is built with its tap or goes live once.
+        let _ = self.tx_tap.set(file.clone());
         self.tap = Some(file);
         self.stop = Some(stop);
         self.thread = Some(thread);
@@ -179,6 +185,7 @@ impl Net {
             address,
             mac,
             tap: None,
+            tx_tap: Arc::default(),
             sink,
             host_frames: Frames::default(),
             backlog: VecDeque::new(),
@@ -288,7 +295,7 @@ impl Net {
             }
             self.counters.add(TX_BYTES, (len - VNET_HDR_LEN) as u64);
             self.counters.add(TX_FRAMES, 1);
-            let tap = self.tap.clone();
+            let tap = self.tx_tap.clone();
             self.sink.submit(Output::new(
                 &self.id,
                 OutputKind::NetFrame {
@@ -297,8 +304,8 @@ impl Net {
                 Box::new(move || {
                     // A full tap queue drops the frame, as a wire would.
                     // Without a tap there is nothing to perform.
-                    if let Some(tap) = tap {
-                        if let Err(e) = (&*tap).write(&frame) {
+                    if let Some(tap) = tap.get() {
+                        if let Err(e) = (&**tap).write(&frame) {
                             log::debug!("tap write failed: {e}");
                         }
                     }

@@ -339,10 +339,9 @@ impl BackupPair {
     pub fn applied(&mut self, exits: u64) {
         if exits > self.reported_at {
             self.reported_at = exits;
-            self.status.set_applied(Position {
-                exits,
-                guest_ns: self.clock.last_replayed(),
-            });
+            let guest_ns = self.clock.last_replayed();
+            self.backup.replayed.set_time(guest_ns);
+            self.status.set_applied(Position { exits, guest_ns });
             self.status.set_sent(self.feed.progress());
         }
     }
@@ -361,12 +360,16 @@ impl BackupPair {
             .max(self.feed.progress().guest_ns);
         self.clock.go_live_from(from);
         (self.go_live_devices)()?;
+        // The frames the primary may have held when it died, which the
+        // replay produced too: sent again before the guest runs on.
+        let resent = self.backup.replayed.resend();
         self.status.set_state(PairState::LiveUnprotected);
         self.status.event(
             "go-live",
             &[
                 ("exits", exits.to_string()),
                 ("guest_ns", from.to_string()),
+                ("resent_frames", resent.to_string()),
                 ("us", t0.elapsed().as_micros().to_string()),
             ],
         );
