@@ -130,6 +130,11 @@ pub trait VirtioDevice: Send + Debug {
     fn go_live(&mut self, _live: &GoLive) -> Result<(), GoLiveError> {
         Ok(())
     }
+    /// After a live migration: tells the network where the guest is now
+    /// (a net device announces its MAC). Other devices have nothing to say.
+    fn announce(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
 }
 
 /// Named counters of a device, readable from any thread.

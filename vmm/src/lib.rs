@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod cpuid;
 pub mod device_manager;
+pub mod dirty_log;
 pub mod layout;
 pub mod memory;
 pub mod signals;
