@@ -489,7 +489,7 @@ pub fn decode(
     let vcpu_section = take(VCPU_SECTION, VCPU_SECTION_VERSION)?;
     let vcpu = VcpuState::decode(&vcpu_section.data).map_err(VmSnapshotError::Vcpu)?;
     let mut devices = Vec::new();
-    for s in &sections {
+    for s in sections {
         if s.id == VMM_SECTION || s.id == VCPU_SECTION {
             continue;
         }

@@ -451,7 +451,7 @@ impl Vm {
                 log::warn!(
                     "{}: cannot announce the guest's MAC: {}",
                     d.id(),
-                    virtio_devices::transport::error_chain(&e)
+                    virtio_devices::transport::error_chain(e.as_ref())
                 );
             }
         }
@@ -559,7 +559,6 @@ fn save_paused(
 }
 
 /// A running VM's parts a live migration's worker thread uses.
-#[derive(Debug)]
 pub struct MigrationHandles {
     control: Arc<VcpuControl>,
     /// Guest memory.
@@ -568,6 +567,14 @@ pub struct MigrationHandles {
     pub dirty: DirtyConsumer,
     devices: Vec<DeviceState>,
     virtio: Vec<Arc<Mutex<virtio_devices::VirtioPciDevice>>>,
+}
+
+impl std::fmt::Debug for MigrationHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrationHandles")
+            .field("dirty", &self.dirty)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MigrationHandles {

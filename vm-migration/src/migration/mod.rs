@@ -14,4 +14,4 @@ pub use precopy::{
     send, BoxError, MigrationError, MigrationSink, MigrationSource, Params, Phase, Progress,
     Report,
 };
-pub use receive::receive;
+pub use receive::{error_chain, receive};
