@@ -32,12 +32,10 @@ pub const UNIMPLEMENTED_ENDPOINTS: &[&str] = &[
     "vm.coredump",
     "vm.nmi",
     "vm.power-button",
-    "vm.receive-migration",
     "vm.remove-device",
     "vm.resize",
     "vm.resize-disk",
     "vm.resize-zone",
-    "vm.send-migration",
 ];
 
 /// How an endpoint is called.
