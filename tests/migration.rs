@@ -130,6 +130,14 @@ fn ticks(serial: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The guest reports a tick line whenever the tens of its tick count
+/// change (a line may say 671 when two ticks arrived between two looks,
+/// on a loaded host): the tens go up by one from line to line, without a
+/// repeat or a restart.
+fn tens_continue(ticks: &[u64]) -> bool {
+    ticks.windows(2).all(|w| w[1] / 10 == w[0] / 10 + 1)
+}
+
 fn result_line(serial: &str) -> Option<String> {
     serial
         .lines()
@@ -171,10 +179,7 @@ fn check_continued(before: &str, after: &str, expected: &str) {
     assert_eq!(result_line(after).as_deref(), Some(expected), "{after}");
     let all: Vec<u64> = ticks(before).into_iter().chain(ticks(after)).collect();
     assert!(all.len() > 10, "{before}{after}");
-    assert!(
-        all.windows(2).all(|w| w[1] == w[0] + 10),
-        "tick lines do not continue: {all:?}"
-    );
+    assert!(tens_continue(&all), "tick lines do not continue: {all:?}");
     assert!(!ticks(after).is_empty(), "no tick after the migration");
 }
 
@@ -461,7 +466,7 @@ fn other_version_and_damaged_streams_are_refused_and_the_source_runs_on() {
     src.wait_poweroff(Duration::from_secs(180));
     let out = read(&serial);
     assert_eq!(result_line(&out).as_deref(), Some(expected.as_str()));
-    assert!(ticks(&out).windows(2).all(|w| w[1] == w[0] + 10));
+    assert!(tens_continue(&ticks(&out)), "{out}");
 }
 
 #[test]

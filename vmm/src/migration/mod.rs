@@ -32,7 +32,7 @@ pub use transport::MigrationUrl;
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     /// The URL is not `tcp:HOST:PORT` or `unix:PATH`.
-    #[error("the migration URL {url:?} is invalid: {why}")]
+    #[error("the migration URL {url:?} is invalid: {why} (expected tcp:HOST:PORT or unix:PATH)")]
     Url {
         /// The URL.
         url: String,

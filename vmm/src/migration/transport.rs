@@ -44,20 +44,20 @@ impl MigrationUrl {
         if let Some(rest) = url.strip_prefix("tcp:") {
             let (host, port) = rest
                 .rsplit_once(':')
-                .ok_or_else(|| bad("no port (tcp:HOST:PORT)"))?;
+                .ok_or_else(|| bad("no port"))?;
             if host.is_empty() {
-                return Err(bad("no host (tcp:HOST:PORT)"));
+                return Err(bad("no host"));
             }
             port.parse::<u16>()
                 .map_err(|_| bad("the port is not a number from 0 to 65535"))?;
             Ok(MigrationUrl::Tcp(rest.to_string()))
         } else if let Some(path) = url.strip_prefix("unix:") {
             if path.is_empty() {
-                return Err(bad("no path (unix:PATH)"));
+                return Err(bad("no path"));
             }
             Ok(MigrationUrl::Unix(PathBuf::from(path)))
         } else {
-            Err(bad("expected tcp:HOST:PORT or unix:PATH"))
+            Err(bad("unknown scheme"))
         }
     }
 
