@@ -18,7 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::ftpair::{assert_clean, sparse_disk};
 use common::netns::{KillOnDrop, Netns};
+use common::pair::{Host, PairNet, LOG_B};
+use ft_kv_client::{run_stream, StreamConfig, StreamControl};
 use common::{api, ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
 
 /// A VMM serving its API on `socket`.
@@ -530,4 +533,102 @@ fn bad_requests_are_refused_clearly() {
     let out = ch_remote(&src.socket, &["send-migration", "destination_url=unix:/x,bogus=1"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert_eq!(src.info()["state"], "Running");
+}
+
+/// The KV guest on host A serves a verified stream from the client's
+/// namespace; mid-stream it migrates over TCP (the hosts' direct link) to
+/// host B, whose tap (of the same name, as the configuration says) is on
+/// host B's bridge: the destination's RARP moves the guest's MAC on the
+/// LAN, the client's TCP connection goes on, and no acknowledged SET is
+/// lost.
+#[test]
+fn kv_guest_migrates_between_hosts_under_a_verified_stream() {
+    let dir = TempDir::new("mig-kv");
+    let net = PairNet::new();
+    let names = net.names();
+    let tap = net.a.tap.clone();
+    for args in [
+        format!("tuntap add dev {tap} mode tap vnet_hdr"),
+        format!("link set {tap} master {}", net.b.bridge),
+        format!("link set {tap} up"),
+    ] {
+        let ok = Command::new("ip")
+            .args(["-n", &net.host_b.0])
+            .args(args.split(' '))
+            .status()
+            .expect("ip")
+            .success();
+        assert!(ok, "ip -n {} {args}", net.host_b.0);
+    }
+    let disk = sparse_disk(dir.path("kv.img"));
+    let serial = dir.path("serial.txt");
+    let mut src = Vmm::boot(
+        &dir,
+        "src",
+        Some(&net.host_a),
+        &net.kv_cmdline(),
+        &serial,
+        &[
+            "--disk".into(),
+            format!("path={}", disk.display()),
+            "--net".into(),
+            net.guest_net(Host::A),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(60), || read(&serial)
+        .contains("kv: listening on")));
+    let dst = Vmm::start(&dir, "dst", Some(&net.host_b), &[]);
+    let control = std::sync::Arc::new(StreamControl::default());
+    let mut config = StreamConfig::new(net.kv_addr());
+    config.duration = Some(Duration::from_secs(6));
+    config.get_every = 4;
+    config.prefix = format!("mig{}", net.tag);
+    config.connect_timeout = Duration::from_secs(20);
+    config.control = Some(control.clone());
+    let report = std::thread::scope(|scope| {
+        let client = &net.client;
+        let cfg = &config;
+        let t = scope.spawn(move || client.run(|| run_stream(cfg)));
+        assert!(
+            wait_until(Duration::from_secs(60), || control.acked() >= 300
+                || t.is_finished()),
+            "the stream did not start"
+        );
+        assert!(!t.is_finished(), "the stream ended early");
+        let receiver = receive(&dst, format!("receiver_url=tcp:{LOG_B}:7500"));
+        wait_ready(&dir, "dst");
+        std::fs::rename(&serial, dir.path("before.txt")).expect("rename");
+        let acked_before = control.acked();
+        let out = ch_remote(
+            &src.socket,
+            &[
+                "send-migration",
+                &format!("destination_url=tcp:{LOG_B}:7500,downtime_ms=100"),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        eprintln!("migration: {}", text(&out.stderr));
+        let r = receiver.join().expect("receiver thread");
+        assert!(r.status.success(), "{}", text(&r.stderr));
+        src.wait_exit(Duration::from_secs(20));
+        let report = t
+            .join()
+            .expect("stream thread")
+            .unwrap_or_else(|e| panic!("stream: {e}"));
+        assert!(
+            report.acked > acked_before + 100,
+            "the stream did not go on after the migration: {report}"
+        );
+        report
+    });
+    eprintln!("migration under a KV stream: {report}");
+    assert!(!report.reset(), "the client's connection was reset: {report}");
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    let v = report.verification.as_ref().expect("verified");
+    assert_eq!(v.checked, report.acked, "{report}");
+    assert_eq!(dst.info()["state"], "Running");
+    drop(dst);
+    drop(src);
+    drop(net);
+    assert_clean(&names);
 }
