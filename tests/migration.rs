@@ -21,8 +21,8 @@ use std::time::Duration;
 use common::ftpair::{assert_clean, sparse_disk};
 use common::netns::{KillOnDrop, Netns};
 use common::pair::{Host, PairNet, LOG_B};
-use ft_kv_client::{run_stream, StreamConfig, StreamControl};
 use common::{api, ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
+use ft_kv_client::{run_stream, StreamConfig, StreamControl};
 
 /// A VMM serving its API on `socket`.
 struct Vmm {
@@ -46,7 +46,10 @@ impl Vmm {
             .arg(format!("path={}", socket.display()))
             .args(args)
             .arg("--event-monitor")
-            .arg(format!("path={}", dir.path(&format!("{name}.events")).display()))
+            .arg(format!(
+                "path={}",
+                dir.path(&format!("{name}.events")).display()
+            ))
             .args(["-v", "--log-file"])
             .arg(&log)
             .stdin(Stdio::null())
@@ -177,7 +180,10 @@ fn uninterrupted_compute(dir: &TempDir) -> String {
 /// Checks that the run split in `before` and `after` is the uninterrupted
 /// one: its result, and tick lines that continue.
 fn check_continued(before: &str, after: &str, expected: &str) {
-    assert!(result_line(before).is_none(), "finished before the migration");
+    assert!(
+        result_line(before).is_none(),
+        "finished before the migration"
+    );
     assert!(!after.contains("test-guest: ready"), "the guest restarted");
     assert_eq!(result_line(after).as_deref(), Some(expected), "{after}");
     let all: Vec<u64> = ticks(before).into_iter().chain(ticks(after)).collect();
@@ -273,10 +279,7 @@ fn ticks_guest_migrates_over_tcp_with_a_key_and_a_wrong_key_is_refused() {
         &src.socket,
         &[
             "send-migration",
-            &format!(
-                "destination_url=tcp:127.0.0.1:7411,key={}",
-                other.display()
-            ),
+            &format!("destination_url=tcp:127.0.0.1:7411,key={}", other.display()),
         ],
     );
     assert!(!out.status.success());
@@ -299,10 +302,7 @@ fn ticks_guest_migrates_over_tcp_with_a_key_and_a_wrong_key_is_refused() {
         &src.socket,
         &[
             "send-migration",
-            &format!(
-                "destination_url=tcp:127.0.0.1:7412,key={}",
-                key.display()
-            ),
+            &format!("destination_url=tcp:127.0.0.1:7412,key={}", key.display()),
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -345,7 +345,10 @@ fn disk_workload_verifies_after_migration() {
     let receiver = receive(&dst, format!("unix:{}", mig.display()));
     wait_ready(&dir, "dst");
     // The bare URL of older releases.
-    let out = ch_remote(&src.socket, &["send-migration", &format!("unix:{}", mig.display())]);
+    let out = ch_remote(
+        &src.socket,
+        &["send-migration", &format!("unix:{}", mig.display())],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let r = receiver.join().expect("receiver thread");
     assert!(r.status.success(), "{}", text(&r.stderr));
@@ -410,7 +413,10 @@ fn other_version_and_damaged_streams_are_refused_and_the_source_runs_on() {
     let t = fake_destination(&fake, preamble(2));
     let out = ch_remote(
         &src.socket,
-        &["send-migration", &format!("destination_url=unix:{}", fake.display())],
+        &[
+            "send-migration",
+            &format!("destination_url=unix:{}", fake.display()),
+        ],
     );
     assert!(!out.status.success());
     let e = text(&out.stderr);
@@ -427,10 +433,17 @@ fn other_version_and_damaged_streams_are_refused_and_the_source_runs_on() {
     let t = fake_destination(&fake, answer);
     let out = ch_remote(
         &src.socket,
-        &["send-migration", &format!("destination_url=unix:{}", fake.display())],
+        &[
+            "send-migration",
+            &format!("destination_url=unix:{}", fake.display()),
+        ],
     );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("checksum"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("checksum"),
+        "{}",
+        text(&out.stderr)
+    );
     t.join().expect("fake destination");
     assert_eq!(src.info()["state"], "Running");
 
@@ -457,7 +470,11 @@ fn other_version_and_damaged_streams_are_refused_and_the_source_runs_on() {
         let r = receiver.join().expect("receiver thread");
         assert!(!r.status.success());
         let e = text(&r.stderr);
-        let want = if name == "v2" { "version 2" } else { "checksum" };
+        let want = if name == "v2" {
+            "version 2"
+        } else {
+            "checksum"
+        };
         assert!(e.contains(want), "{name}: {e}");
         // The source learns why (an Error message after the preamble).
         assert!(text(&answer).contains(want), "{name}: {answer:?}");
@@ -484,14 +501,24 @@ fn bad_requests_are_refused_clearly() {
     );
     assert_eq!(status, 404, "{body}");
     // Bad JSON, a missing field, a wrong type.
-    for body in ["{nope", "{}", r#"{"destination_url":"unix:/x","downtime_ms":"fast"}"#] {
+    for body in [
+        "{nope",
+        "{}",
+        r#"{"destination_url":"unix:/x","downtime_ms":"fast"}"#,
+    ] {
         let (status, answer) = empty.api("PUT", "vm.send-migration", Some(body));
         assert_eq!(status, 400, "{body}: {answer}");
         assert!(answer.contains("Failed to deserialize JSON"), "{answer}");
     }
     assert_eq!(empty.api("PUT", "vm.receive-migration", Some("{}")).0, 400);
     // Bad URLs.
-    for url in ["file:///x", "tcp:nohost", "tcp:h:99999", "unix:", "1.2.3.4:5"] {
+    for url in [
+        "file:///x",
+        "tcp:nohost",
+        "tcp:h:99999",
+        "unix:",
+        "1.2.3.4:5",
+    ] {
         let body = format!(r#"{{"receiver_url":"{url}"}}"#);
         let (status, answer) = empty.api("PUT", "vm.receive-migration", Some(&body));
         assert_eq!(status, 500, "{url}: {answer}");
@@ -521,7 +548,10 @@ fn bad_requests_are_refused_clearly() {
     // Nobody listening.
     let out = ch_remote(
         &src.socket,
-        &["send-migration", "destination_url=unix:/nonexistent/mig.sock"],
+        &[
+            "send-migration",
+            "destination_url=unix:/nonexistent/mig.sock",
+        ],
     );
     assert!(!out.status.success());
     assert!(
@@ -530,7 +560,10 @@ fn bad_requests_are_refused_clearly() {
         text(&out.stderr)
     );
     // ch-remote's own refusals (exit 2).
-    let out = ch_remote(&src.socket, &["send-migration", "destination_url=unix:/x,bogus=1"]);
+    let out = ch_remote(
+        &src.socket,
+        &["send-migration", "destination_url=unix:/x,bogus=1"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert_eq!(src.info()["state"], "Running");
 }
@@ -622,7 +655,10 @@ fn kv_guest_migrates_between_hosts_under_a_verified_stream() {
         report
     });
     eprintln!("migration under a KV stream: {report}");
-    assert!(!report.reset(), "the client's connection was reset: {report}");
+    assert!(
+        !report.reset(),
+        "the client's connection was reset: {report}"
+    );
     assert!(report.ok(), "{report}: {:?}", report.bad_keys);
     let v = report.verification.as_ref().expect("verified");
     assert_eq!(v.checked, report.acked, "{report}");

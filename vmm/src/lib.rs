@@ -409,8 +409,10 @@ impl Vmm {
         event_monitor::event!("vm", "migration-receive-started");
         migration::lock(&status).phase = vm_migration::migration::Phase::PreCopy;
         let start = std::time::Instant::now();
-        let mut sink = migration::sink::VmSink::new(self.hypervisor.as_ref(), self.events_tx.clone());
-        let received = vm_migration::migration::receive(&mut conn.reader, &mut conn.writer, &mut sink);
+        let mut sink =
+            migration::sink::VmSink::new(self.hypervisor.as_ref(), self.events_tx.clone());
+        let received =
+            vm_migration::migration::receive(&mut conn.reader, &mut conn.writer, &mut sink);
         drop(conn);
         match (received, sink.done.take()) {
             (Ok(()), Some((config, vm))) => {
@@ -422,9 +424,7 @@ impl Vmm {
                 Ok(())
             }
             (Ok(()), None) => Err(fail(VmmError::ChannelClosed)),
-            (Err(e), _) => Err(fail(
-                migration::MigrationError::Migration(e).into(),
-            )),
+            (Err(e), _) => Err(fail(migration::MigrationError::Migration(e).into())),
         }
     }
 

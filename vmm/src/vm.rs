@@ -16,8 +16,8 @@ use crate::boot::{self, BootSpec};
 use crate::clock::VmClock;
 use crate::config::{DiskMode, VmConfig};
 use crate::cpuid::{self, CpuidError};
-use crate::dirty_log::{DirtyConsumer, DirtyLog};
 use crate::device_manager::{BackupDisks, DeviceError, DeviceManager, PciDeviceInfo};
+use crate::dirty_log::{DirtyConsumer, DirtyLog};
 use crate::memory::{self, GuestMemoryMmapT, MemoryError};
 use crate::snapshot::{LoadedSnapshot, PausedState, VmSnapshotError};
 use crate::vcpu::{

@@ -179,7 +179,9 @@ fn parse_migration(name: &'static str, operand: &str) -> Result<String, UsageErr
                 _ => return Err(bad(format!("local={v}: expected on or off"))),
             },
             ("tls_dir" | "connections", _) => {
-                return Err(bad(format!("{k}= is not supported (use key= for encryption)")))
+                return Err(bad(format!(
+                    "{k}= is not supported (use key= for encryption)"
+                )))
             }
             _ => return Err(bad(format!("unknown option {k}"))),
         };

@@ -11,7 +11,6 @@ pub mod protocol;
 mod receive;
 
 pub use precopy::{
-    send, BoxError, MigrationError, MigrationSink, MigrationSource, Params, Phase, Progress,
-    Report,
+    send, BoxError, MigrationError, MigrationSink, MigrationSource, Params, Phase, Progress, Report,
 };
 pub use receive::{error_chain, receive};

@@ -260,11 +260,8 @@ impl Sender<'_> {
         self.flush_pages()?;
         if !self.zeros.is_empty() {
             let table = encode_ranges(&self.zeros);
-            self.progress.bytes_sent += protocol::write_message(
-                &mut *self.w,
-                MessageType::Zeros,
-                &[&table],
-            )?;
+            self.progress.bytes_sent +=
+                protocol::write_message(&mut *self.w, MessageType::Zeros, &[&table])?;
             self.zeros.clear();
         }
         Ok(())
@@ -275,11 +272,8 @@ impl Sender<'_> {
             return Ok(());
         }
         let table = encode_ranges(&self.ranges);
-        self.progress.bytes_sent += protocol::write_message(
-            &mut *self.w,
-            MessageType::Pages,
-            &[&table, &self.buf],
-        )?;
+        self.progress.bytes_sent +=
+            protocol::write_message(&mut *self.w, MessageType::Pages, &[&table, &self.buf])?;
         self.progress.pages_sent += (self.buf.len() / PAGE_SIZE) as u64;
         self.ranges.clear();
         self.buf.clear();
@@ -578,7 +572,14 @@ mod tests {
         }
     }
 
-    fn run(refuse_state: bool) -> (Result<Report, MigrationError>, FakeSource, FakeSink, Vec<u8>) {
+    fn run(
+        refuse_state: bool,
+    ) -> (
+        Result<Report, MigrationError>,
+        FakeSource,
+        FakeSink,
+        Vec<u8>,
+    ) {
         let mut init = vec![0u8; 64 * PAGE_SIZE];
         for p in (0..64).filter(|p| p % 3 != 0) {
             init[p * PAGE_SIZE..(p + 1) * PAGE_SIZE].fill(p as u8 + 1);
@@ -643,7 +644,10 @@ mod tests {
     fn a_refused_state_resumes_the_source() {
         let (res, source, _sink, _) = run(true);
         let e = res.unwrap_err();
-        assert!(matches!(e, MigrationError::Refused(ref m) if m.contains("no")), "{e}");
+        assert!(
+            matches!(e, MigrationError::Refused(ref m) if m.contains("no")),
+            "{e}"
+        );
         assert!(source.paused && source.resumed);
     }
 }

@@ -60,7 +60,9 @@ pub enum ProtocolError {
     #[error("the peer does not speak this migration protocol (bad magic)")]
     Magic,
     /// Another protocol version.
-    #[error("the peer speaks migration protocol version {found}; this VMM speaks version {expected}")]
+    #[error(
+        "the peer speaks migration protocol version {found}; this VMM speaks version {expected}"
+    )]
     Version {
         /// The peer's.
         found: u32,
@@ -224,10 +226,7 @@ pub fn write_message(
 
 /// Reads one message into `payload` (reused between calls); returns its
 /// type.
-pub fn read_message(
-    r: &mut dyn Read,
-    payload: &mut Vec<u8>,
-) -> Result<MessageType, ProtocolError> {
+pub fn read_message(r: &mut dyn Read, payload: &mut Vec<u8>) -> Result<MessageType, ProtocolError> {
     let mut header = [0u8; HEADER_LEN];
     r.read_exact(&mut header).map_err(io_err)?;
     let t = MessageType::from_u8(header[0])?;
@@ -358,19 +357,25 @@ mod tests {
     fn messages_round_trip() {
         let mut wire = Vec::new();
         write_preamble(&mut wire).unwrap();
-        let ranges = encode_ranges(&[PageRange { gpa: 0x1000, pages: 2 }]);
+        let ranges = encode_ranges(&[PageRange {
+            gpa: 0x1000,
+            pages: 2,
+        }]);
         let pages = vec![7u8; 2 * PAGE_SIZE];
         write_message(&mut wire, MessageType::Pages, &[&ranges, &pages]).unwrap();
         write_message(&mut wire, MessageType::Ok, &[]).unwrap();
         let mut r = wire.as_slice();
         read_preamble(&mut r).unwrap();
         let mut buf = Vec::new();
-        assert_eq!(
-            read_message(&mut r, &mut buf).unwrap(),
-            MessageType::Pages
-        );
+        assert_eq!(read_message(&mut r, &mut buf).unwrap(), MessageType::Pages);
         let (got, rest) = decode_ranges("Pages", &buf).unwrap();
-        assert_eq!(got, vec![PageRange { gpa: 0x1000, pages: 2 }]);
+        assert_eq!(
+            got,
+            vec![PageRange {
+                gpa: 0x1000,
+                pages: 2
+            }]
+        );
         assert_eq!(rest, pages.as_slice());
         assert_eq!(read_message(&mut r, &mut buf).unwrap(), MessageType::Ok);
         assert!(matches!(
@@ -401,7 +406,13 @@ mod tests {
         p[12..].copy_from_slice(&crc.to_le_bytes());
         let e = check_preamble(&p).unwrap_err();
         assert!(
-            matches!(e, ProtocolError::Version { found: 2, expected: 1 }),
+            matches!(
+                e,
+                ProtocolError::Version {
+                    found: 2,
+                    expected: 1
+                }
+            ),
             "{e}"
         );
         let mut q = preamble();

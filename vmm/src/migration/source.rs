@@ -35,6 +35,12 @@ struct VmSource {
     config_json: Vec<u8>,
 }
 
+impl Drop for VmSource {
+    fn drop(&mut self) {
+        virtio_devices::dirty::stop();
+    }
+}
+
 impl MigrationSource for VmSource {
     fn memory_ranges(&self) -> Vec<(u64, u64)> {
         self.handles
@@ -49,13 +55,27 @@ impl MigrationSource for VmSource {
     }
 
     fn dirty_pages(&mut self) -> Result<Vec<(u64, Vec<u64>)>, BoxError> {
-        Ok(self
+        let mut dirty: Vec<(u64, u64, Vec<u64>)> = self
             .handles
             .dirty
             .read_all()?
             .into_iter()
-            .map(|(slot, bitmap)| (slot.base, bitmap))
-            .collect())
+            .map(|(slot, bitmap)| (slot.base, slot.size, bitmap))
+            .collect();
+        // KVM's log does not see the devices' writes (disk reads, received
+        // frames, used rings): they come from their own tracker.
+        for gpa in virtio_devices::dirty::take() {
+            if let Some((base, _, bitmap)) = dirty
+                .iter_mut()
+                .find(|(base, size, _)| (*base..*base + *size).contains(&gpa))
+            {
+                let page = ((gpa - *base) / crate::dirty_log::PAGE_SIZE) as usize;
+                if let Some(word) = bitmap.get_mut(page / 64) {
+                    *word |= 1 << (page % 64);
+                }
+            }
+        }
+        Ok(dirty.into_iter().map(|(base, _, b)| (base, b)).collect())
     }
 
     fn pause_and_save(&mut self) -> Result<Vec<u8>, BoxError> {
@@ -96,6 +116,9 @@ pub fn start(
     let config_json = serde_json::to_vec(config).map_err(MigrationError::Config)?;
     let mut conn = transport::connect(&request.url, request.key.as_deref())?;
     let handles = vm.migration_handles().map_err(MigrationError::Vm)?;
+    // From now on the devices' writes to guest memory are tracked too
+    // (KVM's log, on from `migration_handles`, has the guest's).
+    virtio_devices::dirty::start();
     log::info!(
         "migration: sending to {} (downtime {} ms, timeout {} s{})",
         conn.peer,
@@ -107,7 +130,12 @@ pub fn start(
             ""
         }
     );
-    event_monitor::event!("vm", "send-migration-started", "url", lock(&status).url.clone());
+    event_monitor::event!(
+        "vm",
+        "send-migration-started",
+        "url",
+        lock(&status).url.clone()
+    );
     std::thread::Builder::new()
         .name("migration-send".into())
         .spawn(move || {

@@ -42,9 +42,7 @@ impl MigrationUrl {
             why: why.to_string(),
         };
         if let Some(rest) = url.strip_prefix("tcp:") {
-            let (host, port) = rest
-                .rsplit_once(':')
-                .ok_or_else(|| bad("no port"))?;
+            let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("no port"))?;
             if host.is_empty() {
                 return Err(bad("no host"));
             }
@@ -140,11 +138,12 @@ pub fn connect(url: &MigrationUrl, key: Option<&Path>) -> Result<Connection, Mig
         }
         (MigrationUrl::Tcp(addr), Some(key)) => {
             let sa = MigrationUrl::socket_addr(addr)?;
-            let ch = channel::connect(sa, &key, &hello(Role::Primary), &channel_config())
-                .map_err(|source| MigrationError::Handshake {
+            let ch = channel::connect(sa, &key, &hello(Role::Primary), &channel_config()).map_err(
+                |source| MigrationError::Handshake {
                     peer: addr.clone(),
                     source,
-                })?;
+                },
+            )?;
             Ok(noise(ch.sender, ch.receiver, addr.clone()))
         }
         (MigrationUrl::Unix(path), None) => {
@@ -285,7 +284,9 @@ impl Read for NoiseReader {
                     self.at = 0;
                 }
                 Ok(Incoming::Progress(_)) => {}
-                Err(channel::SessionError::Closed | channel::SessionError::Goodbye) => return Ok(0),
+                Err(channel::SessionError::Closed | channel::SessionError::Goodbye) => {
+                    return Ok(0)
+                }
                 Err(e) => return Err(std::io::Error::other(e)),
             }
         }
