@@ -316,8 +316,11 @@ pub fn encode_config(config_json: &[u8], memory: &[(u64, u64)]) -> Vec<u8> {
     out
 }
 
+/// Guest-physical memory ranges: (base, length).
+pub type MemoryRanges = Vec<(u64, u64)>;
+
 /// Decodes a `Config` payload: the configuration's JSON and the ranges.
-pub fn decode_config(payload: &[u8]) -> Result<(&[u8], Vec<(u64, u64)>), ProtocolError> {
+pub fn decode_config(payload: &[u8]) -> Result<(&[u8], MemoryRanges), ProtocolError> {
     let bad = |reason: &str| ProtocolError::Malformed {
         what: "Config",
         reason: reason.into(),
