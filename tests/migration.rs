@@ -668,3 +668,144 @@ fn kv_guest_migrates_between_hosts_under_a_verified_stream() {
     drop(net);
     assert_clean(&names);
 }
+
+/// A VMM whose serial console (`--serial tty`) is on our pipes.
+struct Console {
+    vmm: Vmm,
+    stdin: std::process::ChildStdin,
+    output: common::captured::Captured,
+}
+
+impl Console {
+    fn start(dir: &TempDir, name: &str, args: &[String]) -> Console {
+        let socket = dir.path(&format!("{name}.sock"));
+        let log = dir.path(&format!("{name}.log"));
+        let mut command = Command::new(vmm_bin());
+        command
+            .arg("--api-socket")
+            .arg(format!("path={}", socket.display()))
+            .args(args)
+            .arg("--event-monitor")
+            .arg(format!(
+                "path={}",
+                dir.path(&format!("{name}.events")).display()
+            ))
+            .args(["-v", "--log-file"])
+            .arg(&log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = KillOnDrop::spawn(&mut command);
+        let stdin = child.0.stdin.take().expect("piped stdin");
+        let mut stdout = child.0.stdout.take().expect("piped stdout");
+        let output = common::captured::Captured::default();
+        let o2 = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                o2.append(&buf[..n]);
+            }
+        });
+        assert!(
+            wait_until(Duration::from_secs(20), || socket.exists()),
+            "no API socket; log:\n{}",
+            read(&log)
+        );
+        Console {
+            vmm: Vmm { child, socket, log },
+            stdin,
+            output,
+        }
+    }
+
+    fn send(&mut self, line: &str) -> usize {
+        let at = self.output.len();
+        self.stdin.write_all(line.as_bytes()).expect("write");
+        self.stdin.flush().expect("flush");
+        at
+    }
+
+    fn wait_for(&self, needle: &str, from: usize, timeout: Duration) {
+        assert!(
+            wait_until(timeout, || self.output.contains_after(needle, from)),
+            "no {needle:?}; console:\n{}",
+            self.output.text()
+        );
+    }
+}
+
+/// The minimal Linux guest migrates with a file of random bytes in its
+/// RAM-backed root: after the migration the shell answers on the
+/// destination's console and the file's checksum is the same.
+#[test]
+fn linux_guest_shell_answers_after_migration() {
+    let dir = TempDir::new("mig-linux");
+    let paths = common::linux_guest_paths();
+    let mut cmdline = String::from("console=ttyS0 clearcpuid=308,151 noxsave");
+    let intel = {
+        let r = std::arch::x86_64::__cpuid(0);
+        [r.ebx, r.edx, r.ecx] == [0x756e_6547, 0x4965_6e69, 0x6c65_746e]
+    };
+    if !intel {
+        // SAFETY: RDTSC has no memory effects.
+        let rdtsc = || unsafe { std::arch::x86_64::_rdtsc() };
+        let start = std::time::Instant::now();
+        let t0 = rdtsc();
+        std::thread::sleep(Duration::from_millis(50));
+        let khz = (rdtsc() - t0) * 1_000_000 / start.elapsed().as_nanos() as u64;
+        cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    let mut src = Console::start(
+        &dir,
+        "src",
+        &[
+            "--kernel".into(),
+            paths["BZIMAGE"].display().to_string(),
+            "--initramfs".into(),
+            paths["INITRAMFS"].display().to_string(),
+            "--cmdline".into(),
+            cmdline,
+            "--memory".into(),
+            "size=256M".into(),
+            "--serial".into(),
+            "tty".into(),
+            "--console".into(),
+            "off".into(),
+        ],
+    );
+    src.wait_for("linux-guest: ready", 0, Duration::from_secs(300));
+    let at = src.send("head -c 2000000 /dev/urandom > /fill; md5sum /fill\n");
+    src.wait_for(" /fill", at, Duration::from_secs(120));
+    let console = src.output.text();
+    let sum = console[at..]
+        .lines()
+        .find(|l| l.ends_with(" /fill") && !l.contains("md5sum"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("an md5sum line")
+        .to_string();
+
+    let mut dst = Console::start(&dir, "dst", &[]);
+    let mig = dir.path("mig.sock");
+    let receiver = receive(&dst.vmm, format!("receiver_url=unix:{}", mig.display()));
+    wait_ready(&dir, "dst");
+    let out = ch_remote(
+        &src.vmm.socket,
+        &[
+            "send-migration",
+            &format!("destination_url=unix:{}", mig.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eprintln!("linux migration: {}", text(&out.stderr));
+    let r = receiver.join().expect("receiver thread");
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    src.vmm.wait_exit(Duration::from_secs(20));
+    let at = dst.send("echo mig-$((6*7))-rated; md5sum /fill\n");
+    dst.wait_for("mig-42-rated", at, Duration::from_secs(60));
+    dst.wait_for(&format!("{sum}  /fill"), at, Duration::from_secs(60));
+    dst.send("poweroff -f\n");
+    dst.vmm.wait_poweroff(Duration::from_secs(60));
+}
