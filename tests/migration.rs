@@ -737,6 +737,17 @@ impl Console {
     }
 }
 
+/// The checksum of an `md5sum /fill` answer in `console` (not the echoed
+/// command).
+fn md5_line(console: &str) -> Option<String> {
+    console.lines().find_map(|l| {
+        let mut f = l.trim_end_matches('\r').split_whitespace();
+        let (sum, name) = (f.next()?, f.next()?);
+        (name == "/fill" && sum.len() == 32 && sum.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| sum.to_string())
+    })
+}
+
 /// The minimal Linux guest migrates with a file of random bytes in its
 /// RAM-backed root: after the migration the shell answers on the
 /// destination's console and the file's checksum is the same.
@@ -778,14 +789,16 @@ fn linux_guest_shell_answers_after_migration() {
     );
     src.wait_for("linux-guest: ready", 0, Duration::from_secs(300));
     let at = src.send("head -c 2000000 /dev/urandom > /fill; md5sum /fill\n");
-    src.wait_for(" /fill", at, Duration::from_secs(120));
-    let console = src.output.text();
-    let sum = console[at..]
-        .lines()
-        .find(|l| l.ends_with(" /fill") && !l.contains("md5sum"))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("an md5sum line")
-        .to_string();
+    let mut sum = None;
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            sum = md5_line(&src.output.text()[at..]);
+            sum.is_some()
+        }),
+        "no checksum; console:\n{}",
+        src.output.text()
+    );
+    let sum = sum.unwrap_or_default();
 
     let mut dst = Console::start(&dir, "dst", &[]);
     let mig = dir.path("mig.sock");
@@ -805,7 +818,19 @@ fn linux_guest_shell_answers_after_migration() {
     src.vmm.wait_exit(Duration::from_secs(20));
     let at = dst.send("echo mig-$((6*7))-rated; md5sum /fill\n");
     dst.wait_for("mig-42-rated", at, Duration::from_secs(60));
-    dst.wait_for(&format!("{sum}  /fill"), at, Duration::from_secs(60));
+    assert!(
+        wait_until(Duration::from_secs(60), || md5_line(
+            &dst.output.text()[at..]
+        )
+        .is_some()),
+        "no checksum on the destination; console:\n{}",
+        dst.output.text()
+    );
+    assert_eq!(
+        md5_line(&dst.output.text()[at..]).as_deref(),
+        Some(sum.as_str()),
+        "the file changed in the migration"
+    );
     dst.send("poweroff -f\n");
     dst.vmm.wait_poweroff(Duration::from_secs(60));
 }
