@@ -108,6 +108,13 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
     /// Pages dirtied in a slot holding one of `changed` since its last
     /// [`get_dirty_log`](Self::get_dirty_log) may be lost from its log.
     fn drop_cached_translations(&self, changed: &[u64]) -> Result<()>;
+    /// Turns dirty page logging on or off for every registered slot
+    /// (a flags-only change: the slots keep their mappings and KVM its
+    /// translations). Turning it on starts every slot's log empty.
+    fn set_dirty_logging(&self, on: bool) -> Result<()> {
+        let _ = on;
+        Err(HypervisorError::MissingCapability("dirty logging toggle"))
+    }
 }
 
 /// A virtual CPU. Used only from the thread that runs it.

@@ -256,6 +256,7 @@ pub fn write_buffers(
                 addr: at.0,
                 len: n as u32,
             })?;
+        crate::dirty::mark(at.0, n as u64);
         done += n;
         skip = 0;
     }

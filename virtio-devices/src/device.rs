@@ -62,6 +62,7 @@ impl QueueContext<'_> {
             Some(q) if q.ready() => q,
             _ => return Ok(false),
         };
+        mark_used_ring(q);
         if enable {
             q.enable_notification(self.mem)
                 .map_err(|_| ChainError::UsedRing)
@@ -77,9 +78,16 @@ impl QueueContext<'_> {
         let q = self.queues.get_mut(index).ok_or(ChainError::UsedRing)?;
         q.add_used(self.mem, head, len)
             .map_err(|_| ChainError::UsedRing)?;
+        mark_used_ring(q);
         self.used |= 1 << index;
         Ok(())
     }
+}
+
+/// Marks `q`'s used ring (flags, index, ring, event) as written by the
+/// device, for a live migration ([`crate::dirty`]).
+fn mark_used_ring(q: &Queue) {
+    crate::dirty::mark(q.used_ring(), 6 + 8 * u64::from(q.size()));
 }
 
 /// A virtio device behind the PCI transport. Every method runs on the
@@ -128,6 +136,11 @@ pub trait VirtioDevice: Send + Debug {
     /// A device built without its host backend attaches it now (see
     /// [`crate::go_live`]). Devices with no host side have nothing to do.
     fn go_live(&mut self, _live: &GoLive) -> Result<(), GoLiveError> {
+        Ok(())
+    }
+    /// After a live migration: tells the network where the guest is now
+    /// (a net device announces its MAC). Other devices have nothing to say.
+    fn announce(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         Ok(())
     }
 }

@@ -17,6 +17,7 @@
 pub mod block;
 pub mod chain;
 pub mod device;
+pub mod dirty;
 pub mod go_live;
 pub mod net;
 pub mod output;

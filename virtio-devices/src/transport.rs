@@ -462,6 +462,12 @@ impl VirtioPciDevice {
         self.device.go_live(live)
     }
 
+    /// Announces the guest on the network after a live migration (see
+    /// [`VirtioDevice::announce`]).
+    pub fn announce(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.device.announce()
+    }
+
     /// Host operations issued and not yet applied (a snapshot waits until
     /// there are none: see [`VirtioDevice::in_flight`]).
     pub fn in_flight(&self) -> usize {

@@ -14,6 +14,7 @@
 
 pub mod codec;
 pub mod devices_state;
+pub mod migration;
 pub mod snapshot;
 pub mod vcpu;
 

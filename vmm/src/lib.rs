@@ -15,8 +15,10 @@ pub mod clock;
 pub mod config;
 pub mod cpuid;
 pub mod device_manager;
+pub mod dirty_log;
 pub mod layout;
 pub mod memory;
+pub mod migration;
 pub mod signals;
 pub mod snapshot;
 pub mod stdin;
@@ -48,6 +50,9 @@ pub enum ControlEvent {
     VcpuEnded(VcpuEnd),
     /// `SIGTERM` or `SIGINT` arrived: stop cleanly and exit.
     Signal(i32),
+    /// The outgoing live migration ended: the guest runs on the
+    /// destination, or it failed (why) and runs here still.
+    MigrationEnded(Result<(), String>),
 }
 
 /// Errors of the VMM as a whole, and of API actions.
@@ -92,6 +97,9 @@ pub enum VmmError {
     /// The vCPU stopped on an error.
     #[error("the VM stopped on an error")]
     VcpuFailed(#[source] vcpu::VcpuError),
+    /// A live migration could not be started or received.
+    #[error(transparent)]
+    Migration(#[from] migration::MigrationError),
     /// The control channel closed.
     #[error("the control channel closed unexpectedly")]
     ChannelClosed,
@@ -118,6 +126,8 @@ struct Vmm {
     config: Option<VmConfig>,
     vm: Option<Vm>,
     events_tx: Sender<ControlEvent>,
+    /// The last live migration's status (either end).
+    migration: Option<migration::SharedStatus>,
 }
 
 /// Restores the terminal however [`run`] returns (or unwinds).
@@ -154,6 +164,7 @@ pub fn run(args: VmmArgs) -> Result<(), VmmError> {
         config: None,
         vm: None,
         events_tx: events_tx.clone(),
+        migration: None,
     };
     let api_server = match &args.api_socket {
         Some(path) => {
@@ -213,6 +224,20 @@ impl Vmm {
                 }
                 Ok(Next::Exit)
             }
+            ControlEvent::MigrationEnded(Ok(())) => {
+                // As upstream: the guest runs on the destination; this VM
+                // is shut down and the VMM exits.
+                log::info!("the VM runs on the migration destination: exiting");
+                if let Some(mut vm) = self.vm.take() {
+                    let _ = vm.shutdown();
+                }
+                event_monitor::event!("vm", "shutdown");
+                Ok(Next::Exit)
+            }
+            ControlEvent::MigrationEnded(Err(e)) => {
+                log::warn!("the migration failed; the VM keeps running here: {e}");
+                Ok(Next::Continue)
+            }
             ControlEvent::VcpuEnded(end) => match end {
                 VcpuEnd::Stopped => Ok(Next::Continue),
                 VcpuEnd::Shutdown => {
@@ -269,6 +294,8 @@ impl Vmm {
                 .map_err(boxed),
             ApiRequest::VmSnapshot(c) => empty(self.vm_snapshot(&c)),
             ApiRequest::VmRestore(c) => empty(self.vm_restore(&c)),
+            ApiRequest::VmSendMigration(c) => empty(self.vm_send_migration(&c)),
+            ApiRequest::VmReceiveMigration(c) => empty(self.vm_receive_migration(&c)),
         }
     }
 
@@ -299,7 +326,110 @@ impl Vmm {
         self.vm.as_mut().ok_or(VmmError::VmNotBooted)
     }
 
+    /// Refuses an action that would change the VM's run state under an
+    /// outgoing migration.
+    fn not_migrating(&self) -> Result<(), VmmError> {
+        match &self.migration {
+            Some(m) if migration::lock(m).active() => {
+                Err(migration::MigrationError::InProgress.into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `vm.send-migration`: answers once the destination is reached; the
+    /// migration goes on in a worker thread.
+    fn vm_send_migration(&mut self, c: &api::SendMigrationData) -> Result<(), VmmError> {
+        let url = migration::MigrationUrl::parse(&c.destination_url)?;
+        if c.local {
+            return Err(migration::MigrationError::Url {
+                url: c.destination_url.clone(),
+                why: "local=on (shared memory) is not supported; migrate without it".into(),
+            }
+            .into());
+        }
+        self.not_migrating()?;
+        let config = self.config.clone().ok_or(VmmError::VmNotCreated)?;
+        let defaults = vm_migration::migration::Params::default();
+        let params = vm_migration::migration::Params {
+            downtime_ms: c.downtime_ms.unwrap_or(defaults.downtime_ms),
+            timeout_s: c.timeout_s.unwrap_or(defaults.timeout_s),
+            max_iterations: defaults.max_iterations,
+        };
+        let status = migration::MigrationStatus::new(
+            migration::Role::Source,
+            &c.destination_url,
+            c.key.is_some(),
+        );
+        let events = self.events_tx.clone();
+        let vm = self.booted()?;
+        migration::source::start(
+            vm,
+            &config,
+            migration::source::SendRequest {
+                url,
+                key: c.key.clone(),
+                params,
+            },
+            status.clone(),
+            events,
+        )?;
+        self.migration = Some(status);
+        Ok(())
+    }
+
+    /// `vm.receive-migration`: blocks until the guest runs here or the
+    /// migration failed (then no VM exists), as upstream.
+    fn vm_receive_migration(&mut self, c: &api::ReceiveMigrationData) -> Result<(), VmmError> {
+        let url = migration::MigrationUrl::parse(&c.receiver_url)?;
+        if self.config.is_some() || self.vm.is_some() {
+            return Err(migration::MigrationError::VmExists.into());
+        }
+        let listener = migration::transport::listen(&url, c.key.as_deref())?;
+        log::info!("migration: waiting for the source on {}", c.receiver_url);
+        event_monitor::event!("vm", "migration-receive-ready");
+        let status = migration::MigrationStatus::new(
+            migration::Role::Destination,
+            &c.receiver_url,
+            c.key.is_some(),
+        );
+        self.migration = Some(status.clone());
+        let fail = |e: VmmError| {
+            let text = migration::error_chain(&e);
+            let mut s = migration::lock(&status);
+            s.phase = vm_migration::migration::Phase::Failed;
+            s.error = Some(text.clone());
+            event_monitor::event!("vm", "migration-receive-failed", "error", text);
+            e
+        };
+        let mut conn = migration::transport::accept(&listener, c.key.as_deref())
+            .map_err(|e| fail(e.into()))?;
+        drop(listener);
+        log::info!("migration: receiving from {}", conn.peer);
+        event_monitor::event!("vm", "migration-receive-started");
+        migration::lock(&status).phase = vm_migration::migration::Phase::PreCopy;
+        let start = std::time::Instant::now();
+        let mut sink =
+            migration::sink::VmSink::new(self.hypervisor.as_ref(), self.events_tx.clone());
+        let received =
+            vm_migration::migration::receive(&mut conn.reader, &mut conn.writer, &mut sink);
+        drop(conn);
+        match (received, sink.done.take()) {
+            (Ok(()), Some((config, vm))) => {
+                log::info!("migration: received in {:?}; the VM runs", start.elapsed());
+                migration::lock(&status).phase = vm_migration::migration::Phase::Completed;
+                self.config = Some(config);
+                self.vm = Some(vm);
+                event_monitor::event!("vm", "migration-receive-completed");
+                Ok(())
+            }
+            (Ok(()), None) => Err(fail(VmmError::ChannelClosed)),
+            (Err(e), _) => Err(fail(migration::MigrationError::Migration(e).into())),
+        }
+    }
+
     fn vm_pause(&mut self) -> Result<(), VmmError> {
+        self.not_migrating()?;
         let vm = self.booted()?;
         event_monitor::event!("vm", "pausing");
         vm.pause()?;
@@ -308,6 +438,7 @@ impl Vmm {
     }
 
     fn vm_resume(&mut self) -> Result<(), VmmError> {
+        self.not_migrating()?;
         let vm = self.booted()?;
         event_monitor::event!("vm", "resuming");
         vm.resume()?;
@@ -317,6 +448,7 @@ impl Vmm {
 
     fn vm_snapshot(&mut self, c: &api::VmSnapshotConfig) -> Result<(), VmmError> {
         let dir = snapshot::url_dir(&c.destination_url).map_err(VmError::from)?;
+        self.not_migrating()?;
         let config = self.config.clone().ok_or(VmmError::VmNotCreated)?;
         let vm = self.booted()?;
         event_monitor::event!("vm", "snapshotting");
@@ -390,6 +522,7 @@ impl Vmm {
             None => (VmState::Created, config.memory.size, Default::default()),
         };
         let fault_tolerance = self.vm.as_ref().and_then(Vm::fault_tolerance_info);
+        let migration = self.migration.as_ref().map(|m| migration::lock(m).info());
         let state = match state {
             VmState::Created => api::VmState::Created,
             VmState::Running => api::VmState::Running,
@@ -402,6 +535,7 @@ impl Vmm {
             memory_actual_size,
             device_tree: Some(device_tree),
             fault_tolerance,
+            migration,
         })
         .map_err(VmmError::Serialize)
     }
@@ -411,6 +545,10 @@ impl Vmm {
             return Err(VmmError::VmNotCreated);
         }
         let vm = self.vm.as_ref().ok_or(VmmError::VmNotBooted)?;
-        Ok(vm.counters())
+        let mut counters = vm.counters();
+        if let (Some(m), Some(map)) = (&self.migration, counters.as_object_mut()) {
+            map.insert("migration".into(), migration::lock(m).info());
+        }
+        Ok(counters)
     }
 }

@@ -301,6 +301,33 @@ fn vmm_section(clock_ns: u64, config_crc: u32, memory_digest: u64, tsc: u64) -> 
     }
 }
 
+/// The state sections of `state`, for a VM whose configuration is
+/// `config_json` and whose memory has the XXH3-64 `memory_digest` (0: not
+/// taken, a live migration: its pages carry their own checksums).
+pub fn sections(config_json: &[u8], memory_digest: u64, state: PausedState) -> Vec<Section> {
+    let mut sections = vec![
+        vmm_section(
+            state.clock_ns,
+            crc32fast::hash(config_json),
+            memory_digest,
+            state.tsc,
+        ),
+        Section {
+            id: VCPU_SECTION.into(),
+            version: VCPU_SECTION_VERSION,
+            data: state.vcpu,
+        },
+    ];
+    for (id, data) in state.devices {
+        sections.push(Section {
+            id,
+            version: DEVICE_SECTION_VERSION,
+            data,
+        });
+    }
+    sections
+}
+
 /// Writes a snapshot of a paused VM to `dir`: `config.json`, `memory.bin`,
 /// then `state.bin` (written last: a directory without it is not a
 /// snapshot). Returns the bytes written.
@@ -332,26 +359,7 @@ pub fn write(
             .map_err(|e| e.to_string())
     })
     .map_err(VmSnapshotError::File)?;
-    let mut sections = vec![
-        vmm_section(
-            state.clock_ns,
-            crc32fast::hash(&config_json),
-            digest,
-            state.tsc,
-        ),
-        Section {
-            id: VCPU_SECTION.into(),
-            version: VCPU_SECTION_VERSION,
-            data: state.vcpu,
-        },
-    ];
-    for (id, data) in state.devices {
-        sections.push(Section {
-            id,
-            version: DEVICE_SECTION_VERSION,
-            data,
-        });
-    }
+    let sections = sections(&config_json, digest, state);
     let state_path = dir.join(STATE_FILE);
     state_file::write(&state_path, &sections).map_err(VmSnapshotError::File)?;
     let size = [&config_path, &memory_path, &state_path]
@@ -375,15 +383,57 @@ pub struct LoadedSnapshot {
     pub vcpu: VcpuState,
     /// Device states by snapshot id (the interrupt controller's included).
     pub devices: Vec<(String, Vec<u8>)>,
-    /// The memory file and its checked header.
-    pub memory_path: PathBuf,
-    memory_header: MemoryHeader,
+    /// Where the state came from (errors name it).
+    pub state_path: PathBuf,
+    /// The memory file and its checked header (none: the memory came
+    /// another way, a live migration).
+    pub memory: Option<(PathBuf, MemoryHeader)>,
 }
 
 /// Reads and checks the snapshot in `dir`.
 pub fn load(dir: &Path) -> Result<LoadedSnapshot, VmSnapshotError> {
     let state_path = dir.join(STATE_FILE);
     let sections = state_file::read(&state_path).map_err(VmSnapshotError::File)?;
+    let config_path = dir.join(CONFIG_FILE);
+    let config_json = std::fs::read(&config_path).map_err(|source| VmSnapshotError::ConfigIo {
+        path: config_path.clone(),
+        source,
+    })?;
+    let (mut loaded, memory_digest) = decode(&state_path, &sections, &config_path, &config_json)?;
+    let config = &loaded.config;
+    let memory_path = dir.join(MEMORY_FILE);
+    let memory_header = memory_file::read_header(&memory_path).map_err(VmSnapshotError::File)?;
+    let total: u64 = memory_header.ranges.iter().map(|(_, l)| l).sum();
+    if total != config.memory.size {
+        return Err(VmSnapshotError::MemoryMismatch {
+            path: memory_path,
+            reason: format!(
+                "holds {total} bytes of memory; the configuration has {}",
+                config.memory.size
+            ),
+        });
+    }
+    if memory_header.digest != memory_digest {
+        return Err(VmSnapshotError::MemoryMismatch {
+            path: memory_path,
+            reason: "its digest is not the one the state file recorded (the file is damaged or from another snapshot)".into(),
+        });
+    }
+    loaded.memory = Some((memory_path, memory_header));
+    Ok(loaded)
+}
+
+/// Checks `sections` (from `state_path`: a file, or a migration stream)
+/// against the configuration `config_json` (from `config_path`) and
+/// decodes them; returns the state (without memory) and the memory digest
+/// the `vmm` section recorded.
+pub fn decode(
+    state_path: &Path,
+    sections: &[Section],
+    config_path: &Path,
+    config_json: &[u8],
+) -> Result<(LoadedSnapshot, u64), VmSnapshotError> {
+    let state_path = state_path.to_path_buf();
     let sections_err = |reason: String| VmSnapshotError::Sections {
         path: state_path.clone(),
         reason,
@@ -421,17 +471,14 @@ pub fn load(dir: &Path) -> Result<LoadedSnapshot, VmSnapshotError> {
     b8.copy_from_slice(&vmm.data[20..28]);
     let tsc = u64::from_le_bytes(b8);
 
-    let config_path = dir.join(CONFIG_FILE);
-    let config_json = std::fs::read(&config_path).map_err(|source| VmSnapshotError::ConfigIo {
-        path: config_path.clone(),
-        source,
-    })?;
-    if crc32fast::hash(&config_json) != config_crc {
-        return Err(VmSnapshotError::ConfigChecksum { path: config_path });
+    if crc32fast::hash(config_json) != config_crc {
+        return Err(VmSnapshotError::ConfigChecksum {
+            path: config_path.to_path_buf(),
+        });
     }
     let config: VmConfig =
-        serde_json::from_slice(&config_json).map_err(|source| VmSnapshotError::ConfigParse {
-            path: config_path.clone(),
+        serde_json::from_slice(config_json).map_err(|source| VmSnapshotError::ConfigParse {
+            path: config_path.to_path_buf(),
             source,
         })?;
     config.validate().map_err(VmSnapshotError::ConfigInvalid)?;
@@ -442,7 +489,7 @@ pub fn load(dir: &Path) -> Result<LoadedSnapshot, VmSnapshotError> {
     let vcpu_section = take(VCPU_SECTION, VCPU_SECTION_VERSION)?;
     let vcpu = VcpuState::decode(&vcpu_section.data).map_err(VmSnapshotError::Vcpu)?;
     let mut devices = Vec::new();
-    for s in &sections {
+    for s in sections {
         if s.id == VMM_SECTION || s.id == VCPU_SECTION {
             continue;
         }
@@ -450,50 +497,41 @@ pub fn load(dir: &Path) -> Result<LoadedSnapshot, VmSnapshotError> {
         devices.push((s.id.clone(), s.data.clone()));
     }
 
-    let memory_path = dir.join(MEMORY_FILE);
-    let memory_header = memory_file::read_header(&memory_path).map_err(VmSnapshotError::File)?;
-    let total: u64 = memory_header.ranges.iter().map(|(_, l)| l).sum();
-    if total != config.memory.size {
-        return Err(VmSnapshotError::MemoryMismatch {
-            path: memory_path,
-            reason: format!(
-                "holds {total} bytes of memory; the configuration has {}",
-                config.memory.size
-            ),
-        });
-    }
-    if memory_header.digest != memory_digest {
-        return Err(VmSnapshotError::MemoryMismatch {
-            path: memory_path,
-            reason: "its digest is not the one the state file recorded (the file is damaged or from another snapshot)".into(),
-        });
-    }
-    Ok(LoadedSnapshot {
-        config,
-        clock_ns,
-        tsc,
-        vcpu,
-        devices,
-        memory_path,
-        memory_header,
-    })
+    Ok((
+        LoadedSnapshot {
+            config,
+            clock_ns,
+            tsc,
+            vcpu,
+            devices,
+            state_path,
+            memory: None,
+        },
+        memory_digest,
+    ))
 }
 
 impl LoadedSnapshot {
     /// Copies the saved memory into `memory` (a new VM's, whose layout
     /// must be the saved one), checking its digest.
     pub fn load_memory(&self, memory: &GuestMemoryMmapT) -> Result<(), VmSnapshotError> {
+        let Some((memory_path, memory_header)) = &self.memory else {
+            return Err(VmSnapshotError::Sections {
+                path: self.state_path.clone(),
+                reason: "no memory file".into(),
+            });
+        };
         let layout: Vec<(u64, u64)> = memory.iter().map(|r| (r.start_addr().0, r.len())).collect();
-        if layout != self.memory_header.ranges {
+        if layout != memory_header.ranges {
             return Err(VmSnapshotError::MemoryMismatch {
-                path: self.memory_path.clone(),
+                path: memory_path.clone(),
                 reason: format!(
                     "memory ranges {:x?}; this VM's are {layout:x?}",
-                    self.memory_header.ranges
+                    memory_header.ranges
                 ),
             });
         }
-        memory_file::load(&self.memory_path, &self.memory_header, |gpa, data| {
+        memory_file::load(memory_path, memory_header, |gpa, data| {
             memory
                 .write_slice(data, GuestAddress(gpa))
                 .map_err(|e| e.to_string())
@@ -508,7 +546,7 @@ impl LoadedSnapshot {
             .find(|(i, _)| i == id)
             .map(|(_, d)| d.as_slice())
             .ok_or_else(|| VmSnapshotError::Sections {
-                path: self.memory_path.with_file_name(STATE_FILE),
+                path: self.state_path.clone(),
                 reason: format!("no section for the device {id}"),
             })
     }
@@ -533,7 +571,7 @@ impl LoadedSnapshot {
         }
         if let Some((extra, _)) = self.devices.iter().find(|(i, _)| !ids.contains(i)) {
             return Err(VmSnapshotError::Sections {
-                path: self.memory_path.with_file_name(STATE_FILE),
+                path: self.state_path.clone(),
                 reason: format!("the device {extra} is not in the saved configuration"),
             });
         }

@@ -17,6 +17,7 @@ use crate::clock::VmClock;
 use crate::config::{DiskMode, VmConfig};
 use crate::cpuid::{self, CpuidError};
 use crate::device_manager::{BackupDisks, DeviceError, DeviceManager, PciDeviceInfo};
+use crate::dirty_log::{DirtyConsumer, DirtyLog};
 use crate::memory::{self, GuestMemoryMmapT, MemoryError};
 use crate::snapshot::{LoadedSnapshot, PausedState, VmSnapshotError};
 use crate::vcpu::{
@@ -97,6 +98,12 @@ pub enum VmError {
     /// The vCPU did not acknowledge a request in time.
     #[error("the vCPU did not acknowledge the {0} request")]
     Unresponsive(&'static str),
+    /// The VM cannot be migrated now.
+    #[error("{0}")]
+    NotMigratable(&'static str),
+    /// The dirty page log could not be set up.
+    #[error("cannot set up dirty page logging")]
+    DirtyLog(#[source] crate::dirty_log::DirtyLogError),
     /// Taking or restoring a snapshot failed.
     #[error(transparent)]
     Snapshot(#[from] VmSnapshotError),
@@ -123,6 +130,8 @@ pub struct Vm {
     fault_tolerant: bool,
     // Kept alive for as long as the hypervisor VM uses it.
     memory: GuestMemoryMmapT,
+    /// The owner of KVM's dirty page log (recording, migration).
+    dirty_log: Arc<DirtyLog>,
     _hv_vm: Arc<dyn hypervisor::Vm>,
 }
 
@@ -142,12 +151,20 @@ impl Vm {
         let initramfs = payload.and_then(|p| p.initramfs.as_deref());
 
         let hv_vm = hv.create_vm().map_err(VmError::CreateVm)?;
-        let memory = memory::create_guest_memory(
-            &hv_vm,
-            config.memory.size,
-            FtContext::wants_dirty_log(config),
-        )
-        .map_err(VmError::Memory)?;
+        let recording = FtContext::wants_dirty_log(config);
+        let memory = memory::create_guest_memory(&hv_vm, config.memory.size, recording)
+            .map_err(VmError::Memory)?;
+        let dirty_log = DirtyLog::new(hv_vm.clone(), &memory, recording);
+        // A recording reads its micro-checkpoints' dirty pages through
+        // the log's owner, as one of its consumers.
+        let ft_vm = if recording {
+            dirty_log
+                .register("recording")
+                .map_err(VmError::DirtyLog)?
+                .into_vm()
+        } else {
+            hv_vm.clone()
+        };
         let entry = boot::load(
             &memory,
             &BootSpec {
@@ -209,7 +226,7 @@ impl Vm {
         let (ft, intc_clock) = FtContext::new(
             config,
             &memory,
-            hv_vm.clone(),
+            ft_vm,
             clock.clone(),
             replay,
             dm.ft_devices(),
@@ -228,6 +245,7 @@ impl Vm {
             config,
             hv_vm,
             memory,
+            dirty_log,
             pair_status,
             events,
         )
@@ -242,11 +260,25 @@ impl Vm {
         snapshot: &LoadedSnapshot,
         events: Sender<ControlEvent>,
     ) -> Result<Vm, VmError> {
-        let config = &snapshot.config;
         let hv_vm = hv.create_vm().map_err(VmError::CreateVm)?;
-        let memory = memory::create_guest_memory(&hv_vm, config.memory.size, false)
+        let memory = memory::create_guest_memory(&hv_vm, snapshot.config.memory.size, false)
             .map_err(VmError::Memory)?;
         snapshot.load_memory(&memory)?;
+        Self::restore_state(hv, hv_vm, memory, snapshot, events)
+    }
+
+    /// Builds the VM saved in `snapshot` on `hv_vm` and `memory`, whose
+    /// contents are already the saved ones (a restore from a file, or a
+    /// live migration's destination), and leaves it paused.
+    pub fn restore_state(
+        hv: &dyn Hypervisor,
+        hv_vm: Arc<dyn hypervisor::Vm>,
+        memory: GuestMemoryMmapT,
+        snapshot: &LoadedSnapshot,
+        events: Sender<ControlEvent>,
+    ) -> Result<Vm, VmError> {
+        let config = &snapshot.config;
+        let dirty_log = DirtyLog::new(hv_vm.clone(), &memory, false);
         let control = VcpuControl::new();
         let dm = DeviceManager::new(config, &memory, control.clone()).map_err(VmError::Devices)?;
         let mut vcpu = hv_vm.create_vcpu(0).map_err(VmError::Vcpu)?;
@@ -289,7 +321,7 @@ impl Vm {
         // The vCPU thread pauses at its first loop turn, before the guest runs.
         control.request_pause();
         let mut vm = Self::start(
-            vcpu, dm, intc, clock, control, ft, config, hv_vm, memory, None, events,
+            vcpu, dm, intc, clock, control, ft, config, hv_vm, memory, dirty_log, None, events,
         )?;
         if !vm.control.wait_paused() {
             return Err(VmError::Unresponsive("pause"));
@@ -310,6 +342,7 @@ impl Vm {
         config: &VmConfig,
         hv_vm: Arc<dyn hypervisor::Vm>,
         memory: GuestMemoryMmapT,
+        dirty_log: Arc<DirtyLog>,
         pair_status: Option<Arc<ft_backend::pair::PairStatus>>,
         events: Sender<ControlEvent>,
     ) -> Result<Vm, VmError> {
@@ -365,6 +398,7 @@ impl Vm {
             virtio_devices,
             fault_tolerant: config.fault_tolerance.is_some(),
             memory,
+            dirty_log,
             _hv_vm: hv_vm,
         })
     }
@@ -378,17 +412,50 @@ impl Vm {
         if self.state != VmState::Paused {
             return Err(VmSnapshotError::NotPaused.into());
         }
-        let (tx, rx) = std::sync::mpsc::channel::<Result<PausedState, VmSnapshotError>>();
-        let devices = self.snapshot_devices.clone();
-        let virtio = self.virtio_devices.clone();
-        let job = PausedJob(Box::new(move |runner: &mut VcpuRunner| {
-            let _ = tx.send(crate::snapshot::save_on_vcpu(runner, &devices, &virtio));
-        }));
-        if !self.control.run_paused(job) {
-            return Err(VmSnapshotError::VcpuUnresponsive.into());
-        }
-        let state = rx.recv().map_err(|_| VmSnapshotError::VcpuUnresponsive)??;
+        let state = save_paused(&self.control, &self.snapshot_devices, &self.virtio_devices)?;
         Ok(crate::snapshot::write(dir, config, &self.memory, state)?)
+    }
+
+    /// What a live migration of this running VM needs: its memory, a
+    /// consumer of its dirty log (registered now: its first read returns
+    /// the pages written from now on), and the means to pause it and save
+    /// its state.
+    pub fn migration_handles(&self) -> Result<MigrationHandles, VmError> {
+        if self.fault_tolerant {
+            return Err(VmError::NotMigratable(
+                "a VM under --fault-tolerance cannot be migrated (not supported)",
+            ));
+        }
+        if self.state != VmState::Running {
+            return Err(VmError::NotMigratable(
+                "only a running VM can be migrated (resume it first)",
+            ));
+        }
+        let dirty = self
+            .dirty_log
+            .register("migration")
+            .map_err(VmError::DirtyLog)?;
+        Ok(MigrationHandles {
+            control: self.control.clone(),
+            memory: self.memory.clone(),
+            dirty,
+            devices: self.snapshot_devices.clone(),
+            virtio: self.virtio_devices.clone(),
+        })
+    }
+
+    /// Announces the guest's MACs on the taps (after a migration).
+    pub fn announce_macs(&self) {
+        for d in &self.virtio_devices {
+            let d = d.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = d.announce() {
+                log::warn!(
+                    "{}: cannot announce the guest's MAC: {}",
+                    d.id(),
+                    virtio_devices::transport::error_chain(e.as_ref())
+                );
+            }
+        }
     }
 
     /// The current state.
@@ -470,6 +537,59 @@ impl Vm {
             all.insert("fault_tolerance".into(), s.counters());
         }
         json!(all)
+    }
+}
+
+/// On the paused vCPU thread of the VM `control` runs: completes the last
+/// exit, drains the disks and saves the vCPU's and `devices`' state.
+fn save_paused(
+    control: &VcpuControl,
+    devices: &[DeviceState],
+    virtio: &[Arc<Mutex<virtio_devices::VirtioPciDevice>>],
+) -> Result<PausedState, VmSnapshotError> {
+    let (tx, rx) = std::sync::mpsc::channel::<Result<PausedState, VmSnapshotError>>();
+    let devices = devices.to_vec();
+    let virtio = virtio.to_vec();
+    let job = PausedJob(Box::new(move |runner: &mut VcpuRunner| {
+        let _ = tx.send(crate::snapshot::save_on_vcpu(runner, &devices, &virtio));
+    }));
+    if !control.run_paused(job) {
+        return Err(VmSnapshotError::VcpuUnresponsive);
+    }
+    rx.recv().map_err(|_| VmSnapshotError::VcpuUnresponsive)?
+}
+
+/// A running VM's parts a live migration's worker thread uses.
+pub struct MigrationHandles {
+    control: Arc<VcpuControl>,
+    /// Guest memory.
+    pub memory: GuestMemoryMmapT,
+    /// The migration's consumer of the dirty log.
+    pub dirty: DirtyConsumer,
+    devices: Vec<DeviceState>,
+    virtio: Vec<Arc<Mutex<virtio_devices::VirtioPciDevice>>>,
+}
+
+impl std::fmt::Debug for MigrationHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigrationHandles")
+            .field("dirty", &self.dirty)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MigrationHandles {
+    /// Pauses the vCPU and saves the VM's state.
+    pub fn pause_and_save(&self) -> Result<PausedState, VmError> {
+        if !self.control.pause() {
+            return Err(VmError::Unresponsive("pause"));
+        }
+        Ok(save_paused(&self.control, &self.devices, &self.virtio)?)
+    }
+
+    /// Resumes the vCPU (the migration failed after the pause).
+    pub fn resume(&self) {
+        self.control.resume();
     }
 }
 

@@ -32,6 +32,10 @@ enum Command {
     Snapshot(String),
     /// The JSON body of `vm.restore`.
     Restore(String),
+    /// The JSON body of `vm.send-migration`.
+    SendMigration(String),
+    /// The JSON body of `vm.receive-migration`.
+    ReceiveMigration(String),
 }
 
 impl Command {
@@ -51,6 +55,8 @@ impl Command {
             Command::ShutdownVmm => ("PUT", "vmm.shutdown"),
             Command::Snapshot(_) => ("PUT", "vm.snapshot"),
             Command::Restore(_) => ("PUT", "vm.restore"),
+            Command::SendMigration(_) => ("PUT", "vm.send-migration"),
+            Command::ReceiveMigration(_) => ("PUT", "vm.receive-migration"),
         }
     }
 }
@@ -69,12 +75,10 @@ const UNSUPPORTED_COMMANDS: &[&str] = &[
     "coredump",
     "nmi",
     "power-button",
-    "receive-migration",
     "remove-device",
     "resize",
     "resize-disk",
     "resize-zone",
-    "send-migration",
 ];
 
 const USAGE: &str = "\
@@ -90,9 +94,12 @@ Commands:
   info          Info on the VM
   pause         Pause the VM
   ping          Ping the VMM to check for API server availability
+  receive-migration  Receive a VM migration: receiver_url=tcp:<addr>:<port>|unix:<path>[,key=<file>]
   reboot        Reboot the VM
   restore       Restore VM from a snapshot: source_url=file:///<dir>[,prefault=on|off][,resume=true|false]
   resume        Resume the VM
+  send-migration  Send a VM migration: destination_url=tcp:<host>:<port>|unix:<path>[,downtime_ms=<n>][,timeout_s=<n>][,key=<file>]
+                (waits, with progress on stderr, until the VM runs on the destination)
   shutdown      Shutdown the VM
   snapshot      Create a snapshot of the (paused) VM: file:///<dir>
   shutdown-vmm  Shutdown the VMM
@@ -133,6 +140,59 @@ enum UsageError {
     MissingOperand(&'static str),
     #[error("invalid value for restore: {0}")]
     BadRestore(String),
+    #[error("invalid value for {0}: {1}")]
+    BadMigration(&'static str, String),
+}
+
+/// `send-migration` and `receive-migration`'s operand: upstream's
+/// `key=value,...` list (`destination_url=`/`receiver_url=` first), or the
+/// bare URL of older releases. Returns the request's JSON body.
+fn parse_migration(name: &'static str, operand: &str) -> Result<String, UsageError> {
+    let sending = name == "send-migration";
+    let url_key = if sending {
+        "destination_url"
+    } else {
+        "receiver_url"
+    };
+    let bad = |why: String| UsageError::BadMigration(name, why);
+    let mut body = serde_json::Map::new();
+    if !operand.contains('=') {
+        body.insert(url_key.into(), operand.into());
+        return Ok(serde_json::Value::Object(body).to_string());
+    }
+    for item in operand.split(',') {
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{item:?} is not key=value")))?;
+        let number = |v: &str| {
+            v.parse::<u64>()
+                .map(serde_json::Value::from)
+                .map_err(|_| bad(format!("{k}={v} is not a number")))
+        };
+        let value = match (k, sending) {
+            (k, _) if k == url_key => v.into(),
+            ("key", _) => v.into(),
+            ("downtime_ms" | "timeout_s", true) => number(v)?,
+            ("local", true) => match v {
+                "on" | "true" => true.into(),
+                "off" | "false" => false.into(),
+                _ => return Err(bad(format!("local={v}: expected on or off"))),
+            },
+            ("tls_dir" | "connections", _) => {
+                return Err(bad(format!(
+                    "{k}= is not supported (use key= for encryption)"
+                )))
+            }
+            _ => return Err(bad(format!("unknown option {k}"))),
+        };
+        if body.insert(k.to_string(), value).is_some() {
+            return Err(bad(format!("{k} given twice")));
+        }
+    }
+    if !body.contains_key(url_key) {
+        return Err(bad(format!("{url_key}= is required")));
+    }
+    Ok(serde_json::Value::Object(body).to_string())
 }
 
 fn parse_command(name: &str, operands: &[String]) -> Result<Command, UsageError> {
@@ -169,6 +229,24 @@ fn parse_command(name: &str, operands: &[String]) -> Result<Command, UsageError>
                     .map(Command::Restore)
                     .map_err(|e| UsageError::BadRestore(e.to_string()))
             };
+        }
+        "send-migration" | "receive-migration" => {
+            let name: &'static str = if name == "send-migration" {
+                "send-migration"
+            } else {
+                "receive-migration"
+            };
+            let operand = match operands {
+                [] => return Err(UsageError::MissingOperand(name)),
+                [value] => value,
+                [_, extra, ..] => return Err(UsageError::Unexpected(extra.clone())),
+            };
+            let body = parse_migration(name, operand)?;
+            return Ok(if name == "send-migration" {
+                Command::SendMigration(body)
+            } else {
+                Command::ReceiveMigration(body)
+            });
         }
         "delete" => Command::Delete,
         "info" => Command::Info,
@@ -238,6 +316,9 @@ enum RemoteError {
     ReadingFile(#[source] io::Error),
     #[error("http client error")]
     HttpClient(#[source] ClientError),
+    /// The migration started but failed (the VM runs on the source).
+    #[error("the migration failed: {0}")]
+    MigrationFailed(String),
     /// A non-2xx answer; its body is shown line by line.
     #[error("http client error")]
     ServerResponse { status: u16, body: String },
@@ -269,7 +350,10 @@ fn run(api_socket: Option<&str>, command: &Command) -> Result<Option<String>, Re
         Command::Create(path) => {
             Some(std::fs::read_to_string(path).map_err(RemoteError::ReadingFile)?)
         }
-        Command::Snapshot(body) | Command::Restore(body) => Some(body.clone()),
+        Command::Snapshot(body)
+        | Command::Restore(body)
+        | Command::SendMigration(body)
+        | Command::ReceiveMigration(body) => Some(body.clone()),
         _ => None,
     };
     let stream = UnixStream::connect(path).map_err(RemoteError::Connect)?;
@@ -284,8 +368,70 @@ fn run(api_socket: Option<&str>, command: &Command) -> Result<Option<String>, Re
             body: response.body_text(),
         });
     }
+    if let Command::SendMigration(_) = command {
+        return follow_migration(path).map(|()| None);
+    }
     let text = response.body_text();
     Ok((!text.is_empty()).then_some(text))
+}
+
+/// One progress line from `vm.info`'s `migration` object.
+fn progress_line(m: &serde_json::Value) -> String {
+    let n = |k: &str| m.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+    let mut line = format!(
+        "migration: {} iteration {} sent {:.1} MiB, dirty {} pages ({:.0} pages/s), {:.1} MiB/s, {:.1} s",
+        m.get("phase").and_then(|v| v.as_str()).unwrap_or("?"),
+        n("iterations"),
+        n("bytes_sent") / f64::from(1 << 20),
+        n("dirty_pages"),
+        n("dirty_rate_pages_per_s"),
+        n("bandwidth_mib_per_s"),
+        n("elapsed_ms") / 1000.0,
+    );
+    if let Some(d) = m.get("downtime_ms").and_then(serde_json::Value::as_f64) {
+        line.push_str(&format!(", downtime {d:.1} ms"));
+    }
+    line
+}
+
+/// After `send-migration`: prints the migration's progress on stderr
+/// until it completed (the source VMM exits then, as upstream's) or
+/// failed (an error, exit 1).
+fn follow_migration(path: &str) -> Result<(), RemoteError> {
+    let mut last = String::new();
+    loop {
+        let info = UnixStream::connect(path).ok().and_then(|stream| {
+            ApiClient::new(stream)
+                .request("GET", "vm.info", None)
+                .ok()
+                .filter(|r| r.is_success())
+                .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.body_text()).ok())
+        });
+        let Some(info) = info else {
+            // The source VMM is gone: it exits once the guest runs on the
+            // destination.
+            eprintln!("migration: completed (the source VMM exited)");
+            return Ok(());
+        };
+        let m = info.get("migration").cloned().unwrap_or_default();
+        let line = progress_line(&m);
+        if line != last {
+            eprintln!("{line}");
+            last = line;
+        }
+        match m.get("phase").and_then(|v| v.as_str()) {
+            Some("completed") => return Ok(()),
+            Some("failed") => {
+                let error = m
+                    .get("error")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("unknown error")
+                    .to_string();
+                return Err(RemoteError::MigrationFailed(error));
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
 }
 
 /// An error and its causes on one line.
@@ -429,6 +575,56 @@ mod tests {
     }
 
     #[test]
+    fn migration_operands() {
+        let body = |args: &[&str]| match parse(args) {
+            Ok(Invocation::Run {
+                command: Command::SendMigration(b) | Command::ReceiveMigration(b),
+                ..
+            }) => serde_json::from_str::<serde_json::Value>(&b).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let b = body(&[
+            "--api-socket",
+            "/s",
+            "send-migration",
+            "destination_url=tcp:10.0.0.2:6000,downtime_ms=100,timeout_s=5,key=/k",
+        ]);
+        assert_eq!(
+            b,
+            serde_json::json!({"destination_url": "tcp:10.0.0.2:6000", "downtime_ms": 100, "timeout_s": 5, "key": "/k"})
+        );
+        // The bare URL of older releases.
+        let b = body(&["--api-socket", "/s", "send-migration", "unix:/tmp/m"]);
+        assert_eq!(b, serde_json::json!({"destination_url": "unix:/tmp/m"}));
+        let b = body(&[
+            "--api-socket",
+            "/s",
+            "receive-migration",
+            "receiver_url=tcp:0.0.0.0:6000",
+        ]);
+        assert_eq!(b, serde_json::json!({"receiver_url": "tcp:0.0.0.0:6000"}));
+        for bad in [
+            "destination_url=tcp:h:1,downtime_ms=x",
+            "downtime_ms=5",
+            "destination_url=tcp:h:1,bogus=1",
+            "destination_url=tcp:h:1,tls_dir=/x",
+            "destination_url=tcp:h:1,destination_url=tcp:h:2",
+        ] {
+            assert!(
+                matches!(
+                    parse(&["--api-socket", "/s", "send-migration", bad]),
+                    Err(UsageError::BadMigration(..))
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse(&["--api-socket", "/s", "receive-migration"]),
+            Err(UsageError::MissingOperand("receive-migration"))
+        );
+    }
+
+    #[test]
     fn usage_errors() {
         assert_eq!(parse(&["--api-socket", "/s"]), Err(UsageError::NoCommand));
         assert_eq!(parse(&[]), Err(UsageError::NoCommand));
@@ -437,13 +633,8 @@ mod tests {
             Err(UsageError::UnknownCommand("bogus".into()))
         );
         assert_eq!(
-            parse(&[
-                "--api-socket",
-                "/s",
-                "send-migration",
-                "destination_url=tcp:h:1"
-            ]),
-            Err(UsageError::UnsupportedCommand("send-migration".into()))
+            parse(&["--api-socket", "/s", "resize", "x"]),
+            Err(UsageError::UnsupportedCommand("resize".into()))
         );
         assert_eq!(
             parse(&["--api-socket", "/s", "snapshot"]),

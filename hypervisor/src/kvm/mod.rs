@@ -122,6 +122,28 @@ impl Vm for KvmVm {
             .map_err(|e| HypervisorError::ioctl("KVM_GET_DIRTY_LOG", e))
     }
 
+    fn set_dirty_logging(&self, on: bool) -> Result<()> {
+        let mut slots = self.slots();
+        for r in slots.iter_mut() {
+            let mut updated = *r;
+            updated.flags = if on {
+                r.flags | KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                r.flags & !KVM_MEM_LOG_DIRTY_PAGES
+            };
+            if updated.flags == r.flags {
+                continue;
+            }
+            // SAFETY: the same mapping as registered by the caller of
+            // `set_user_memory_region`, which keeps it alive for as long
+            // as the slot exists; only the flags change.
+            unsafe { self.fd.set_user_memory_region(updated) }
+                .map_err(|e| HypervisorError::ioctl("KVM_SET_USER_MEMORY_REGION", e))?;
+            *r = updated;
+        }
+        Ok(())
+    }
+
     fn drop_cached_translations(&self, changed: &[u64]) -> Result<()> {
         let slots = self.slots();
         for region in translations::slots_holding(&slots, changed) {

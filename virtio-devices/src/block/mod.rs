@@ -308,6 +308,7 @@ impl Block {
                     addr: status.0,
                     len: 1,
                 })?;
+            crate::dirty::mark(status.0, 1);
             ctx.add_used(0, chain.head, len + 1)
         };
         let mut header = [0u8; HEADER_LEN];
@@ -608,6 +609,7 @@ impl VirtioDevice for Block {
                 len: 1,
             })
         })?;
+        crate::dirty::mark(p.status.0, 1);
         ctx.add_used(0, p.head, len + 1)
             .map_err(DeviceFault::from)?;
         Ok(())

@@ -461,6 +461,16 @@ impl VirtioDevice for Net {
         })
     }
 
+    /// Once now and [`announce::ANNOUNCE_COUNT`] - 1 more times from a
+    /// thread, as at go-live.
+    fn announce(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Net::announce(self)?;
+        if let Some(tap) = &self.tap {
+            announce::repeat_announcements(&self.id, tap.clone(), self.mac)?;
+        }
+        Ok(())
+    }
+
     fn poll_event(&mut self) -> Option<Vec<u8>> {
         self.host_frames
             .lock()

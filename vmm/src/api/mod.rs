@@ -17,7 +17,8 @@ mod types;
 
 pub use http::{start_http_thread, ApiServer, ApiServerError, ApiServerHandle, ApiSubmitter};
 pub use types::{
-    RestoreConfig, VmInfoResponse, VmNotCreated, VmSnapshotConfig, VmState, VmmPingResponse,
+    ReceiveMigrationData, RestoreConfig, SendMigrationData, VmInfoResponse, VmNotCreated,
+    VmSnapshotConfig, VmState, VmmPingResponse,
 };
 
 /// One API action, as Cloud Hypervisor names them.
@@ -49,6 +50,10 @@ pub enum ApiRequest {
     VmSnapshot(VmSnapshotConfig),
     /// `PUT vm.restore`
     VmRestore(RestoreConfig),
+    /// `PUT vm.send-migration`
+    VmSendMigration(SendMigrationData),
+    /// `PUT vm.receive-migration`
+    VmReceiveMigration(ReceiveMigrationData),
 }
 
 /// A successful answer.

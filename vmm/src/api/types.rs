@@ -67,6 +67,9 @@ pub struct VmInfoResponse {
     /// positions, lag, outputs held, throttle (this project's extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_tolerance: Option<serde_json::Value>,
+    /// A live migration's phase and progress (this project's extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<serde_json::Value>,
 }
 
 /// The body of `PUT vm.snapshot`, as upstream's `VmSnapshotConfig`.
@@ -89,6 +92,41 @@ pub struct RestoreConfig {
     /// Resume the VM once restored (else it stays paused, as upstream).
     #[serde(default)]
     pub resume: bool,
+}
+
+/// The body of `PUT vm.send-migration`, as upstream's
+/// `VmSendMigrationData` (`downtime_ms` and `timeout_s` with upstream's
+/// defaults), plus `key`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMigrationData {
+    /// `tcp:HOST:PORT` or `unix:PATH`.
+    pub destination_url: String,
+    /// Upstream's local migration (shared memory over a unix socket): not
+    /// supported; `true` is refused.
+    #[serde(default)]
+    pub local: bool,
+    /// The pause aimed for, in milliseconds (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
+    /// Bound on the whole migration, in seconds (default 3600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    /// A key file (as the logging channel's): the stream goes over the
+    /// channel's encrypted, authenticated transport (this project's
+    /// extension; needs `tcp:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// The body of `PUT vm.receive-migration`, as upstream's
+/// `VmReceiveMigrationData`, plus `key`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiveMigrationData {
+    /// `tcp:ADDR:PORT` or `unix:PATH` to listen on.
+    pub receiver_url: String,
+    /// The key file the source must hold too (see [`SendMigrationData`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<std::path::PathBuf>,
 }
 
 /// The control loop's error when an action needs a VM and none was
@@ -120,6 +158,7 @@ mod tests {
             memory_actual_size: 1 << 20,
             device_tree: None,
             fault_tolerance: None,
+            migration: None,
         };
         let text = serde_json::to_string(&info).expect("serialise");
         assert!(text.contains(r#""state":"Paused""#));

@@ -418,6 +418,7 @@ mod tests {
                             memory_actual_size: config.memory.size,
                             device_tree: None,
                             fault_tolerance: None,
+                            migration: None,
                         })
                         .expect("info"),
                     )),

@@ -32,12 +32,10 @@ pub const UNIMPLEMENTED_ENDPOINTS: &[&str] = &[
     "vm.coredump",
     "vm.nmi",
     "vm.power-button",
-    "vm.receive-migration",
     "vm.remove-device",
     "vm.resize",
     "vm.resize-disk",
     "vm.resize-zone",
-    "vm.send-migration",
 ];
 
 /// How an endpoint is called.
@@ -69,6 +67,8 @@ enum Endpoint {
     VmReboot,
     VmSnapshot,
     VmRestore,
+    VmSendMigration,
+    VmReceiveMigration,
 }
 
 impl Endpoint {
@@ -87,6 +87,8 @@ impl Endpoint {
             "vm.reboot" => Endpoint::VmReboot,
             "vm.snapshot" => Endpoint::VmSnapshot,
             "vm.restore" => Endpoint::VmRestore,
+            "vm.send-migration" => Endpoint::VmSendMigration,
+            "vm.receive-migration" => Endpoint::VmReceiveMigration,
             _ => return None,
         })
     }
@@ -95,7 +97,10 @@ impl Endpoint {
         match self {
             Endpoint::VmmPing | Endpoint::VmInfo | Endpoint::VmCounters => Shape::Get,
             Endpoint::VmCreate => Shape::Create,
-            Endpoint::VmSnapshot | Endpoint::VmRestore => Shape::Body,
+            Endpoint::VmSnapshot
+            | Endpoint::VmRestore
+            | Endpoint::VmSendMigration
+            | Endpoint::VmReceiveMigration => Shape::Body,
             _ => Shape::Put,
         }
     }
@@ -125,6 +130,8 @@ impl Endpoint {
             Endpoint::VmReboot => "The VM could not reboot",
             Endpoint::VmSnapshot => "The VM could not be snapshotted",
             Endpoint::VmRestore => "The VM could not be restored",
+            Endpoint::VmSendMigration => "The VM could not be migrated",
+            Endpoint::VmReceiveMigration => "The VM migration could not be received",
         }
     }
 
@@ -133,7 +140,11 @@ impl Endpoint {
         Some(match self {
             Endpoint::VmmPing => ApiRequest::VmmPing,
             Endpoint::VmmShutdown => ApiRequest::VmmShutdown,
-            Endpoint::VmCreate | Endpoint::VmSnapshot | Endpoint::VmRestore => return None,
+            Endpoint::VmCreate
+            | Endpoint::VmSnapshot
+            | Endpoint::VmRestore
+            | Endpoint::VmSendMigration
+            | Endpoint::VmReceiveMigration => return None,
             Endpoint::VmBoot => ApiRequest::VmBoot,
             Endpoint::VmDelete => ApiRequest::VmDelete,
             Endpoint::VmInfo => ApiRequest::VmInfo,
@@ -252,6 +263,10 @@ pub fn handle(
 fn with_body(endpoint: Endpoint, body: &[u8], submit: &dyn Fn(ApiMessage) -> bool) -> Response {
     let request = match endpoint {
         Endpoint::VmSnapshot => serde_json::from_slice(body).map(ApiRequest::VmSnapshot),
+        Endpoint::VmSendMigration => serde_json::from_slice(body).map(ApiRequest::VmSendMigration),
+        Endpoint::VmReceiveMigration => {
+            serde_json::from_slice(body).map(ApiRequest::VmReceiveMigration)
+        }
         _ => serde_json::from_slice(body).map(ApiRequest::VmRestore),
     };
     match request {

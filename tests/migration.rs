@@ -1,0 +1,836 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! Live migration (`vm.send-migration`, `vm.receive-migration`,
+//! `ch-remote send-migration|receive-migration`) between two real VMM
+//! processes on KVM with the test guest: the migrated guest continues
+//! where it was (the compute result of an uninterrupted run, tick lines
+//! that go on counting, its disk's data), over a unix socket and over TCP
+//! in a network namespace, with and without a key; a wrong key, a damaged
+//! or other-version stream and bad requests are refused clearly, and the
+//! source's guest keeps running unharmed.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::ftpair::{assert_clean, sparse_disk};
+use common::netns::{KillOnDrop, Netns};
+use common::pair::{Host, PairNet, LOG_B};
+use common::{api, ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
+use ft_kv_client::{run_stream, StreamConfig, StreamControl};
+
+/// A VMM serving its API on `socket`.
+struct Vmm {
+    child: KillOnDrop,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Vmm {
+    /// Starts `cloud-hypervisor --api-socket path=SOCKET ARGS` (in `ns` if
+    /// given) and waits for the socket.
+    fn start(dir: &TempDir, name: &str, ns: Option<&Netns>, args: &[String]) -> Vmm {
+        let socket = dir.path(&format!("{name}.sock"));
+        let log = dir.path(&format!("{name}.log"));
+        let mut command = match ns {
+            Some(ns) => ns.command(vmm_bin()),
+            None => Command::new(vmm_bin()),
+        };
+        command
+            .arg("--api-socket")
+            .arg(format!("path={}", socket.display()))
+            .args(args)
+            .arg("--event-monitor")
+            .arg(format!(
+                "path={}",
+                dir.path(&format!("{name}.events")).display()
+            ))
+            .args(["-v", "--log-file"])
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = KillOnDrop::spawn(&mut command);
+        let up = wait_until(Duration::from_secs(20), || {
+            socket.exists() || !child.running()
+        });
+        assert!(
+            up && socket.exists(),
+            "the VMM did not serve its API; log:\n{}",
+            read(&log)
+        );
+        Vmm { child, socket, log }
+    }
+
+    /// Boots the test guest with `cmdline` and `extra` options, its serial
+    /// port into `serial`.
+    fn boot(
+        dir: &TempDir,
+        name: &str,
+        ns: Option<&Netns>,
+        cmdline: &str,
+        serial: &Path,
+        extra: &[String],
+    ) -> Vmm {
+        let guest = test_guest().to_str().expect("utf-8 path").to_string();
+        let mut args = vec![
+            "--kernel".into(),
+            guest,
+            "--cmdline".into(),
+            cmdline.into(),
+            "--memory".into(),
+            "size=128M".into(),
+            "--serial".into(),
+            format!("file={}", serial.display()),
+        ];
+        args.extend_from_slice(extra);
+        Vmm::start(dir, name, ns, &args)
+    }
+
+    fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        api(&self.socket, method, path, body)
+    }
+
+    fn info(&self) -> serde_json::Value {
+        let (status, body) = self.api("GET", "vm.info", None);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("vm.info JSON")
+    }
+
+    /// Waits for the guest to power off (the VMM exits 0).
+    fn wait_poweroff(mut self, timeout: Duration) {
+        let status = self.child.wait_timeout(timeout);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the guest did not power off cleanly: {status:?}; log:\n{}",
+            read(&self.log)
+        );
+    }
+
+    /// Waits for the VMM to exit 0 (a source after its migration).
+    fn wait_exit(&mut self, timeout: Duration) {
+        let status = self.child.wait_timeout(timeout);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the VMM did not exit cleanly: {status:?}; log:\n{}",
+            read(&self.log)
+        );
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The numbers of the `tick=<k> step=<i>` lines.
+fn ticks(serial: &str) -> Vec<u64> {
+    serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick="))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// The guest reports a tick line whenever the tens of its tick count
+/// change (a line may say 671 when two ticks arrived between two looks,
+/// on a loaded host): the tens go up by one from line to line, without a
+/// repeat or a restart.
+fn tens_continue(ticks: &[u64]) -> bool {
+    ticks.windows(2).all(|w| w[1] / 10 == w[0] / 10 + 1)
+}
+
+fn result_line(serial: &str) -> Option<String> {
+    serial
+        .lines()
+        .find(|l| l.starts_with("result="))
+        .map(str::to_string)
+}
+
+/// Receives on `dst` (`ch-remote receive-migration OPERAND`, which blocks
+/// until the migration ended) in a thread; returns its join handle.
+fn receive(dst: &Vmm, operand: String) -> std::thread::JoinHandle<std::process::Output> {
+    let socket = dst.socket.clone();
+    std::thread::spawn(move || ch_remote(&socket, &["receive-migration", &operand]))
+}
+
+/// Waits for `dst` to listen (its `migration-receive-ready` event).
+fn wait_ready(dir: &TempDir, name: &str) {
+    let events = dir.path(&format!("{name}.events"));
+    assert!(
+        wait_until(Duration::from_secs(20), || read(&events)
+            .contains("migration-receive-ready")),
+        "the destination did not listen"
+    );
+}
+
+const COMPUTE: &str = "workload=compute steps=600000000 hz=100";
+
+/// The serial output of an uninterrupted compute run.
+fn uninterrupted_compute(dir: &TempDir) -> String {
+    let full = dir.path("full.txt");
+    Vmm::boot(dir, "full", None, COMPUTE, &full, &[]).wait_poweroff(Duration::from_secs(180));
+    result_line(&read(&full)).expect("a result line")
+}
+
+/// Checks that the run split in `before` and `after` is the uninterrupted
+/// one: its result, and tick lines that continue.
+fn check_continued(before: &str, after: &str, expected: &str) {
+    assert!(
+        result_line(before).is_none(),
+        "finished before the migration"
+    );
+    assert!(!after.contains("test-guest: ready"), "the guest restarted");
+    assert_eq!(result_line(after).as_deref(), Some(expected), "{after}");
+    let all: Vec<u64> = ticks(before).into_iter().chain(ticks(after)).collect();
+    assert!(all.len() > 10, "{before}{after}");
+    assert!(tens_continue(&all), "tick lines do not continue: {all:?}");
+    assert!(!ticks(after).is_empty(), "no tick after the migration");
+}
+
+#[test]
+fn compute_guest_migrates_over_a_unix_socket_and_continues() {
+    let dir = TempDir::new("mig-compute");
+    let expected = uninterrupted_compute(&dir);
+
+    let serial = dir.path("serial.txt");
+    let mut src = Vmm::boot(&dir, "src", None, COMPUTE, &serial, &[]);
+    assert!(wait_until(Duration::from_secs(30), || read(&serial)
+        .contains("tick=50 ")));
+    // The destination reopens (and truncates) the serial file by its path:
+    // the source's part goes on in the renamed file.
+    let before_path = dir.path("before.txt");
+    std::fs::rename(&serial, &before_path).expect("rename the serial file");
+    let dst = Vmm::start(&dir, "dst", None, &[]);
+    let mig = dir.path("mig.sock");
+    let receiver = receive(&dst, format!("receiver_url=unix:{}", mig.display()));
+    wait_ready(&dir, "dst");
+    let out = ch_remote(
+        &src.socket,
+        &[
+            "send-migration",
+            &format!("destination_url=unix:{},downtime_ms=300", mig.display()),
+        ],
+    );
+    let progress = text(&out.stderr);
+    assert!(out.status.success(), "send-migration: {progress}");
+    assert!(progress.contains("migration:"), "no progress: {progress}");
+    let r = receiver.join().expect("receiver thread");
+    assert!(r.status.success(), "receive-migration: {}", text(&r.stderr));
+    // As upstream: the source VMM exits once the guest runs on the
+    // destination.
+    src.wait_exit(Duration::from_secs(20));
+    let events = read(&dir.path("src.events"));
+    for phase in [
+        "send-migration-started",
+        "send-migration-precopy",
+        "send-migration-stop-and-copy",
+        "send-migration-completed",
+    ] {
+        assert!(events.contains(phase), "no {phase} event: {events}");
+    }
+    let info = dst.info();
+    assert_eq!(info["state"], "Running");
+    assert_eq!(info["migration"]["phase"], "completed");
+    assert_eq!(info["migration"]["role"], "destination");
+    dst.wait_poweroff(Duration::from_secs(180));
+    check_continued(&read(&before_path), &read(&serial), &expected);
+}
+
+/// Both VMMs in a namespace of their own, the migration over TCP on its
+/// loopback, encrypted with a key; a source with the wrong key is refused
+/// first, and its guest runs on.
+#[test]
+fn ticks_guest_migrates_over_tcp_with_a_key_and_a_wrong_key_is_refused() {
+    let dir = TempDir::new("mig-tcp-key");
+    let ns = Netns::new("mig");
+    let key = dir.path("key");
+    let other = dir.path("other-key");
+    std::fs::write(&key, [7u8; 32]).expect("key");
+    std::fs::write(&other, [9u8; 32]).expect("other key");
+    for k in [&key, &other] {
+        let mut p = std::fs::metadata(k).expect("key").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut p, 0o600);
+        std::fs::set_permissions(k, p).expect("key mode");
+    }
+    let serial = dir.path("serial.txt");
+    let mut src = Vmm::boot(
+        &dir,
+        "src",
+        Some(&ns),
+        "workload=ticks count=400 hz=100",
+        &serial,
+        &[],
+    );
+    assert!(wait_until(Duration::from_secs(30), || read(&serial)
+        .contains("test-guest: ready")));
+    let dst = Vmm::start(&dir, "dst", Some(&ns), &[]);
+    let receiver = receive(
+        &dst,
+        format!("receiver_url=tcp:127.0.0.1:7411,key={}", key.display()),
+    );
+    wait_ready(&dir, "dst");
+    // The wrong key: refused at the handshake, on both sides.
+    let out = ch_remote(
+        &src.socket,
+        &[
+            "send-migration",
+            &format!("destination_url=tcp:127.0.0.1:7411,key={}", other.display()),
+        ],
+    );
+    assert!(!out.status.success());
+    let e = text(&out.stderr);
+    assert!(e.contains("handshake"), "{e}");
+    let r = receiver.join().expect("receiver thread");
+    assert!(!r.status.success(), "a wrong key was accepted");
+    assert!(text(&r.stderr).contains("handshake"), "{}", text(&r.stderr));
+    assert_eq!(src.info()["state"], "Running");
+    assert_eq!(dst.api("GET", "vm.info", None).0, 404, "a VM was left");
+
+    // The right key.
+    let receiver = receive(
+        &dst,
+        format!("receiver_url=tcp:127.0.0.1:7412,key={}", key.display()),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::rename(&serial, dir.path("before.txt")).expect("rename");
+    let out = ch_remote(
+        &src.socket,
+        &[
+            "send-migration",
+            &format!("destination_url=tcp:127.0.0.1:7412,key={}", key.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = receiver.join().expect("receiver thread");
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    src.wait_exit(Duration::from_secs(20));
+    assert_eq!(dst.info()["migration"]["encrypted"], true);
+    dst.wait_poweroff(Duration::from_secs(60));
+    assert_eq!(read(&serial).trim(), "ticks=400");
+    assert!(
+        !read(&dir.path("before.txt")).contains("ticks="),
+        "finished before the migration"
+    );
+}
+
+/// Guest memory written while the disk workload runs, and its disk's
+/// contents, verified by the guest after the migration.
+#[test]
+fn disk_workload_verifies_after_migration() {
+    let dir = TempDir::new("mig-disk");
+    let disk = dir.path("disk.img");
+    std::fs::File::create(&disk)
+        .and_then(|f| f.set_len(512 << 20))
+        .expect("create the disk image");
+    let serial = dir.path("serial.txt");
+    let mut src = Vmm::boot(
+        &dir,
+        "src",
+        None,
+        "workload=disk mib=384 flushes=64",
+        &serial,
+        &["--disk".into(), format!("path={}", disk.display())],
+    );
+    assert!(wait_until(Duration::from_secs(30), || read(&serial)
+        .contains("test-guest: ready")));
+    std::thread::sleep(Duration::from_millis(400));
+    std::fs::rename(&serial, dir.path("before.txt")).expect("rename");
+    let dst = Vmm::start(&dir, "dst", None, &[]);
+    let mig = dir.path("mig.sock");
+    let receiver = receive(&dst, format!("unix:{}", mig.display()));
+    wait_ready(&dir, "dst");
+    // The bare URL of older releases.
+    let out = ch_remote(
+        &src.socket,
+        &["send-migration", &format!("unix:{}", mig.display())],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = receiver.join().expect("receiver thread");
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    src.wait_exit(Duration::from_secs(20));
+    assert!(
+        !read(&dir.path("before.txt")).contains("disk="),
+        "finished before the migration"
+    );
+    dst.wait_poweroff(Duration::from_secs(180));
+    let after = read(&serial);
+    assert!(after.contains("disk=ok"), "{after}");
+}
+
+/// A fake destination that answers the source's preamble with `answer`,
+/// then reads until the source closes.
+fn fake_destination(path: &Path, answer: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let listener = UnixListener::bind(path).expect("bind");
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut preamble = [0u8; 16];
+        s.read_exact(&mut preamble).expect("preamble");
+        assert_eq!(&preamble[..8], b"FTMIGRAT");
+        s.write_all(&answer).expect("answer");
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    })
+}
+
+fn preamble(version: u32) -> Vec<u8> {
+    let mut p = b"FTMIGRAT".to_vec();
+    p.extend_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&p);
+    p.extend_from_slice(&crc.to_le_bytes());
+    p
+}
+
+/// Waits for the source's migration to end as failed; returns its error.
+fn wait_failed(src: &Vmm) -> String {
+    let mut error = String::new();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let m = &src.info()["migration"];
+            error = m["error"].as_str().unwrap_or_default().to_string();
+            m["phase"] == "failed"
+        }),
+        "the migration did not fail"
+    );
+    error
+}
+
+#[test]
+fn other_version_and_damaged_streams_are_refused_and_the_source_runs_on() {
+    let dir = TempDir::new("mig-refuse");
+    let expected = uninterrupted_compute(&dir);
+    let serial = dir.path("serial.txt");
+    let src = Vmm::boot(&dir, "src", None, COMPUTE, &serial, &[]);
+    assert!(wait_until(Duration::from_secs(30), || read(&serial)
+        .contains("tick=20 ")));
+
+    // A destination of another protocol version.
+    let fake = dir.path("v2.sock");
+    let t = fake_destination(&fake, preamble(2));
+    let out = ch_remote(
+        &src.socket,
+        &[
+            "send-migration",
+            &format!("destination_url=unix:{}", fake.display()),
+        ],
+    );
+    assert!(!out.status.success());
+    let e = text(&out.stderr);
+    assert!(e.contains("version 2") && e.contains("version 1"), "{e}");
+    assert!(wait_failed(&src).contains("version 2"));
+    t.join().expect("fake destination");
+
+    // A destination whose answer to the configuration is damaged (a
+    // flipped CRC bit).
+    let fake = dir.path("crc.sock");
+    let mut answer = preamble(1);
+    answer.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0]);
+    answer.extend_from_slice(&(crc32fast::hash(&[0x80, 0, 0, 0, 0]) ^ 1).to_le_bytes());
+    let t = fake_destination(&fake, answer);
+    let out = ch_remote(
+        &src.socket,
+        &[
+            "send-migration",
+            &format!("destination_url=unix:{}", fake.display()),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("checksum"),
+        "{}",
+        text(&out.stderr)
+    );
+    t.join().expect("fake destination");
+    assert_eq!(src.info()["state"], "Running");
+
+    // The destination refuses a source of another version, and a damaged
+    // message, and has no VM afterwards.
+    let dst = Vmm::start(&dir, "dst", None, &[]);
+    for (name, payload) in [
+        ("v2", preamble(2)),
+        ("crc", {
+            let mut p = preamble(1);
+            // A Config message with a bad CRC.
+            p.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, b'{', b'}']);
+            p
+        }),
+    ] {
+        let mig = dir.path(&format!("dst-{name}.sock"));
+        let receiver = receive(&dst, format!("receiver_url=unix:{}", mig.display()));
+        assert!(wait_until(Duration::from_secs(20), || mig.exists()));
+        let mut s = UnixStream::connect(&mig).expect("connect to the destination");
+        s.write_all(&payload).expect("send");
+        let mut answer = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok();
+        let _ = s.read_to_end(&mut answer);
+        let r = receiver.join().expect("receiver thread");
+        assert!(!r.status.success());
+        let e = text(&r.stderr);
+        let want = if name == "v2" {
+            "version 2"
+        } else {
+            "checksum"
+        };
+        assert!(e.contains(want), "{name}: {e}");
+        // The source learns why (an Error message after the preamble).
+        assert!(text(&answer).contains(want), "{name}: {answer:?}");
+        assert_eq!(dst.api("GET", "vm.info", None).0, 404, "a VM was left");
+    }
+
+    // The source's guest was never harmed: it finishes with the result of
+    // an uninterrupted run.
+    src.wait_poweroff(Duration::from_secs(180));
+    let out = read(&serial);
+    assert_eq!(result_line(&out).as_deref(), Some(expected.as_str()));
+    assert!(tens_continue(&ticks(&out)), "{out}");
+}
+
+#[test]
+fn bad_requests_are_refused_clearly() {
+    let dir = TempDir::new("mig-bad");
+    let empty = Vmm::start(&dir, "empty", None, &[]);
+    // No VM to send.
+    let (status, body) = empty.api(
+        "PUT",
+        "vm.send-migration",
+        Some(r#"{"destination_url":"unix:/tmp/x"}"#),
+    );
+    assert_eq!(status, 404, "{body}");
+    // Bad JSON, a missing field, a wrong type.
+    for body in [
+        "{nope",
+        "{}",
+        r#"{"destination_url":"unix:/x","downtime_ms":"fast"}"#,
+    ] {
+        let (status, answer) = empty.api("PUT", "vm.send-migration", Some(body));
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer.contains("Failed to deserialize JSON"), "{answer}");
+    }
+    assert_eq!(empty.api("PUT", "vm.receive-migration", Some("{}")).0, 400);
+    // Bad URLs.
+    for url in [
+        "file:///x",
+        "tcp:nohost",
+        "tcp:h:99999",
+        "unix:",
+        "1.2.3.4:5",
+    ] {
+        let body = format!(r#"{{"receiver_url":"{url}"}}"#);
+        let (status, answer) = empty.api("PUT", "vm.receive-migration", Some(&body));
+        assert_eq!(status, 500, "{url}: {answer}");
+        assert!(answer.contains("tcp:HOST:PORT"), "{url}: {answer}");
+    }
+    // A key over a unix socket.
+    let (status, answer) = empty.api(
+        "PUT",
+        "vm.receive-migration",
+        Some(r#"{"receiver_url":"unix:/tmp/x","key":"/k"}"#),
+    );
+    assert_eq!(status, 500);
+    assert!(answer.contains("needs a tcp: URL"), "{answer}");
+
+    let serial = dir.path("serial.txt");
+    let src = Vmm::boot(&dir, "src", None, "workload=idle", &serial, &[]);
+    assert!(wait_until(Duration::from_secs(30), || read(&serial)
+        .contains("test-guest: ready")));
+    // Receiving into a VMM that has a VM.
+    let (status, answer) = src.api(
+        "PUT",
+        "vm.receive-migration",
+        Some(r#"{"receiver_url":"unix:/tmp/never"}"#),
+    );
+    assert_eq!(status, 500);
+    assert!(answer.contains("VM is already created"), "{answer}");
+    // Nobody listening.
+    let out = ch_remote(
+        &src.socket,
+        &[
+            "send-migration",
+            "destination_url=unix:/nonexistent/mig.sock",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot connect to the migration destination"),
+        "{}",
+        text(&out.stderr)
+    );
+    // ch-remote's own refusals (exit 2).
+    let out = ch_remote(
+        &src.socket,
+        &["send-migration", "destination_url=unix:/x,bogus=1"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(src.info()["state"], "Running");
+}
+
+/// The KV guest on host A serves a verified stream from the client's
+/// namespace; mid-stream it migrates over TCP (the hosts' direct link) to
+/// host B, whose tap (of the same name, as the configuration says) is on
+/// host B's bridge: the destination's RARP moves the guest's MAC on the
+/// LAN, the client's TCP connection goes on, and no acknowledged SET is
+/// lost.
+#[test]
+fn kv_guest_migrates_between_hosts_under_a_verified_stream() {
+    let dir = TempDir::new("mig-kv");
+    let net = PairNet::new();
+    let names = net.names();
+    let tap = net.a.tap.clone();
+    for args in [
+        format!("tuntap add dev {tap} mode tap vnet_hdr"),
+        format!("link set {tap} master {}", net.b.bridge),
+        format!("link set {tap} up"),
+    ] {
+        let ok = Command::new("ip")
+            .args(["-n", &net.host_b.0])
+            .args(args.split(' '))
+            .status()
+            .expect("ip")
+            .success();
+        assert!(ok, "ip -n {} {args}", net.host_b.0);
+    }
+    let disk = sparse_disk(dir.path("kv.img"));
+    let serial = dir.path("serial.txt");
+    let mut src = Vmm::boot(
+        &dir,
+        "src",
+        Some(&net.host_a),
+        &net.kv_cmdline(),
+        &serial,
+        &[
+            "--disk".into(),
+            format!("path={}", disk.display()),
+            "--net".into(),
+            net.guest_net(Host::A),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(60), || read(&serial)
+        .contains("kv: listening on")));
+    let dst = Vmm::start(&dir, "dst", Some(&net.host_b), &[]);
+    let control = std::sync::Arc::new(StreamControl::default());
+    let mut config = StreamConfig::new(net.kv_addr());
+    config.duration = Some(Duration::from_secs(6));
+    config.get_every = 4;
+    config.prefix = format!("mig{}", net.tag);
+    config.connect_timeout = Duration::from_secs(20);
+    config.control = Some(control.clone());
+    let report = std::thread::scope(|scope| {
+        let client = &net.client;
+        let cfg = &config;
+        let t = scope.spawn(move || client.run(|| run_stream(cfg)));
+        assert!(
+            wait_until(Duration::from_secs(60), || control.acked() >= 300
+                || t.is_finished()),
+            "the stream did not start"
+        );
+        assert!(!t.is_finished(), "the stream ended early");
+        let receiver = receive(&dst, format!("receiver_url=tcp:{LOG_B}:7500"));
+        wait_ready(&dir, "dst");
+        std::fs::rename(&serial, dir.path("before.txt")).expect("rename");
+        let acked_before = control.acked();
+        let out = ch_remote(
+            &src.socket,
+            &[
+                "send-migration",
+                &format!("destination_url=tcp:{LOG_B}:7500,downtime_ms=100"),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        eprintln!("migration: {}", text(&out.stderr));
+        let r = receiver.join().expect("receiver thread");
+        assert!(r.status.success(), "{}", text(&r.stderr));
+        src.wait_exit(Duration::from_secs(20));
+        let report = t
+            .join()
+            .expect("stream thread")
+            .unwrap_or_else(|e| panic!("stream: {e}"));
+        assert!(
+            report.acked > acked_before + 100,
+            "the stream did not go on after the migration: {report}"
+        );
+        report
+    });
+    eprintln!("migration under a KV stream: {report}");
+    assert!(
+        !report.reset(),
+        "the client's connection was reset: {report}"
+    );
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    let v = report.verification.as_ref().expect("verified");
+    assert_eq!(v.checked, report.acked, "{report}");
+    assert_eq!(dst.info()["state"], "Running");
+    drop(dst);
+    drop(src);
+    drop(net);
+    assert_clean(&names);
+}
+
+/// A VMM whose serial console (`--serial tty`) is on our pipes.
+struct Console {
+    vmm: Vmm,
+    stdin: std::process::ChildStdin,
+    output: common::captured::Captured,
+}
+
+impl Console {
+    fn start(dir: &TempDir, name: &str, args: &[String]) -> Console {
+        let socket = dir.path(&format!("{name}.sock"));
+        let log = dir.path(&format!("{name}.log"));
+        let mut command = Command::new(vmm_bin());
+        command
+            .arg("--api-socket")
+            .arg(format!("path={}", socket.display()))
+            .args(args)
+            .arg("--event-monitor")
+            .arg(format!(
+                "path={}",
+                dir.path(&format!("{name}.events")).display()
+            ))
+            .args(["-v", "--log-file"])
+            .arg(&log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = KillOnDrop::spawn(&mut command);
+        let stdin = child.0.stdin.take().expect("piped stdin");
+        let mut stdout = child.0.stdout.take().expect("piped stdout");
+        let output = common::captured::Captured::default();
+        let o2 = output.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                o2.append(&buf[..n]);
+            }
+        });
+        assert!(
+            wait_until(Duration::from_secs(20), || socket.exists()),
+            "no API socket; log:\n{}",
+            read(&log)
+        );
+        Console {
+            vmm: Vmm { child, socket, log },
+            stdin,
+            output,
+        }
+    }
+
+    fn send(&mut self, line: &str) -> usize {
+        let at = self.output.len();
+        self.stdin.write_all(line.as_bytes()).expect("write");
+        self.stdin.flush().expect("flush");
+        at
+    }
+
+    fn wait_for(&self, needle: &str, from: usize, timeout: Duration) {
+        assert!(
+            wait_until(timeout, || self.output.contains_after(needle, from)),
+            "no {needle:?}; console:\n{}",
+            self.output.text()
+        );
+    }
+}
+
+/// The checksum of an `md5sum /fill` answer in `console` (not the echoed
+/// command).
+fn md5_line(console: &str) -> Option<String> {
+    console.lines().find_map(|l| {
+        let mut f = l.trim_end_matches('\r').split_whitespace();
+        let (sum, name) = (f.next()?, f.next()?);
+        (name == "/fill" && sum.len() == 32 && sum.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| sum.to_string())
+    })
+}
+
+/// The minimal Linux guest migrates with a file of random bytes in its
+/// RAM-backed root: after the migration the shell answers on the
+/// destination's console and the file's checksum is the same.
+#[test]
+fn linux_guest_shell_answers_after_migration() {
+    let dir = TempDir::new("mig-linux");
+    let paths = common::linux_guest_paths();
+    let mut cmdline = String::from("console=ttyS0 clearcpuid=308,151 noxsave");
+    let intel = {
+        let r = std::arch::x86_64::__cpuid(0);
+        [r.ebx, r.edx, r.ecx] == [0x756e_6547, 0x4965_6e69, 0x6c65_746e]
+    };
+    if !intel {
+        // SAFETY: RDTSC has no memory effects.
+        let rdtsc = || unsafe { std::arch::x86_64::_rdtsc() };
+        let start = std::time::Instant::now();
+        let t0 = rdtsc();
+        std::thread::sleep(Duration::from_millis(50));
+        let khz = (rdtsc() - t0) * 1_000_000 / start.elapsed().as_nanos() as u64;
+        cmdline.push_str(&format!(" tsc_early_khz={khz}"));
+    }
+    let mut src = Console::start(
+        &dir,
+        "src",
+        &[
+            "--kernel".into(),
+            paths["BZIMAGE"].display().to_string(),
+            "--initramfs".into(),
+            paths["INITRAMFS"].display().to_string(),
+            "--cmdline".into(),
+            cmdline,
+            "--memory".into(),
+            "size=256M".into(),
+            "--serial".into(),
+            "tty".into(),
+            "--console".into(),
+            "off".into(),
+        ],
+    );
+    src.wait_for("linux-guest: ready", 0, Duration::from_secs(300));
+    let at = src.send("head -c 2000000 /dev/urandom > /fill; md5sum /fill\n");
+    let mut sum = None;
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            sum = md5_line(&src.output.text()[at..]);
+            sum.is_some()
+        }),
+        "no checksum; console:\n{}",
+        src.output.text()
+    );
+    let sum = sum.unwrap_or_default();
+
+    let mut dst = Console::start(&dir, "dst", &[]);
+    let mig = dir.path("mig.sock");
+    let receiver = receive(&dst.vmm, format!("receiver_url=unix:{}", mig.display()));
+    wait_ready(&dir, "dst");
+    let out = ch_remote(
+        &src.vmm.socket,
+        &[
+            "send-migration",
+            &format!("destination_url=unix:{}", mig.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eprintln!("linux migration: {}", text(&out.stderr));
+    let r = receiver.join().expect("receiver thread");
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    src.vmm.wait_exit(Duration::from_secs(20));
+    let at = dst.send("echo mig-$((6*7))-rated; md5sum /fill\n");
+    dst.wait_for("mig-42-rated", at, Duration::from_secs(60));
+    assert!(
+        wait_until(Duration::from_secs(60), || md5_line(
+            &dst.output.text()[at..]
+        )
+        .is_some()),
+        "no checksum on the destination; console:\n{}",
+        dst.output.text()
+    );
+    assert_eq!(
+        md5_line(&dst.output.text()[at..]).as_deref(),
+        Some(sum.as_str()),
+        "the file changed in the migration"
+    );
+    dst.send("poweroff -f\n");
+    dst.vmm.wait_poweroff(Duration::from_secs(60));
+}
