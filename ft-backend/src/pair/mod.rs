@@ -12,6 +12,7 @@
 //! - [`backup`]: accepts its primary, feeds its replay from the channel
 //!   ([`crate::live`]), goes live after winning the tiebreak;
 //! - [`output_rule`]: the primary's output sink;
+//! - [`seed`]: FT VMotion's copy of a running VM to a waiting backup;
 //! - [`status`]: what `vm.info`, `vm.counters` and the event monitor show.
 //!
 //! A side that lost its peer and does not win the tiebreak stops its VMM
@@ -20,6 +21,7 @@
 pub mod backup;
 pub mod output_rule;
 pub mod primary;
+pub mod seed;
 pub mod status;
 
 use std::io::Read;
