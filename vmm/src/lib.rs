@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod cpuid;
 pub mod device_manager;
+pub mod ft_seed;
 pub mod layout;
 pub mod memory;
 pub mod signals;
