@@ -49,6 +49,10 @@ pub enum ApiRequest {
     VmSnapshot(VmSnapshotConfig),
     /// `PUT vm.restore`
     VmRestore(RestoreConfig),
+    /// `PUT vm.ft-add-backup` (FT VMotion, this project's extension)
+    VmFtAddBackup(crate::ft_seed::options::FtAddBackupConfig),
+    /// `PUT vm.ft-receive-backup` (FT VMotion, this project's extension)
+    VmFtReceiveBackup(crate::ft_seed::options::FtReceiveBackupConfig),
 }
 
 /// A successful answer.

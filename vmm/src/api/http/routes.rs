@@ -69,6 +69,8 @@ enum Endpoint {
     VmReboot,
     VmSnapshot,
     VmRestore,
+    VmFtAddBackup,
+    VmFtReceiveBackup,
 }
 
 impl Endpoint {
@@ -87,6 +89,8 @@ impl Endpoint {
             "vm.reboot" => Endpoint::VmReboot,
             "vm.snapshot" => Endpoint::VmSnapshot,
             "vm.restore" => Endpoint::VmRestore,
+            "vm.ft-add-backup" => Endpoint::VmFtAddBackup,
+            "vm.ft-receive-backup" => Endpoint::VmFtReceiveBackup,
             _ => return None,
         })
     }
@@ -95,7 +99,10 @@ impl Endpoint {
         match self {
             Endpoint::VmmPing | Endpoint::VmInfo | Endpoint::VmCounters => Shape::Get,
             Endpoint::VmCreate => Shape::Create,
-            Endpoint::VmSnapshot | Endpoint::VmRestore => Shape::Body,
+            Endpoint::VmSnapshot
+            | Endpoint::VmRestore
+            | Endpoint::VmFtAddBackup
+            | Endpoint::VmFtReceiveBackup => Shape::Body,
             _ => Shape::Put,
         }
     }
@@ -125,6 +132,8 @@ impl Endpoint {
             Endpoint::VmReboot => "The VM could not reboot",
             Endpoint::VmSnapshot => "The VM could not be snapshotted",
             Endpoint::VmRestore => "The VM could not be restored",
+            Endpoint::VmFtAddBackup => "The VM could not be protected by a new backup",
+            Endpoint::VmFtReceiveBackup => "The backup could not be seeded",
         }
     }
 
@@ -133,7 +142,11 @@ impl Endpoint {
         Some(match self {
             Endpoint::VmmPing => ApiRequest::VmmPing,
             Endpoint::VmmShutdown => ApiRequest::VmmShutdown,
-            Endpoint::VmCreate | Endpoint::VmSnapshot | Endpoint::VmRestore => return None,
+            Endpoint::VmCreate
+            | Endpoint::VmSnapshot
+            | Endpoint::VmRestore
+            | Endpoint::VmFtAddBackup
+            | Endpoint::VmFtReceiveBackup => return None,
             Endpoint::VmBoot => ApiRequest::VmBoot,
             Endpoint::VmDelete => ApiRequest::VmDelete,
             Endpoint::VmInfo => ApiRequest::VmInfo,
@@ -252,6 +265,10 @@ pub fn handle(
 fn with_body(endpoint: Endpoint, body: &[u8], submit: &dyn Fn(ApiMessage) -> bool) -> Response {
     let request = match endpoint {
         Endpoint::VmSnapshot => serde_json::from_slice(body).map(ApiRequest::VmSnapshot),
+        Endpoint::VmFtAddBackup => serde_json::from_slice(body).map(ApiRequest::VmFtAddBackup),
+        Endpoint::VmFtReceiveBackup => {
+            serde_json::from_slice(body).map(ApiRequest::VmFtReceiveBackup)
+        }
         _ => serde_json::from_slice(body).map(ApiRequest::VmRestore),
     };
     match request {
