@@ -23,6 +23,27 @@ use common::netns::KillOnDrop;
 use common::pair::{GuestVmm, Host, PairNet, LOG_A, LOG_B};
 use common::{api, ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
 
+/// On a failure, keeps the test's files (logs, events) in
+/// `$TMPDIR/ft-vmotion-failed-NAME` for the report.
+struct KeepOnFailure(PathBuf, &'static str);
+
+impl Drop for KeepOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let to = std::env::temp_dir().join(format!("ft-vmotion-failed-{}", self.1));
+            let _ = std::fs::remove_dir_all(&to);
+            let _ = std::fs::create_dir_all(&to);
+            for e in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+                let name = e.file_name();
+                if !name.to_string_lossy().ends_with(".img") {
+                    let _ = std::fs::copy(e.path(), to.join(name));
+                }
+            }
+            eprintln!("ft_vmotion: files kept in {}", to.display());
+        }
+    }
+}
+
 fn file_tiebreaker(dir: &TempDir) -> String {
     format!("file:{}", dir.path("tiebreak").display())
 }
@@ -154,6 +175,7 @@ fn seeded(events: &Path) -> (String, String) {
 #[test]
 fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
     let dir = TempDir::new("ftvmotion");
+    let _keep = KeepOnFailure(dir.0.clone(), "two-failovers");
     let net = PairNet::new();
     let names = net.names();
     let key = write_key(&dir);
@@ -258,6 +280,7 @@ fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
 #[test]
 fn refused_vmotions_leave_the_running_vm_unharmed() {
     let dir = TempDir::new("ftvmotion-refuse");
+    let _keep = KeepOnFailure(dir.0.clone(), "refusals");
     let net = PairNet::new();
     let names = net.names();
     let key = write_key(&dir);

@@ -206,18 +206,16 @@ impl SeedSender {
         let mut reported = 0;
         for (gpa, data) in regions {
             let mut off = 0;
+            let page_end = |o: usize| (o + PAGE).min(data.len());
+            let zero = |o: usize| is_zero(&data[o..page_end(o)]);
             while off < data.len() {
                 // Skip zero pages, then take a run of non-zero ones.
-                let page_end = |o: usize| (o + PAGE).min(data.len());
-                if data[off..page_end(off)].iter().all(|b| *b == 0) {
+                if zero(off) {
                     off = page_end(off);
                     continue;
                 }
                 let start = off;
-                while off < data.len()
-                    && off - start < max
-                    && !data[off..page_end(off)].iter().all(|b| *b == 0)
-                {
+                while off < data.len() && off - start < max && !zero(off) {
                     off = page_end(off);
                 }
                 let mut p = Vec::with_capacity(ITEM_HEADER + off - start);
@@ -293,6 +291,15 @@ impl SeedSender {
         recv_verdict(&mut self.est)?;
         Ok(self.est)
     }
+}
+
+/// Whether `b` is all zero bytes (word by word).
+fn is_zero(b: &[u8]) -> bool {
+    let mut words = b.chunks_exact(8);
+    words
+        .by_ref()
+        .all(|w| u64::from_ne_bytes(w.try_into().unwrap_or([1; 8])) == 0)
+        && words.remainder().iter().all(|x| *x == 0)
 }
 
 fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {

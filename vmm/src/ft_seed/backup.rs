@@ -302,8 +302,13 @@ pub fn receive_backup(
         ],
     );
     log::info!(
-        "fault tolerance: seeded by {peer_addr} at exit {}; replaying its stream",
-        cursor.exits
+        "fault tolerance: seeded by {peer_addr} at exit {} ({}); replaying its stream",
+        cursor.exits,
+        if cursor.at_sync {
+            "a synchronous point"
+        } else {
+            "after a kick"
+        }
     );
     Ok((config, vm))
 }

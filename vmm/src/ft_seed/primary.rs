@@ -266,7 +266,7 @@ fn save_state(vm: &Vm) -> Result<(PausedState, SeedCursor), VmotionError> {
             Err(VmotionError::Busy("recording or replaying".into()))
         } else {
             crate::snapshot::save_on_vcpu(runner, &devices, &virtio)
-                .map(|s| (s, runner.ft.cursor()))
+                .map(|s| (s, runner.ft.cursor(runner.vcpu.ready_for_interrupt())))
                 .map_err(VmotionError::Save)
         };
         let _ = tx.send(r);

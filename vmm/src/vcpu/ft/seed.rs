@@ -38,10 +38,14 @@ pub struct SeedCursor {
     pub fresh_exit: bool,
     /// The last exit was an interrupt window.
     pub window_exit: bool,
+    /// Whether the guest could take an interrupt, as KVM said at the
+    /// vCPU's last exit (the primary's next injection decides with it; a
+    /// new vCPU has no last exit).
+    pub ready: bool,
 }
 
 /// Bytes of an encoded cursor.
-const CURSOR_LEN: usize = 8 + 17 + 3;
+const CURSOR_LEN: usize = 8 + 17 + 4;
 
 impl SeedCursor {
     /// The cursor's bytes (integers little-endian).
@@ -55,6 +59,7 @@ impl SeedCursor {
             u8::from(self.at_sync),
             u8::from(self.fresh_exit),
             u8::from(self.window_exit),
+            u8::from(self.ready),
         ]);
         v
     }
@@ -75,6 +80,7 @@ impl SeedCursor {
             at_sync: b[25] != 0,
             fresh_exit: b[26] != 0,
             window_exit: b[27] != 0,
+            ready: b[28] != 0,
         })
     }
 }
@@ -106,14 +112,16 @@ impl std::fmt::Debug for PrimarySwitch {
 }
 
 impl FtContext {
-    /// Where the loop is (on the vCPU thread, at the rendezvous).
-    pub fn cursor(&self) -> SeedCursor {
+    /// Where the loop is (on the vCPU thread, at the rendezvous);
+    /// `ready`: the vCPU's readiness for an interrupt.
+    pub fn cursor(&self, ready: bool) -> SeedCursor {
         SeedCursor {
             exits: self.exits,
             last_id: self.last_id,
             at_sync: self.at_sync,
             fresh_exit: self.fresh_exit,
             window_exit: self.window_exit,
+            ready,
         }
     }
 
@@ -130,6 +138,11 @@ impl FtContext {
         self.at_sync = cursor.at_sync;
         self.fresh_exit = cursor.fresh_exit;
         self.window_exit = cursor.window_exit;
+        if cursor.at_sync {
+            // The primary injects with KVM's answer at its last exit; this
+            // vCPU has not run yet.
+            self.ready_override = Some(cursor.ready);
+        }
         self.mode.after_exit(cursor.exits);
         if !cursor.at_sync && self.mode.checkpoint_next(cursor.exits) {
             self.at_sync = true;
@@ -200,6 +213,7 @@ mod tests {
             at_sync: true,
             fresh_exit: false,
             window_exit: true,
+            ready: true,
         };
         assert_eq!(SeedCursor::decode(&c.encode()), Some(c));
         assert_eq!(SeedCursor::decode(&[0; 3]), None);
