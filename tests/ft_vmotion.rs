@@ -154,22 +154,26 @@ fn info(dir: &TempDir, sock: &str) -> serde_json::Value {
     serde_json::from_str(&body).expect("vm.info JSON")
 }
 
-/// The `seeded` event's pause and bytes.
-fn seeded(events: &Path) -> (String, String) {
+/// The `seeded` event's pause (ms) and bytes sent.
+fn seeded(events: &Path) -> (f64, u64) {
     let text = std::fs::read_to_string(events).unwrap_or_default();
-    for line in text.lines().chain(text.split("}{")) {
-        if line.contains("\"seeded\"") {
-            let field = |k: &str| {
-                line.split(&format!("\"{k}\":\""))
-                    .nth(1)
-                    .and_then(|r| r.split('"').next())
-                    .unwrap_or("?")
-                    .to_string()
-            };
-            return (field("pause_ms"), field("bytes"));
-        }
-    }
-    ("?".into(), "?".into())
+    let at = text
+        .find("\"event\": \"seeded\"")
+        .unwrap_or_else(|| panic!("no seeded event in {}", events.display()));
+    let object = &text[text[..at].rfind('{').unwrap_or(0)..];
+    let object = &object[..object.find('}').unwrap_or(object.len())];
+    let field = |k: &str| -> String {
+        object
+            .split(&format!("\"{k}\": \""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("no {k} in {object}"))
+            .to_string()
+    };
+    (
+        field("pause_ms").parse().expect("pause_ms"),
+        field("bytes").parse().expect("bytes"),
+    )
 }
 
 #[test]
@@ -212,6 +216,7 @@ fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
     assert!(report.ok(), "{report}: {:?}", report.bad_keys);
     let (pause, bytes) = seeded(&dir.path("events-primary.json"));
     eprintln!("ft_vmotion: first VMotion (128 MiB guest): pause {pause} ms, {bytes} bytes");
+    assert!(bytes > 0 && pause > 0.0);
     assert_eq!(
         info(&dir, "primary.sock")["fault_tolerance"]["state"],
         "protected"
@@ -265,6 +270,7 @@ fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
     assert!(report.ok(), "{report}: {:?}", report.bad_keys);
     let (pause, bytes) = seeded(&dir.path("events-backup.json"));
     eprintln!("ft_vmotion: second VMotion: pause {pause} ms, {bytes} bytes");
+    assert!(bytes > 0 && pause > 0.0);
     let (report, _) = stream_through(&net, 5.0, Some((&mut backup, 150)));
     eprintln!("ft_vmotion: second failover: {report}");
     assert!(!report.reset(), "reset: {report}");

@@ -61,7 +61,9 @@ fn localise(
             disk_mode(req.disks)
         ));
     }
-    let disks = config.disks.get_or_insert_with(Vec::new);
+    // `None` stays `None`: the digest tells an absent list from an empty one.
+    let mut no_disks = Vec::new();
+    let disks = config.disks.as_mut().unwrap_or(&mut no_disks);
     if !req.disk_paths.is_empty() && req.disk_paths.len() != disks.len() {
         return Err(format!(
             "{} disk paths given; the VM has {} disks",
@@ -80,7 +82,8 @@ fn localise(
     } else {
         Vec::new()
     };
-    let nets = config.net.get_or_insert_with(Vec::new);
+    let mut no_nets = Vec::new();
+    let nets = config.net.as_mut().unwrap_or(&mut no_nets);
     if !req.net_taps.is_empty() && req.net_taps.len() != nets.len() {
         return Err(format!(
             "{} taps given; the VM has {} net devices",
