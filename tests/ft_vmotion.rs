@@ -83,7 +83,10 @@ fn start_empty(net: &PairNet, host: Host, dir: &TempDir, name: &str) -> GuestVmm
             .args(["--api-socket", &format!("path={}", sock.display())])
             .args([
                 "--event-monitor",
-                &format!("path={}", dir.path(&format!("events-{name}.json")).display()),
+                &format!(
+                    "path={}",
+                    dir.path(&format!("events-{name}.json")).display()
+                ),
                 "-v",
             ])
             .stdin(Stdio::null())
@@ -298,7 +301,12 @@ fn refused_vmotions_leave_the_running_vm_unharmed() {
     let running = |dir: &TempDir| info(dir, "primary.sock")["state"] == "Running";
 
     // Bad JSON and missing fields: 400, nothing changes.
-    let (code, body) = api(&dir.path("primary.sock"), "PUT", "vm.ft-add-backup", Some("{"));
+    let (code, body) = api(
+        &dir.path("primary.sock"),
+        "PUT",
+        "vm.ft-add-backup",
+        Some("{"),
+    );
     assert_eq!(code, 400, "{body}");
     let (code, body) = api(
         &dir.path("primary.sock"),
@@ -308,7 +316,10 @@ fn refused_vmotions_leave_the_running_vm_unharmed() {
     );
     assert_eq!(code, 400, "{body}");
     // Not running.
-    assert_eq!(api(&dir.path("primary.sock"), "PUT", "vm.pause", None).0, 204);
+    assert_eq!(
+        api(&dir.path("primary.sock"), "PUT", "vm.pause", None).0,
+        204
+    );
     let paused = add_backup(&dir, "primary.sock", &listen_b, &key);
     assert!(!paused.status.success());
     assert!(
@@ -316,15 +327,27 @@ fn refused_vmotions_leave_the_running_vm_unharmed() {
         "{}",
         text(&paused.stderr)
     );
-    assert_eq!(api(&dir.path("primary.sock"), "PUT", "vm.resume", None).0, 204);
+    assert_eq!(
+        api(&dir.path("primary.sock"), "PUT", "vm.resume", None).0,
+        204
+    );
 
     // A wrong key: the backup refuses and waits on.
     let backup = start_empty(&net, Host::B, &dir, "backup");
     let other_key = dir.path("other.key");
     std::fs::write(&other_key, [7u8; 32]).expect("key");
-    std::fs::set_permissions(&other_key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
-    let recv = receive_backup(&dir, "backup", &listen_b, &other_key, &net.links(Host::B).tap);
+    std::fs::set_permissions(
+        &other_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let recv = receive_backup(
+        &dir,
+        "backup",
+        &listen_b,
+        &other_key,
+        &net.links(Host::B).tap,
+    );
     let wrong = add_backup(&dir, "primary.sock", &listen_b, &key);
     assert!(!wrong.status.success());
     assert!(

@@ -403,7 +403,9 @@ impl SeedReceiver {
         self.hasher.update(&p);
         self.bytes += p.len() as u64;
         if p[0] != TAG_OFFER || p.len() < 13 {
-            return Err(SeedError::Malformed("the first item is not an offer".into()));
+            return Err(SeedError::Malformed(
+                "the first item is not an offer".into(),
+            ));
         }
         let version = u32::from_le_bytes([p[1], p[2], p[3], p[4]]);
         if version != SEED_VERSION {
@@ -522,7 +524,9 @@ impl SeedReceiver {
                 return Err(SeedError::Malformed("a short end item".into()));
             };
             let Some(path) = self.disks.get(i).cloned() else {
-                return Err(SeedError::Malformed(format!("disk {i} is not a separate disk here")));
+                return Err(SeedError::Malformed(format!(
+                    "disk {i} is not a separate disk here"
+                )));
             };
             let got = super::file_digest(&path).map_err(|source| SeedError::Disk {
                 path: path.clone(),

@@ -107,9 +107,7 @@ fn localise(
         }
     }
     config.fault_tolerance = Some(req.fault_tolerance()?);
-    config
-        .validate()
-        .map_err(|e| ft_backend::error_chain(&e))?;
+    config.validate().map_err(|e| ft_backend::error_chain(&e))?;
     Ok((config, copies))
 }
 
@@ -245,8 +243,10 @@ pub fn receive_backup(
         .map_err(|e| build(VmError::Devices(e)))?;
     let mut vcpu = hv_vm.create_vcpu(0).map_err(|e| build(VmError::Vcpu(e)))?;
     let supported = hv.supported_cpuid().map_err(|e| build(VmError::Vcpu(e)))?;
-    let cpuid = crate::cpuid::guest_cpuid(&supported, 0, 1).map_err(|e| build(VmError::Cpuid(e)))?;
-    vcpu.set_cpuid(&cpuid).map_err(|e| build(VmError::Vcpu(e)))?;
+    let cpuid =
+        crate::cpuid::guest_cpuid(&supported, 0, 1).map_err(|e| build(VmError::Cpuid(e)))?;
+    vcpu.set_cpuid(&cpuid)
+        .map_err(|e| build(VmError::Vcpu(e)))?;
     vcpu_state
         .restore(vcpu.as_mut())
         .map_err(|e| VmotionError::State(ft_backend::error_chain(&e)))?;

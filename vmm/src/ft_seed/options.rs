@@ -253,6 +253,8 @@ mod tests {
         r.fault_tolerance().unwrap();
         let bad = FtReceiveBackupConfig::parse("listen=nowhere,key=/k,tiebreaker=file:/t").unwrap();
         assert!(bad.fault_tolerance().is_err());
-        assert!(serde_json::from_str::<FtReceiveBackupConfig>(r#"{"listen":"tcp:1.2.3.4:5"}"#).is_err());
+        assert!(
+            serde_json::from_str::<FtReceiveBackupConfig>(r#"{"listen":"tcp:1.2.3.4:5"}"#).is_err()
+        );
     }
 }

@@ -89,16 +89,15 @@ pub fn add_backup(
             ("generation", generation.to_string()),
         ],
     );
-    let mut seed =
-        SeedSender::connect(peer, &key, digest, generation, &channel).map_err(|e| {
-            if let ft_backend::pair::seed::SeedError::Handshake(
-                ft_backend::channel::HandshakeError::Authentication(_),
-            ) = &e
-            {
-                status.event("auth-failed", &[("peer", peer.to_string())]);
-            }
-            VmotionError::Seed(e)
-        })?;
+    let mut seed = SeedSender::connect(peer, &key, digest, generation, &channel).map_err(|e| {
+        if let ft_backend::pair::seed::SeedError::Handshake(
+            ft_backend::channel::HandshakeError::Authentication(_),
+        ) = &e
+        {
+            status.event("auth-failed", &[("peer", peer.to_string())]);
+        }
+        VmotionError::Seed(e)
+    })?;
     // The offer: the configuration as the backup must build it, with this
     // side's pair settings (the disk mode) and no secrets.
     let mut offered = config.clone();
