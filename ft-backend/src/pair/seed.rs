@@ -458,7 +458,7 @@ impl SeedReceiver {
 
     /// The next memory or state item; disk items are written to their
     /// image here. [`SeedItem::End`] once the end arrived and checked.
-    pub fn next(&mut self) -> Result<SeedItem, SeedError> {
+    pub fn next_item(&mut self) -> Result<SeedItem, SeedError> {
         loop {
             let p = self.recv_payload()?;
             if p[0] == TAG_END {
@@ -549,5 +549,84 @@ impl SeedReceiver {
     pub fn finish(mut self) -> Result<Established, SeedError> {
         self.ack()?;
         Ok(self.est)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn free_addr() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[test]
+    fn a_seed_arrives_whole_and_a_refusal_is_reported() {
+        let addr = free_addr();
+        let key = ChannelKey::from_bytes([9; 32]);
+        let channel = ChannelConfig::default();
+        let dir = std::env::temp_dir().join(format!("ft-seed-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("a.img");
+        let copy = dir.join("b.img");
+        let disk: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&image, &disk).unwrap();
+        std::fs::write(&copy, b"stale").unwrap();
+        let (k, c, cp) = (key.clone(), channel.clone(), copy.clone());
+        let backup = std::thread::spawn(move || {
+            // The first primary is refused; the second one seeds.
+            let mut r = SeedReceiver::accept(addr, &k, &c, &|| false).unwrap();
+            let (digest, config) = r.offer().unwrap();
+            assert_eq!((digest, config.as_slice()), (7, &b"bad"[..]));
+            r.refuse("another configuration");
+            let mut r = SeedReceiver::accept(addr, &k, &c, &|| false).unwrap();
+            let (digest, config) = r.offer().unwrap();
+            assert_eq!((digest, config.as_slice()), (8, &b"{}"[..]));
+            r.accept_offer(vec![cp]).unwrap();
+            let mut memory = vec![0u8; 1 << 20];
+            let mut state = Vec::new();
+            loop {
+                match r.next_item().unwrap() {
+                    SeedItem::Memory { gpa, data } => {
+                        let at = gpa as usize - 0x10_0000;
+                        memory[at..at + data.len()].copy_from_slice(&data);
+                    }
+                    SeedItem::State(s) => state.extend_from_slice(&s),
+                    SeedItem::End => break,
+                }
+            }
+            r.finish().unwrap();
+            (memory, state)
+        });
+        let connect = || loop {
+            match SeedSender::connect(addr, &key, 1, 5, &channel) {
+                Ok(s) => break s,
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let mut s = connect();
+        let e = s.offer(7, b"bad").unwrap_err();
+        assert!(e.to_string().contains("another configuration"), "{e}");
+        let mut s = connect();
+        s.offer(8, b"{}").unwrap();
+        let mut memory = vec![0u8; 1 << 20];
+        memory[5] = 1;
+        memory[300_000..300_100].fill(7);
+        memory[(1 << 20) - 1] = 9;
+        let mut seen = 0;
+        s.send_memory(&[(0x10_0000, &memory)], &mut |b| seen = b)
+            .unwrap();
+        // Three non-zero pages (and their headers), not a MiB.
+        assert!(seen < 4 * 4200, "{seen}");
+        s.send_disk(0, &image).unwrap();
+        let state: Vec<u8> = (0..150_000u32).map(|i| i as u8).collect();
+        s.send_state(&state).unwrap();
+        s.finish().unwrap();
+        let (got_memory, got_state) = backup.join().unwrap();
+        assert!(got_memory == memory);
+        assert!(got_state == state);
+        assert!(std::fs::read(&copy).unwrap() == disk);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -184,7 +184,7 @@ pub fn receive_backup(
     let mut state = Vec::new();
     let mut received = 0u64;
     loop {
-        match seed.0.next().map_err(VmotionError::Seed)? {
+        match seed.0.next_item().map_err(VmotionError::Seed)? {
             SeedItem::Memory { gpa, data } => {
                 memory
                     .write_slice(&data, GuestAddress(gpa))
