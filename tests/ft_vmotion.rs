@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::etcd::Etcd;
 use common::ftpair::{assert_clean, ft_events, kv_setup, stream_through, write_key, CHANNEL_PORT};
 use common::netns::KillOnDrop;
-use common::pair::{GuestVmm, Host, PairNet, LOG_A, LOG_B};
+use common::pair::{GuestVmm, Host, PairNet, LAN_IP, LOG_A, LOG_B};
 use common::{api, ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
 
 /// On a failure, keeps the test's files (logs, events) in
@@ -107,7 +108,19 @@ fn start_empty(net: &PairNet, host: Host, dir: &TempDir, name: &str) -> GuestVmm
 /// `ch-remote ft-receive-backup` in the background (it answers once the
 /// backup runs).
 fn receive_backup(dir: &TempDir, name: &str, listen: &str, key: &Path, tap: &str) -> Child {
-    let tb = file_tiebreaker(dir);
+    receive_backup_with(dir, name, listen, key, tap, &file_tiebreaker(dir), "")
+}
+
+/// As [`receive_backup`], with tiebreaker `tb` and `extra` options.
+fn receive_backup_with(
+    dir: &TempDir,
+    name: &str,
+    listen: &str,
+    key: &Path,
+    tap: &str,
+    tb: &str,
+    extra: &str,
+) -> Child {
     Command::new(common::ch_remote_bin())
         .arg("--api-socket")
         .arg(dir.path(&format!("{name}.sock")))
@@ -115,7 +128,7 @@ fn receive_backup(dir: &TempDir, name: &str, listen: &str, key: &Path, tap: &str
             "ft-receive-backup",
             listen,
             &format!(
-                "key={},tiebreaker={tb},net_taps={tap},serial={}",
+                "key={},tiebreaker={tb},net_taps={tap},serial={}{extra}",
                 key.display(),
                 dir.path(&format!("serial-{name}.txt")).display()
             ),
@@ -128,15 +141,23 @@ fn receive_backup(dir: &TempDir, name: &str, listen: &str, key: &Path, tap: &str
 }
 
 fn add_backup(dir: &TempDir, sock: &str, peer: &str, key: &Path) -> std::process::Output {
+    add_backup_with(dir, sock, peer, key, &file_tiebreaker(dir), "")
+}
+
+/// As [`add_backup`], with tiebreaker `tb` and `extra` options.
+fn add_backup_with(
+    dir: &TempDir,
+    sock: &str,
+    peer: &str,
+    key: &Path,
+    tb: &str,
+    extra: &str,
+) -> std::process::Output {
     ch_remote(
         &dir.path(sock),
         &[
             "ft-add-backup",
-            &format!(
-                "peer={peer},key={},tiebreaker={}",
-                key.display(),
-                file_tiebreaker(dir)
-            ),
+            &format!("peer={peer},key={},tiebreaker={tb}{extra}", key.display()),
         ],
     )
 }
@@ -163,7 +184,7 @@ fn seeded(events: &Path) -> (f64, u64) {
     let at = text
         .find("\"event\": \"seeded\"")
         .unwrap_or_else(|| panic!("no seeded event in {}", events.display()));
-    let object = &text[text[..at].rfind('{').unwrap_or(0)..];
+    let object = &text[at..];
     let object = &object[..object.find('}').unwrap_or(object.len())];
     let field = |k: &str| -> String {
         object
@@ -392,6 +413,73 @@ fn refused_vmotions_leave_the_running_vm_unharmed() {
     assert!(report.ok(), "{report}");
     drop(mismatch);
     drop((primary, backup));
+    drop(net);
+    assert_clean(&names);
+}
+
+#[test]
+fn vmotion_with_separate_disks_copies_the_image_and_fails_over() {
+    let dir = TempDir::new("ftvmotion-sep");
+    let _keep = KeepOnFailure(dir.0.clone(), "separate");
+    let net = PairNet::new();
+    let names = net.names();
+    let key = write_key(&dir);
+    let etcd = Etcd::start(&net.lan, LAN_IP, 2479, dir.path("etcd"));
+    let tb = etcd.tiebreaker(&format!("ftv/{}", net.tag));
+    let s = kv_setup(&dir, tb.clone(), false);
+    let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
+    let copy = dir.path("kv-b.img");
+    // A stale copy: the seed replaces it whole.
+    std::fs::write(&copy, b"not the image").expect("stale copy");
+    let mut primary = start_plain(&net, &dir, &disk);
+    primary.wait_serial("kv: listening on", Duration::from_secs(60));
+    let (report, _) = stream_through(&net, 1.0, None);
+    assert!(report.ok(), "{report}");
+    let backup = start_empty(&net, Host::B, &dir, "backup");
+    let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
+    let recv = receive_backup_with(
+        &dir,
+        "backup",
+        &listen_b,
+        &key,
+        &net.links(Host::B).tap,
+        &tb,
+        &format!(",disks=separate,disk_paths={}", copy.display()),
+    );
+    let added = add_backup_with(
+        &dir,
+        "primary.sock",
+        &listen_b,
+        &key,
+        &tb,
+        ",disks=separate",
+    );
+    let recv = wait_child(recv);
+    assert!(
+        added.status.success(),
+        "ft-add-backup: {}\n{}",
+        text(&added.stderr),
+        primary.stderr_text()
+    );
+    assert!(
+        recv.status.success(),
+        "ft-receive-backup: {}\n{}",
+        text(&recv.stderr),
+        backup.stderr_text()
+    );
+    let (pause, bytes) = seeded(&dir.path("events-primary.json"));
+    eprintln!("ft_vmotion: separate disks (16 MiB image): pause {pause} ms, {bytes} bytes");
+    assert!(bytes > 16 << 20, "{bytes}");
+    // The backup writes its own copy as it replays; after the primary is
+    // killed it serves from it.
+    let (report, _) = stream_through(&net, 4.0, Some((&mut primary, 150)));
+    eprintln!("ft_vmotion: separate-disk failover: {report}");
+    assert!(!report.reset(), "reset: {report}");
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    let events = ft_events(&dir.path("events-backup.json"));
+    assert!(events.iter().any(|e| e == "go-live"), "{events:?}");
+    drop((primary, backup));
+    drop(etcd);
     drop(net);
     assert_clean(&names);
 }
