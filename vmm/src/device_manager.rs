@@ -279,11 +279,21 @@ impl DeviceManager {
         &self,
         waker: Arc<dyn Waker>,
     ) -> Box<dyn FnMut() -> Result<(), String> + Send> {
+        self.go_live_hook_with(waker, Arc::new(ImmediateOutput))
+    }
+
+    /// As [`go_live_hook`](Self::go_live_hook), outputs going to `sink`
+    /// once live.
+    pub fn go_live_hook_with(
+        &self,
+        waker: Arc<dyn Waker>,
+        sink: Arc<dyn OutputSink>,
+    ) -> Box<dyn FnMut() -> Result<(), String> + Send> {
         let devices = self.go_live_devices();
         Box::new(move || {
             let live = virtio_devices::GoLive {
                 waker: waker.clone(),
-                sink: Arc::new(ImmediateOutput),
+                sink: sink.clone(),
             };
             devices.go_live(&live).map_err(|e| {
                 let mut s = e.to_string();

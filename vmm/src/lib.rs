@@ -16,6 +16,7 @@ pub mod config;
 pub mod cpuid;
 pub mod device_manager;
 pub mod dirty_log;
+pub mod ft_seed;
 pub mod layout;
 pub mod memory;
 pub mod migration;
@@ -103,6 +104,9 @@ pub enum VmmError {
     /// The control channel closed.
     #[error("the control channel closed unexpectedly")]
     ChannelClosed,
+    /// FT VMotion failed.
+    #[error("FT VMotion failed")]
+    Vmotion(#[source] ft_seed::VmotionError),
 }
 
 /// An action's error for the API: "no VM" is the API's own marker type
@@ -296,6 +300,8 @@ impl Vmm {
             ApiRequest::VmRestore(c) => empty(self.vm_restore(&c)),
             ApiRequest::VmSendMigration(c) => empty(self.vm_send_migration(&c)),
             ApiRequest::VmReceiveMigration(c) => empty(self.vm_receive_migration(&c)),
+            ApiRequest::VmFtAddBackup(c) => empty(self.vm_ft_add_backup(&c)),
+            ApiRequest::VmFtReceiveBackup(c) => empty(self.vm_ft_receive_backup(&c)),
         }
     }
 
@@ -484,6 +490,48 @@ impl Vmm {
         if c.resume {
             self.vm_resume()?;
         }
+        Ok(())
+    }
+
+    /// FT VMotion, primary side: this running VM gets a new backup.
+    fn vm_ft_add_backup(
+        &mut self,
+        c: &ft_seed::options::FtAddBackupConfig,
+    ) -> Result<(), VmmError> {
+        let config = self.config.clone().ok_or(VmmError::VmNotCreated)?;
+        let vm = self.booted()?;
+        event_monitor::event!("vm", "ft-adding-backup");
+        let report = ft_seed::primary::add_backup(vm, &config, c).map_err(VmmError::Vmotion)?;
+        log::info!(
+            "FT VMotion: {} bytes sent, the guest paused {:.1} ms (memory {:.1} ms)",
+            report.bytes,
+            report.pause_ms,
+            report.memory_ms
+        );
+        event_monitor::event!("vm", "ft-backup-added");
+        Ok(())
+    }
+
+    /// FT VMotion, backup side: waits with no VM for a primary's seed,
+    /// then runs as its backup. Answers once the backup runs.
+    fn vm_ft_receive_backup(
+        &mut self,
+        c: &ft_seed::options::FtReceiveBackupConfig,
+    ) -> Result<(), VmmError> {
+        if self.config.is_some() || self.vm.is_some() {
+            return Err(VmmError::VmAlreadyCreated);
+        }
+        event_monitor::event!("vm", "ft-receiving-backup");
+        let (config, vm) = ft_seed::backup::receive_backup(
+            self.hypervisor.as_ref(),
+            c,
+            self.events_tx.clone(),
+            &signals::received,
+        )
+        .map_err(VmmError::Vmotion)?;
+        self.config = Some(config);
+        self.vm = Some(vm);
+        event_monitor::event!("vm", "ft-backup-received");
         Ok(())
     }
 

@@ -18,6 +18,7 @@ use crate::config::{DiskMode, VmConfig};
 use crate::cpuid::{self, CpuidError};
 use crate::device_manager::{BackupDisks, DeviceError, DeviceManager, PciDeviceInfo};
 use crate::dirty_log::{DirtyConsumer, DirtyLog};
+use crate::ft_seed::switch::{SwitchClock, SwitchOutput};
 use crate::memory::{self, GuestMemoryMmapT, MemoryError};
 use crate::snapshot::{LoadedSnapshot, PausedState, VmSnapshotError};
 use crate::vcpu::{
@@ -112,7 +113,7 @@ pub enum VmError {
 /// A booted VM.
 pub struct Vm {
     state: VmState,
-    control: Arc<VcpuControl>,
+    pub(crate) control: Arc<VcpuControl>,
     counters: Arc<VcpuCounters>,
     vcpu_thread: Option<JoinHandle<()>>,
     timer_thread: Option<JoinHandle<()>>,
@@ -120,18 +121,26 @@ pub struct Vm {
     pci_devices: Vec<PciDeviceInfo>,
     memory_size: u64,
     /// A pair's status (`vm.info`, `vm.counters`).
-    pair_status: Option<Arc<ft_backend::pair::PairStatus>>,
+    pub(crate) pair_status: Option<Arc<ft_backend::pair::PairStatus>>,
     /// Devices with guest-visible state besides the interrupt controller
     /// (snapshots).
-    snapshot_devices: Vec<DeviceState>,
+    pub(crate) snapshot_devices: Vec<DeviceState>,
     /// The virtio devices (a snapshot waits for their requests in flight).
-    virtio_devices: Vec<Arc<Mutex<virtio_devices::VirtioPciDevice>>>,
+    pub(crate) virtio_devices: Vec<Arc<Mutex<virtio_devices::VirtioPciDevice>>>,
     /// Under record/replay or in a pair (no snapshots).
-    fault_tolerant: bool,
+    pub(crate) fault_tolerant: bool,
+    /// Where the devices' outputs go (FT VMotion puts the Output Rule here).
+    pub(crate) output: Arc<SwitchOutput>,
+    /// The interrupt controller's clock (FT VMotion records its reads).
+    pub(crate) intc_clock: Arc<SwitchClock>,
+    /// The VM clock.
+    pub(crate) clock: Arc<VmClock>,
+    /// What the devices learned from the host (disk sizes).
+    pub(crate) setup: ft_backend::Setup,
     // Kept alive for as long as the hypervisor VM uses it.
-    memory: GuestMemoryMmapT,
+    pub(crate) memory: GuestMemoryMmapT,
     /// The owner of KVM's dirty page log (recording, migration).
-    dirty_log: Arc<DirtyLog>,
+    pub(crate) dirty_log: Arc<DirtyLog>,
     _hv_vm: Arc<dyn hypervisor::Vm>,
 }
 
@@ -192,6 +201,10 @@ impl Vm {
             replay = b.take_replayer();
         }
         let pair_status = pair.as_ref().map(PairStart::status);
+        let output = SwitchOutput::new(match &pair {
+            Some(PairStart::Primary(p)) => p.rule.clone(),
+            _ => Arc::new(virtio_devices::ImmediateOutput),
+        });
         let dm = match (&replay, &pair) {
             (Some(r), Some(PairStart::Backup(b))) => {
                 let disks = match config.fault_tolerance.as_ref().map(|f| f.disks) {
@@ -202,10 +215,7 @@ impl Vm {
                 DeviceManager::for_backup(config, &memory, &r.setup().disks, disks, output)
             }
             (Some(r), _) => DeviceManager::without_backends(config, &memory, &r.setup().disks),
-            (None, Some(PairStart::Primary(p))) => {
-                DeviceManager::with_output(config, &memory, control.clone(), p.rule.clone())
-            }
-            _ => DeviceManager::new(config, &memory, control.clone()),
+            _ => DeviceManager::with_output(config, &memory, control.clone(), output.clone()),
         }
         .map_err(VmError::Devices)?;
 
@@ -231,15 +241,16 @@ impl Vm {
             replay,
             dm.ft_devices(),
             pair,
-            go_live_hook(&dm, control.clone()),
+            go_live_hook(&dm, control.clone(), output.clone()),
         )
         .map_err(VmError::FaultTolerance)?;
-        let intc = InterruptController::new(intc_clock);
+        let intc_clock = SwitchClock::new(intc_clock);
+        let intc = InterruptController::new(intc_clock.clone());
         Self::start(
             vcpu,
             dm,
             intc,
-            clock,
+            (clock, intc_clock, output),
             control,
             ft,
             config,
@@ -280,7 +291,9 @@ impl Vm {
         let config = &snapshot.config;
         let dirty_log = DirtyLog::new(hv_vm.clone(), &memory, false);
         let control = VcpuControl::new();
-        let dm = DeviceManager::new(config, &memory, control.clone()).map_err(VmError::Devices)?;
+        let output = SwitchOutput::new(Arc::new(virtio_devices::ImmediateOutput));
+        let dm = DeviceManager::with_output(config, &memory, control.clone(), output.clone())
+            .map_err(VmError::Devices)?;
         let mut vcpu = hv_vm.create_vcpu(0).map_err(VmError::Vcpu)?;
         let supported = hv.supported_cpuid().map_err(VmError::Vcpu)?;
         let cpuid = cpuid::guest_cpuid(&supported, 0, 1).map_err(VmError::Cpuid)?;
@@ -309,7 +322,8 @@ impl Vm {
             dm.go_live_hook(control.clone()),
         )
         .map_err(VmError::FaultTolerance)?;
-        let mut intc = InterruptController::new(intc_clock);
+        let intc_clock = SwitchClock::new(intc_clock);
+        let mut intc = InterruptController::new(intc_clock.clone());
         let intc_id = vm_migration::Snapshottable::snapshot_id(&intc).to_string();
         vm_migration::Snapshottable::restore(&mut intc, snapshot.device(&intc_id)?).map_err(
             |source| VmSnapshotError::Device {
@@ -321,7 +335,18 @@ impl Vm {
         // The vCPU thread pauses at its first loop turn, before the guest runs.
         control.request_pause();
         let mut vm = Self::start(
-            vcpu, dm, intc, clock, control, ft, config, hv_vm, memory, dirty_log, None, events,
+            vcpu,
+            dm,
+            intc,
+            (clock, intc_clock, output),
+            control,
+            ft,
+            config,
+            hv_vm,
+            memory,
+            dirty_log,
+            None,
+            events,
         )?;
         if !vm.control.wait_paused() {
             return Err(VmError::Unresponsive("pause"));
@@ -332,11 +357,11 @@ impl Vm {
 
     /// Starts the vCPU and timer threads of a VM whose state is in place.
     #[allow(clippy::too_many_arguments)]
-    fn start(
+    pub(crate) fn start(
         vcpu: Box<dyn hypervisor::Vcpu>,
         dm: DeviceManager,
         intc: InterruptController,
-        clock: Arc<VmClock>,
+        (clock, intc_clock, output): (Arc<VmClock>, Arc<SwitchClock>, Arc<SwitchOutput>),
         control: Arc<VcpuControl>,
         ft: FtContext,
         config: &VmConfig,
@@ -353,6 +378,9 @@ impl Vm {
         let serial_is_tty = dm.serial_is_tty;
         let snapshot_devices = dm.ft_devices().states;
         let virtio_devices = dm.virtio_devices.clone();
+        let setup = ft_backend::Setup {
+            disks: dm.disk_sizes.clone(),
+        };
         let runner = VcpuRunner {
             vcpu,
             pio: dm.pio,
@@ -367,6 +395,7 @@ impl Vm {
             counters: counters.clone(),
             ft,
         };
+        let clock_for_timer = clock.clone();
         let vcpu_thread = std::thread::Builder::new()
             .name("vcpu0".into())
             .spawn(move || {
@@ -375,7 +404,7 @@ impl Vm {
             })
             .map_err(|e| VmError::Thread("vcpu", e))?;
         let timer_control = control.clone();
-        let timer_clock = clock.clone();
+        let timer_clock = clock_for_timer;
         let timer_thread = std::thread::Builder::new()
             .name("vcpu0-timer".into())
             .spawn(move || timer_control.timer_loop(timer_clock.as_ref()))
@@ -397,6 +426,10 @@ impl Vm {
             snapshot_devices,
             virtio_devices,
             fault_tolerant: config.fault_tolerance.is_some(),
+            output,
+            intc_clock,
+            clock,
+            setup,
             memory,
             dirty_log,
             _hv_vm: hv_vm,
@@ -594,12 +627,14 @@ impl MigrationHandles {
 }
 
 /// What a backup does when it goes live: its devices attach their host
-/// backends, and a serial port on the terminal starts taking input.
-fn go_live_hook(
+/// backends (their outputs going to `output`), and a serial port on the
+/// terminal starts taking input.
+pub(crate) fn go_live_hook(
     dm: &DeviceManager,
     control: Arc<VcpuControl>,
+    output: Arc<SwitchOutput>,
 ) -> Box<dyn FnMut() -> Result<(), String> + Send> {
-    let mut devices = dm.go_live_hook(control.clone());
+    let mut devices = dm.go_live_hook_with(control.clone(), output);
     let tty = dm.serial_is_tty;
     Box::new(move || {
         devices()?;

@@ -36,6 +36,10 @@ enum Command {
     SendMigration(String),
     /// The JSON body of `vm.receive-migration`.
     ReceiveMigration(String),
+    /// The JSON body of `vm.ft-add-backup`.
+    FtAddBackup(String),
+    /// The JSON body of `vm.ft-receive-backup`.
+    FtReceiveBackup(String),
 }
 
 impl Command {
@@ -57,6 +61,8 @@ impl Command {
             Command::Restore(_) => ("PUT", "vm.restore"),
             Command::SendMigration(_) => ("PUT", "vm.send-migration"),
             Command::ReceiveMigration(_) => ("PUT", "vm.receive-migration"),
+            Command::FtAddBackup(_) => ("PUT", "vm.ft-add-backup"),
+            Command::FtReceiveBackup(_) => ("PUT", "vm.ft-receive-backup"),
         }
     }
 }
@@ -91,6 +97,9 @@ Commands:
   counters      Counters from the VM
   create        Create VM from a JSON configuration (a file, or - for stdin) [default: -]
   delete        Delete a VM
+  ft-add-backup Protect the running VM with a waiting backup (FT VMotion): [peer=]tcp:<host>:<port>,key=<file>,tiebreaker=<t>[,disks=shared|separate][,heartbeat_ms=..,timeout_ms=..,max_lag_ms=..,max_delay_us=..]
+  ft-receive-backup
+                Wait with no VM for a primary's seed, then run as its backup: [listen=]tcp:<addr>:<port>,key=<file>,tiebreaker=<t>[,disks=shared|separate][,log=<file>][,disk_paths=<p1;p2>][,net_taps=<t1;t2>][,serial=<file>][,heartbeat_ms=..,timeout_ms=..]
   info          Info on the VM
   pause         Pause the VM
   ping          Ping the VMM to check for API server availability
@@ -142,6 +151,8 @@ enum UsageError {
     BadRestore(String),
     #[error("invalid value for {0}: {1}")]
     BadMigration(&'static str, String),
+    #[error("invalid value for {0}: {1}")]
+    BadFt(&'static str, String),
 }
 
 /// `send-migration` and `receive-migration`'s operand: upstream's
@@ -247,6 +258,28 @@ fn parse_command(name: &str, operands: &[String]) -> Result<Command, UsageError>
             } else {
                 Command::ReceiveMigration(body)
             });
+        }
+        "ft-add-backup" | "ft-receive-backup" => {
+            let name: &'static str = if name == "ft-add-backup" {
+                "ft-add-backup"
+            } else {
+                "ft-receive-backup"
+            };
+            if operands.is_empty() {
+                return Err(UsageError::MissingOperand(name));
+            }
+            // A bare `tcp:ADDR:PORT` may come as its own argument.
+            let operand = operands.join(",");
+            let bad = |e: String| UsageError::BadFt(name, e);
+            let json = |r: serde_json::Result<String>| r.map_err(|e| bad(e.to_string()));
+            return if name == "ft-add-backup" {
+                let c = vmm::ft_seed::options::FtAddBackupConfig::parse(&operand).map_err(bad)?;
+                json(serde_json::to_string(&c)).map(Command::FtAddBackup)
+            } else {
+                let c =
+                    vmm::ft_seed::options::FtReceiveBackupConfig::parse(&operand).map_err(bad)?;
+                json(serde_json::to_string(&c)).map(Command::FtReceiveBackup)
+            };
         }
         "delete" => Command::Delete,
         "info" => Command::Info,
@@ -354,6 +387,7 @@ fn run(api_socket: Option<&str>, command: &Command) -> Result<Option<String>, Re
         | Command::Restore(body)
         | Command::SendMigration(body)
         | Command::ReceiveMigration(body) => Some(body.clone()),
+        Command::FtAddBackup(body) | Command::FtReceiveBackup(body) => Some(body.clone()),
         _ => None,
     };
     let stream = UnixStream::connect(path).map_err(RemoteError::Connect)?;

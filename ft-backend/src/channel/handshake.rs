@@ -404,6 +404,11 @@ fn check_peer(ours: &Hello, peer: &Hello) -> Result<(), HandshakeError> {
     if peer.role == ours.role {
         return Err(HandshakeError::SameRole(peer.role));
     }
+    // A backup waiting for a seed (FT VMotion) says 0: it checks the
+    // seed's configuration itself, and has no disks of its own yet.
+    if peer.config_digest == 0 || ours.config_digest == 0 {
+        return Ok(());
+    }
     if peer.config_digest != ours.config_digest {
         return Err(HandshakeError::ConfigDiffers {
             peer: peer.config_digest,

@@ -48,7 +48,7 @@ use std::time::Duration;
 pub use ack::AckCoalescer;
 pub use counters::{ChannelCounters, CounterSnapshot};
 pub use handshake::{
-    refuse_stream, HandshakeError, MAGIC, NOISE_PARAMS, PREAMBLE_LEN, PROTOCOL_VERSION,
+    refuse_stream, Established, HandshakeError, MAGIC, NOISE_PARAMS, PREAMBLE_LEN, PROTOCOL_VERSION,
 };
 pub use key::{ChannelKey, KeyError, KEY_LEN};
 pub use message::{
@@ -159,7 +159,38 @@ pub fn accept_stream(
     )
 }
 
-fn open(est: handshake::Established, config: &ChannelConfig) -> Result<Channel, HandshakeError> {
+/// Connects to a backup waiting for a seed (FT VMotion): the handshake
+/// only; the caller exchanges the seed's records, then
+/// [`open_established`] starts the channel.
+pub fn connect_established(
+    peer: SocketAddr,
+    key: &ChannelKey,
+    hello: &Hello,
+    config: &ChannelConfig,
+) -> Result<Established, HandshakeError> {
+    handshake::connect(peer, key, hello, config)
+}
+
+/// Accepts one primary on `listener`: the handshake only (see
+/// [`connect_established`]).
+pub fn accept_established(
+    listener: &TcpListener,
+    key: &ChannelKey,
+    hello: &Hello,
+    config: &ChannelConfig,
+) -> Result<Established, HandshakeError> {
+    handshake::accept(listener, key, hello, config)
+}
+
+/// Starts the channel on a connection whose handshake (and seed) is done.
+pub fn open_established(
+    est: Established,
+    config: &ChannelConfig,
+) -> Result<Channel, HandshakeError> {
+    open(est, config)
+}
+
+fn open(est: Established, config: &ChannelConfig) -> Result<Channel, HandshakeError> {
     let peer = est.peer.clone();
     let peer_addr = est.peer_addr;
     let (sender, receiver, handle) = session::start(est, config).map_err(HandshakeError::Start)?;

@@ -207,6 +207,14 @@ impl RecordReader {
         self.tick = Some(detector_tick(timeout));
     }
 
+    /// Sets the timeout a plain socket read timeout stands for (for the
+    /// error message), with the failure detector off: the seed of FT
+    /// VMotion waits longer than the pair's failure timeout.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+        self.tick = None;
+    }
+
     /// The longest time this side did not run while waiting for the peer
     /// (beyond a tick and a half), since the detector was turned on.
     pub fn stall_max(&self) -> Duration {

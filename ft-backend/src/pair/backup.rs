@@ -146,12 +146,33 @@ impl Backup {
             pending,
             won_rx,
         );
+        Self::start(
+            ch,
+            status,
+            setup.tiebreaker,
+            (setup.channel.heartbeat, setup.channel.timeout),
+            setup.config_digest,
+            setup.copy.as_deref(),
+        )
+    }
+
+    /// Starts replaying on an open channel (the boot-time pair's, or one
+    /// a seed arrived on: FT VMotion). Returns once the stream's setup
+    /// arrived. `head_start` is the primary's lead in the tiebreak,
+    /// `timeout` the channel's failure timeout.
+    pub fn start(
+        ch: channel::Channel,
+        status: Arc<PairStatus>,
+        tiebreaker: Tiebreaker,
+        (head_start, timeout): (Duration, Duration),
+        config_digest: u64,
+        copy: Option<&std::path::Path>,
+    ) -> Result<Self, BackupError> {
         let generation = ch.peer.generation;
         status.connected(ch.peer_addr.to_string(), generation, ch.handle.clone());
         let feed = LiveFeed::new();
         status.set_feed(feed.clone());
-        let (st, tb) = (status.clone(), setup.tiebreaker);
-        let head_start = setup.channel.heartbeat;
+        let (st, tb) = (status.clone(), tiebreaker);
         let on_lost = Box::new(move |end: StreamEnd| -> bool {
             match end {
                 StreamEnd::Complete => {
@@ -183,8 +204,8 @@ impl Backup {
             ch.receiver,
             ch.handle.clone(),
             feed.clone(),
-            setup.config_digest,
-            setup.copy.as_deref(),
+            config_digest,
+            copy,
             on_lost,
         )
         .map_err(BackupError::Feed)?;
@@ -198,7 +219,7 @@ impl Backup {
         // can wait for a CPU on a loaded host; the channel tolerates that
         // much silence, and so much delay is kept (duplicates are
         // harmless, the count is bounded).
-        let window = setup.channel.timeout;
+        let window = timeout;
         Ok(Backup {
             status,
             replayer: Some(replayer),

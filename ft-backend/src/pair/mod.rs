@@ -14,6 +14,7 @@
 //! - [`output_rule`]: the primary's output sink;
 //! - [`replayed`]: the backup's output sink, which keeps its latest
 //!   network frames to send them again when it goes live;
+//! - [`seed`]: FT VMotion's copy of a running VM to a waiting backup;
 //! - [`status`]: what `vm.info`, `vm.counters` and the event monitor show.
 //!
 //! A side that lost its peer and does not win the tiebreak stops its VMM
@@ -23,6 +24,7 @@ pub mod backup;
 pub mod output_rule;
 pub mod primary;
 pub mod replayed;
+pub mod seed;
 pub mod status;
 
 use std::io::Read;

@@ -99,10 +99,7 @@ impl Primary {
     /// generation is chosen here, new for every pair.
     pub fn connect(setup: PrimarySetup) -> Result<Self, PrimaryError> {
         let status = PairStatus::new("primary", setup.peer.to_string());
-        let generation = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64)
-            .max(1);
+        let generation = Self::new_generation();
         let hello = Hello::new(Role::Primary, setup.config_digest, setup.disks, generation);
         let ch = channel::connect(setup.peer, &setup.key, &hello, &setup.channel).map_err(|e| {
             if matches!(e, HandshakeError::Authentication(_)) {
@@ -110,8 +107,28 @@ impl Primary {
             }
             PrimaryError::Channel(e)
         })?;
+        Self::start(ch, status, generation, setup.shared_disks, setup.tiebreaker)
+    }
+
+    /// A new pair generation (time-based, never 0).
+    pub fn new_generation() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            .max(1)
+    }
+
+    /// Starts the Output Rule and the failure detector on an open channel
+    /// (the boot-time pair's, or one FT VMotion seeded its backup on).
+    pub fn start(
+        ch: channel::Channel,
+        status: Arc<PairStatus>,
+        generation: u64,
+        shared_disks: bool,
+        tiebreaker: Tiebreaker,
+    ) -> Result<Self, PrimaryError> {
         status.connected(ch.peer_addr.to_string(), generation, ch.handle.clone());
-        let rule = OutputRule::new(setup.shared_disks);
+        let rule = OutputRule::new(shared_disks);
         status.set_rule(rule.clone());
         rule.spawn_releaser(ch.handle.clone())
             .map_err(PrimaryError::Spawn)?;
@@ -121,7 +138,7 @@ impl Primary {
             status.clone(),
             rule.clone(),
             unprotected.clone(),
-            setup.tiebreaker,
+            tiebreaker,
         );
         std::thread::Builder::new()
             .name("ft_watch".into())

@@ -54,6 +54,10 @@ pub enum ApiRequest {
     VmSendMigration(SendMigrationData),
     /// `PUT vm.receive-migration`
     VmReceiveMigration(ReceiveMigrationData),
+    /// `PUT vm.ft-add-backup` (FT VMotion, this project's extension)
+    VmFtAddBackup(crate::ft_seed::options::FtAddBackupConfig),
+    /// `PUT vm.ft-receive-backup` (FT VMotion, this project's extension)
+    VmFtReceiveBackup(crate::ft_seed::options::FtReceiveBackupConfig),
 }
 
 /// A successful answer.

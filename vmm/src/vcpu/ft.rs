@@ -47,6 +47,7 @@ mod debug;
 pub mod pair;
 pub mod record;
 pub mod replay;
+pub mod seed;
 pub use debug::FtDebug;
 pub use pair::{open_pair, BackupPair, PairError, PairStart, PrimaryPair};
 

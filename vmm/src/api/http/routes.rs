@@ -69,6 +69,8 @@ enum Endpoint {
     VmRestore,
     VmSendMigration,
     VmReceiveMigration,
+    VmFtAddBackup,
+    VmFtReceiveBackup,
 }
 
 impl Endpoint {
@@ -89,6 +91,8 @@ impl Endpoint {
             "vm.restore" => Endpoint::VmRestore,
             "vm.send-migration" => Endpoint::VmSendMigration,
             "vm.receive-migration" => Endpoint::VmReceiveMigration,
+            "vm.ft-add-backup" => Endpoint::VmFtAddBackup,
+            "vm.ft-receive-backup" => Endpoint::VmFtReceiveBackup,
             _ => return None,
         })
     }
@@ -101,6 +105,7 @@ impl Endpoint {
             | Endpoint::VmRestore
             | Endpoint::VmSendMigration
             | Endpoint::VmReceiveMigration => Shape::Body,
+            Endpoint::VmFtAddBackup | Endpoint::VmFtReceiveBackup => Shape::Body,
             _ => Shape::Put,
         }
     }
@@ -132,6 +137,8 @@ impl Endpoint {
             Endpoint::VmRestore => "The VM could not be restored",
             Endpoint::VmSendMigration => "The VM could not be migrated",
             Endpoint::VmReceiveMigration => "The VM migration could not be received",
+            Endpoint::VmFtAddBackup => "The VM could not be protected by a new backup",
+            Endpoint::VmFtReceiveBackup => "The backup could not be seeded",
         }
     }
 
@@ -145,6 +152,7 @@ impl Endpoint {
             | Endpoint::VmRestore
             | Endpoint::VmSendMigration
             | Endpoint::VmReceiveMigration => return None,
+            Endpoint::VmFtAddBackup | Endpoint::VmFtReceiveBackup => return None,
             Endpoint::VmBoot => ApiRequest::VmBoot,
             Endpoint::VmDelete => ApiRequest::VmDelete,
             Endpoint::VmInfo => ApiRequest::VmInfo,
@@ -266,6 +274,10 @@ fn with_body(endpoint: Endpoint, body: &[u8], submit: &dyn Fn(ApiMessage) -> boo
         Endpoint::VmSendMigration => serde_json::from_slice(body).map(ApiRequest::VmSendMigration),
         Endpoint::VmReceiveMigration => {
             serde_json::from_slice(body).map(ApiRequest::VmReceiveMigration)
+        }
+        Endpoint::VmFtAddBackup => serde_json::from_slice(body).map(ApiRequest::VmFtAddBackup),
+        Endpoint::VmFtReceiveBackup => {
+            serde_json::from_slice(body).map(ApiRequest::VmFtReceiveBackup)
         }
         _ => serde_json::from_slice(body).map(ApiRequest::VmRestore),
     };

@@ -1,0 +1,485 @@
+// Copyright 2026 The ft-cloud-hypervisor authors.
+// SPDX-License-Identifier: Apache-2.0
+
+//! FT VMotion with real VMMs in network namespaces: a plain running KV
+//! guest gets a backup by `ch-remote ft-add-backup` while a verified KV
+//! stream runs; its primary is killed (-9) and the backup goes live; the
+//! live ex-backup gets a new backup the same way and is killed in turn:
+//! two failovers in a row, no acknowledged SET lost, the client's
+//! connection kept. Refusals (wrong key, another configuration, a VM
+//! already protected or not running, bad JSON) leave the VM running.
+//!
+//! The third VMM runs in host A's namespace again (the first primary is
+//! dead by then): the pair network has two host namespaces.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::etcd::Etcd;
+use common::ftpair::{assert_clean, ft_events, kv_setup, stream_through, write_key, CHANNEL_PORT};
+use common::netns::KillOnDrop;
+use common::pair::{GuestVmm, Host, PairNet, LAN_IP, LOG_A, LOG_B};
+use common::{api, ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
+
+/// On a failure, keeps the test's files (logs, events) in
+/// `$TMPDIR/ft-vmotion-failed-NAME` for the report.
+struct KeepOnFailure(PathBuf, &'static str);
+
+impl Drop for KeepOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let to = std::env::temp_dir().join(format!("ft-vmotion-failed-{}", self.1));
+            let _ = std::fs::remove_dir_all(&to);
+            let _ = std::fs::create_dir_all(&to);
+            for e in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+                let name = e.file_name();
+                if !name.to_string_lossy().ends_with(".img") {
+                    let _ = std::fs::copy(e.path(), to.join(name));
+                }
+            }
+            eprintln!("ft_vmotion: files kept in {}", to.display());
+        }
+    }
+}
+
+fn file_tiebreaker(dir: &TempDir) -> String {
+    format!("file:{}", dir.path("tiebreak").display())
+}
+
+/// A running KV guest on host A with an API socket, no fault tolerance.
+fn start_plain(net: &PairNet, dir: &TempDir, disk: &Path) -> GuestVmm {
+    let guest = test_guest().to_str().expect("utf-8").to_string();
+    let args = [
+        "--kernel".to_string(),
+        guest,
+        "--cmdline".into(),
+        net.kv_cmdline(),
+        "--memory".into(),
+        "size=128M".into(),
+        "--disk".into(),
+        format!("path={}", disk.display()),
+        "--net".into(),
+        net.guest_net(Host::A),
+        "--api-socket".into(),
+        format!("path={}", dir.path("primary.sock").display()),
+        "--event-monitor".into(),
+        format!("path={}", dir.path("events-primary.json").display()),
+        "-v".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    net.spawn_vmm(Host::A, &dir.0, "primary", &args)
+}
+
+/// A VMM with no VM on `host`, API socket `dir/NAME.sock`.
+fn start_empty(net: &PairNet, host: Host, dir: &TempDir, name: &str) -> GuestVmm {
+    let stderr = dir.path(&format!("stderr-{name}.txt"));
+    let err = std::fs::File::create(&stderr).expect("stderr file");
+    let sock = dir.path(&format!("{name}.sock"));
+    let child = KillOnDrop::spawn(
+        net.host(host)
+            .command(vmm_bin())
+            .args(["--api-socket", &format!("path={}", sock.display())])
+            .args([
+                "--event-monitor",
+                &format!(
+                    "path={}",
+                    dir.path(&format!("events-{name}.json")).display()
+                ),
+                "-v",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()),
+        "no API socket"
+    );
+    GuestVmm {
+        child,
+        serial: dir.path(&format!("serial-{name}.txt")),
+        stderr,
+    }
+}
+
+/// `ch-remote ft-receive-backup` in the background (it answers once the
+/// backup runs).
+fn receive_backup(dir: &TempDir, name: &str, listen: &str, key: &Path, tap: &str) -> Child {
+    receive_backup_with(dir, name, listen, key, tap, &file_tiebreaker(dir), "")
+}
+
+/// As [`receive_backup`], with tiebreaker `tb` and `extra` options.
+fn receive_backup_with(
+    dir: &TempDir,
+    name: &str,
+    listen: &str,
+    key: &Path,
+    tap: &str,
+    tb: &str,
+    extra: &str,
+) -> Child {
+    Command::new(common::ch_remote_bin())
+        .arg("--api-socket")
+        .arg(dir.path(&format!("{name}.sock")))
+        .args([
+            "ft-receive-backup",
+            listen,
+            &format!(
+                "key={},tiebreaker={tb},net_taps={tap},serial={}{extra}",
+                key.display(),
+                dir.path(&format!("serial-{name}.txt")).display()
+            ),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ch-remote")
+}
+
+fn add_backup(dir: &TempDir, sock: &str, peer: &str, key: &Path) -> std::process::Output {
+    add_backup_with(dir, sock, peer, key, &file_tiebreaker(dir), "")
+}
+
+/// As [`add_backup`], with tiebreaker `tb` and `extra` options.
+fn add_backup_with(
+    dir: &TempDir,
+    sock: &str,
+    peer: &str,
+    key: &Path,
+    tb: &str,
+    extra: &str,
+) -> std::process::Output {
+    ch_remote(
+        &dir.path(sock),
+        &[
+            "ft-add-backup",
+            &format!("peer={peer},key={},tiebreaker={tb}{extra}", key.display()),
+        ],
+    )
+}
+
+fn wait_child(mut c: Child) -> std::process::Output {
+    let ok = wait_until(Duration::from_secs(60), || {
+        c.try_wait().ok().flatten().is_some()
+    });
+    if !ok {
+        let _ = c.kill();
+    }
+    c.wait_with_output().expect("ch-remote output")
+}
+
+fn info(dir: &TempDir, sock: &str) -> serde_json::Value {
+    let (code, body) = api(&dir.path(sock), "GET", "vm.info", None);
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("vm.info JSON")
+}
+
+/// The `seeded` event's pause (ms) and bytes sent.
+fn seeded(events: &Path) -> (f64, u64) {
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    let at = text
+        .find("\"event\": \"seeded\"")
+        .unwrap_or_else(|| panic!("no seeded event in {}", events.display()));
+    let object = &text[at..];
+    let object = &object[..object.find('}').unwrap_or(object.len())];
+    let field = |k: &str| -> String {
+        object
+            .split(&format!("\"{k}\": \""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("no {k} in {object}"))
+            .to_string()
+    };
+    (
+        field("pause_ms").parse().expect("pause_ms"),
+        field("bytes").parse().expect("bytes"),
+    )
+}
+
+#[test]
+fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
+    let dir = TempDir::new("ftvmotion");
+    let _keep = KeepOnFailure(dir.0.clone(), "two-failovers");
+    let net = PairNet::new();
+    let names = net.names();
+    let key = write_key(&dir);
+    let s = kv_setup(&dir, file_tiebreaker(&dir), false);
+    let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
+    let mut primary = start_plain(&net, &dir, &disk);
+    primary.wait_serial("kv: listening on", Duration::from_secs(60));
+
+    // 1. FT VMotion to host B while a verified stream runs.
+    let mut backup = start_empty(&net, Host::B, &dir, "backup");
+    let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
+    let recv = receive_backup(&dir, "backup", &listen_b, &key, &net.links(Host::B).tap);
+    let (report, added) = std::thread::scope(|scope| {
+        let stream = scope.spawn(|| stream_through(&net, 4.0, None));
+        std::thread::sleep(Duration::from_millis(1500));
+        let added = add_backup(&dir, "primary.sock", &listen_b, &key);
+        (stream.join().expect("stream").0, added)
+    });
+    let recv = wait_child(recv);
+    assert!(
+        added.status.success(),
+        "ft-add-backup: {}\n{}",
+        text(&added.stderr),
+        primary.stderr_text()
+    );
+    assert!(
+        recv.status.success(),
+        "ft-receive-backup: {}\n{}",
+        text(&recv.stderr),
+        backup.stderr_text()
+    );
+    eprintln!("ft_vmotion: stream across the VMotion: {report}");
+    assert!(!report.reset(), "reset: {report}");
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    let (pause, bytes) = seeded(&dir.path("events-primary.json"));
+    eprintln!("ft_vmotion: first VMotion (128 MiB guest): pause {pause} ms, {bytes} bytes");
+    assert!(bytes > 0 && pause > 0.0);
+    assert_eq!(
+        info(&dir, "primary.sock")["fault_tolerance"]["state"],
+        "protected"
+    );
+    assert_eq!(
+        info(&dir, "backup.sock")["fault_tolerance"]["role"],
+        "backup"
+    );
+    // Protected already: refused, still running.
+    let again = add_backup(&dir, "primary.sock", &listen_b, &key);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already protected"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // 2. kill -9 the primary mid-stream: the backup goes live.
+    let (report, _) = stream_through(&net, 5.0, Some((&mut primary, 150)));
+    eprintln!("ft_vmotion: first failover: {report}");
+    assert!(!report.reset(), "reset: {report}");
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    assert!(backup.child.running(), "{}", backup.stderr_text());
+    let events = ft_events(&dir.path("events-backup.json"));
+    assert!(events.iter().any(|e| e == "go-live"), "{events:?}");
+
+    // 3. Redundancy restored: the live ex-backup gets a new backup in
+    // host A's namespace (a fresh VMM), then is killed in turn.
+    let mut third = start_empty(&net, Host::A, &dir, "third");
+    let listen_a = format!("tcp:{LOG_A}:{CHANNEL_PORT}");
+    let recv = receive_backup(&dir, "third", &listen_a, &key, &net.links(Host::A).tap);
+    let (report, added) = std::thread::scope(|scope| {
+        let stream = scope.spawn(|| stream_through(&net, 4.0, None));
+        std::thread::sleep(Duration::from_millis(1500));
+        let added = add_backup(&dir, "backup.sock", &listen_a, &key);
+        (stream.join().expect("stream").0, added)
+    });
+    let recv = wait_child(recv);
+    assert!(
+        added.status.success(),
+        "second ft-add-backup: {}\n{}",
+        text(&added.stderr),
+        backup.stderr_text()
+    );
+    assert!(
+        recv.status.success(),
+        "second ft-receive-backup: {}\n{}",
+        text(&recv.stderr),
+        third.stderr_text()
+    );
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    let (pause, bytes) = seeded(&dir.path("events-backup.json"));
+    eprintln!("ft_vmotion: second VMotion: pause {pause} ms, {bytes} bytes");
+    assert!(bytes > 0 && pause > 0.0);
+    let (report, _) = stream_through(&net, 5.0, Some((&mut backup, 150)));
+    eprintln!("ft_vmotion: second failover: {report}");
+    assert!(!report.reset(), "reset: {report}");
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    assert!(third.child.running(), "{}", third.stderr_text());
+    let events = ft_events(&dir.path("events-third.json"));
+    assert!(events.iter().any(|e| e == "go-live"), "{events:?}");
+    drop((primary, backup, third));
+    drop(net);
+    assert_clean(&names);
+}
+
+#[test]
+fn refused_vmotions_leave_the_running_vm_unharmed() {
+    let dir = TempDir::new("ftvmotion-refuse");
+    let _keep = KeepOnFailure(dir.0.clone(), "refusals");
+    let net = PairNet::new();
+    let names = net.names();
+    let key = write_key(&dir);
+    let s = kv_setup(&dir, file_tiebreaker(&dir), false);
+    let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
+    let mut primary = start_plain(&net, &dir, &disk);
+    primary.wait_serial("kv: listening on", Duration::from_secs(60));
+    let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
+    let running = |dir: &TempDir| info(dir, "primary.sock")["state"] == "Running";
+
+    // Bad JSON and missing fields: 400, nothing changes.
+    let (code, body) = api(
+        &dir.path("primary.sock"),
+        "PUT",
+        "vm.ft-add-backup",
+        Some("{"),
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = api(
+        &dir.path("primary.sock"),
+        "PUT",
+        "vm.ft-add-backup",
+        Some(r#"{"peer":"tcp:1.2.3.4:5"}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+    // Not running.
+    assert_eq!(
+        api(&dir.path("primary.sock"), "PUT", "vm.pause", None).0,
+        204
+    );
+    let paused = add_backup(&dir, "primary.sock", &listen_b, &key);
+    assert!(!paused.status.success());
+    assert!(
+        text(&paused.stderr).contains("not running"),
+        "{}",
+        text(&paused.stderr)
+    );
+    assert_eq!(
+        api(&dir.path("primary.sock"), "PUT", "vm.resume", None).0,
+        204
+    );
+
+    // A wrong key: the backup refuses and waits on.
+    let backup = start_empty(&net, Host::B, &dir, "backup");
+    let other_key = dir.path("other.key");
+    std::fs::write(&other_key, [7u8; 32]).expect("key");
+    std::fs::set_permissions(
+        &other_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let recv = receive_backup(
+        &dir,
+        "backup",
+        &listen_b,
+        &other_key,
+        &net.links(Host::B).tap,
+    );
+    let wrong = add_backup(&dir, "primary.sock", &listen_b, &key);
+    assert!(!wrong.status.success());
+    assert!(
+        text(&wrong.stderr).contains("wrong key"),
+        "{}",
+        text(&wrong.stderr)
+    );
+    assert!(running(&dir));
+    let (report, _) = stream_through(&net, 1.0, None);
+    assert!(report.ok(), "{report}");
+
+    // Another configuration: the backup's tap list does not match.
+    drop(recv);
+    drop(backup);
+    let backup = start_empty(&net, Host::B, &dir, "backup2");
+    let mismatch = Command::new(common::ch_remote_bin())
+        .arg("--api-socket")
+        .arg(dir.path("backup2.sock"))
+        .args([
+            "ft-receive-backup",
+            &format!(
+                "listen={listen_b},key={},tiebreaker={},net_taps=a;b",
+                key.display(),
+                file_tiebreaker(&dir)
+            ),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ch-remote");
+    let refused = add_backup(&dir, "primary.sock", &listen_b, &key);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("2 taps given"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(running(&dir));
+    assert!(info(&dir, "primary.sock").get("fault_tolerance").is_none());
+    let (report, _) = stream_through(&net, 1.0, None);
+    assert!(report.ok(), "{report}");
+    drop(mismatch);
+    drop((primary, backup));
+    drop(net);
+    assert_clean(&names);
+}
+
+#[test]
+fn vmotion_with_separate_disks_copies_the_image_and_fails_over() {
+    let dir = TempDir::new("ftvmotion-sep");
+    let _keep = KeepOnFailure(dir.0.clone(), "separate");
+    let net = PairNet::new();
+    let names = net.names();
+    let key = write_key(&dir);
+    let etcd = Etcd::start(&net.lan, LAN_IP, 2479, dir.path("etcd"));
+    let tb = etcd.tiebreaker(&format!("ftv/{}", net.tag));
+    let s = kv_setup(&dir, tb.clone(), false);
+    let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
+    let copy = dir.path("kv-b.img");
+    // A stale copy: the seed replaces it whole.
+    std::fs::write(&copy, b"not the image").expect("stale copy");
+    let mut primary = start_plain(&net, &dir, &disk);
+    primary.wait_serial("kv: listening on", Duration::from_secs(60));
+    let (report, _) = stream_through(&net, 1.0, None);
+    assert!(report.ok(), "{report}");
+    let backup = start_empty(&net, Host::B, &dir, "backup");
+    let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
+    let recv = receive_backup_with(
+        &dir,
+        "backup",
+        &listen_b,
+        &key,
+        &net.links(Host::B).tap,
+        &tb,
+        &format!(",disks=separate,disk_paths={}", copy.display()),
+    );
+    let added = add_backup_with(
+        &dir,
+        "primary.sock",
+        &listen_b,
+        &key,
+        &tb,
+        ",disks=separate",
+    );
+    let recv = wait_child(recv);
+    assert!(
+        added.status.success(),
+        "ft-add-backup: {}\n{}",
+        text(&added.stderr),
+        primary.stderr_text()
+    );
+    assert!(
+        recv.status.success(),
+        "ft-receive-backup: {}\n{}",
+        text(&recv.stderr),
+        backup.stderr_text()
+    );
+    let (pause, bytes) = seeded(&dir.path("events-primary.json"));
+    eprintln!("ft_vmotion: separate disks (16 MiB image): pause {pause} ms, {bytes} bytes");
+    assert!(bytes > 16 << 20, "{bytes}");
+    // The backup writes its own copy as it replays; after the primary is
+    // killed it serves from it.
+    let (report, _) = stream_through(&net, 4.0, Some((&mut primary, 150)));
+    eprintln!("ft_vmotion: separate-disk failover: {report}");
+    assert!(!report.reset(), "reset: {report}");
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    let events = ft_events(&dir.path("events-backup.json"));
+    assert!(events.iter().any(|e| e == "go-live"), "{events:?}");
+    drop((primary, backup));
+    drop(etcd);
+    drop(net);
+    assert_clean(&names);
+}
