@@ -136,9 +136,13 @@ class Flap(Fault):
     def check(self, r, primary, backup):
         if self.expect == "one-live" or primary.running() and backup.running():
             return super().check(r, primary, backup)
-        # Cuts near the timeout may or may not end the pair: either
-        # outcome is correct as long as it is a clean one.
+        # Every cut was shorter than the timeout, yet the pair ended: TCP
+        # retransmits a segment lost in a cut only after its RTO (200 ms or
+        # more, doubling while cuts repeat), so the receiver can hear
+        # nothing for longer than the cut. Ending cleanly on one side is
+        # correct (the partition rules hold) but counts as a false failover.
         r["expect"] = "no-failover or one-live"
+        r["false_failover"] = True
         fttrial.check_survivor(r, "link", primary, backup)
 
 
