@@ -24,11 +24,13 @@ sides were never live at once (double-live).
 import http.client
 import os
 import shutil
+import subprocess
 import threading
 import time
 
+import ftpair
 import fttrial
-from ftpair import PairError, ip, sh, tail
+from ftpair import PairError, Vmm, ip, sh, tail
 
 # Sampling period of the state monitor.
 MONITOR_PERIOD_S = 0.05
@@ -316,3 +318,189 @@ def ensure_tools(need_iptables):
     if missing:
         raise PairError(f"missing host tools: {', '.join(missing)} "
                         "(apt-get install iproute2 iptables)")
+
+
+class EmptyVmm(Vmm):
+    """A VMM with no VM yet (``--api-socket`` only), waiting to become a
+    backup by ``ch-remote ft-receive-backup`` (FT VMotion)."""
+
+    def __init__(self, net, host, vmm_bin, run_dir, name):  # noqa: super-init-not-called
+        self.name = name
+        self.serial = os.path.join(run_dir, f"serial-{name}.txt")
+        self.stderr = os.path.join(run_dir, f"stderr-{name}.txt")
+        self.events = os.path.join(run_dir, f"events-{name}.json")
+        self.api = os.path.join(run_dir, f"api-{name}.sock")
+        self.host = host
+        for p in (self.serial, self.events, self.api):
+            if os.path.exists(p):
+                os.unlink(p)
+        with open(self.stderr, "wb") as err:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", net.host_ns(host), vmm_bin, "--api-socket",
+                 f"path={self.api}", "--event-monitor", f"path={self.events}", "-v"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        self.started = time.monotonic()
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.api):
+            if time.monotonic() > deadline or not self.running():
+                raise PairError(f"{name}: no API socket; {tail(self.stderr_text(), 5)}")
+            time.sleep(0.02)
+
+
+def ch_remote_bin(vmm_bin):
+    return os.path.join(os.path.dirname(vmm_bin), "ch-remote")
+
+
+class Reprotect:
+    """FT VMotion after a failure: a fresh VMM on the failed side's host
+    receives a backup seed from the live VMM (``ft-receive-backup`` /
+    ``ft-add-backup``), and the pair is protected again. Used by the
+    scenarios that kill the backup, and by repeated failovers."""
+
+    def __init__(self, net, vmm_bin, run_dir, key, tiebreaker):
+        self.net, self.vmm_bin, self.run_dir = net, vmm_bin, run_dir
+        self.key, self.tb = key, tiebreaker
+        self.started = []
+        self.pauses_ms = []
+        self.count = 0
+
+    def seed(self, live, host, timeout=60.0):
+        """A new backup on ``host`` (``a`` or ``b``) seeded from ``live``;
+        returns the new backup's Vmm once both say ``protected``."""
+        self.count += 1
+        name = f"backup-r{self.count}"
+        empty = EmptyVmm(self.net, host, self.vmm_bin, self.run_dir, name)
+        self.started.append(empty)
+        addr = ftpair.LOG_A if host == "a" else ftpair.LOG_B
+        port = ftpair.CHANNEL_PORT + self.count
+        chr_bin = ch_remote_bin(self.vmm_bin)
+        tap = self.net.links[host]["tap"]
+        receiver = subprocess.Popen(
+            ["ip", "netns", "exec", self.net.host_ns(host), chr_bin, "--api-socket", empty.api,
+             "ft-receive-backup",
+             f"listen=tcp:{addr}:{port},key={self.key},tiebreaker={self.tb},"
+             f"net_taps={tap},serial={empty.serial}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        time.sleep(0.2)
+        add = subprocess.run(
+            [chr_bin, "--api-socket", live.api, "ft-add-backup",
+             f"peer=tcp:{addr}:{port},key={self.key},tiebreaker={self.tb}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            timeout=timeout)
+        try:
+            out, _ = receiver.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            receiver.kill()
+            out, _ = receiver.communicate()
+        if add.returncode != 0:
+            raise PairError(f"ft-add-backup to {host}: {add.stdout.decode(errors='replace')}; "
+                            f"receiver: {out.decode(errors='replace')}; "
+                            f"{tail(empty.stderr_text(), 5)}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = []
+            for vm in (live, empty):
+                try:
+                    states.append((vm.get("vm.info").get("fault_tolerance") or {}).get("state"))
+                except (OSError, PairError, ValueError, http.client.HTTPException):
+                    states.append(None)
+            if states == ["protected", "protected"]:
+                break
+            time.sleep(0.05)
+        else:
+            raise PairError(f"not protected again after ft-add-backup to {host}: {states}")
+        self.pauses_ms.append(seeded_pause_ms(live.events))
+        return empty
+
+    def cleanup(self):
+        for vm in self.started:
+            vm.kill9()
+
+
+def seeded_pause_ms(events_path):
+    """The pause of the last ``seeded`` event in an event-monitor file."""
+    pauses = []
+    for e in ftpair.read_events(events_path):
+        if e.get("event") != "seeded":
+            continue
+        props = e.get("properties") or {}
+        try:
+            pauses.append(float(props.get("pause_ms")))
+        except (TypeError, ValueError):
+            pass
+    return pauses[-1] if pauses else None
+
+
+class KillBackupReprotect(Fault):
+    """``kill -9`` of the backup, then a new backup on its host by FT
+    VMotion: the primary goes on, and is protected again."""
+
+    name = "kill-backup-reprotect"
+    expect = "reprotected"
+
+    def __init__(self):
+        super().__init__()
+        self.re = None
+
+    def apply(self, net, primary, backup, rng):
+        t = self.trial
+        self.re = Reprotect(net, t["vmm_bin"], t["run_dir"], t["key"], t["tiebreaker"])
+        backup.kill9()
+        self.new_backup = self.re.seed(primary, "b")
+
+    def check(self, r, primary, backup):
+        r["expect"] = self.expect
+        r["vmotion_pause_ms"] = self.re.pauses_ms if self.re else []
+        if not primary.running():
+            r["problems"].append("the primary stopped")
+
+    def cleanup(self):
+        if self.re:
+            self.re.cleanup()
+
+
+class RepeatedFailover(Fault):
+    """``rounds`` failovers in a row under one client session: kill -9 of
+    the side that runs the VM, wait for the other to go live, protect it
+    again by FT VMotion to a fresh VMM on the killed side's host, and
+    again. Every failover gap and VMotion pause is kept."""
+
+    name = "repeated-failover"
+    expect = "reprotected"
+
+    def __init__(self, rounds):
+        super().__init__(rounds=rounds)
+        self.re = None
+        self.gaps_at = []
+
+    def apply(self, net, primary, backup, rng):
+        t = self.trial
+        self.re = Reprotect(net, t["vmm_bin"], t["run_dir"], t["key"], t["tiebreaker"])
+        live, standby, standby_host = primary, backup, "b"
+        for _ in range(self.params["rounds"]):
+            time.sleep(rng.uniform(0.3, 1.0))
+            live.kill9()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    st = (standby.get("vm.info").get("fault_tolerance") or {}).get("state")
+                except (OSError, PairError, ValueError, http.client.HTTPException):
+                    st = None
+                if st == "live-unprotected":
+                    break
+                time.sleep(0.02)
+            else:
+                raise PairError(f"{standby.name} did not go live")
+            dead_host = "a" if standby_host == "b" else "b"
+            live, standby = standby, self.re.seed(standby, dead_host)
+            standby_host = dead_host
+        self.final = (live, standby)
+
+    def check(self, r, primary, backup):
+        r["expect"] = self.expect
+        r["vmotion_pause_ms"] = self.re.pauses_ms if self.re else []
+        r["failovers"] = self.re.count if self.re else 0
+
+    def cleanup(self):
+        if self.re:
+            self.re.cleanup()

@@ -84,6 +84,8 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
             r["problems"].append(f"the stream ended before the failure: {read_text(out_path)}")
         failed_at = time.monotonic()
         if fault:
+            fault.trial = {"vmm_bin": vmm_bin, "run_dir": run_dir, "key": key,
+                           "tiebreaker": tb}
             fault.apply(net, primary, backup, rng)
         elif victim == "primary":
             primary.kill9()
