@@ -20,7 +20,7 @@ STREAM_SECONDS = 4.0
 
 def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
               tiebreaker="file", stream_seconds=STREAM_SECONDS, kill_after=None,
-              keep="failed"):
+              keep="failed", fault=None, monitor=None):
     """One pair serving a verified KV stream from the client; ``victim``
     (``primary`` or ``backup``: kill -9 of that VMM; ``primary-host``: host
     A off both links, then kill -9 of its VMM, so that the backup detects
@@ -29,7 +29,13 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
     from ``seed`` when not
     given). Returns a dict of what happened; ``problems`` lists every
     violated expectation (empty: the trial passed). The trial's files stay
-    in ``dir`` unless ``keep`` is ``never``, or ``failed`` and it passed."""
+    in ``dir`` unless ``keep`` is ``never``, or ``failed`` and it passed.
+
+    ``fault`` (scripts/chaos_faults.py) replaces ``victim``'s failure and
+    the survivor check with its own (``apply(net, primary, backup, rng)``,
+    ``check(r, primary, backup)``, ``cleanup()``); ``monitor``, started
+    with the pair and stopped after the failure, samples both sides
+    (``start(primary, backup)``, ``stop(r, failed_at)``)."""
     vmm_bin, client_bin, guest = bins
     rng = random.Random(seed)
     if kill_after is None:
@@ -62,6 +68,8 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
         key = write_key(os.path.join(run_dir, "pair.key"))
         primary, backup = start_pair(net, vmm_bin, run_dir, args_a, args_b, key, tb, extra)
         primary.wait_serial("kv: listening on", 90)
+        if monitor:
+            monitor.start(primary, backup)
         timeline = os.path.join(run_dir, "timeline.csv")
         out_path = os.path.join(run_dir, "stream.txt")
         with open(out_path, "wb") as out:
@@ -74,7 +82,12 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
         time.sleep(kill_after)
         if stream.poll() is not None:
             r["problems"].append(f"the stream ended before the failure: {read_text(out_path)}")
-        if victim == "primary":
+        failed_at = time.monotonic()
+        if fault:
+            fault.trial = {"vmm_bin": vmm_bin, "run_dir": run_dir, "key": key,
+                           "tiebreaker": tb}
+            fault.apply(net, primary, backup, rng)
+        elif victim == "primary":
             primary.kill9()
         elif victim == "primary-host":
             net.isolate_host("a")
@@ -86,7 +99,7 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
         # When the failure happened on the client's timeline (which counts
         # from its first request): from when its replies were seen flowing,
         # some 15 replies later (so this is early by some 50 ms).
-        r["failed_at_s"] = time.monotonic() - started
+        r["failed_at_s"] = (failed_at if fault else time.monotonic()) - started
         try:
             stream.wait(timeout=stream_seconds + 90)
         except subprocess.TimeoutExpired:
@@ -113,10 +126,19 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
                 r["problems"].append(f"the stream ended: {r['end']}")
             if r["verified"] != float(r["acked"]):
                 r["problems"].append(f"verified {r['verified']} of {r['acked']} acknowledged")
-        _check_survivor(r, victim, primary, backup)
+        if monitor:
+            monitor.stop(r, failed_at)
+        if fault:
+            fault.check(r, primary, backup)
+        else:
+            check_survivor(r, victim, primary, backup)
     except PairError as e:
         r["problems"].append(str(e))
     finally:
+        if monitor:
+            monitor.stop(r, None)
+        if fault:
+            fault.cleanup()
         for vm in (primary, backup):
             if vm:
                 vm.kill9()
@@ -171,7 +193,7 @@ def failover_gap(timeline, failed_at, before=0.25, after=0.5):
     return {"failover_gap_ms": best[0] * 1000, "failover_gap_at_s": best[1] - failed_at}
 
 
-def _check_survivor(r, victim, primary, backup):
+def check_survivor(r, victim, primary, backup):
     """After the failure: exactly one VMM still running, live and
     unprotected, with its events in order; the other gone (killed, or
     exited saying it lost the tiebreak)."""
