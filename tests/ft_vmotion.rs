@@ -23,6 +23,7 @@ use common::ftpair::{assert_clean, ft_events, kv_setup, stream_through, write_ke
 use common::netns::KillOnDrop;
 use common::pair::{GuestVmm, Host, PairNet, LAN_IP, LOG_A, LOG_B};
 use common::{api, ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
+use ft_kv_client::StreamReport;
 
 /// On a failure, keeps the test's files (logs, events) in
 /// `$TMPDIR/ft-vmotion-failed-NAME` for the report.
@@ -200,6 +201,61 @@ fn seeded(events: &Path) -> (f64, u64) {
     )
 }
 
+/// FT VMotion of the VM behind `from` (its API socket and VMM) to the
+/// empty VMM `to` (its name and VMM), listening at `listen` on `host`,
+/// while a verified KV stream runs: both `ch-remote` calls succeed.
+/// Returns the stream's report.
+fn vmotion_under_stream(
+    net: &PairNet,
+    dir: &TempDir,
+    from: (&str, &GuestVmm),
+    to: (&str, &GuestVmm),
+    (listen, host): (&str, Host),
+    key: &Path,
+) -> StreamReport {
+    let recv = receive_backup(dir, to.0, listen, key, &net.links(host).tap);
+    let (report, added) = std::thread::scope(|scope| {
+        let stream = scope.spawn(|| stream_through(net, 4.0, None));
+        std::thread::sleep(Duration::from_millis(1500));
+        let added = add_backup(dir, from.0, listen, key);
+        (stream.join().expect("stream").0, added)
+    });
+    let recv = wait_child(recv);
+    assert!(
+        added.status.success(),
+        "ft-add-backup to {}: {}\n{}",
+        to.0,
+        text(&added.stderr),
+        from.1.stderr_text()
+    );
+    assert!(
+        recv.status.success(),
+        "ft-receive-backup on {}: {}\n{}",
+        to.0,
+        text(&recv.stderr),
+        to.1.stderr_text()
+    );
+    report
+}
+
+/// `kill -9` of `victim` during a verified stream: nothing lost, no
+/// reset, and `survivor` (named `name`) went live.
+fn fail_over(
+    net: &PairNet,
+    dir: &TempDir,
+    victim: &mut GuestVmm,
+    (survivor, name): (&mut GuestVmm, &str),
+    which: &str,
+) {
+    let (report, _) = stream_through(net, 5.0, Some((victim, 150)));
+    eprintln!("ft_vmotion: {which} failover: {report}");
+    assert!(!report.reset(), "reset: {report}");
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    assert!(survivor.child.running(), "{}", survivor.stderr_text());
+    let events = ft_events(&dir.path(&format!("events-{name}.json")));
+    assert!(events.iter().any(|e| e == "go-live"), "{events:?}");
+}
+
 #[test]
 fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
     let dir = TempDir::new("ftvmotion");
@@ -215,25 +271,13 @@ fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
     // 1. FT VMotion to host B while a verified stream runs.
     let mut backup = start_empty(&net, Host::B, &dir, "backup");
     let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
-    let recv = receive_backup(&dir, "backup", &listen_b, &key, &net.links(Host::B).tap);
-    let (report, added) = std::thread::scope(|scope| {
-        let stream = scope.spawn(|| stream_through(&net, 4.0, None));
-        std::thread::sleep(Duration::from_millis(1500));
-        let added = add_backup(&dir, "primary.sock", &listen_b, &key);
-        (stream.join().expect("stream").0, added)
-    });
-    let recv = wait_child(recv);
-    assert!(
-        added.status.success(),
-        "ft-add-backup: {}\n{}",
-        text(&added.stderr),
-        primary.stderr_text()
-    );
-    assert!(
-        recv.status.success(),
-        "ft-receive-backup: {}\n{}",
-        text(&recv.stderr),
-        backup.stderr_text()
+    let report = vmotion_under_stream(
+        &net,
+        &dir,
+        ("primary.sock", &primary),
+        ("backup", &backup),
+        (&listen_b, Host::B),
+        &key,
     );
     eprintln!("ft_vmotion: stream across the VMotion: {report}");
     assert!(!report.reset(), "reset: {report}");
@@ -259,49 +303,25 @@ fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
     );
 
     // 2. kill -9 the primary mid-stream: the backup goes live.
-    let (report, _) = stream_through(&net, 5.0, Some((&mut primary, 150)));
-    eprintln!("ft_vmotion: first failover: {report}");
-    assert!(!report.reset(), "reset: {report}");
-    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
-    assert!(backup.child.running(), "{}", backup.stderr_text());
-    let events = ft_events(&dir.path("events-backup.json"));
-    assert!(events.iter().any(|e| e == "go-live"), "{events:?}");
+    fail_over(&net, &dir, &mut primary, (&mut backup, "backup"), "first");
 
     // 3. Redundancy restored: the live ex-backup gets a new backup in
     // host A's namespace (a fresh VMM), then is killed in turn.
     let mut third = start_empty(&net, Host::A, &dir, "third");
     let listen_a = format!("tcp:{LOG_A}:{CHANNEL_PORT}");
-    let recv = receive_backup(&dir, "third", &listen_a, &key, &net.links(Host::A).tap);
-    let (report, added) = std::thread::scope(|scope| {
-        let stream = scope.spawn(|| stream_through(&net, 4.0, None));
-        std::thread::sleep(Duration::from_millis(1500));
-        let added = add_backup(&dir, "backup.sock", &listen_a, &key);
-        (stream.join().expect("stream").0, added)
-    });
-    let recv = wait_child(recv);
-    assert!(
-        added.status.success(),
-        "second ft-add-backup: {}\n{}",
-        text(&added.stderr),
-        backup.stderr_text()
-    );
-    assert!(
-        recv.status.success(),
-        "second ft-receive-backup: {}\n{}",
-        text(&recv.stderr),
-        third.stderr_text()
+    let report = vmotion_under_stream(
+        &net,
+        &dir,
+        ("backup.sock", &backup),
+        ("third", &third),
+        (&listen_a, Host::A),
+        &key,
     );
     assert!(report.ok(), "{report}: {:?}", report.bad_keys);
     let (pause, bytes) = seeded(&dir.path("events-backup.json"));
     eprintln!("ft_vmotion: second VMotion: pause {pause} ms, {bytes} bytes");
     assert!(bytes > 0 && pause > 0.0);
-    let (report, _) = stream_through(&net, 5.0, Some((&mut backup, 150)));
-    eprintln!("ft_vmotion: second failover: {report}");
-    assert!(!report.reset(), "reset: {report}");
-    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
-    assert!(third.child.running(), "{}", third.stderr_text());
-    let events = ft_events(&dir.path("events-third.json"));
-    assert!(events.iter().any(|e| e == "go-live"), "{events:?}");
+    fail_over(&net, &dir, &mut backup, (&mut third, "third"), "second");
     drop((primary, backup, third));
     drop(net);
     assert_clean(&names);
