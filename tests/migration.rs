@@ -24,6 +24,34 @@ use common::pair::{Host, PairNet, LOG_B};
 use common::{api, ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
 use ft_kv_client::{run_stream, StreamConfig, StreamControl};
 
+/// `cloud-hypervisor --api-socket path=DIR/NAME.sock ARGS` with its
+/// events and log in `dir` (in `ns` if given); the socket and log paths.
+fn vmm_command(
+    dir: &TempDir,
+    name: &str,
+    ns: Option<&Netns>,
+    args: &[String],
+) -> (Command, PathBuf, PathBuf) {
+    let socket = dir.path(&format!("{name}.sock"));
+    let log = dir.path(&format!("{name}.log"));
+    let mut command = match ns {
+        Some(ns) => ns.command(vmm_bin()),
+        None => Command::new(vmm_bin()),
+    };
+    command
+        .arg("--api-socket")
+        .arg(format!("path={}", socket.display()))
+        .args(args)
+        .arg("--event-monitor")
+        .arg(format!(
+            "path={}",
+            dir.path(&format!("{name}.events")).display()
+        ))
+        .args(["-v", "--log-file"])
+        .arg(&log);
+    (command, socket, log)
+}
+
 /// A VMM serving its API on `socket`.
 struct Vmm {
     child: KillOnDrop,
@@ -35,23 +63,8 @@ impl Vmm {
     /// Starts `cloud-hypervisor --api-socket path=SOCKET ARGS` (in `ns` if
     /// given) and waits for the socket.
     fn start(dir: &TempDir, name: &str, ns: Option<&Netns>, args: &[String]) -> Vmm {
-        let socket = dir.path(&format!("{name}.sock"));
-        let log = dir.path(&format!("{name}.log"));
-        let mut command = match ns {
-            Some(ns) => ns.command(vmm_bin()),
-            None => Command::new(vmm_bin()),
-        };
+        let (mut command, socket, log) = vmm_command(dir, name, ns, args);
         command
-            .arg("--api-socket")
-            .arg(format!("path={}", socket.display()))
-            .args(args)
-            .arg("--event-monitor")
-            .arg(format!(
-                "path={}",
-                dir.path(&format!("{name}.events")).display()
-            ))
-            .args(["-v", "--log-file"])
-            .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -678,20 +691,8 @@ struct Console {
 
 impl Console {
     fn start(dir: &TempDir, name: &str, args: &[String]) -> Console {
-        let socket = dir.path(&format!("{name}.sock"));
-        let log = dir.path(&format!("{name}.log"));
-        let mut command = Command::new(vmm_bin());
+        let (mut command, socket, log) = vmm_command(dir, name, None, args);
         command
-            .arg("--api-socket")
-            .arg(format!("path={}", socket.display()))
-            .args(args)
-            .arg("--event-monitor")
-            .arg(format!(
-                "path={}",
-                dir.path(&format!("{name}.events")).display()
-            ))
-            .args(["-v", "--log-file"])
-            .arg(&log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
