@@ -68,6 +68,12 @@ class Fault:
         else:
             check_still_protected(r, primary, backup)
 
+    def client_survives(self):
+        """Whether the client's session must survive the fault (known once
+        ``apply`` returned); when not, the client's stream is stopped:
+        nothing is left to answer or verify it."""
+        return True
+
     def cleanup(self):
         pass
 
@@ -361,12 +367,19 @@ class Reprotect:
         self.net, self.vmm_bin, self.run_dir = net, vmm_bin, run_dir
         self.key, self.tb = key, tiebreaker
         self.started = []
+        self.seedings = []
         self.pauses_ms = []
         self.count = 0
 
     def seed(self, live, host, timeout=60.0):
         """A new backup on ``host`` (``a`` or ``b``) seeded from ``live``;
         returns the new backup's Vmm once both say ``protected``."""
+        return self.complete(self.begin(live, host, timeout), timeout)
+
+    def begin(self, live, host, timeout=60.0):
+        """Starts seeding a new backup on ``host`` from ``live`` and returns
+        at once: the seeding runs in ``ch-remote`` processes, and
+        ``complete`` waits for it (a fault may kill a side in between)."""
         self.count += 1
         name = f"backup-r{self.count}"
         empty = EmptyVmm(self.net, host, self.vmm_bin, self.run_dir, name)
@@ -382,19 +395,21 @@ class Reprotect:
              f"net_taps={tap},serial={empty.serial}"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         time.sleep(0.2)
-        add = subprocess.run(
+        add = subprocess.Popen(
             [chr_bin, "--api-socket", live.api, "ft-add-backup",
              f"peer=tcp:{addr}:{port},key={self.key},tiebreaker={self.tb}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            timeout=timeout)
-        try:
-            out, _ = receiver.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            receiver.kill()
-            out, _ = receiver.communicate()
-        if add.returncode != 0:
-            raise PairError(f"ft-add-backup to {host}: {add.stdout.decode(errors='replace')}; "
-                            f"receiver: {out.decode(errors='replace')}; "
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        seeding = Seeding(live, host, empty, receiver, add)
+        self.seedings.append(seeding)
+        return seeding
+
+    def complete(self, s, timeout=60.0):
+        """Waits for ``begin``'s seeding; returns the new backup's Vmm once
+        both sides say ``protected`` (PairError otherwise)."""
+        add_rc, add_out, out = s.finish(timeout)
+        live, host, empty = s.live, s.host, s.empty
+        if add_rc != 0:
+            raise PairError(f"ft-add-backup to {host}: {add_out}; receiver: {out}; "
                             f"{tail(empty.stderr_text(), 5)}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -413,8 +428,46 @@ class Reprotect:
         return empty
 
     def cleanup(self):
+        for s in self.seedings:
+            for proc in (s.add, s.receiver):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         for vm in self.started:
             vm.kill9()
+
+
+class Seeding:
+    """An FT VMotion under way: the live VMM, the receiving VMM and the two
+    ``ch-remote`` processes (``ft-add-backup``, ``ft-receive-backup``)."""
+
+    def __init__(self, live, host, empty, receiver, add):
+        self.live, self.host, self.empty = live, host, empty
+        self.receiver, self.add = receiver, add
+        self.result = None
+
+    def finished(self):
+        """Whether ``ft-add-backup`` has answered."""
+        return self.add.poll() is not None
+
+    def finish(self, timeout, receiver_timeout=None):
+        """Both ``ch-remote``s' ends: ``(add exit code, add output, receiver
+        output)``; either is killed past its timeout (``receiver_timeout``,
+        default ``timeout``, for ``ft-receive-backup``), and
+        ``receiver_waited`` says whether that one still waited."""
+        if self.result is None:
+            outs = []
+            self.receiver_waited = False
+            for proc, t in ((self.add, timeout), (self.receiver, receiver_timeout or timeout)):
+                try:
+                    o, _ = proc.communicate(timeout=t)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    o, _ = proc.communicate()
+                    self.receiver_waited = proc is self.receiver
+                outs.append(o.decode(errors="replace").strip())
+            self.result = (self.add.returncode, outs[0], outs[1])
+        return self.result
 
 
 def seeded_pause_ms(events_path):
@@ -500,6 +553,149 @@ class RepeatedFailover(Fault):
         r["expect"] = self.expect
         r["vmotion_pause_ms"] = self.re.pauses_ms if self.re else []
         r["failovers"] = self.re.count if self.re else 0
+
+    def cleanup(self):
+        if self.re:
+            self.re.cleanup()
+
+
+def wait_state(vm, want, timeout):
+    """Polls ``vm``'s ``vm.info`` until its fault-tolerance state is in
+    ``want``; the state last seen (None: no answer)."""
+    deadline = time.monotonic() + timeout
+    st = None
+    while time.monotonic() < deadline and vm.running():
+        try:
+            st = (vm.get("vm.info", timeout=0.5).get("fault_tolerance") or {}).get("state")
+        except (OSError, PairError, ValueError, http.client.HTTPException):
+            st = None
+        if st in want:
+            break
+        time.sleep(0.02)
+    return st
+
+
+class KillDuringSeeding(Fault):
+    """FT VMotion interrupted: the backup is killed, a new one is being
+    seeded on its host (``ft-add-backup``), and ``kill -9`` hits one side
+    at a random moment of the seeding (up to ``window_s`` after it began,
+    so some kills land just after it ended: both are checked).
+
+    ``victim="receiver"``: the VMM being seeded dies. The primary must go
+    on serving (it was the only copy), end the seeding with a clear error
+    or, if the seed had completed, detect the lost backup; a second FT
+    VMotion to the same host must then protect it again.
+
+    ``victim="primary"``: the only running copy dies. A receiver whose seed
+    was incomplete must never go live (a half-copied VM answering clients
+    would be corruption): it ends the seeding with an error and runs no
+    guest; the client's session is lost with the VM, as it must be. A
+    receiver whose seed had completed (the pair said ``protected``) must
+    go live with nothing acknowledged lost, as any backup."""
+
+    expect = "reprotected"
+
+    def __init__(self, victim, window_s):
+        super().__init__(victim=victim, window_s=window_s)
+        self.name = f"kill-{victim}-seeding"
+        self.re = None
+        self.seeding = None
+        self.survives = True
+        self.notes = {}
+        self.final_backup = None
+
+    def client_survives(self):
+        return self.survives
+
+    def apply(self, net, primary, backup, rng):
+        t = self.trial
+        self.re = Reprotect(net, t["vmm_bin"], t["run_dir"], t["key"], t["tiebreaker"])
+        backup.kill9()
+        if wait_state(primary, {"live-unprotected"}, 10) != "live-unprotected":
+            raise PairError("the primary did not go on alone after its backup was killed")
+        before = len(primary.ft_events())
+        s = self.seeding = self.re.begin(primary, "b")
+        # The kill is drawn from when the live side starts seeding.
+        deadline = time.monotonic() + 10
+        while "seed-connecting" not in primary.ft_events()[before:]:
+            if time.monotonic() > deadline or s.finished():
+                raise PairError("the seeding did not start")
+            time.sleep(0.005)
+        delay = rng.uniform(0.0, self.params["window_s"])
+        time.sleep(delay)
+        self.notes["kill_after_start_s"] = round(delay, 3)
+        self.notes["add_answered_before_kill"] = s.finished()
+        self.seed_events_from = before
+        if self.params["victim"] == "receiver":
+            s.empty.kill9()
+            add_rc, add_out, _ = s.finish(30)
+            self.notes["add_rc"] = add_rc
+            self.notes["add_out"] = add_out[-300:]
+            st = wait_state(primary, {"live-unprotected"}, 10)
+            self.notes["primary_after"] = st
+            if st != "live-unprotected":
+                raise PairError(f"the primary is {st} after its seeding target died")
+            self.final_backup = self.re.seed(primary, "b")
+            return
+        # The primary dies.
+        primary.kill9()
+        add_rc, _, recv_out = s.finish(30, receiver_timeout=5)
+        self.notes["add_rc"] = add_rc
+        self.notes["receiver_out"] = recv_out[-300:]
+        # A primary that died before its handshake completed never reached
+        # the receiver, which goes on waiting for one, as it should.
+        self.notes["receiver_still_waiting"] = s.receiver_waited
+        seen = set()
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and s.empty.running():
+            seen.add(wait_state(s.empty, {"going-live", "live-unprotected"}, 0.05))
+            if "live-unprotected" in seen:
+                break
+        self.notes["receiver_states"] = sorted(str(x) for x in seen)
+        self.survives = bool(seen & {"going-live", "live-unprotected"})
+
+    def check(self, r, primary, backup):
+        r["expect"] = "failover" if self.survives else "vm-lost"
+        r.update({f"fault_{k}": v for k, v in self.params.items()})
+        r.update(self.notes)
+        r["vmotion_pause_ms"] = self.re.pauses_ms if self.re else []
+        if self.seeding is None:
+            return
+        # Whether the kill landed during the seeding: the live side had not
+        # reported it done (its `seeded` event) when it ended or went on.
+        live_events = primary.ft_events()[self.seed_events_from:]
+        if self.params["victim"] == "primary":
+            r["phase"] = "after" if "seeded" in live_events else "during"
+        else:
+            # The first ft-add-backup's answer: done, or failed mid-way.
+            r["phase"] = "after" if self.notes.get("add_rc") == 0 else "during"
+        empty = self.seeding.empty
+        if self.params["victim"] == "receiver":
+            check_still_protected(r, primary, self.final_backup)
+            return
+        events = empty.ft_events()
+        r["events_receiver"] = events
+        if self.survives:
+            # Only a completed seed may go live.
+            if "protected" not in events:
+                r["problems"].append(f"the receiver went live without a complete seed: {events}")
+            if "live-unprotected" not in r["receiver_states"]:
+                r["problems"].append(f"the receiver did not finish going live: {events}")
+            return
+        if any(e in ("tiebreak-won", "go-live") for e in events):
+            r["problems"].append(f"the incomplete receiver started going live: {events}")
+        if self.notes.get("add_rc") == 0 and "protected" in events:
+            r["problems"].append("the seed completed, yet the receiver did not go live")
+        if self.notes.get("receiver_still_waiting"):
+            if "seed-receiving" in events:
+                r["problems"].append("the receiver still waits on a seed its primary "
+                                     f"abandoned: {events}")
+            if not empty.running():
+                r["problems"].append("the receiving VMM exited while still waiting")
+        elif not self.notes.get("receiver_out"):
+            r["problems"].append("ft-receive-backup ended without a message")
+        if os.path.exists(empty.serial) and os.path.getsize(empty.serial) > 0:
+            r["problems"].append("the incomplete receiver ran the guest (serial output)")
 
     def cleanup(self):
         if self.re:

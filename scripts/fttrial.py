@@ -100,6 +100,10 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
         # from its first request): from when its replies were seen flowing,
         # some 15 replies later (so this is early by some 50 ms).
         r["failed_at_s"] = (failed_at if fault else time.monotonic()) - started
+        survives = fault is None or fault.client_survives()
+        if not survives:
+            # The VM is gone with its only copy: nothing will answer.
+            stream.terminate()
         try:
             stream.wait(timeout=stream_seconds + 90)
         except subprocess.TimeoutExpired:
@@ -115,7 +119,10 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
                   "max_gap_at_s": f.get("max_gap_at", float("nan")),
                   "verified": f.get("verified", "no"), "timeline": timeline})
         r.update(failover_gap(timeline, r["failed_at_s"]))
-        if not line:
+        if not survives:
+            if r["wrong"]:
+                r["problems"].append(f"wrong={r['wrong']} acknowledged SETs read back changed")
+        elif not line:
             r["problems"].append(f"no stream report: {text.strip()[-400:]}")
         else:
             if r["lost"] or r["wrong"]:
