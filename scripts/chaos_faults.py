@@ -32,6 +32,12 @@ import ftpair
 import fttrial
 from ftpair import PairError, Vmm, ip, sh, tail
 
+# The scenarios of scripts/chaos, in the order they run and are reported.
+SCENARIO_ORDER = ("kill-primary", "kill-backup", "host-down", "cut-log", "cut-log-heal", "cut-lan",
+                  "cut-both-a", "cut-both-b", "flap-short", "flap-long", "slow-backup", "slow-link",
+                  "kill-backup-reprotect", "kill-receiver-seeding", "kill-primary-seeding",
+                  "repeated-failover")
+
 # Sampling period of the state monitor.
 MONITOR_PERIOD_S = 0.05
 # A side that emits outputs nobody else has: the primary once it runs
@@ -655,7 +661,10 @@ class KillDuringSeeding(Fault):
         self.survives = bool(seen & {"going-live", "live-unprotected"})
 
     def check(self, r, primary, backup):
-        r["expect"] = "failover" if self.survives else "vm-lost"
+        if self.params["victim"] == "receiver":
+            r["expect"] = "reprotected"
+        else:
+            r["expect"] = "failover" if self.survives else "vm-lost"
         r.update({f"fault_{k}": v for k, v in self.params.items()})
         r.update(self.notes)
         r["vmotion_pause_ms"] = self.re.pauses_ms if self.re else []
@@ -700,3 +709,41 @@ class KillDuringSeeding(Fault):
     def cleanup(self):
         if self.re:
             self.re.cleanup()
+
+
+def build_commit():
+    """The commit the campaign's binaries were built from (``+dirty`` when
+    the tree had changes), recorded with the results."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = sh(["git", "-C", root, "rev-parse", "--short=12", "HEAD"]).strip()
+        dirty = sh(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"]).strip()
+    except PairError:
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def summarise(results):
+    """Per-scenario figures (also what reliability-report tabulates)."""
+    gaps = [r["failover_gap_ms"] for r in results
+            if r.get("failover_gap_ms") == r.get("failover_gap_ms") is not None]
+    pauses = [p for r in results for p in r.get("vmotion_pause_ms") or [] if p is not None]
+    outcomes = {}
+    for r in results:
+        key = r.get("expect", "?") + (f" ({r['phase']})" if r.get("phase") else "")
+        outcomes[key] = outcomes.get(key, 0) + 1
+    return {
+        "outcomes": outcomes,
+        "trials": len(results),
+        "ok": sum(r["ok"] for r in results),
+        "lost": sum(r.get("lost", 0) + r.get("wrong", 0) for r in results),
+        "resets": sum(bool(r.get("reset")) for r in results),
+        "double_live": sum(r.get("double_live", 0) > 0 for r in results),
+        "false_failovers": sum(bool(r.get("false_failover")) for r in results),
+        "gap_p50_ms": ftpair.percentile(gaps, 50), "gap_p99_ms": ftpair.percentile(gaps, 99),
+        "gap_max_ms": max(gaps, default=float("nan")),
+        "lag_max_ms": max((r["lag_ms_max"] for r in results
+                           if r.get("lag_ms_max") is not None), default=None),
+        "vmotion_pause_p50_ms": ftpair.percentile(pauses, 50) if pauses else None,
+        "vmotion_pause_max_ms": max(pauses, default=None),
+    }
