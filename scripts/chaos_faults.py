@@ -685,6 +685,7 @@ class KillDuringSeeding(Fault):
         events = empty.ft_events()
         r["events_receiver"] = events
         if self.survives:
+            r.update(fttrial.takeover(empty))
             # Only a completed seed may go live.
             if "protected" not in events:
                 r["problems"].append(f"the receiver went live without a complete seed: {events}")

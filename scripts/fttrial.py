@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import time
 
+import ftpair
 from ftpair import (GUEST_IP, KV_DISK_SIZE, LAN_PREFIX_LEN, Etcd, PairError, PairNet,
                     client_cmd, pair_args, parse_kv, read_text, sparse_disk, start_pair,
                     tail, write_key)
@@ -99,7 +100,8 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
         # When the failure happened on the client's timeline (which counts
         # from its first request): from when its replies were seen flowing,
         # some 15 replies later (so this is early by some 50 ms).
-        r["failed_at_s"] = (failed_at if fault else time.monotonic()) - started
+        r["failed_at_mono"] = failed_at if fault else time.monotonic()
+        r["failed_at_s"] = r["failed_at_mono"] - started
         survives = fault is None or fault.client_survives()
         if not survives:
             # The VM is gone with its only copy: nothing will answer.
@@ -200,6 +202,31 @@ def failover_gap(timeline, failed_at, before=0.25, after=0.5):
     return {"failover_gap_ms": best[0] * 1000, "failover_gap_at_s": best[1] - failed_at}
 
 
+def takeover(vm, failed_at=None):
+    """How a VMM that went live spent the time (its event timestamps):
+    ``detect_ms`` from the failure to its ``peer-lost`` (approximate: the
+    event clock starts with the process), ``tiebreak_ms`` from
+    ``peer-lost`` to ``tiebreak-won``, ``live_ms`` from there to
+    ``go-live``, and the frames it sent again at go-live."""
+    at = {}
+    props = {}
+    for e in ftpair.read_events(vm.events):
+        if e.get("source") != "fault-tolerance":
+            continue
+        ts = e.get("timestamp") or {}
+        at[e.get("event")] = ts.get("secs", 0) + ts.get("nanos", 0) / 1e9
+        props[e.get("event")] = e.get("properties") or {}
+    out = {}
+    if "peer-lost" in at and "tiebreak-won" in at:
+        out["tiebreak_ms"] = round((at["tiebreak-won"] - at["peer-lost"]) * 1000, 1)
+    if "tiebreak-won" in at and "go-live" in at:
+        out["live_ms"] = round((at["go-live"] - at["tiebreak-won"]) * 1000, 1)
+        out["resent_frames"] = props["go-live"].get("resent_frames")
+    if failed_at is not None and "peer-lost" in at and getattr(vm, "started", None):
+        out["detect_ms"] = round((vm.started + at["peer-lost"] - failed_at) * 1000, 1)
+    return out
+
+
 def check_survivor(r, victim, primary, backup):
     """After the failure: exactly one VMM still running, live and
     unprotected, with its events in order; the other gone (killed, or
@@ -216,6 +243,7 @@ def check_survivor(r, victim, primary, backup):
         return
     survivor = alive[0]
     r["survivor"] = survivor.name
+    r.update(takeover(survivor, r.get("failed_at_mono")))
     if victim != "link" and victim.startswith(survivor.name):
         r["problems"].append(f"the killed {victim} still runs")
     try:
