@@ -32,6 +32,10 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
     violated expectation (empty: the trial passed). The trial's files stay
     in ``dir`` unless ``keep`` is ``never``, or ``failed`` and it passed.
 
+    With ``FTTRIAL_PCAP=1`` in the environment, the client's interface is
+    captured to ``client.pcap`` and each host's tap to ``tap-a.pcap`` and
+    ``tap-b.pcap`` in the trial's directory (tcpdump).
+
     ``fault`` (scripts/chaos_faults.py) replaces ``victim``'s failure and
     the survivor check with its own (``apply(net, primary, backup, rng)``,
     ``check(r, primary, backup)``, ``cleanup()``); ``monitor``, started
@@ -47,7 +51,7 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
          "tiebreaker": tiebreaker, "kill_after_s": kill_after, "dir": run_dir, "problems": []}
     net = PairNet()
     etcd = None
-    primary = backup = stream = None
+    primary = backup = stream = pcap = None
     try:
         if tiebreaker == "etcd":
             etcd = Etcd(net, os.path.join(run_dir, "etcd"))
@@ -67,6 +71,17 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
                            net=f"tap={net.links['b']['tap']},mac={mac}")
         extra = ",disks=separate" if disks == "separate" else ""
         key = write_key(os.path.join(run_dir, "pair.key"))
+        if os.environ.get("FTTRIAL_PCAP"):
+            # What the client and each host's tap saw, for a trial to be
+            # read packet by packet.
+            pcap = [subprocess.Popen(
+                ["ip", "netns", "exec", ns, "tcpdump", "-q", "-n", "-s", "128",
+                 "-i", dev, "-w", os.path.join(run_dir, f"{name}.pcap")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for name, ns, dev in (("client", net.ns["client"], net.client_if),
+                                      ("tap-a", net.host_ns("a"), net.links["a"]["tap"]),
+                                      ("tap-b", net.host_ns("b"), net.links["b"]["tap"]))]
+            time.sleep(0.5)
         primary, backup = start_pair(net, vmm_bin, run_dir, args_a, args_b, key, tb, extra)
         primary.wait_serial("kv: listening on", 90)
         if monitor:
@@ -156,6 +171,9 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
             stream.wait()
         if etcd:
             etcd.stop()
+        for p in pcap or []:
+            p.terminate()
+            p.wait()
         net.close()
         left = net.leftovers()
         if left:

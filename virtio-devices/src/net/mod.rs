@@ -48,6 +48,9 @@ pub const QUEUE_SIZE: u16 = 256;
 pub const MAX_FRAME: usize = 65_562;
 /// Frames waiting for RX buffers, at most; older ones are dropped.
 pub const BACKLOG_FRAMES: usize = 256;
+/// How long opening a tap waits for the kernel to let frames out of it
+/// (its link-watch work runs at most a second after the carrier change).
+const TAP_READY_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Frames read from the tap and not yet polled, at most (host side).
 const HOST_QUEUE_FRAMES: usize = 1024;
 
@@ -124,6 +127,16 @@ impl Net {
             tap.set_address(ip, mask).map_err(NetError::Tap)?;
         }
         tap.up().map_err(NetError::Tap)?;
+        // Frames written before the kernel lets them out would be lost: at
+        // go-live, the announcement and the frames the replay produced.
+        if !tap.wait_ready(TAP_READY_LIMIT).map_err(NetError::Tap)? {
+            log::warn!(
+                "{}: tap {} did not start forwarding within {TAP_READY_LIMIT:?}; \
+                 going on (frames sent until it does are lost)",
+                self.id,
+                tap.name()
+            );
+        }
         // The kernel's choice when no name was given.
         self.tap_name = Some(tap.name().to_string());
         self.start(tap.into_file(), waker)
