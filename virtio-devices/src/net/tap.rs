@@ -347,29 +347,27 @@ mod tests {
         // SAFETY: unshare(2) of the mount namespace, for this thread only
         // (its filesystem attributes are unshared with it).
         assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0, "unshare");
-        // SAFETY: mount(2) and umount2(2) with NUL-terminated strings and
-        // no data; they affect only the new mount namespace (made a slave
-        // first, so nothing propagates back to the host's).
-        unsafe {
-            let none = std::ptr::null();
-            assert_eq!(
-                libc::mount(
-                    none,
-                    root.as_ptr(),
-                    none,
-                    libc::MS_REC | libc::MS_SLAVE,
-                    none.cast()
-                ),
-                0
-            );
-            libc::umount2(sys.as_ptr(), libc::MNT_DETACH);
-            assert_eq!(
-                libc::mount(sysfs.as_ptr(), sys.as_ptr(), sysfs.as_ptr(), 0, none.cast()),
-                0,
-                "mount sysfs: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+        let none = std::ptr::null();
+        // SAFETY: mount(2) with NUL-terminated strings and no data; it
+        // affects only the new mount namespace, made a slave first so
+        // that nothing propagates back to the host's.
+        let r = unsafe {
+            libc::mount(
+                none,
+                root.as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_SLAVE,
+                none.cast(),
+            )
+        };
+        assert_eq!(r, 0, "make / a slave: {}", std::io::Error::last_os_error());
+        // SAFETY: umount2(2) of a NUL-terminated path in this thread's own
+        // mount namespace; failing (nothing mounted there) is harmless.
+        unsafe { libc::umount2(sys.as_ptr(), libc::MNT_DETACH) };
+        // SAFETY: as the first mount(2) above.
+        let r =
+            unsafe { libc::mount(sysfs.as_ptr(), sys.as_ptr(), sysfs.as_ptr(), 0, none.cast()) };
+        assert_eq!(r, 0, "mount sysfs: {}", std::io::Error::last_os_error());
     }
 
     const PROBE_ETHERTYPE: u16 = 0x88b5;
