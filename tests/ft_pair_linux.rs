@@ -5,17 +5,22 @@
 //! hosts: a command typed at the primary's shell is replayed by the
 //! backup; after `kill -9` of the primary the backup goes live and its
 //! shell (the same shell, same processes) answers what is typed next.
+//! And a TCP service in the guest (busybox `nc` running a shell loop that
+//! appends each request to a file and answers with the file's line count)
+//! keeps its client's connection across the failover, with the right
+//! answers.
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::process::{ChildStdin, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::captured::Captured;
 use common::ftpair::{assert_clean, write_key, CHANNEL_PORT};
 use common::netns::KillOnDrop;
-use common::pair::{Host, PairNet, LOG_B};
+use common::pair::{Host, PairNet, GUEST_IP, LAN_PREFIX_LEN, LOG_B};
 use common::{linux_guest_paths, wait_until, TempDir};
 
 /// A VMM whose serial port is its stdin/stdout, on our pipes.
@@ -28,6 +33,18 @@ struct Console {
 
 impl Console {
     fn start(net: &PairNet, host: Host, dir: &TempDir, name: &str, ft: String) -> Console {
+        Console::start_with(net, host, dir, name, ft, &[])
+    }
+
+    /// As [`start`](Self::start), with more VMM options.
+    fn start_with(
+        net: &PairNet,
+        host: Host,
+        dir: &TempDir,
+        name: &str,
+        ft: String,
+        extra: &[&str],
+    ) -> Console {
         let p = linux_guest_paths();
         let stderr = dir.path(&format!("stderr-{name}.txt"));
         let mut command = net.host(host).command(common::vmm_bin());
@@ -47,6 +64,7 @@ impl Console {
                 "off",
             ])
             .args(["--fault-tolerance", &ft, "-v"])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"));
@@ -134,6 +152,130 @@ fn a_linux_shell_survives_the_death_of_its_primary() {
     backup.type_line("echo LIVE-$((6*7)); test -s /tmp/up && echo FILE-KEPT");
     backup.wait_for("LIVE-42", Duration::from_secs(60));
     backup.wait_for("FILE-KEPT", Duration::from_secs(10));
+    backup.type_line("poweroff -f");
+    let status = backup.child.wait_timeout(Duration::from_secs(60));
+    assert!(status.is_some_and(|s| s.success()), "{}", backup.stderr());
+    drop(backup);
+    drop(primary);
+    drop(net);
+    assert_clean(&names);
+}
+
+/// The guest's service port.
+const SERVICE_PORT: u16 = 7100;
+
+/// The service: for each line received, append it to `/tmp/log` and answer
+/// `ok <lines in /tmp/log> <line>`. Typed at the shell as a here-document.
+const SERVICE: &str = "cat > /tmp/srv <<'EOF'
+#!/bin/sh
+while read l; do
+echo \"$l\" >> /tmp/log
+echo \"ok $(wc -l < /tmp/log) $l\"
+done
+EOF";
+
+/// One request and its answer over the client's connection.
+fn exchange(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, line: &str) -> String {
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .unwrap_or_else(|e| panic!("sending {line:?}: {e}"));
+    let mut answer = String::new();
+    let n = reader
+        .read_line(&mut answer)
+        .unwrap_or_else(|e| panic!("answer to {line:?}: {e}"));
+    assert!(n > 0, "the service closed the connection at {line:?}");
+    answer.trim_end().to_string()
+}
+
+#[test]
+fn a_tcp_service_in_a_linux_guest_keeps_its_client_across_a_failover() {
+    let dir = TempDir::new("ftpair-linux-tcp");
+    let net = PairNet::new();
+    let names = net.names();
+    let key = write_key(&dir);
+    let common = format!(
+        "key={},tiebreaker=file:{}",
+        key.display(),
+        dir.path("tiebreak").display()
+    );
+    let (net_b, net_a) = (net.guest_net(Host::B), net.guest_net(Host::A));
+    let mut backup = Console::start_with(
+        &net,
+        Host::B,
+        &dir,
+        "backup",
+        format!("mode=backup,listen=tcp:{LOG_B}:{CHANNEL_PORT},{common}"),
+        &["--net", &net_b],
+    );
+    let mut primary = Console::start_with(
+        &net,
+        Host::A,
+        &dir,
+        "primary",
+        format!("mode=primary,peer=tcp:{LOG_B}:{CHANNEL_PORT},{common}"),
+        &["--net", &net_a],
+    );
+    primary.wait_for("/ # ", Duration::from_secs(240));
+    primary.type_line(SERVICE);
+    primary.type_line(&format!(
+        "chmod +x /tmp/srv && ip addr add {GUEST_IP}/{LAN_PREFIX_LEN} dev eth0 && \
+         ip link set eth0 up && nc -l -p {SERVICE_PORT} -e /tmp/srv & echo SERVING-$((40+2))"
+    ));
+    primary.wait_for("SERVING-42", Duration::from_secs(60));
+
+    // The client's one connection (from its namespace), retried while the
+    // service starts listening.
+    let addr = std::net::SocketAddr::from((GUEST_IP, SERVICE_PORT));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut stream = loop {
+        match net
+            .client
+            .run(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
+        {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot connect to the guest's service: {e}\n{}",
+                    primary.output.text()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("read timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    for i in 1..=5 {
+        assert_eq!(
+            exchange(&mut stream, &mut reader, &format!("req{i}")),
+            format!("ok {i} req{i}")
+        );
+    }
+    // Mid-exchange: the request is on its way when the primary dies.
+    stream.write_all(b"req6\n").expect("send req6");
+    primary.child.kill9();
+    let mut answer = String::new();
+    reader.read_line(&mut answer).expect("the answer to req6");
+    assert_eq!(answer.trim_end(), "ok 6 req6", "{}", backup.stderr());
+    assert!(
+        backup.stderr().contains("event go-live"),
+        "{}",
+        backup.stderr()
+    );
+    // The same connection goes on with the backup, and the file keeps
+    // every line (none lost, none twice).
+    for i in 7..=10 {
+        assert_eq!(
+            exchange(&mut stream, &mut reader, &format!("req{i}")),
+            format!("ok {i} req{i}")
+        );
+    }
+    drop(reader);
+    drop(stream);
+    backup.type_line("echo LINES-$(wc -l < /tmp/log)");
+    backup.wait_for("LINES-10", Duration::from_secs(30));
     backup.type_line("poweroff -f");
     let status = backup.child.wait_timeout(Duration::from_secs(60));
     assert!(status.is_some_and(|s| s.success()), "{}", backup.stderr());
