@@ -8,18 +8,19 @@
 //! And a TCP service in the guest (busybox `nc` running a shell loop that
 //! appends each request to a file and answers with the file's line count)
 //! keeps its client's connection across the failover, with the right
-//! answers.
+//! answers. And the same guest and service recorded alone with a client's
+//! TCP exchange, replayed from the log byte for byte.
 
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::process::{ChildStdin, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::captured::Captured;
 use common::ftpair::{assert_clean, write_key, CHANNEL_PORT};
-use common::netns::KillOnDrop;
+use common::netns::{KillOnDrop, Netns};
 use common::pair::{Host, PairNet, GUEST_IP, LAN_PREFIX_LEN, LOG_B};
 use common::{linux_guest_paths, wait_until, TempDir};
 
@@ -28,7 +29,32 @@ struct Console {
     child: KillOnDrop,
     stdin: ChildStdin,
     output: Captured,
+    reader: Option<std::thread::JoinHandle<()>>,
     stderr: std::path::PathBuf,
+}
+
+/// The minimal Linux guest's options: its kernel, initramfs, the
+/// replayable command line (no TSC, fixed user-space addresses), 256 MiB
+/// and the serial console on standard input and output.
+fn linux_args() -> Vec<String> {
+    let p = linux_guest_paths();
+    [
+        "--kernel",
+        p["VMLINUX"].to_str().expect("utf-8"),
+        "--initramfs",
+        p["INITRAMFS"].to_str().expect("utf-8"),
+        "--cmdline",
+        "console=ttyS0 clearcpuid=4,308,151 noxsave norandmaps",
+        "--memory",
+        "size=256M",
+        "--serial",
+        "tty",
+        "--console",
+        "off",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 impl Console {
@@ -45,25 +71,23 @@ impl Console {
         ft: String,
         extra: &[&str],
     ) -> Console {
-        let p = linux_guest_paths();
+        Console::spawn(
+            net.host(host).command(common::vmm_bin()),
+            dir,
+            name,
+            &ft,
+            extra,
+        )
+    }
+
+    /// Runs `command` (the VMM, maybe inside a namespace) with the Linux
+    /// guest, `--fault-tolerance ft` and `extra`; its stderr goes to
+    /// `stderr-<name>.txt` in `dir`.
+    fn spawn(mut command: Command, dir: &TempDir, name: &str, ft: &str, extra: &[&str]) -> Console {
         let stderr = dir.path(&format!("stderr-{name}.txt"));
-        let mut command = net.host(host).command(common::vmm_bin());
         command
-            .args(["--kernel", p["VMLINUX"].to_str().expect("utf-8")])
-            .args(["--initramfs", p["INITRAMFS"].to_str().expect("utf-8")])
-            .args([
-                "--cmdline",
-                "console=ttyS0 clearcpuid=4,308,151 noxsave norandmaps",
-            ])
-            .args([
-                "--memory",
-                "size=256M",
-                "--serial",
-                "tty",
-                "--console",
-                "off",
-            ])
-            .args(["--fault-tolerance", &ft, "-v"])
+            .args(linux_args())
+            .args(["--fault-tolerance", ft, "-v"])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -73,7 +97,7 @@ impl Console {
         let mut stdout = child.0.stdout.take().expect("stdout");
         let output = Captured::default();
         let out = output.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
                 if n == 0 {
@@ -86,8 +110,21 @@ impl Console {
             child,
             stdin,
             output,
+            reader: Some(reader),
             stderr,
         }
+    }
+
+    /// Waits (at most `timeout`) for the VMM to exit: its status and its
+    /// whole serial output.
+    fn finish(mut self, timeout: Duration) -> (Option<std::process::ExitStatus>, Vec<u8>) {
+        let status = self.child.wait_timeout(timeout);
+        if status.is_some() {
+            if let Some(r) = self.reader.take() {
+                r.join().expect("serial reader");
+            }
+        }
+        (status, self.output.take())
     }
 
     fn type_line(&mut self, line: &str) {
@@ -187,6 +224,47 @@ fn exchange(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, line: &st
     answer.trim_end().to_string()
 }
 
+/// Types the service at `console`'s shell and starts it on `eth0` with
+/// address `ip`/`prefix` (busybox `nc`, one connection).
+fn start_service(console: &mut Console, ip: std::net::Ipv4Addr, prefix: u8) {
+    console.type_line(SERVICE);
+    console.type_line(&format!(
+        "chmod +x /tmp/srv && ip addr add {ip}/{prefix} dev eth0 && \
+         ip link set eth0 up && nc -l -p {SERVICE_PORT} -e /tmp/srv & echo SERVING-$((40+2))"
+    ));
+    console.wait_for("SERVING-42", Duration::from_secs(60));
+}
+
+/// The client's one connection to the service at `ip`, from namespace
+/// `ns`, retried while the service starts listening (60 s at most); with
+/// a reader on it.
+fn connect(
+    ns: &Netns,
+    ip: std::net::Ipv4Addr,
+    console: &Console,
+) -> (TcpStream, BufReader<TcpStream>) {
+    let addr = std::net::SocketAddr::from((ip, SERVICE_PORT));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stream = loop {
+        match ns.run(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2))) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot connect to the guest's service: {e}\n{}",
+                    console.output.text()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("read timeout");
+    let reader = BufReader::new(stream.try_clone().expect("clone"));
+    (stream, reader)
+}
+
 #[test]
 fn a_tcp_service_in_a_linux_guest_keeps_its_client_across_a_failover() {
     let dir = TempDir::new("ftpair-linux-tcp");
@@ -216,37 +294,8 @@ fn a_tcp_service_in_a_linux_guest_keeps_its_client_across_a_failover() {
         &["--net", &net_a],
     );
     primary.wait_for("/ # ", Duration::from_secs(240));
-    primary.type_line(SERVICE);
-    primary.type_line(&format!(
-        "chmod +x /tmp/srv && ip addr add {GUEST_IP}/{LAN_PREFIX_LEN} dev eth0 && \
-         ip link set eth0 up && nc -l -p {SERVICE_PORT} -e /tmp/srv & echo SERVING-$((40+2))"
-    ));
-    primary.wait_for("SERVING-42", Duration::from_secs(60));
-
-    // The client's one connection (from its namespace), retried while the
-    // service starts listening.
-    let addr = std::net::SocketAddr::from((GUEST_IP, SERVICE_PORT));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut stream = loop {
-        match net
-            .client
-            .run(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2)))
-        {
-            Ok(s) => break s,
-            Err(e) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "cannot connect to the guest's service: {e}\n{}",
-                    primary.output.text()
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("read timeout");
-    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    start_service(&mut primary, GUEST_IP, LAN_PREFIX_LEN);
+    let (mut stream, mut reader) = connect(&net.client, GUEST_IP, &primary);
     for i in 1..=5 {
         assert_eq!(
             exchange(&mut stream, &mut reader, &format!("req{i}")),
@@ -283,4 +332,80 @@ fn a_tcp_service_in_a_linux_guest_keeps_its_client_across_a_failover() {
     drop(primary);
     drop(net);
     assert_clean(&names);
+}
+
+/// The same guest and service recorded alone (`mode=record`, the VMM in a
+/// namespace of its own with its tap), a client's TCP exchange with it,
+/// then the log replayed: byte-identical serial output and the recorded
+/// final state (the replay's exit status 0 says the digests matched).
+/// The pair's backup replays exactly this way, packets included.
+#[test]
+fn a_recorded_linux_tcp_exchange_replays_byte_identically() {
+    const HOST_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 168, 250, 1);
+    const GUEST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 168, 250, 2);
+    let dir = TempDir::new("ftlinux-net-replay");
+    let ns = Netns::new("ftlnr");
+    let log = dir.path("net.ftlog");
+    let tap = format!("tlr{:x}", std::process::id());
+    let net_arg = format!("tap={tap},ip={HOST_IP},mask=255.255.255.0,mac=52:54:00:f7:00:01");
+    let extra = ["--net", net_arg.as_str()];
+    let record = format!("mode=record,log={}", log.display());
+    let mut guest = Console::spawn(
+        ns.command(common::vmm_bin()),
+        &dir,
+        "record",
+        &record,
+        &extra,
+    );
+    guest.wait_for("/ # ", Duration::from_secs(300));
+    start_service(&mut guest, GUEST, 24);
+    let (mut stream, mut reader) = connect(&ns, GUEST, &guest);
+    for i in 1..=5 {
+        assert_eq!(
+            exchange(&mut stream, &mut reader, &format!("req{i}")),
+            format!("ok {i} req{i}")
+        );
+    }
+    drop(reader);
+    drop(stream);
+    guest.type_line("echo LINES-$(wc -l < /tmp/log)");
+    guest.wait_for("LINES-5", Duration::from_secs(60));
+    guest.type_line("poweroff -f");
+    let stderr = guest.stderr();
+    let (status, recorded) = guest.finish(Duration::from_secs(60));
+    assert!(status.is_some_and(|s| s.success()), "recording: {stderr}");
+
+    // The replay opens no tap: its frames come from the log.
+    let replay = format!("mode=replay,log={}", log.display());
+    let replayed = Console::spawn(
+        Command::new(common::vmm_bin()),
+        &dir,
+        "replay",
+        &replay,
+        &extra,
+    );
+    let stderr = dir.path("stderr-replay.txt");
+    let (status, output) = replayed.finish(Duration::from_secs(600));
+    let errors = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(status.is_some_and(|s| s.success()), "replay: {errors}");
+    if output != recorded {
+        let at = recorded
+            .iter()
+            .zip(&output)
+            .position(|(a, b)| a != b)
+            .unwrap_or(recorded.len().min(output.len()));
+        let around = |v: &[u8]| {
+            String::from_utf8_lossy(&v[at.saturating_sub(200)..(at + 200).min(v.len())])
+                .into_owned()
+        };
+        panic!(
+            "serial output differs at byte {at} (recorded {}, replayed {} bytes):\n\
+             recorded: {:?}\nreplayed: {:?}\nstderr: {errors}",
+            recorded.len(),
+            output.len(),
+            around(&recorded),
+            around(&output)
+        );
+    }
+    drop(ns);
 }
