@@ -71,24 +71,20 @@ impl Console {
         ft: String,
         extra: &[&str],
     ) -> Console {
-        Console::spawn(
-            net.host(host).command(common::vmm_bin()),
-            dir,
-            name,
-            &ft,
-            extra,
-        )
+        let mut args = vec!["--fault-tolerance", ft.as_str()];
+        args.extend_from_slice(extra);
+        Console::spawn(net.host(host).command(common::vmm_bin()), dir, name, &args)
     }
 
     /// Runs `command` (the VMM, maybe inside a namespace) with the Linux
-    /// guest, `--fault-tolerance ft` and `extra`; its stderr goes to
-    /// `stderr-<name>.txt` in `dir`.
-    fn spawn(mut command: Command, dir: &TempDir, name: &str, ft: &str, extra: &[&str]) -> Console {
+    /// guest, `-v` and `args`; its stderr goes to `stderr-<name>.txt` in
+    /// `dir`.
+    fn spawn(mut command: Command, dir: &TempDir, name: &str, args: &[&str]) -> Console {
         let stderr = dir.path(&format!("stderr-{name}.txt"));
         command
             .args(linux_args())
-            .args(["--fault-tolerance", ft, "-v"])
-            .args(extra)
+            .arg("-v")
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"));
@@ -348,14 +344,12 @@ fn a_recorded_linux_tcp_exchange_replays_byte_identically() {
     let log = dir.path("net.ftlog");
     let tap = format!("tlr{:x}", std::process::id());
     let net_arg = format!("tap={tap},ip={HOST_IP},mask=255.255.255.0,mac=52:54:00:f7:00:01");
-    let extra = ["--net", net_arg.as_str()];
     let record = format!("mode=record,log={}", log.display());
     let mut guest = Console::spawn(
         ns.command(common::vmm_bin()),
         &dir,
         "record",
-        &record,
-        &extra,
+        &["--net", &net_arg, "--fault-tolerance", &record],
     );
     guest.wait_for("/ # ", Duration::from_secs(300));
     start_service(&mut guest, GUEST, 24);
@@ -381,8 +375,7 @@ fn a_recorded_linux_tcp_exchange_replays_byte_identically() {
         Command::new(common::vmm_bin()),
         &dir,
         "replay",
-        &replay,
-        &extra,
+        &["--net", &net_arg, "--fault-tolerance", &replay],
     );
     let stderr = dir.path("stderr-replay.txt");
     let (status, output) = replayed.finish(Duration::from_secs(600));
@@ -408,4 +401,141 @@ fn a_recorded_linux_tcp_exchange_replays_byte_identically() {
         );
     }
     drop(ns);
+}
+
+/// A VMM with no VM yet on `host` of `net`, its API socket
+/// `dir/NAME.sock` and its events in `dir/events-NAME.json`.
+fn start_empty(net: &PairNet, host: Host, dir: &TempDir, name: &str) -> KillOnDrop {
+    let stderr = std::fs::File::create(dir.path(&format!("stderr-{name}.txt"))).expect("stderr");
+    let sock = dir.path(&format!("{name}.sock"));
+    let events = dir.path(&format!("events-{name}.json"));
+    let child = KillOnDrop::spawn(
+        net.host(host)
+            .command(common::vmm_bin())
+            .arg("--api-socket")
+            .arg(format!("path={}", sock.display()))
+            .arg("--event-monitor")
+            .arg(format!("path={}", events.display()))
+            .arg("-v")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()),
+        "no API socket"
+    );
+    child
+}
+
+/// The same service protected by FT VMotion: the Linux guest boots plain
+/// (no fault tolerance) on host A with its client connected, gets a backup
+/// on host B by `ch-remote ft-add-backup` while the connection is open,
+/// and after `kill -9` of the primary mid-exchange the backup goes live
+/// and the client's connection goes on with the right answers.
+#[test]
+fn a_tcp_service_in_a_linux_guest_protected_by_ft_vmotion_keeps_its_client() {
+    let dir = TempDir::new("ftvmotion-linux-tcp");
+    let net = PairNet::new();
+    let names = net.names();
+    let key = write_key(&dir);
+    let tiebreaker = format!("file:{}", dir.path("tiebreak").display());
+    let net_a = net.guest_net(Host::A);
+    let sock = dir.path("primary.sock");
+    let api = format!("path={}", sock.display());
+    let events = format!("path={}", dir.path("events-primary.json").display());
+    let mut primary = Console::spawn(
+        net.host(Host::A).command(common::vmm_bin()),
+        &dir,
+        "primary",
+        &[
+            "--net",
+            &net_a,
+            "--api-socket",
+            &api,
+            "--event-monitor",
+            &events,
+        ],
+    );
+    primary.wait_for("/ # ", Duration::from_secs(300));
+    start_service(&mut primary, GUEST_IP, LAN_PREFIX_LEN);
+    let (mut stream, mut reader) = connect(&net.client, GUEST_IP, &primary);
+    for i in 1..=3 {
+        assert_eq!(
+            exchange(&mut stream, &mut reader, &format!("req{i}")),
+            format!("ok {i} req{i}")
+        );
+    }
+
+    // FT VMotion to host B with the client's connection open.
+    let backup = start_empty(&net, Host::B, &dir, "backup");
+    let listen = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
+    let receive = Command::new(common::ch_remote_bin())
+        .arg("--api-socket")
+        .arg(dir.path("backup.sock"))
+        .args([
+            "ft-receive-backup",
+            &format!(
+                "{listen},key={},tiebreaker={tiebreaker},net_taps={},serial={}",
+                key.display(),
+                net.links(Host::B).tap,
+                dir.path("serial-backup.txt").display()
+            ),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ch-remote");
+    let added = common::ch_remote(
+        &sock,
+        &[
+            "ft-add-backup",
+            &format!(
+                "peer={listen},key={},tiebreaker={tiebreaker}",
+                key.display()
+            ),
+        ],
+    );
+    let received = receive.wait_with_output().expect("ft-receive-backup");
+    let backup_stderr =
+        || std::fs::read_to_string(dir.path("stderr-backup.txt")).unwrap_or_default();
+    assert!(
+        added.status.success(),
+        "ft-add-backup: {}\n{}",
+        common::text(&added.stderr),
+        primary.stderr()
+    );
+    assert!(
+        received.status.success(),
+        "ft-receive-backup: {}\n{}",
+        common::text(&received.stderr),
+        backup_stderr()
+    );
+    // Protected: the exchange goes on through the Output Rule.
+    for i in 4..=5 {
+        assert_eq!(
+            exchange(&mut stream, &mut reader, &format!("req{i}")),
+            format!("ok {i} req{i}")
+        );
+    }
+    stream.write_all(b"req6\n").expect("send req6");
+    primary.child.kill9();
+    let mut answer = String::new();
+    reader.read_line(&mut answer).expect("the answer to req6");
+    assert_eq!(answer.trim_end(), "ok 6 req6", "{}", backup_stderr());
+    for i in 7..=10 {
+        assert_eq!(
+            exchange(&mut stream, &mut reader, &format!("req{i}")),
+            format!("ok {i} req{i}")
+        );
+    }
+    let events = common::ftpair::ft_events(&dir.path("events-backup.json"));
+    assert!(events.iter().any(|e| e == "go-live"), "{events:?}");
+    drop(reader);
+    drop(stream);
+    drop(backup);
+    drop(primary);
+    drop(net);
+    assert_clean(&names);
 }
