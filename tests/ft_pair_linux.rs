@@ -8,8 +8,10 @@
 //! And a TCP service in the guest (busybox `nc` running a shell loop that
 //! appends each request to a file and answers with the file's line count)
 //! keeps its client's connection across the failover, with the right
-//! answers. And the same guest and service recorded alone with a client's
-//! TCP exchange, replayed from the log byte for byte.
+//! answers: as a pair from boot, and booted plain then protected by FT
+//! VMotion (`ft-add-backup`) with the connection open. And the same guest
+//! and service recorded alone with a client's TCP exchange, replayed from
+//! the log byte for byte.
 
 mod common;
 
