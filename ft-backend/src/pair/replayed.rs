@@ -26,6 +26,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use virtio_devices::{Output, OutputKind, OutputSink};
 
+use crate::channel::Position;
+
 /// At most this many frames are kept (a bound on memory and on the burst
 /// sent at go-live), whatever the window.
 pub const MAX_KEPT_FRAMES: usize = 256;
@@ -132,6 +134,47 @@ impl OutputSink for ReplayedOutputs {
     }
 }
 
+/// How many progress points wait to be passed at most (the replay passes
+/// them in order; beyond this the newest replaces the last).
+const MAX_PENDING_POINTS: usize = 1024;
+
+/// The replay's guest time, for stamping the frames it produces: the
+/// latest of the clock reads it replayed and the guest time of the
+/// primary's progress points it has passed. A guest that reads the clock
+/// through the VMM rarely (Linux keeps time with the TSC and kvmclock) would
+/// otherwise keep one time for minutes, and every frame would look recent
+/// at go-live.
+#[derive(Debug, Default)]
+pub struct ReplayTime {
+    /// Progress points heard and not yet passed, by exit.
+    pending: VecDeque<Position>,
+    /// The latest guest time known to be passed (ns).
+    passed_ns: u64,
+}
+
+impl ReplayTime {
+    /// The primary said it reached `p`.
+    pub fn heard(&mut self, p: Position) {
+        let full = self.pending.len() >= MAX_PENDING_POINTS;
+        match self.pending.back_mut() {
+            Some(last) if p.exits <= last.exits => {}
+            Some(last) if full => *last = p,
+            _ => self.pending.push_back(p),
+        }
+    }
+
+    /// The replay finished exit `exits`, its last replayed clock read
+    /// being `clock_ns`: the guest time now (never going back).
+    pub fn passed(&mut self, exits: u64, clock_ns: u64) -> u64 {
+        while let Some(p) = self.pending.front().filter(|p| p.exits <= exits) {
+            self.passed_ns = self.passed_ns.max(p.guest_ns);
+            self.pending.pop_front();
+        }
+        self.passed_ns = self.passed_ns.max(clock_ns);
+        self.passed_ns
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -186,5 +229,31 @@ mod tests {
         let sent = sent.lock().unwrap();
         assert_eq!(sent.first(), Some(&10));
         assert_eq!(sent.len(), MAX_KEPT_FRAMES);
+    }
+
+    #[test]
+    fn the_replay_time_follows_the_progress_points_it_passed() {
+        let mut t = ReplayTime::default();
+        let at = |exits, guest_ns| Position { exits, guest_ns };
+        // No clock read replayed since 5 ns; the primary reported exits 10
+        // and 20 at 1000 and 2000 ns.
+        t.heard(at(10, 1000));
+        t.heard(at(20, 2000));
+        t.heard(at(20, 2000));
+        assert_eq!(t.passed(9, 5), 5);
+        assert_eq!(t.passed(10, 5), 1000);
+        assert_eq!(t.passed(19, 5), 1000);
+        // A clock read beyond the last point counts too, and time never
+        // goes back.
+        assert_eq!(t.passed(19, 1500), 1500);
+        assert_eq!(t.passed(25, 0), 2000);
+        // Many points unpassed: the newest replaces the last kept.
+        for k in 0..(MAX_PENDING_POINTS as u64 + 5) {
+            t.heard(at(100 + k, 10_000 + k));
+        }
+        assert_eq!(
+            t.passed(u64::MAX, 0),
+            10_000 + MAX_PENDING_POINTS as u64 + 4
+        );
     }
 }

@@ -24,6 +24,7 @@ use ft_backend::clock::ReplayClock;
 use ft_backend::live::LiveFeed;
 use ft_backend::pair::backup::{Backup, BackupSetup};
 use ft_backend::pair::primary::{Primary, PrimarySetup};
+use ft_backend::pair::replayed::ReplayTime;
 use ft_backend::pair::{channel_config, file_digest, PairState, PairStatus};
 use ft_backend::tiebreak::Tiebreaker;
 
@@ -307,6 +308,8 @@ pub struct BackupPair {
     /// Keeps the channel open.
     pub backup: Box<Backup>,
     reported_at: u64,
+    /// The replay's guest time for the frames it produces.
+    time: ReplayTime,
 }
 
 impl std::fmt::Debug for BackupPair {
@@ -331,6 +334,7 @@ impl BackupPair {
             go_live_devices,
             backup,
             reported_at: 0,
+            time: ReplayTime::default(),
         }
     }
 
@@ -339,10 +343,12 @@ impl BackupPair {
     pub fn applied(&mut self, exits: u64) {
         if exits > self.reported_at {
             self.reported_at = exits;
-            let guest_ns = self.clock.last_replayed();
+            let heard = self.feed.progress();
+            self.time.heard(heard);
+            let guest_ns = self.time.passed(exits, self.clock.last_replayed());
             self.backup.replayed.set_time(guest_ns);
             self.status.set_applied(Position { exits, guest_ns });
-            self.status.set_sent(self.feed.progress());
+            self.status.set_sent(heard);
         }
     }
 
