@@ -198,11 +198,14 @@ impl Shared {
         }
         let (position, log_bytes) = acks.take();
         let applied = *lock(&self.applied);
-        self.out.set_ack(Message::Ack {
-            position,
-            log_bytes,
-            applied,
-        });
+        self.out.send_ack(
+            self,
+            Message::Ack {
+                position,
+                log_bytes,
+                applied,
+            },
+        );
         Ok(())
     }
 
@@ -354,7 +357,7 @@ pub(super) fn start(
     let shared = Arc::new(Shared {
         config: config.clone(),
         stream,
-        out: SendQueue::default(),
+        out: SendQueue::new(writer),
         flow: Mutex::new(Flow {
             sent: 0,
             acked_bytes: 0,
@@ -388,7 +391,7 @@ pub(super) fn start(
     let w = Arc::clone(&shared);
     let write = Box::new(move || {
         super::priority::raise_current_thread();
-        writer_loop(&w, writer);
+        writer_loop(&w);
     });
     let writer_thread = match spawn("ft-chan-tx", write) {
         Ok(t) => t,

@@ -22,7 +22,10 @@
 //! sender only to push one message, and the writer only *tries* it; when a
 //! sender holds it, the writer sends the heartbeat anyway and takes the
 //! queue once the sender is done (a sender wakes the writer after each
-//! push). The ack slot is shared only with the reader, also real-time.
+//! push). The sealing state (the record writer) is shared only with the
+//! reader, also real-time: the reader writes an ack itself when the writer
+//! is not writing (no hand-off: the Output Rule waits on these acks), and
+//! otherwise leaves it in a slot the writer sends first.
 //!
 //! Flow control: the queue is bounded in bytes ([`QUEUE_BYTES`]); a sender
 //! waits for room, so the primary's unsent log stays small and its lag
@@ -78,8 +81,11 @@ struct Queue {
 }
 
 /// The queue between the senders and the writer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct SendQueue {
+    /// The socket's sending half, taken only by the writer and the reader
+    /// (both real-time).
+    sink: Mutex<Sink>,
     queue: Mutex<Queue>,
     /// Senders wait here for room.
     room: Condvar,
@@ -95,6 +101,25 @@ pub(super) struct SendQueue {
 }
 
 impl SendQueue {
+    /// A queue whose records go out through `records`.
+    pub(super) fn new(records: RecordWriter) -> Self {
+        SendQueue {
+            sink: Mutex::new(Sink {
+                records,
+                wire: Vec::with_capacity(BATCH_BYTES + (64 << 10)),
+                gathered: 0,
+                oldest: None,
+                last_sent: Instant::now(),
+            }),
+            queue: Mutex::default(),
+            room: Condvar::new(),
+            ack: Mutex::default(),
+            writer: OnceLock::new(),
+            said_goodbye: AtomicBool::new(false),
+            failed: OnceLock::new(),
+        }
+    }
+
     fn wake_writer(&self) {
         if let Some(t) = self.writer.get() {
             t.unpark();
@@ -139,10 +164,30 @@ impl SendQueue {
         pushed
     }
 
-    /// Sets the ack to send next (replacing an older one not yet sent).
-    pub(super) fn set_ack(&self, ack: Message) {
-        *lock(&self.ack) = Some(ack);
-        self.wake_writer();
+    /// Sends an ack (from the reader): at once when the writer is not
+    /// writing, otherwise as the writer's next record (replacing an older
+    /// ack not yet sent).
+    pub(super) fn send_ack(&self, shared: &Shared, ack: Message) {
+        let mut sink = match self.sink.try_lock() {
+            Ok(sink) => sink,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                *lock(&self.ack) = Some(ack);
+                self.wake_writer();
+                return;
+            }
+        };
+        let sent = sink
+            .seal(shared, &ack, None)
+            .and_then(|()| sink.flush(shared));
+        drop(sink);
+        match sent {
+            Ok(()) => shared.counters.ack_sent(),
+            Err(e) => {
+                let _ = self.failed.set(e.clone());
+                shared.lose(e);
+            }
+        }
     }
 
     /// Asks the writer to write what is queued, then (`goodbye`) a
@@ -172,21 +217,25 @@ enum Took {
     Some(Option<bool>),
 }
 
-/// The writer's own state: the socket's sending half and what it is
-/// gathering for one write.
-struct Writer<'a> {
-    shared: &'a Shared,
+/// The socket's sending half and what is gathered for one write.
+#[derive(Debug)]
+struct Sink {
     records: RecordWriter,
     wire: Vec<u8>,
-    /// Records and their queueing times gathered in `wire`.
+    /// Records gathered in `wire`, and the oldest one's queueing time.
     gathered: u64,
     oldest: Option<Instant>,
     last_sent: Instant,
 }
 
-impl Writer<'_> {
+impl Sink {
     /// Seals `msg` into the batch; writes the batch when it is full.
-    fn seal(&mut self, msg: &Message, queued: Option<Instant>) -> Result<(), SessionError> {
+    fn seal(
+        &mut self,
+        shared: &Shared,
+        msg: &Message,
+        queued: Option<Instant>,
+    ) -> Result<(), SessionError> {
         self.records
             .seal(msg, &mut self.wire)
             .map_err(|e| SessionError::Send(Arc::new(e)))?;
@@ -195,20 +244,19 @@ impl Writer<'_> {
             self.oldest = Some(self.oldest.map_or(at, |o| o.min(at)));
         }
         if self.wire.len() >= BATCH_BYTES {
-            self.flush()?;
+            self.flush(shared)?;
         }
         Ok(())
     }
 
     /// Writes the gathered records.
-    fn flush(&mut self) -> Result<(), SessionError> {
+    fn flush(&mut self, shared: &Shared) -> Result<(), SessionError> {
         if self.wire.is_empty() {
             return Ok(());
         }
         let start = Instant::now();
         let written = self.records.write_sealed(&self.wire);
         let done = Instant::now();
-        let shared = self.shared;
         shared.slow("wrote records", done - start);
         shared.counters.send_write(done - start);
         written.map_err(|e| SessionError::Send(Arc::new(e)))?;
@@ -216,7 +264,9 @@ impl Writer<'_> {
         shared.slow("sent nothing", gap);
         shared.counters.send_gap(gap);
         if let Some(at) = self.oldest.take() {
-            shared.counters.send_queue(done.saturating_duration_since(at));
+            shared
+                .counters
+                .send_queue(done.saturating_duration_since(at));
         }
         shared
             .counters
@@ -229,16 +279,16 @@ impl Writer<'_> {
 
     /// Takes the pending ack and up to a batch of queued messages and
     /// seals them.
-    fn take(&mut self) -> Result<(Took, bool), SessionError> {
-        let shared = self.shared;
-        let ack = lock(&shared.out.ack).take();
+    fn take(&mut self, shared: &Shared) -> Result<(Took, bool), SessionError> {
+        let out = &shared.out;
+        let ack = lock(&out.ack).take();
         let mut any = false;
         if let Some(ack) = ack {
-            self.seal(&ack, None)?;
+            self.seal(shared, &ack, None)?;
             shared.counters.ack_sent();
             any = true;
         }
-        let mut q = match shared.out.queue.try_lock() {
+        let mut q = match out.queue.try_lock() {
             Ok(q) => q,
             Err(TryLockError::Poisoned(p)) => p.into_inner(),
             Err(TryLockError::WouldBlock) => return Ok((Took::Busy, any)),
@@ -256,11 +306,11 @@ impl Writer<'_> {
         let close = if q.items.is_empty() { q.close } else { None };
         drop(q);
         if !taken.is_empty() {
-            shared.out.room.notify_all();
+            out.room.notify_all();
             any = true;
         }
         for item in taken {
-            self.seal(&item.msg, Some(item.at))?;
+            self.seal(shared, &item.msg, Some(item.at))?;
         }
         Ok((Took::Some(close), any))
     }
@@ -268,24 +318,15 @@ impl Writer<'_> {
 
 /// The writer thread's loop: queued messages in order, acks first,
 /// heartbeats when idle, the goodbye last.
-pub(super) fn writer_loop(shared: &Shared, records: RecordWriter) {
+pub(super) fn writer_loop(shared: &Shared) {
     let _ = shared.out.writer.set(std::thread::current());
-    let mut w = Writer {
-        shared,
-        records,
-        wire: Vec::with_capacity(BATCH_BYTES + (64 << 10)),
-        gathered: 0,
-        oldest: None,
-        last_sent: Instant::now(),
-    };
-    if let Err(e) = run(&mut w) {
+    if let Err(e) = run(shared) {
         let _ = shared.out.failed.set(e.clone());
         shared.lose(e);
     }
 }
 
-fn run(w: &mut Writer<'_>) -> Result<(), SessionError> {
-    let shared = w.shared;
+fn run(shared: &Shared) -> Result<(), SessionError> {
     let period = shared.config.heartbeat;
     loop {
         // A channel closed by this side still writes what was queued
@@ -294,8 +335,9 @@ fn run(w: &mut Writer<'_>) -> Result<(), SessionError> {
             None | Some(SessionError::Closed) => {}
             Some(_) => return Ok(()),
         }
-        let (took, any) = w.take()?;
-        w.flush()?;
+        let mut sink = lock(&shared.out.sink);
+        let (took, any) = sink.take(shared)?;
+        sink.flush(shared)?;
         let close = match took {
             Took::Some(close) => close,
             Took::Busy => None,
@@ -305,23 +347,24 @@ fn run(w: &mut Writer<'_>) -> Result<(), SessionError> {
         }
         if let Some(goodbye) = close {
             if goodbye {
-                w.seal(&Message::Goodbye, None)?;
-                w.flush()?;
+                sink.seal(shared, &Message::Goodbye, None)?;
+                sink.flush(shared)?;
                 shared.out.said_goodbye.store(true, Ordering::SeqCst);
             }
             return Ok(());
         }
-        let due = w.last_sent + period;
+        let due = sink.last_sent + period;
         let now = Instant::now();
         if now >= due {
             let late = now - due;
             shared.slow("sent a heartbeat late", late);
             shared.counters.heartbeat_late(late);
-            w.seal(&Message::Heartbeat, None)?;
-            w.flush()?;
+            sink.seal(shared, &Message::Heartbeat, None)?;
+            sink.flush(shared)?;
             shared.counters.heartbeat_sent();
             continue;
         }
+        drop(sink);
         let mut wait = due - now;
         if matches!(took, Took::Busy) {
             wait = wait.min(RETRY);
