@@ -384,8 +384,8 @@ fn a_primary_without_a_backup_and_a_backup_without_a_primary_end_cleanly() {
 /// lock, and the log thread (an ordinary thread) stopped in the middle of
 /// a write for the rest of the period kept the heartbeat out: "ft_log
 /// wrote one record for 516 ms", and the backup declared the primary lost
-/// (1 of 5 runs with ten busy loops beside the test, 1 of 3 in another
-/// series; 0 of 10 with the writer).
+/// (2 of 8 runs with ten busy loops beside the test; 0 of 20 with the
+/// writer).
 #[test]
 fn a_pair_starved_of_cpu_does_not_fail_over() {
     let dir = TempDir::new("ftpair-starved");

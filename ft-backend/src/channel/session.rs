@@ -510,11 +510,20 @@ impl ChannelSender {
             return;
         };
         self.shared.lose(SessionError::Closed);
-        // The writer writes what was queued (bounded by the failure
-        // detector's timeout: a peer that reads nothing is cut off).
+        // The writer writes what was queued (as long as it makes progress:
+        // a peer that reads nothing for the failure detector's timeout is
+        // cut off).
         self.shared.out.close(false);
         let timeout = self.shared.config.timeout;
-        wait_finished(&writer, timeout);
+        let mut sent = self.shared.counters.snapshot().bytes_sent;
+        loop {
+            wait_finished(&writer, timeout);
+            let now = self.shared.counters.snapshot().bytes_sent;
+            if writer.is_finished() || now == sent {
+                break;
+            }
+            sent = now;
+        }
         // Half-close: the peer reads everything sent, then closes its side,
         // which ends our reader. A peer that does not (its receive buffer
         // is full, but its heartbeats still come) is cut off after the
