@@ -86,7 +86,10 @@ def build():
         guest = out.stdout.decode().strip().splitlines()[-1]
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     rel = os.path.join(target, "release")
-    return os.path.join(rel, "cloud-hypervisor"), os.path.join(rel, "ft-kv-client"), guest
+    # FTPAIR_VMM: another build of ours (an earlier commit's binary) to
+    # measure side by side with the same scripts.
+    vmm = os.environ.get("FTPAIR_VMM") or os.path.join(rel, "cloud-hypervisor")
+    return vmm, os.path.join(rel, "ft-kv-client"), guest
 
 
 def pids_in(ns):

@@ -31,6 +31,8 @@ pub struct ChannelCounters {
     send_lock_us_max: AtomicU64,
     send_write_us_max: AtomicU64,
     detector_stall_us_max: AtomicU64,
+    send_queue_us_max: AtomicU64,
+    queue_full_waits: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -74,23 +76,28 @@ pub struct CounterSnapshot {
     /// The longest time this side sent nothing, in microseconds (the
     /// peer's view of [`rx_wait_us_max`](Self::rx_wait_us_max)).
     pub send_gap_us_max: u64,
-    /// The most the heartbeat thread woke up later than it asked to, in
-    /// microseconds (scheduling delay of this side).
+    /// The most a heartbeat went out later than due (`heartbeat` after the
+    /// last write), in microseconds (scheduling delay of the writer).
     pub heartbeat_late_us_max: u64,
-    /// The longest wait of a sender for the socket's write side, in
-    /// microseconds (another sender's write in progress).
+    /// The longest wait of a sender for the writer queue's lock, in
+    /// microseconds (another sender pushing, or the writer taking).
     pub send_lock_us_max: u64,
-    /// The longest write of one record into the socket, in microseconds
-    /// (the peer's receive window full).
+    /// The longest write of the writer's records into the socket, in
+    /// microseconds (the peer's receive window full).
     pub send_write_us_max: u64,
     /// The longest time the receiving thread did not run while it waited
     /// for the peer, in microseconds: not counted as the peer's silence.
     pub detector_stall_us_max: u64,
+    /// The longest time a message waited in the writer's queue before it
+    /// was written, in microseconds.
+    pub send_queue_us_max: u64,
+    /// Times a sender waited for room in the writer's queue.
+    pub queue_full_waits: u64,
 }
 
 impl CounterSnapshot {
     /// The counters by name, as `vm.counters` lists them.
-    pub fn pairs(&self) -> [(&'static str, u64); 22] {
+    pub fn pairs(&self) -> [(&'static str, u64); 24] {
         [
             ("bytes_sent", self.bytes_sent),
             ("bytes_received", self.bytes_received),
@@ -114,6 +121,8 @@ impl CounterSnapshot {
             ("send_lock_us_max", self.send_lock_us_max),
             ("send_write_us_max", self.send_write_us_max),
             ("detector_stall_us_max", self.detector_stall_us_max),
+            ("send_queue_us_max", self.send_queue_us_max),
+            ("queue_full_waits", self.queue_full_waits),
         ]
     }
 }
@@ -127,9 +136,9 @@ fn add(c: &AtomicU64, n: u64) {
 }
 
 impl ChannelCounters {
-    pub(crate) fn sent(&self, wire: usize) {
-        add(&self.bytes_sent, wire as u64);
-        add(&self.records_sent, 1);
+    pub(crate) fn sent_records(&self, records: u64, wire: u64) {
+        add(&self.bytes_sent, wire);
+        add(&self.records_sent, records);
     }
 
     pub(crate) fn received(&self, wire: usize) {
@@ -206,6 +215,15 @@ impl ChannelCounters {
             .fetch_max(micros(took), Ordering::Relaxed);
     }
 
+    pub(crate) fn send_queue(&self, waited: Duration) {
+        self.send_queue_us_max
+            .fetch_max(micros(waited), Ordering::Relaxed);
+    }
+
+    pub(crate) fn queue_full_wait(&self) {
+        add(&self.queue_full_waits, 1);
+    }
+
     pub(crate) fn window_wait(&self) {
         add(&self.window_waits, 1);
     }
@@ -236,6 +254,8 @@ impl ChannelCounters {
             send_lock_us_max: g(&self.send_lock_us_max),
             send_write_us_max: g(&self.send_write_us_max),
             detector_stall_us_max: g(&self.detector_stall_us_max),
+            send_queue_us_max: g(&self.send_queue_us_max),
+            queue_full_waits: g(&self.queue_full_waits),
         }
     }
 }

@@ -41,6 +41,7 @@ mod message;
 mod priority;
 mod record;
 mod session;
+mod writer;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;

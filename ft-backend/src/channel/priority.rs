@@ -2,8 +2,9 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! The channel's own threads (the reader, which is the failure detector,
-//! and the heartbeat sender) run in the lowest real-time scheduling class
-//! when the process may use it.
+//! and the writer, which alone writes the socket and sends the heartbeats)
+//! run in the lowest real-time scheduling class when the process may use
+//! it.
 //!
 //! Why: on a loaded host an ordinary thread can wait hundreds of
 //! milliseconds for a CPU. Measured on the 2-CPU development machine at a

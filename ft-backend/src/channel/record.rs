@@ -127,6 +127,31 @@ impl RecordWriter {
 
     /// Sends one message as one record; returns the bytes written.
     pub fn send(&mut self, msg: &Message) -> Result<usize, RecordError> {
+        let total = self.seal_in_place(msg)?;
+        self.stream
+            .write_all(&self.wire[..total])
+            .map_err(RecordError::Io)?;
+        Ok(total)
+    }
+
+    /// Seals one message as the next record (its sequence number taken)
+    /// and appends the record to `out`, for [`write_sealed`]
+    /// (Self::write_sealed) later: several records in one write. Returns
+    /// the record's bytes.
+    pub fn seal(&mut self, msg: &Message, out: &mut Vec<u8>) -> Result<usize, RecordError> {
+        let total = self.seal_in_place(msg)?;
+        out.extend_from_slice(&self.wire[..total]);
+        Ok(total)
+    }
+
+    /// Writes records sealed by [`seal`](Self::seal), in their order.
+    pub fn write_sealed(&mut self, records: &[u8]) -> Result<(), RecordError> {
+        self.stream.write_all(records).map_err(RecordError::Io)
+    }
+
+    /// Encodes and encrypts `msg` as record `self.seq` into `self.wire`;
+    /// returns its length there.
+    fn seal_in_place(&mut self, msg: &Message) -> Result<usize, RecordError> {
         msg.encode(&mut self.plain).map_err(RecordError::Encode)?;
         let seq = self.seq;
         let len = self
@@ -137,12 +162,8 @@ impl RecordWriter {
             u16::try_from(len).map_err(|_| RecordError::BadLength { seq, len: u16::MAX })?;
         self.wire[..8].copy_from_slice(&seq.to_le_bytes());
         self.wire[8..HEADER_LEN].copy_from_slice(&len16.to_le_bytes());
-        let total = HEADER_LEN + len;
-        self.stream
-            .write_all(&self.wire[..total])
-            .map_err(RecordError::Io)?;
         self.seq += 1;
-        Ok(total)
+        Ok(HEADER_LEN + len)
     }
 }
 

@@ -11,12 +11,15 @@
 //!   progress in a bounded receive buffer for [`ChannelReceiver::recv`], and
 //!   sends acks through the [`AckCoalescer`]. When the receive buffer is
 //!   full it stops reading: the peer's window fills and its sender waits.
-//! - a **heartbeat** thread, which sends a heartbeat whenever this side has
-//!   sent nothing for `heartbeat`.
+//! - a **writer** ([`super::writer`]), the only thread that seals records
+//!   and writes the socket: senders only queue messages for it, and it
+//!   sends a heartbeat whenever this side has sent nothing for
+//!   `heartbeat`.
 //!
 //! Both run in the lowest real-time scheduling class when permitted
 //! ([`super::priority`]): a loaded host must not delay them past the
-//! peer's timeout.
+//! peer's timeout, and neither waits for a lock an ordinary thread holds
+//! across a write.
 //!
 //! The first failure (a refused record, a timeout, a closed or failed
 //! socket, an error or goodbye from the peer) makes the channel *lost*:
@@ -36,7 +39,8 @@ use super::ack::AckCoalescer;
 use super::counters::{ChannelCounters, CounterSnapshot};
 use super::handshake::Established;
 use super::message::{Message, Position, MAX_FRAMES_CHUNK};
-use super::record::{RecordError, RecordReader, RecordWriter};
+use super::record::{RecordError, RecordReader};
+use super::writer::{writer_loop, SendQueue};
 use super::ChannelConfig;
 
 /// Progress positions kept for round-trip measurement.
@@ -118,16 +122,11 @@ struct Inbox {
 }
 
 #[derive(Debug)]
-struct Outbox {
-    writer: RecordWriter,
-    last_sent: Instant,
-}
-
-#[derive(Debug)]
-struct Shared {
-    config: ChannelConfig,
+pub(super) struct Shared {
+    pub(super) config: ChannelConfig,
     stream: TcpStream,
-    outbox: Mutex<Outbox>,
+    /// What the writer thread sends.
+    pub(super) out: SendQueue,
     flow: Mutex<Flow>,
     flow_cv: Condvar,
     inbox: Mutex<Inbox>,
@@ -135,24 +134,24 @@ struct Shared {
     stop: Mutex<()>,
     stop_cv: Condvar,
     lost: OnceLock<SessionError>,
-    counters: ChannelCounters,
+    pub(super) counters: ChannelCounters,
     /// How far this side's replay has got (a backup's acks carry it).
     applied: Mutex<Position>,
     /// How far the peer's replay has got (from its last ack).
     peer_applied: Mutex<Position>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
-    fn lost(&self) -> Option<SessionError> {
+    pub(super) fn lost(&self) -> Option<SessionError> {
         self.lost.get().cloned()
     }
 
     /// Records the first failure and wakes every waiter.
-    fn lose(&self, cause: SessionError) {
+    pub(super) fn lose(&self, cause: SessionError) {
         let first = self.lost.set(cause.clone()).is_ok();
         if first && !matches!(cause, SessionError::Closed) {
             let _ = self.stream.shutdown(Shutdown::Both);
@@ -165,12 +164,13 @@ impl Shared {
         self.inbox_cv.notify_all();
         drop(lock(&self.stop));
         self.stop_cv.notify_all();
+        self.out.wake_all();
     }
 
     /// Logs a delay on this side's sending path that ate half the peer's
     /// failure timeout or more (the evidence when a peer declares this
     /// side lost while it ran).
-    fn slow(&self, what: &str, took: Duration) {
+    pub(super) fn slow(&self, what: &str, took: Duration) {
         if took >= self.config.timeout / 2 {
             log::warn!(
                 "logging channel: {} {what} for {} ms (the peer's timeout is {} ms)",
@@ -181,50 +181,31 @@ impl Shared {
         }
     }
 
-    fn send(&self, msg: &Message) -> Result<(), SessionError> {
+    /// Queues `msg` for the writer thread (waiting while its queue is
+    /// full); fails once the channel is lost.
+    fn send(&self, msg: Message) -> Result<(), SessionError> {
         if let Some(e) = self.lost() {
             return Err(e);
         }
-        self.write(msg)
+        self.out.push(self, msg)
     }
 
-    /// Sends even when the channel is lost (the goodbye after closing).
-    fn write(&self, msg: &Message) -> Result<(), SessionError> {
-        let asked = Instant::now();
-        let mut out = lock(&self.outbox);
-        let locked = Instant::now();
-        self.slow("waited for the socket's write side", locked - asked);
-        self.counters.send_lock(locked - asked);
-        let sent = out.writer.send(msg);
-        let done = Instant::now();
-        self.slow("wrote one record", done - locked);
-        self.counters.send_write(done - locked);
-        match sent {
-            Ok(n) => {
-                let gap = done.saturating_duration_since(out.last_sent);
-                self.slow("sent nothing", gap);
-                self.counters.send_gap(gap);
-                out.last_sent = done;
-                self.counters.sent(n);
-                Ok(())
-            }
-            Err(e) => {
-                drop(out);
-                self.lose(SessionError::Send(Arc::new(e)));
-                Err(self.lost().unwrap_or(SessionError::Closed))
-            }
-        }
-    }
-
+    /// Hands the writer an ack of everything received so far (it replaces
+    /// an older ack the writer has not sent yet).
     fn send_ack(&self, acks: &mut AckCoalescer) -> Result<(), SessionError> {
+        if let Some(e) = self.lost() {
+            return Err(e);
+        }
         let (position, log_bytes) = acks.take();
         let applied = *lock(&self.applied);
-        self.send(&Message::Ack {
-            position,
-            log_bytes,
-            applied,
-        })?;
-        self.counters.ack_sent();
+        self.out.send_ack(
+            self,
+            Message::Ack {
+                position,
+                log_bytes,
+                applied,
+            },
+        );
         Ok(())
     }
 
@@ -362,40 +343,6 @@ fn reader_loop(shared: &Shared, mut reader: RecordReader) {
     }
 }
 
-fn heartbeat_loop(shared: &Shared) {
-    let period = shared.config.heartbeat;
-    loop {
-        if shared.lost.get().is_some() {
-            return;
-        }
-        let idle = lock(&shared.outbox).last_sent.elapsed();
-        let wait = if idle >= period {
-            if shared.send(&Message::Heartbeat).is_err() {
-                return;
-            }
-            shared.counters.heartbeat_sent();
-            period
-        } else {
-            period - idle
-        };
-        let stop = lock(&shared.stop);
-        if shared.lost.get().is_some() {
-            return;
-        }
-        let slept = Instant::now();
-        let (stop, waited) = shared
-            .stop_cv
-            .wait_timeout(stop, wait)
-            .unwrap_or_else(PoisonError::into_inner);
-        drop(stop);
-        if waited.timed_out() {
-            let late = slept.elapsed().saturating_sub(wait);
-            shared.slow("woke up late", late);
-            shared.counters.heartbeat_late(late);
-        }
-    }
-}
-
 /// Starts the channel's threads on an established connection.
 pub(super) fn start(
     established: Established,
@@ -410,10 +357,7 @@ pub(super) fn start(
     let shared = Arc::new(Shared {
         config: config.clone(),
         stream,
-        outbox: Mutex::new(Outbox {
-            writer,
-            last_sent: Instant::now(),
-        }),
+        out: SendQueue::new(writer),
         flow: Mutex::new(Flow {
             sent: 0,
             acked_bytes: 0,
@@ -444,12 +388,12 @@ pub(super) fn start(
             reader_loop(&r, reader);
         }),
     )?;
-    let h = Arc::clone(&shared);
-    let heartbeat = Box::new(move || {
+    let w = Arc::clone(&shared);
+    let write = Box::new(move || {
         super::priority::raise_current_thread();
-        heartbeat_loop(&h);
+        writer_loop(&w);
     });
-    let heartbeat_thread = match spawn("ft-chan-hb", heartbeat) {
+    let writer_thread = match spawn("ft-chan-tx", write) {
         Ok(t) => t,
         Err(e) => {
             shared.lose(e.clone());
@@ -460,7 +404,8 @@ pub(super) fn start(
     Ok((
         ChannelSender {
             shared: Arc::clone(&shared),
-            threads: vec![reader_thread, heartbeat_thread],
+            reader: Some(reader_thread),
+            writer: Some(writer_thread),
         },
         ChannelReceiver {
             shared: Arc::clone(&shared),
@@ -474,7 +419,8 @@ pub(super) fn start(
 /// abruptly; [`ChannelSender::close`] says goodbye first.
 pub struct ChannelSender {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    reader: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for ChannelSender {
@@ -489,11 +435,14 @@ impl ChannelSender {
     /// Sends bytes of log frames (opaque to the channel), in records of at
     /// most [`MAX_FRAMES_CHUNK`] bytes. Waits while the unacknowledged
     /// log-frame bytes would pass the window (one record always fits in
-    /// an empty window).
+    /// an empty window), and while the writer's queue is full. Returns
+    /// once they are queued for the writer thread: a failure to write
+    /// them loses the channel, which the next call (and
+    /// [`ChannelHandle::lost`]) reports.
     pub fn send_frames(&mut self, frames: &[u8]) -> Result<(), SessionError> {
         for chunk in frames.chunks(MAX_FRAMES_CHUNK) {
             self.reserve(chunk.len())?;
-            self.shared.send(&Message::LogFrames(chunk.to_vec()))?;
+            self.shared.send(Message::LogFrames(chunk.to_vec()))?;
             self.shared.counters.frames_sent(chunk.len());
         }
         Ok(())
@@ -509,7 +458,7 @@ impl ChannelSender {
             }
             flow.rtt.push_back((position, Instant::now()));
         }
-        self.shared.send(&Message::Progress(position))?;
+        self.shared.send(Message::Progress(position))?;
         self.shared.counters.progress_sent();
         Ok(())
     }
@@ -522,11 +471,12 @@ impl ChannelSender {
             return Err(e);
         }
         // Closed first: the peer's answer to the goodbye (closing its side)
-        // is then no loss.
+        // is then no loss. The writer still writes what was queued before,
+        // then the goodbye.
         self.shared.lose(SessionError::Closed);
-        let said = self.shared.write(&Message::Goodbye);
+        self.shared.out.close(true);
         self.shutdown();
-        said
+        self.shared.out.goodbye_result()
     }
 
     /// Counts `len` bytes into the window, waiting until they fit.
@@ -556,23 +506,45 @@ impl ChannelSender {
     }
 
     fn shutdown(&mut self) {
-        if self.threads.is_empty() {
+        let Some(writer) = self.writer.take() else {
             return;
-        }
+        };
         self.shared.lose(SessionError::Closed);
+        // The writer writes what was queued (as long as it makes progress:
+        // a peer that reads nothing for the failure detector's timeout is
+        // cut off).
+        self.shared.out.close(false);
+        let timeout = self.shared.config.timeout;
+        let mut sent = self.shared.counters.snapshot().bytes_sent;
+        loop {
+            wait_finished(&writer, timeout);
+            let now = self.shared.counters.snapshot().bytes_sent;
+            if writer.is_finished() || now == sent {
+                break;
+            }
+            sent = now;
+        }
         // Half-close: the peer reads everything sent, then closes its side,
         // which ends our reader. A peer that does not (its receive buffer
         // is full, but its heartbeats still come) is cut off after the
         // failure detector's timeout.
         let _ = self.shared.stream.shutdown(Shutdown::Write);
-        let deadline = Instant::now() + self.shared.config.timeout;
-        while !self.threads.iter().all(JoinHandle::is_finished) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
+        if let Some(reader) = &self.reader {
+            wait_finished(reader, timeout);
         }
         let _ = self.shared.stream.shutdown(Shutdown::Both);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
+        let _ = writer.join();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
+    }
+}
+
+/// Waits at most `timeout` for `thread` to end.
+fn wait_finished(thread: &JoinHandle<()>, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !thread.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
