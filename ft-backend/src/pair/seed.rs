@@ -699,7 +699,11 @@ mod tests {
             timeout_s: 60,
             max_iterations: 1,
         };
-        let mut rounds = Rounds::new(params, std::time::Instant::now(), Progress::new(Phase::Setup));
+        let mut rounds = Rounds::new(
+            params,
+            std::time::Instant::now(),
+            Progress::new(Phase::Setup),
+        );
         let mut seen = 0;
         rounds
             .live(&mut source, &mut s, &mut |p| seen = p.bytes_sent)

@@ -13,5 +13,5 @@ mod receive;
 pub mod rounds;
 
 pub use precopy::{send, BoxError, MigrationError, MigrationSink, MigrationSource, Report};
-pub use rounds::{PageSource, PageWriter, Params, Phase, Progress, Rounds};
 pub use receive::{error_chain, receive};
+pub use rounds::{PageSource, PageWriter, Params, Phase, Progress, Rounds};

@@ -272,8 +272,7 @@ impl Rounds {
             let pages = pages_in(&dirty);
             self.progress.dirty_pages = pages;
             self.progress.dirty_rate_pps = pages as f64 / round_time.as_secs_f64().max(1e-6);
-            let estimate =
-                Duration::from_secs_f64((pages * PAGE_SIZE as u64) as f64 / bw.max(1.0));
+            let estimate = Duration::from_secs_f64((pages * PAGE_SIZE as u64) as f64 / bw.max(1.0));
             let converged = estimate <= Duration::from_millis(self.params.downtime_ms);
             if converged || self.progress.iteration >= self.params.max_iterations {
                 if !converged {
