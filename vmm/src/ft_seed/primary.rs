@@ -198,7 +198,7 @@ pub fn add_backup(
     let resumed = vm.resume();
     // The recording reads the dirty log through its own consumer now.
     drop(pages);
-    let (bytes, memory_ms) = result?;
+    let (bytes, memory_ms, steps) = result?;
     resumed.map_err(|e| VmotionError::Build(Box::new(e)))?;
     let seed_report = SeedReport {
         bytes,
@@ -215,6 +215,9 @@ pub fn add_backup(
             ("bytes", bytes.to_string()),
             ("pause_ms", format!("{pause_ms:.1}")),
             ("memory_ms", format!("{memory_ms:.1}")),
+            ("save_ms", format!("{:.1}", steps[0])),
+            ("receipt_ms", format!("{:.1}", steps[1])),
+            ("switch_ms", format!("{:.1}", steps[2])),
             ("total_ms", format!("{:.1}", seed_report.total_ms)),
             ("rounds", p.iteration.to_string()),
             ("pages", p.pages_sent.to_string()),
@@ -247,8 +250,9 @@ struct Copy<'a> {
 }
 
 /// While paused: takes the state, sends the seed, starts the pair and
-/// switches the vCPU loop. Returns the bytes sent and the memory copy's
-/// time (ms).
+/// switches the vCPU loop. Returns the bytes sent, the last pages' time
+/// and the other steps' (ms): saving the state, from the state sent to
+/// the backup's receipt, starting the pair and switching.
 fn copy_and_switch(
     vm: &mut Vm,
     config: &VmConfig,
@@ -257,10 +261,13 @@ fn copy_and_switch(
     status: &Arc<PairStatus>,
     tiebreaker: Tiebreaker,
     generation: u64,
-) -> Result<(u64, f64), VmotionError> {
+) -> Result<(u64, f64, [f64; 3]), VmotionError> {
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let t_save = Instant::now();
     // The state first: saving completes the last exit's I/O and drains
     // the disks, which may write guest memory (tracked as the devices').
     let (state, cursor) = save_state(vm)?;
+    let save_ms = ms(t_save);
     let Copy {
         mut seed,
         pages,
@@ -311,7 +318,10 @@ fn copy_and_switch(
     seed.send_state(&state_file::encode(&sections))
         .map_err(VmotionError::Seed)?;
     let bytes = seed.bytes();
+    let t_receipt = Instant::now();
     let est = seed.finish().map_err(VmotionError::Seed)?;
+    let receipt_ms = ms(t_receipt);
+    let t_switch = Instant::now();
     let channel = channel_config(ft.heartbeat_ms, ft.timeout_ms);
     let ch = ft_backend::channel::open_established(est, &channel).map_err(VmotionError::Channel)?;
     let primary = Primary::start(
@@ -359,7 +369,7 @@ fn copy_and_switch(
     rx.recv()
         .map_err(|_| VmotionError::Unresponsive)?
         .map_err(VmotionError::Switch)?;
-    Ok((bytes, memory_ms))
+    Ok((bytes, memory_ms, [save_ms, receipt_ms, ms(t_switch)]))
 }
 
 /// On the paused vCPU thread: the snapshot's state and the loop's place.
