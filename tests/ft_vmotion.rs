@@ -503,3 +503,176 @@ fn vmotion_with_separate_disks_copies_the_image_and_fails_over() {
     drop(net);
     assert_clean(&names);
 }
+
+/// The `dirty: pass=N ...` lines of a serial output: (pass, ok).
+fn dirty_passes(serial: &str) -> Vec<(u64, bool)> {
+    serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("dirty: pass="))
+        .filter_map(|r| {
+            let (n, rest) = r.split_once(' ')?;
+            Some((n.parse().ok()?, rest == "ok"))
+        })
+        .collect()
+}
+
+/// The `seed-progress` events: (round, pages found dirty at its start).
+fn seed_progress(events: &Path) -> Vec<(u64, u64)> {
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    serde_json::Deserializer::from_str(&text)
+        .into_iter::<serde_json::Value>()
+        .map_while(Result::ok)
+        .filter(|e| e["event"] == "seed-progress")
+        .filter_map(|e| {
+            let n = |k: &str| e["properties"][k].as_str()?.parse::<u64>().ok();
+            Some((n("round")?, n("dirty_pages")?))
+        })
+        .collect()
+}
+
+/// A guest that writes memory all the time (`workload=dirty`: 16,000
+/// page writes a second over 8 MiB, each checking the page's previous
+/// value) is seeded in several pre-copy rounds (a zero downtime bound:
+/// rounds until none finds a dirty page, or the cap of 4), so pages it
+/// writes during a round must be sent again: if one were not, the backup's copy of the guest would read a
+/// stale page, its replay would diverge and, live, the guest would report
+/// the lost write. The backup replays without divergence, goes live after
+/// `kill -9` of the primary, and its guest goes on finding every page as
+/// it last wrote it.
+#[test]
+fn vmotion_of_a_guest_writing_memory_resends_pages_and_replays_exactly() {
+    let dir = TempDir::new("ftvmotion-dirty");
+    let _keep = KeepOnFailure(dir.0.clone(), "dirty");
+    let net = PairNet::new();
+    let names = net.names();
+    let key = write_key(&dir);
+    let guest = test_guest().to_str().expect("utf-8").to_string();
+    let args = [
+        "--kernel".to_string(),
+        guest,
+        "--cmdline".into(),
+        "workload=dirty mib=8 pages=64 hz=250".into(),
+        "--memory".into(),
+        "size=256M".into(),
+        "--api-socket".into(),
+        format!("path={}", dir.path("primary.sock").display()),
+        "--event-monitor".into(),
+        format!("path={}", dir.path("events-primary.json").display()),
+        "-v".into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut primary = net.spawn_vmm(Host::A, &dir.0, "primary", &args);
+    primary.wait_serial("dirty: pass=2 ok", Duration::from_secs(60));
+
+    let mut backup = start_empty(&net, Host::B, &dir, "backup");
+    let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
+    let recv = Command::new(common::ch_remote_bin())
+        .arg("--api-socket")
+        .arg(dir.path("backup.sock"))
+        .args([
+            "ft-receive-backup",
+            &listen_b,
+            &format!(
+                "key={},tiebreaker={},serial={}",
+                key.display(),
+                file_tiebreaker(&dir),
+                backup.serial.display()
+            ),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ch-remote");
+    let added = add_backup_with(
+        &dir,
+        "primary.sock",
+        &listen_b,
+        &key,
+        &file_tiebreaker(&dir),
+        ",downtime_ms=0,max_iterations=4",
+    );
+    let recv = wait_child(recv);
+    assert!(
+        added.status.success(),
+        "ft-add-backup: {}\n{}",
+        text(&added.stderr),
+        primary.stderr_text()
+    );
+    assert!(
+        recv.status.success(),
+        "ft-receive-backup: {}\n{}",
+        text(&recv.stderr),
+        backup.stderr_text()
+    );
+    // vm.info reports the seed: the capped rounds, and pages written
+    // during them sent again (more pages than round 0's non-zero ones).
+    let seed = info(&dir, "primary.sock")["fault_tolerance"]["seed"].clone();
+    eprintln!("ft_vmotion: seed of the writing guest: {seed}");
+    assert!(seed["iterations"].as_u64().unwrap_or(0) >= 2, "{seed}");
+    let (pause, _) = seeded(&dir.path("events-primary.json"));
+    assert!(pause > 0.0);
+    // Round 0 took long enough for the guest to write many pages (at
+    // least a tick's 64), found dirty and sent again in round 1 or later.
+    let rounds = seed_progress(&dir.path("events-primary.json"));
+    assert!(
+        rounds
+            .iter()
+            .any(|&(round, dirty)| round >= 1 && dirty >= 64),
+        "{rounds:?}"
+    );
+
+    // The backup replays for a while: no divergence, the pair stays
+    // protected, and the guest goes on writing.
+    let at_seed = dirty_passes(&primary.serial_text()).len();
+    let more = format!("dirty: pass={} ", at_seed + 8);
+    primary.wait_serial(&more, Duration::from_secs(60));
+    assert!(backup.child.running(), "{}", backup.stderr_text());
+    assert!(
+        !backup.stderr_text().contains("diverge"),
+        "{}",
+        backup.stderr_text()
+    );
+    assert_eq!(
+        info(&dir, "backup.sock")["fault_tolerance"]["state"],
+        "protected"
+    );
+    assert_eq!(
+        info(&dir, "primary.sock")["fault_tolerance"]["state"],
+        "protected"
+    );
+
+    // kill -9 of the primary: the backup goes live and its guest finds
+    // every page as it wrote it, pass after pass.
+    let last_primary = dirty_passes(&primary.serial_text())
+        .last()
+        .map_or(0, |p| p.0);
+    primary.kill9();
+    assert!(
+        wait_until(Duration::from_secs(10), || ft_events(
+            &dir.path("events-backup.json")
+        )
+        .iter()
+        .any(|e| e == "go-live")),
+        "no go-live: {:?}\n{}",
+        ft_events(&dir.path("events-backup.json")),
+        backup.stderr_text()
+    );
+    let want = format!("dirty: pass={} ", last_primary + 6);
+    backup.wait_serial(&want, Duration::from_secs(60));
+    let passes = dirty_passes(&backup.serial_text());
+    assert!(
+        passes.iter().all(|&(_, ok)| ok),
+        "the backup's guest lost writes: {passes:?}"
+    );
+    assert!(
+        dirty_passes(&primary.serial_text())
+            .iter()
+            .all(|&(_, ok)| ok),
+        "{}",
+        primary.serial_text()
+    );
+    drop((primary, backup));
+    drop(net);
+    assert_clean(&names);
+}

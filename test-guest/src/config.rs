@@ -81,6 +81,18 @@ pub enum Workload {
         /// Timer frequency in Hz.
         hz: u64,
     },
+    /// `workload=dirty [mib=M] [pages=P] [hz=H]`: writes P pages of an
+    /// M MiB buffer at each timer tick, forever, checking each page's last
+    /// value before writing it (a guest that dirties memory at a known
+    /// rate, for pre-copy).
+    Dirty {
+        /// The buffer's size in MiB.
+        mib: u64,
+        /// Pages written per tick.
+        pages: u64,
+        /// Timer frequency in Hz.
+        hz: u64,
+    },
     /// `workload=kv ip=A.B.C.D/P [gw=A.B.C.D]`: the TCP key-value service
     /// on port 7000, its log on the virtio disk.
     Kv {
@@ -158,10 +170,10 @@ pub enum ConfigError<'a> {
     #[error("bad command line: {0}")]
     Cmdline(CmdlineError<'a>),
     /// No `workload=` parameter.
-    #[error("no workload= on the command line (expected compute, ticks, idle, exits, fault, disk, kv, malformed or remap)")]
+    #[error("no workload= on the command line (expected compute, ticks, idle, exits, fault, disk, kv, malformed, remap or dirty)")]
     NoWorkload,
     /// `workload=` names no known workload.
-    #[error("unknown workload '{0}' (expected compute, ticks, idle, exits, fault, disk, kv, malformed or remap)")]
+    #[error("unknown workload '{0}' (expected compute, ticks, idle, exits, fault, disk, kv, malformed, remap or dirty)")]
     UnknownWorkload(&'a str),
     /// `via=` names no known reset path.
     #[error("unknown reset path '{0}' (expected port or i8042)")]
@@ -242,6 +254,7 @@ impl Workload {
             "kv" => &["ip", "gw"],
             "malformed" => &["kind"],
             "remap" => &["rounds", "iters", "flush", "hz"],
+            "dirty" => &["mib", "pages", "hz"],
             _ => return Err(ConfigError::UnknownWorkload(name)),
         };
         if let Some((key, _)) = cmdline
@@ -293,6 +306,11 @@ impl Workload {
                     "cr3" => FlushKind::Cr3,
                     other => return Err(ConfigError::UnknownFlush(other)),
                 },
+                hz,
+            },
+            "dirty" => Workload::Dirty {
+                mib: in_range(&cmdline, "mib", 4, 1, 8)?,
+                pages: in_range(&cmdline, "pages", 256, 1, 2048)?,
                 hz,
             },
             "malformed" => Workload::Malformed {
@@ -415,6 +433,30 @@ mod tests {
 
     fn message(text: &str) -> String {
         ErrorChain(&Workload::from_cmdline(text).unwrap_err()).to_string()
+    }
+
+    #[test]
+    fn dirty_workload() {
+        assert_eq!(
+            Workload::from_cmdline("workload=dirty"),
+            Ok(Workload::Dirty {
+                mib: 4,
+                pages: 256,
+                hz: DEFAULT_HZ
+            })
+        );
+        assert_eq!(
+            Workload::from_cmdline("workload=dirty mib=8 pages=16 hz=250"),
+            Ok(Workload::Dirty {
+                mib: 8,
+                pages: 16,
+                hz: 250
+            })
+        );
+        assert_eq!(
+            message("workload=dirty mib=9"),
+            "mib=9 is out of range (1..=8)"
+        );
     }
 
     #[test]
@@ -593,11 +635,11 @@ mod tests {
     fn errors() {
         assert_eq!(
             message(""),
-            "no workload= on the command line (expected compute, ticks, idle, exits, fault, disk, kv, malformed or remap)"
+            "no workload= on the command line (expected compute, ticks, idle, exits, fault, disk, kv, malformed, remap or dirty)"
         );
         assert_eq!(
             message("workload=fly"),
-            "unknown workload 'fly' (expected compute, ticks, idle, exits, fault, disk, kv, malformed or remap)"
+            "unknown workload 'fly' (expected compute, ticks, idle, exits, fault, disk, kv, malformed, remap or dirty)"
         );
         assert_eq!(
             message("workload=fault kind=de"),

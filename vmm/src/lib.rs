@@ -499,12 +499,24 @@ impl Vmm {
         c: &ft_seed::options::FtAddBackupConfig,
     ) -> Result<(), VmmError> {
         let config = self.config.clone().ok_or(VmmError::VmNotCreated)?;
+        // A live migration tracks the same dirty pages (the devices'
+        // tracker is the process's).
+        if self
+            .migration
+            .as_ref()
+            .is_some_and(|m| migration::lock(m).active())
+        {
+            return Err(VmmError::Vmotion(ft_seed::VmotionError::Busy(
+                "migrating".into(),
+            )));
+        }
         let vm = self.booted()?;
         event_monitor::event!("vm", "ft-adding-backup");
         let report = ft_seed::primary::add_backup(vm, &config, c).map_err(VmmError::Vmotion)?;
         log::info!(
-            "FT VMotion: {} bytes sent, the guest paused {:.1} ms (memory {:.1} ms)",
+            "FT VMotion: {} bytes sent in {:.1} ms, the guest paused {:.1} ms (last pages {:.1} ms)",
             report.bytes,
+            report.total_ms,
             report.pause_ms,
             report.memory_ms
         );

@@ -17,7 +17,7 @@ use crate::clock::VmClock;
 use crate::config::{DiskMode, VmConfig};
 use crate::cpuid::{self, CpuidError};
 use crate::device_manager::{BackupDisks, DeviceError, DeviceManager, PciDeviceInfo};
-use crate::dirty_log::{DirtyConsumer, DirtyLog};
+use crate::dirty_log::DirtyLog;
 use crate::ft_seed::switch::{SwitchClock, SwitchOutput};
 use crate::memory::{self, GuestMemoryMmapT, MemoryError};
 use crate::snapshot::{LoadedSnapshot, PausedState, VmSnapshotError};
@@ -141,6 +141,9 @@ pub struct Vm {
     pub(crate) memory: GuestMemoryMmapT,
     /// The owner of KVM's dirty page log (recording, migration).
     pub(crate) dirty_log: Arc<DirtyLog>,
+    /// The last FT VMotion seed this VM sent (`vm.info`'s
+    /// `fault_tolerance.seed`).
+    pub(crate) seed_report: Option<serde_json::Value>,
     _hv_vm: Arc<dyn hypervisor::Vm>,
 }
 
@@ -432,6 +435,7 @@ impl Vm {
             setup,
             memory,
             dirty_log,
+            seed_report: None,
             _hv_vm: hv_vm,
         })
     }
@@ -470,8 +474,7 @@ impl Vm {
             .map_err(VmError::DirtyLog)?;
         Ok(MigrationHandles {
             control: self.control.clone(),
-            memory: self.memory.clone(),
-            dirty,
+            pages: crate::migration::pages::VmPages::new(self.memory.clone(), dirty),
             devices: self.snapshot_devices.clone(),
             virtio: self.virtio_devices.clone(),
         })
@@ -559,7 +562,13 @@ impl Vm {
 
     /// `vm.info`'s `fault_tolerance` object, for a side of a pair.
     pub fn fault_tolerance_info(&self) -> Option<serde_json::Value> {
-        self.pair_status.as_ref().map(|s| s.info())
+        self.pair_status.as_ref().map(|s| {
+            let mut info = s.info();
+            if let (Some(seed), Some(map)) = (&self.seed_report, info.as_object_mut()) {
+                map.insert("seed".into(), seed.clone());
+            }
+            info
+        })
     }
 
     /// `vm.counters`.
@@ -595,10 +604,9 @@ fn save_paused(
 /// A running VM's parts a live migration's worker thread uses.
 pub struct MigrationHandles {
     control: Arc<VcpuControl>,
-    /// Guest memory.
-    pub memory: GuestMemoryMmapT,
-    /// The migration's consumer of the dirty log.
-    pub dirty: DirtyConsumer,
+    /// Guest memory and the pages written in it (the migration's consumer
+    /// of the dirty log, and the devices' writes).
+    pub pages: crate::migration::pages::VmPages,
     devices: Vec<DeviceState>,
     virtio: Vec<Arc<Mutex<virtio_devices::VirtioPciDevice>>>,
 }
@@ -606,7 +614,7 @@ pub struct MigrationHandles {
 impl std::fmt::Debug for MigrationHandles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MigrationHandles")
-            .field("dirty", &self.dirty)
+            .field("pages", &self.pages)
             .finish_non_exhaustive()
     }
 }

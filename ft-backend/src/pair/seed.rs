@@ -12,8 +12,9 @@
 //!   -> offer   tag 1, version u32, the primary's configuration digest u64,
 //!              bytes (the VM configuration, JSON)
 //!   <- ack (accepted) or error (refused, with the reason)
-//!   -> memory  tag 2, gpa u64, bytes (pages that are not all zero; the
-//!              backup's memory starts zeroed)
+//!   -> memory  tag 2, gpa u64, 4 zero bytes, bytes (a run of pages)
+//!   -> zeros   tag 6, n x (gpa u64, pages u32) (runs of pages that are
+//!              all zero now)
 //!   -> disk    tag 3, disk index u32, offset u64, bytes (separate disks)
 //!   -> state   tag 4, bytes (the snapshot state sections)
 //!   -> end     tag 5, payload bytes u64, xxh3 of every payload u64,
@@ -27,31 +28,42 @@
 //! digest and the disk digests check that the backup holds what the
 //! primary sent and that each disk copy is the image.
 //!
-//! The memory is sent by [`SeedSender::send_memory`], once, while the VM
-//! is paused (stop-and-copy). Pre-copy rounds would call it for the dirty
-//! pages of each round while the guest runs, and a last time in the pause.
+//! Memory goes by pre-copy: the primary's [`SeedSender`] is the
+//! [`PageWriter`] of `vm_migration`'s rounds (the live migration's), so
+//! memory and zeros items come in rounds: every non-zero page while the
+//! guest runs (the backup's memory starts zeroed), then the pages written
+//! since each previous round, the last ones in the pause. The backup
+//! applies the items in the order they come: a later copy of a page
+//! overwrites an earlier one.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
 
+use vm_migration::migration::protocol::{PageRange, PAGE_SIZE as MIGRATION_PAGE};
+use vm_migration::migration::{MigrationError, PageWriter};
+
 use crate::channel::{
     self, ChannelConfig, ChannelKey, ErrorCode, Established, HandshakeError, Hello, Message,
     Position, RecordError, Role, MAX_FRAMES_CHUNK,
 };
 
-/// The seed format's version.
-pub const SEED_VERSION: u32 = 1;
+/// The seed format's version (2: memory in pre-copy rounds, with zeros
+/// items).
+pub const SEED_VERSION: u32 = 2;
 
 const TAG_OFFER: u8 = 1;
 const TAG_MEMORY: u8 = 2;
 const TAG_DISK: u8 = 3;
 const TAG_STATE: u8 = 4;
 const TAG_END: u8 = 5;
+const TAG_ZEROS: u8 = 6;
 
-/// Page size for skipping zero pages.
+/// Page size.
 const PAGE: usize = 4096;
+/// Bytes of a zeros item's entry (gpa, pages).
+const ZERO_ENTRY: usize = 12;
 /// How long either side waits for the other during the seed.
 const SEED_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bytes of a memory or disk item's header (tag, address or index and offset).
@@ -193,47 +205,6 @@ impl SeedSender {
         recv_verdict(&mut self.est)
     }
 
-    /// Sends guest memory: each `(gpa, bytes)` region, pages that are all
-    /// zero left out. `progress` is called with the bytes sent so far.
-    /// The one memory transfer of the seed (see the module's note on
-    /// pre-copy).
-    pub fn send_memory(
-        &mut self,
-        regions: &[(u64, &[u8])],
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<(), SeedError> {
-        let max = (MAX_FRAMES_CHUNK - ITEM_HEADER) / PAGE * PAGE;
-        let mut reported = 0;
-        for (gpa, data) in regions {
-            let mut off = 0;
-            let page_end = |o: usize| (o + PAGE).min(data.len());
-            let zero = |o: usize| is_zero(&data[o..page_end(o)]);
-            while off < data.len() {
-                // Skip zero pages, then take a run of non-zero ones.
-                if zero(off) {
-                    off = page_end(off);
-                    continue;
-                }
-                let start = off;
-                while off < data.len() && off - start < max && !zero(off) {
-                    off = page_end(off);
-                }
-                let mut p = Vec::with_capacity(ITEM_HEADER + off - start);
-                p.push(TAG_MEMORY);
-                p.extend_from_slice(&(gpa + start as u64).to_le_bytes());
-                p.extend_from_slice(&[0; 4]);
-                p.extend_from_slice(&data[start..off]);
-                self.send(p)?;
-                if self.bytes - reported >= 64 << 20 {
-                    reported = self.bytes;
-                    progress(self.bytes);
-                }
-            }
-        }
-        progress(self.bytes);
-        Ok(())
-    }
-
     /// Sends disk image `index` whole; returns its digest.
     pub fn send_disk(&mut self, index: u32, path: &Path) -> Result<u64, SeedError> {
         let err = |source| SeedError::Disk {
@@ -293,13 +264,51 @@ impl SeedSender {
     }
 }
 
-/// Whether `b` is all zero bytes (word by word).
-fn is_zero(b: &[u8]) -> bool {
-    let mut words = b.chunks_exact(8);
-    words
-        .by_ref()
-        .all(|w| u64::from_ne_bytes(w.try_into().unwrap_or([1; 8])) == 0)
-        && words.remainder().iter().all(|x| *x == 0)
+impl PageWriter for SeedSender {
+    fn pages(&mut self, ranges: &[PageRange], data: &[u8]) -> Result<u64, MigrationError> {
+        let before = self.bytes;
+        let max = (MAX_FRAMES_CHUNK - ITEM_HEADER) / PAGE * PAGE;
+        let mut at = 0usize;
+        for r in ranges {
+            let len = r.pages as usize * MIGRATION_PAGE;
+            let run = data.get(at..at + len).ok_or_else(|| {
+                MigrationError::Vmm("pages without their bytes", "short page data".into())
+            })?;
+            at += len;
+            for (i, chunk) in run.chunks(max).enumerate() {
+                let mut p = Vec::with_capacity(ITEM_HEADER + chunk.len());
+                p.push(TAG_MEMORY);
+                p.extend_from_slice(&(r.gpa + (i * max) as u64).to_le_bytes());
+                p.extend_from_slice(&[0; 4]);
+                p.extend_from_slice(chunk);
+                self.send(p).map_err(wire_error)?;
+            }
+        }
+        Ok(self.bytes - before)
+    }
+
+    fn zeros(&mut self, ranges: &[PageRange]) -> Result<u64, MigrationError> {
+        let before = self.bytes;
+        for group in ranges.chunks((MAX_FRAMES_CHUNK - 1) / ZERO_ENTRY) {
+            let mut p = Vec::with_capacity(1 + group.len() * ZERO_ENTRY);
+            p.push(TAG_ZEROS);
+            for r in group {
+                p.extend_from_slice(&r.gpa.to_le_bytes());
+                p.extend_from_slice(&r.pages.to_le_bytes());
+            }
+            self.send(p).map_err(wire_error)?;
+        }
+        Ok(self.bytes - before)
+    }
+
+    fn flush(&mut self) -> Result<(), MigrationError> {
+        // Each item is written as it is sent.
+        Ok(())
+    }
+}
+
+fn wire_error(e: SeedError) -> MigrationError {
+    MigrationError::Vmm("the seed's connection failed", Box::new(e))
 }
 
 fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -323,6 +332,13 @@ pub enum SeedItem {
         /// The bytes.
         data: Vec<u8>,
     },
+    /// Guest memory that is all zero now.
+    Zeros {
+        /// Guest-physical address.
+        gpa: u64,
+        /// Bytes.
+        len: u64,
+    },
     /// State section bytes (concatenate them).
     State(Vec<u8>),
     /// The seed is complete and checked.
@@ -336,6 +352,8 @@ pub struct SeedReceiver {
     bytes: u64,
     /// Where separate disks are written (by index), when they are.
     disks: Vec<std::path::PathBuf>,
+    /// The rest of a zeros item.
+    zeros: std::collections::VecDeque<(u64, u64)>,
 }
 
 impl SeedReceiver {
@@ -378,6 +396,7 @@ impl SeedReceiver {
             hasher: xxhash_rust::xxh3::Xxh3::new(),
             bytes: 0,
             disks: Vec::new(),
+            zeros: std::collections::VecDeque::new(),
         })
     }
 
@@ -459,6 +478,9 @@ impl SeedReceiver {
     /// The next memory or state item; disk items are written to their
     /// image here. [`SeedItem::End`] once the end arrived and checked.
     pub fn next_item(&mut self) -> Result<SeedItem, SeedError> {
+        if let Some((gpa, len)) = self.zeros.pop_front() {
+            return Ok(SeedItem::Zeros { gpa, len });
+        }
         loop {
             let p = self.recv_payload()?;
             if p[0] == TAG_END {
@@ -476,6 +498,17 @@ impl SeedReceiver {
                     });
                 }
                 TAG_STATE => return Ok(SeedItem::State(p[1..].to_vec())),
+                TAG_ZEROS if p.len() > 1 && (p.len() - 1) % ZERO_ENTRY == 0 => {
+                    for e in p[1..].chunks_exact(ZERO_ENTRY) {
+                        let gpa = u64::from_le_bytes(e[..8].try_into().unwrap_or_default());
+                        let pages = u32::from_le_bytes(e[8..].try_into().unwrap_or_default());
+                        self.zeros
+                            .push_back((gpa, u64::from(pages) * MIGRATION_PAGE as u64));
+                    }
+                    if let Some((gpa, len)) = self.zeros.pop_front() {
+                        return Ok(SeedItem::Zeros { gpa, len });
+                    }
+                }
                 TAG_DISK if p.len() > ITEM_HEADER => {
                     let index = u32::from_le_bytes([p[1], p[2], p[3], p[4]]) as usize;
                     let offset = u64::from_le_bytes(p[5..13].try_into().unwrap_or_default());
@@ -555,6 +588,36 @@ impl SeedReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_migration::migration::{BoxError, PageSource, Params, Phase, Progress, Rounds};
+
+    /// A made-up guest of 1 MiB at 1 MiB: each read of its dirty pages
+    /// first applies the next round of scripted writes (page, byte) and
+    /// returns them.
+    struct Guest {
+        memory: Vec<u8>,
+        writes: Vec<Vec<(usize, u8)>>,
+    }
+
+    impl PageSource for Guest {
+        fn memory_ranges(&self) -> Vec<(u64, u64)> {
+            vec![(0x10_0000, 1 << 20)]
+        }
+        fn read_memory(&self, gpa: u64, buf: &mut [u8]) -> Result<(), BoxError> {
+            let at = gpa as usize - 0x10_0000;
+            buf.copy_from_slice(&self.memory[at..at + buf.len()]);
+            Ok(())
+        }
+        fn dirty_pages(&mut self) -> Result<Vec<(u64, Vec<u64>)>, BoxError> {
+            let mut bits = vec![0u64; 4];
+            if !self.writes.is_empty() {
+                for (page, v) in self.writes.remove(0) {
+                    self.memory[page * PAGE..(page + 1) * PAGE].fill(v);
+                    bits[page / 64] |= 1 << (page % 64);
+                }
+            }
+            Ok(vec![(0x10_0000, bits)])
+        }
+    }
 
     fn free_addr() -> SocketAddr {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -592,6 +655,10 @@ mod tests {
                         let at = gpa as usize - 0x10_0000;
                         memory[at..at + data.len()].copy_from_slice(&data);
                     }
+                    SeedItem::Zeros { gpa, len } => {
+                        let at = gpa as usize - 0x10_0000;
+                        memory[at..at + len as usize].fill(0);
+                    }
                     SeedItem::State(s) => state.extend_from_slice(&s),
                     SeedItem::End => break,
                 }
@@ -614,11 +681,39 @@ mod tests {
         memory[5] = 1;
         memory[300_000..300_100].fill(7);
         memory[(1 << 20) - 1] = 9;
+        // The guest writes between the rounds: a run longer than one item,
+        // a page that becomes zero again, pages written in two rounds.
+        let mut source = Guest {
+            memory,
+            writes: vec![
+                vec![(0, 0xaa), (1, 0xaa), (2, 0xaa), (3, 0xab)],
+                vec![(0, 0), (40, 1), (41, 2)]
+                    .into_iter()
+                    .chain((100..140).map(|p| (p, p as u8)))
+                    .collect(),
+                vec![(41, 3), (200, 4)],
+            ],
+        };
+        let params = Params {
+            downtime_ms: 0,
+            timeout_s: 60,
+            max_iterations: 1,
+        };
+        let mut rounds = Rounds::new(
+            params,
+            std::time::Instant::now(),
+            Progress::new(Phase::Setup),
+        );
         let mut seen = 0;
-        s.send_memory(&[(0x10_0000, &memory)], &mut |b| seen = b)
+        rounds
+            .live(&mut source, &mut s, &mut |p| seen = p.bytes_sent)
             .unwrap();
-        // Three non-zero pages (and their headers), not a MiB.
-        assert!(seen < 4 * 4200, "{seen}");
+        // Round 0: three non-zero pages (and their headers), not a MiB;
+        // then the pages written meanwhile.
+        assert!(seen > 0);
+        rounds.last(&mut source, &mut s, &mut |_| {}).unwrap();
+        assert_eq!(rounds.progress().iteration, 2);
+        let memory = source.memory.clone();
         s.send_disk(0, &image).unwrap();
         let state: Vec<u8> = (0..150_000u32).map(|i| i as u8).collect();
         s.send_state(&state).unwrap();

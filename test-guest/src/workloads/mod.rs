@@ -2,6 +2,7 @@
 //! `test-guest: ready` first, then its own output.
 
 mod compute;
+mod dirty;
 mod disk;
 mod exits;
 mod fault;
@@ -53,6 +54,7 @@ pub fn run(workload: Workload) -> Result<(), WorkloadError> {
             gateway,
         } => kv::run(ip, prefix, gateway),
         Workload::Malformed { kind } => malformed::run(kind),
+        Workload::Dirty { mib, pages, hz } => dirty::run(mib, pages, hz),
         Workload::Remap {
             rounds,
             iters,

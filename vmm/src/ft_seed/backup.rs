@@ -191,6 +191,18 @@ pub fn receive_backup(
                     .map_err(|_| VmotionError::State(format!("memory at {gpa:#x}")))?;
                 received += data.len() as u64;
             }
+            SeedItem::Zeros { gpa, len } => {
+                // A page written in an earlier round is zero now.
+                let zeros = [0u8; 4096];
+                let mut at = 0;
+                while at < len {
+                    let n = (len - at).min(zeros.len() as u64);
+                    memory
+                        .write_slice(&zeros[..n as usize], GuestAddress(gpa + at))
+                        .map_err(|_| VmotionError::State(format!("memory at {:#x}", gpa + at)))?;
+                    at += n;
+                }
+            }
             SeedItem::State(b) => state.extend_from_slice(&b),
             SeedItem::End => break,
         }

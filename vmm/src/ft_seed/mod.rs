@@ -6,9 +6,10 @@
 //! VM; after a failover the live ex-backup does the same with a new host
 //! (redundancy restored).
 //!
-//! - [`primary`]: pause, copy (configuration, memory, separate disks, vCPU
-//!   and device state, clock: the snapshot's state format), switch the
-//!   running VM into the primary's mode at that point, resume;
+//! - [`primary`]: copy the memory by pre-copy while the guest runs, then
+//!   pause, copy the last pages, separate disks, vCPU and device state and
+//!   clock (the snapshot's state format), switch the running VM into the
+//!   primary's mode at that point, resume;
 //! - [`backup`]: receive the seed, build the VM in the backup's mode from
 //!   it and replay the primary's stream from that exact point;
 //! - [`options`]: the requests' fields, from JSON or `ch-remote`'s
@@ -54,6 +55,9 @@ pub enum VmotionError {
     /// The seed's connection or contents.
     #[error("the seed failed")]
     Seed(#[source] SeedError),
+    /// The pre-copy rounds failed (the VM runs on unprotected).
+    #[error("the seed's memory copy failed")]
+    Precopy(#[source] vm_migration::migration::MigrationError),
     /// The vCPU's state could not be saved.
     #[error("cannot save the VM's state")]
     Save(#[source] VmSnapshotError),

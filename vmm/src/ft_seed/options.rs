@@ -22,6 +22,18 @@ fn default_max_lag_ms() -> u64 {
 fn default_max_delay_us() -> u64 {
     FaultToleranceConfig::with_mode(FaultToleranceMode::Primary).max_delay_us
 }
+/// The pause the seed's pre-copy aims to leave for the last pages (ms):
+/// the state, the handshake of the switch and the pages must fit 100 ms.
+pub const DEFAULT_SEED_DOWNTIME_MS: u64 = 30;
+fn default_downtime_ms() -> u64 {
+    DEFAULT_SEED_DOWNTIME_MS
+}
+fn default_max_iterations() -> u32 {
+    vm_migration::migration::Params::default().max_iterations
+}
+fn default_seed_timeout_s() -> u64 {
+    vm_migration::migration::Params::default().timeout_s
+}
 
 /// `PUT vm.ft-add-backup`: protect this running VM with the backup
 /// waiting at `peer`.
@@ -49,6 +61,16 @@ pub struct FtAddBackupConfig {
     /// Forced-delivery bound (us).
     #[serde(default = "default_max_delay_us")]
     pub max_delay_us: u64,
+    /// Pre-copy: the time the last pages may take in the pause (ms).
+    #[serde(default = "default_downtime_ms")]
+    pub downtime_ms: u64,
+    /// Pre-copy: dirty rounds at most (then the guest pauses anyway).
+    #[serde(default = "default_max_iterations")]
+    pub max_iterations: u32,
+    /// Pre-copy: bound on the whole copy (s); at the timeout the seed is
+    /// abandoned and the VM runs on unprotected.
+    #[serde(default = "default_seed_timeout_s")]
+    pub timeout_s: u64,
 }
 
 /// `PUT vm.ft-receive-backup`: wait with no VM for a primary's seed on
@@ -142,6 +164,9 @@ impl FtAddBackupConfig {
                 "timeout_ms",
                 "max_lag_ms",
                 "max_delay_us",
+                "downtime_ms",
+                "max_iterations",
+                "timeout_s",
             ],
         )?;
         Ok(FtAddBackupConfig {
@@ -153,7 +178,24 @@ impl FtAddBackupConfig {
             timeout_ms: number(&p, "timeout_ms", default_timeout_ms())?,
             max_lag_ms: number(&p, "max_lag_ms", default_max_lag_ms())?,
             max_delay_us: number(&p, "max_delay_us", default_max_delay_us())?,
+            downtime_ms: number(&p, "downtime_ms", default_downtime_ms())?,
+            max_iterations: u32::try_from(number(
+                &p,
+                "max_iterations",
+                u64::from(default_max_iterations()),
+            )?)
+            .map_err(|_| "max_iterations= is too large".to_string())?,
+            timeout_s: number(&p, "timeout_s", default_seed_timeout_s())?,
         })
+    }
+
+    /// The pre-copy's knobs.
+    pub fn precopy_params(&self) -> vm_migration::migration::Params {
+        vm_migration::migration::Params {
+            downtime_ms: self.downtime_ms,
+            timeout_s: self.timeout_s,
+            max_iterations: self.max_iterations,
+        }
     }
 
     /// The primary's `--fault-tolerance` settings, checked.
@@ -242,6 +284,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!((b.disks, b.heartbeat_ms), (DiskMode::Separate, 20));
+        assert_eq!(b.downtime_ms, DEFAULT_SEED_DOWNTIME_MS);
+        let c = FtAddBackupConfig::parse(
+            "tcp:10.0.0.2:7410,key=/k,tiebreaker=file:/t,downtime_ms=5,max_iterations=3,timeout_s=9",
+        )
+        .unwrap();
+        assert_eq!((c.downtime_ms, c.max_iterations, c.timeout_s), (5, 3, 9));
+        assert!(FtAddBackupConfig::parse(
+            "tcp:10.0.0.2:7410,key=/k,tiebreaker=file:/t,max_iterations=99999999999"
+        )
+        .is_err());
         assert!(FtAddBackupConfig::parse("key=/k,tiebreaker=file:/t").is_err());
         assert!(FtAddBackupConfig::parse("tcp:1.2.3.4:5,key=/k,tiebreaker=x,disks=x").is_err());
         let r = FtReceiveBackupConfig::parse(

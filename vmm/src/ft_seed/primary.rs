@@ -7,18 +7,24 @@
 //!    pair generation, so a fresh tiebreak slot), then the offer of the
 //!    configuration, which the backup checks (its digest, the disk mode,
 //!    its own disks and taps) before anything stops.
-//! 2. Stop-and-copy: the VM pauses; on the vCPU thread its last exit's
-//!    I/O is completed and disk requests in flight drained (as a
-//!    snapshot), the vCPU, interrupt controller and device states, the
-//!    clock and the loop's place are taken; then guest memory (zero pages
-//!    left out), with `disks=separate` each disk image (copied during the
-//!    pause, with a digest check), and the state go to the backup.
-//! 3. Once the backup has it all, the channel starts on the same
+//! 2. Pre-copy, while the guest runs: the rounds of live migration
+//!    (`vm_migration::migration::Rounds`) send every non-zero page, then
+//!    the pages written since each previous round (the guest's, from a
+//!    consumer of the dirty log, and the devices'), until what is left
+//!    fits `downtime_ms` at the measured bandwidth or `max_iterations`
+//!    rounds are done.
+//! 3. The pause: on the vCPU thread its last exit's I/O is completed and
+//!    disk requests in flight drained (as a snapshot), the vCPU, interrupt
+//!    controller and device states, the clock and the loop's place are
+//!    taken; then the pages written since the last round, with
+//!    `disks=separate` each disk image (copied during the pause, with a
+//!    digest check), and the state go to the backup.
+//! 4. Once the backup has it all, the channel starts on the same
 //!    connection and, still paused, the vCPU loop switches into the
 //!    primary's mode (recording into the channel, outputs under the
 //!    Output Rule) from its next turn; the VM resumes.
 //!
-//! Any failure before the switch resumes the VM as it was.
+//! Any failure before the switch leaves the VM running as it was.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,12 +35,13 @@ use ft_backend::pair::seed::SeedSender;
 use ft_backend::pair::{channel_config, PairState, PairStatus};
 use ft_backend::tiebreak::Tiebreaker;
 use ft_backend::LogHeader;
-use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vm_migration::migration::{Phase, Progress, Rounds};
 use vm_migration::snapshot::{state_file, Section};
 
 use super::options::FtAddBackupConfig;
 use super::{VmotionError, CURSOR_SECTION, FT_SECTION_VERSION, SETUP_SECTION};
 use crate::config::{parse_tcp_address, DiskMode, VmConfig};
+use crate::migration::pages::VmPages;
 use crate::snapshot::{PausedState, VCPU_SECTION, VMM_SECTION};
 use crate::vcpu::ft::seed::{PrimarySwitch, SeedCursor};
 use crate::vcpu::ft::PairError;
@@ -48,8 +55,60 @@ pub struct SeedReport {
     pub bytes: u64,
     /// How long the guest was paused (ms).
     pub pause_ms: f64,
-    /// Of which the memory copy (ms).
+    /// Of which the last pages' copy (ms).
     pub memory_ms: f64,
+    /// From the request to the switch (ms).
+    pub total_ms: f64,
+    /// The rounds' progress at the end (rounds, pages, the dirty pages
+    /// sent in the pause).
+    pub progress: Progress,
+    /// Bytes per second of the first (full) round.
+    pub precopy_bps: f64,
+}
+
+impl SeedReport {
+    /// The `seed` object of `vm.info`'s `fault_tolerance`.
+    pub fn info(&self) -> serde_json::Value {
+        let p = &self.progress;
+        serde_json::json!({
+            "phase": "completed",
+            "iterations": p.iteration,
+            "bytes_sent": self.bytes,
+            "pages_sent": p.pages_sent,
+            "zero_pages": p.zero_pages,
+            "dirty_pages": p.dirty_pages,
+            "dirty_rate_pages_per_s": p.dirty_rate_pps.round(),
+            "bandwidth_mib_per_s": (self.precopy_bps / f64::from(1 << 20) * 10.0).round() / 10.0,
+            "elapsed_ms": self.total_ms.round(),
+            "downtime_ms": (self.pause_ms * 10.0).round() / 10.0,
+        })
+    }
+}
+
+/// Emits a `seed-progress` event at each new round and phase.
+fn progress_events(status: Arc<PairStatus>) -> impl FnMut(&Progress) {
+    let mut last = None;
+    move |p: &Progress| {
+        if last == Some((p.phase, p.iteration)) {
+            return;
+        }
+        last = Some((p.phase, p.iteration));
+        status.event(
+            "seed-progress",
+            &[
+                ("phase", p.phase.as_str().to_string()),
+                ("round", p.iteration.to_string()),
+                ("bytes", p.bytes_sent.to_string()),
+                ("pages", p.pages_sent.to_string()),
+                ("dirty_pages", p.dirty_pages.to_string()),
+                ("dirty_rate_pps", format!("{:.0}", p.dirty_rate_pps)),
+                (
+                    "bandwidth_mib_s",
+                    format!("{:.1}", p.bandwidth_bps / f64::from(1 << 20)),
+                ),
+            ],
+        );
+    }
 }
 
 /// Makes the running `vm` (configured by `config`) the primary of a new
@@ -71,6 +130,7 @@ pub fn add_backup(
         }
     }
     let ft = req.fault_tolerance().map_err(VmotionError::Settings)?;
+    let params = req.precopy_params();
     let peer = parse_tcp_address("peer", &req.peer)
         .map_err(|e| VmotionError::Pair(PairError::Settings(e)))?;
     let key = ChannelKey::load(&req.key).map_err(|e| VmotionError::Pair(PairError::Key(e)))?;
@@ -89,6 +149,7 @@ pub fn add_backup(
             ("generation", generation.to_string()),
         ],
     );
+    let started = Instant::now();
     let mut seed = SeedSender::connect(peer, &key, digest, generation, &channel).map_err(|e| {
         if let ft_backend::pair::seed::SeedError::Handshake(
             ft_backend::channel::HandshakeError::Authentication(_),
@@ -108,68 +169,115 @@ pub fn add_backup(
     let json = serde_json::to_vec(&offered).map_err(VmotionError::Config)?;
     seed.offer(digest, &json).map_err(VmotionError::Seed)?;
 
-    // Stop-and-copy.
+    // Pre-copy while the guest runs: from now on the pages it and its
+    // devices write are logged.
+    let dirty = vm
+        .dirty_log
+        .register("ft-seed")
+        .map_err(VmotionError::DirtyLog)?;
+    let mut pages = VmPages::new(vm.memory.clone(), dirty);
+    let mut progress = Progress::new(Phase::Setup);
+    progress.bytes_sent = seed.bytes();
+    let mut rounds = Rounds::new(params, started, progress);
+    let mut report = progress_events(status.clone());
+    rounds
+        .live(&mut pages, &mut seed, &mut report)
+        .map_err(VmotionError::Precopy)?;
+
+    // The pause.
     let paused_at = Instant::now();
     vm.pause().map_err(|e| VmotionError::Build(Box::new(e)))?;
-    let result = copy_and_switch(vm, config, &ft, seed, &status, tiebreaker, generation);
+    let copy = Copy {
+        seed,
+        pages: &mut pages,
+        rounds: &mut rounds,
+        report: &mut report,
+    };
+    let result = copy_and_switch(vm, config, &ft, copy, &status, tiebreaker, generation);
     let pause_ms = paused_at.elapsed().as_secs_f64() * 1e3;
     let resumed = vm.resume();
-    let (bytes, memory_ms) = result?;
+    // The recording reads the dirty log through its own consumer now.
+    drop(pages);
+    let (bytes, memory_ms, steps) = result?;
     resumed.map_err(|e| VmotionError::Build(Box::new(e)))?;
+    let seed_report = SeedReport {
+        bytes,
+        pause_ms,
+        memory_ms,
+        total_ms: started.elapsed().as_secs_f64() * 1e3,
+        progress: rounds.progress(),
+        precopy_bps: rounds.first_round_bandwidth(),
+    };
+    let p = seed_report.progress;
     status.event(
         "seeded",
         &[
             ("bytes", bytes.to_string()),
             ("pause_ms", format!("{pause_ms:.1}")),
             ("memory_ms", format!("{memory_ms:.1}")),
+            ("save_ms", format!("{:.1}", steps[0])),
+            ("receipt_ms", format!("{:.1}", steps[1])),
+            ("switch_ms", format!("{:.1}", steps[2])),
+            ("total_ms", format!("{:.1}", seed_report.total_ms)),
+            ("rounds", p.iteration.to_string()),
+            ("pages", p.pages_sent.to_string()),
+            ("last_dirty_pages", p.dirty_pages.to_string()),
+            (
+                "precopy_mib_s",
+                format!("{:.0}", seed_report.precopy_bps / f64::from(1 << 20)),
+            ),
         ],
     );
     status.event("protected", &[("generation", generation.to_string())]);
     log::info!(
-        "fault tolerance: FT VMotion to {peer}: {bytes} bytes, the guest paused {pause_ms:.1} ms"
+        "fault tolerance: FT VMotion to {peer}: {bytes} bytes in {} rounds and {:.1} ms, the guest paused {pause_ms:.1} ms ({} pages in the pause)",
+        p.iteration,
+        seed_report.total_ms,
+        p.dirty_pages
     );
     vm.pair_status = Some(status);
     vm.fault_tolerant = true;
-    Ok(SeedReport {
-        bytes,
-        pause_ms,
-        memory_ms,
-    })
+    vm.seed_report = Some(seed_report.info());
+    Ok(seed_report)
+}
+
+/// The seed's memory copy, from the pre-copy rounds into the pause.
+struct Copy<'a> {
+    seed: SeedSender,
+    pages: &'a mut VmPages,
+    rounds: &'a mut Rounds,
+    report: &'a mut dyn FnMut(&Progress),
 }
 
 /// While paused: takes the state, sends the seed, starts the pair and
-/// switches the vCPU loop. Returns the bytes sent and the memory copy's
-/// time (ms).
+/// switches the vCPU loop. Returns the bytes sent, the last pages' time
+/// and the other steps' (ms): saving the state, from the state sent to
+/// the backup's receipt, starting the pair and switching.
 fn copy_and_switch(
     vm: &mut Vm,
     config: &VmConfig,
     ft: &crate::config::FaultToleranceConfig,
-    mut seed: SeedSender,
+    copy: Copy<'_>,
     status: &Arc<PairStatus>,
     tiebreaker: Tiebreaker,
     generation: u64,
-) -> Result<(u64, f64), VmotionError> {
+) -> Result<(u64, f64, [f64; 3]), VmotionError> {
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let t_save = Instant::now();
+    // The state first: saving completes the last exit's I/O and drains
+    // the disks, which may write guest memory (tracked as the devices').
     let (state, cursor) = save_state(vm)?;
+    let save_ms = ms(t_save);
+    let Copy {
+        mut seed,
+        pages,
+        rounds,
+        report,
+    } = copy;
     let t0 = Instant::now();
-    // SAFETY (of the slices below): each region's mapping is `len()` bytes
-    // at `as_ptr()` and lives as long as `vm.memory`; the vCPU is paused
-    // and no other thread writes guest memory (devices touch it only on
-    // the vCPU thread), so the bytes do not change while they are sent.
-    let regions: Vec<(u64, &[u8])> = vm
-        .memory
-        .iter()
-        .map(|r| {
-            let len = usize::try_from(r.len()).unwrap_or(0);
-            // SAFETY: see above.
-            let bytes = unsafe { std::slice::from_raw_parts(r.as_ptr().cast_const(), len) };
-            (r.start_addr().0, bytes)
-        })
-        .collect();
-    let st = status.clone();
-    seed.send_memory(&regions, &mut |bytes| {
-        st.event("seed-progress", &[("bytes", bytes.to_string())]);
-    })
-    .map_err(VmotionError::Seed)?;
+    rounds
+        .last(pages, &mut seed, report)
+        .map_err(VmotionError::Precopy)?;
     let memory_ms = t0.elapsed().as_secs_f64() * 1e3;
     if ft.disks == DiskMode::Separate {
         for (i, d) in config.disks.iter().flatten().enumerate() {
@@ -210,7 +318,10 @@ fn copy_and_switch(
     seed.send_state(&state_file::encode(&sections))
         .map_err(VmotionError::Seed)?;
     let bytes = seed.bytes();
+    let t_receipt = Instant::now();
     let est = seed.finish().map_err(VmotionError::Seed)?;
+    let receipt_ms = ms(t_receipt);
+    let t_switch = Instant::now();
     let channel = channel_config(ft.heartbeat_ms, ft.timeout_ms);
     let ch = ft_backend::channel::open_established(est, &channel).map_err(VmotionError::Channel)?;
     let primary = Primary::start(
@@ -258,7 +369,7 @@ fn copy_and_switch(
     rx.recv()
         .map_err(|_| VmotionError::Unresponsive)?
         .map_err(VmotionError::Switch)?;
-    Ok((bytes, memory_ms))
+    Ok((bytes, memory_ms, [save_ms, receipt_ms, ms(t_switch)]))
 }
 
 /// On the paused vCPU thread: the snapshot's state and the loop's place.

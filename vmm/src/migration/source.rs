@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::thread::JoinHandle;
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
-use vm_migration::migration::{self, BoxError, MigrationSource, Params, Phase, Progress};
+use vm_migration::migration::{
+    self, BoxError, MigrationSource, PageSource, Params, Phase, Progress,
+};
 use vm_migration::snapshot::state_file;
 
 use super::transport::{self, MigrationUrl};
@@ -35,49 +36,21 @@ struct VmSource {
     config_json: Vec<u8>,
 }
 
-impl Drop for VmSource {
-    fn drop(&mut self) {
-        virtio_devices::dirty::stop();
+impl PageSource for VmSource {
+    fn memory_ranges(&self) -> Vec<(u64, u64)> {
+        self.handles.pages.memory_ranges()
+    }
+
+    fn read_memory(&self, gpa: u64, buf: &mut [u8]) -> Result<(), BoxError> {
+        self.handles.pages.read_memory(gpa, buf)
+    }
+
+    fn dirty_pages(&mut self) -> Result<Vec<(u64, Vec<u64>)>, BoxError> {
+        self.handles.pages.dirty_pages()
     }
 }
 
 impl MigrationSource for VmSource {
-    fn memory_ranges(&self) -> Vec<(u64, u64)> {
-        self.handles
-            .memory
-            .iter()
-            .map(|r| (r.start_addr().0, r.len()))
-            .collect()
-    }
-
-    fn read_memory(&self, gpa: u64, buf: &mut [u8]) -> Result<(), BoxError> {
-        Ok(self.handles.memory.read_slice(buf, GuestAddress(gpa))?)
-    }
-
-    fn dirty_pages(&mut self) -> Result<Vec<(u64, Vec<u64>)>, BoxError> {
-        let mut dirty: Vec<(u64, u64, Vec<u64>)> = self
-            .handles
-            .dirty
-            .read_all()?
-            .into_iter()
-            .map(|(slot, bitmap)| (slot.base, slot.size, bitmap))
-            .collect();
-        // KVM's log does not see the devices' writes (disk reads, received
-        // frames, used rings): they come from their own tracker.
-        for gpa in virtio_devices::dirty::take() {
-            if let Some((base, _, bitmap)) = dirty
-                .iter_mut()
-                .find(|(base, size, _)| (*base..*base + *size).contains(&gpa))
-            {
-                let page = ((gpa - *base) / crate::dirty_log::PAGE_SIZE) as usize;
-                if let Some(word) = bitmap.get_mut(page / 64) {
-                    *word |= 1 << (page % 64);
-                }
-            }
-        }
-        Ok(dirty.into_iter().map(|(base, _, b)| (base, b)).collect())
-    }
-
     fn pause_and_save(&mut self) -> Result<Vec<u8>, BoxError> {
         let state = self.handles.pause_and_save()?;
         // The snapshot's sections; no memory digest (the pages travelled
@@ -115,10 +88,9 @@ pub fn start(
 ) -> Result<JoinHandle<()>, MigrationError> {
     let config_json = serde_json::to_vec(config).map_err(MigrationError::Config)?;
     let mut conn = transport::connect(&request.url, request.key.as_deref())?;
+    // From now on the guest's and the devices' writes to its memory are
+    // tracked.
     let handles = vm.migration_handles().map_err(MigrationError::Vm)?;
-    // From now on the devices' writes to guest memory are tracked too
-    // (KVM's log, on from `migration_handles`, has the guest's).
-    virtio_devices::dirty::start();
     log::info!(
         "migration: sending to {} (downtime {} ms, timeout {} s{})",
         conn.peer,
@@ -165,7 +137,8 @@ pub fn start(
                 &mut report,
             );
             drop(conn);
-            // Logging stops with the migration's consumer.
+            // Logging stops with the migration's consumer (and the devices'
+            // tracking with it).
             drop(source);
             let mut s = lock(&status);
             let end = match result {
