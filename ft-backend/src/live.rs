@@ -164,6 +164,11 @@ impl LiveFeed {
         self.lock().items.len()
     }
 
+    /// Whether the stream's header has arrived (the replay can start).
+    pub fn has_header(&self) -> bool {
+        self.lock().header.is_some()
+    }
+
     /// Waits for the stream's header; `None` if the feed ended first.
     pub fn wait_header(&self) -> Option<LogHeader> {
         let mut s = self.lock();

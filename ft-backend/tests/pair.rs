@@ -240,3 +240,53 @@ fn the_feed_replays_a_stream_as_it_arrives_and_ends_only_when_told() {
     assert!(bytes.starts_with(b"CHFTLOG\0"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A backup whose primary goes away after the handshake but before the
+/// stream's header has nothing to go live with: it must not claim the
+/// tiebreak (a primary that is only cut off would lose it and stop, and
+/// the VM would be lost), and it ends with a clear error. Found by the
+/// chaos campaign's kill-primary-seeding trials.
+#[test]
+fn a_backup_lost_before_the_stream_began_does_not_claim_the_tiebreak() {
+    use ft_backend::pair::backup::{Backup, BackupError};
+    use ft_backend::pair::{PairState, PairStatus};
+    use ft_backend::tiebreak::Tiebreaker;
+
+    let dir = std::env::temp_dir().join(format!("ft-pair-nostream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test step");
+    let slot_base = dir.join("tiebreak");
+    let tb: Tiebreaker = format!("file:{}", slot_base.display())
+        .parse()
+        .expect("test step");
+    let (p, b) = pair();
+    let generation = b.peer.generation;
+    let status = PairStatus::new("backup", "primary".into());
+    // The primary goes away without a word of its stream.
+    let closer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        drop(p);
+    });
+    let started = Backup::start(
+        b,
+        status.clone(),
+        tb.clone(),
+        (Duration::from_millis(10), Duration::from_millis(2000)),
+        0,
+        None,
+    );
+    closer.join().expect("test step");
+    assert!(
+        matches!(started, Err(BackupError::NoStream(_))),
+        "{started:?}"
+    );
+    assert_eq!(status.state(), PairState::Stopped);
+    let Tiebreaker::File(file) = &tb else {
+        panic!("a file tiebreaker")
+    };
+    assert!(
+        !file.slot(generation).exists(),
+        "the backup claimed the tiebreak with nothing to go live with"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -172,7 +172,7 @@ impl Backup {
         status.connected(ch.peer_addr.to_string(), generation, ch.handle.clone());
         let feed = LiveFeed::new();
         status.set_feed(feed.clone());
-        let (st, tb) = (status.clone(), tiebreaker);
+        let (st, tb, fd) = (status.clone(), tiebreaker, feed.clone());
         let on_lost = Box::new(move |end: StreamEnd| -> bool {
             match end {
                 StreamEnd::Complete => {
@@ -184,6 +184,18 @@ impl Backup {
                         return true;
                     }
                     st.set_state(PairState::PeerLost);
+                    if !fd.has_header() {
+                        // Lost before its stream began: nothing here can
+                        // go live, so this side must not claim the
+                        // tiebreak (a primary that is only cut off wins it
+                        // and runs on); it stops.
+                        st.set_state(PairState::Stopped);
+                        st.event(
+                            "peer-lost",
+                            &[("reason", format!("{why} (before the stream began)"))],
+                        );
+                        return true;
+                    }
                     st.event("peer-lost", &[("reason", why)]);
                     // The primary claims first: when both sides are alive
                     // (a cut link, or one side's false timeout, which shuts
