@@ -36,7 +36,7 @@ impl Console {
             .args(["--initramfs", p["INITRAMFS"].to_str().expect("utf-8")])
             .args([
                 "--cmdline",
-                "console=ttyS0 clearcpuid=4,308,151 noxsave norandmaps",
+                "console=ttyS0 clearcpuid=4,158,306,308,151 noxsave norandmaps",
             ])
             .args([
                 "--memory",

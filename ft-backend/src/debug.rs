@@ -343,8 +343,8 @@ pub fn diff_vcpu(recorded: &[u8], replayed: &[u8]) -> Vec<RegisterDiff> {
     whole(
         &mut out,
         "xsave (FPU/SSE/AVX state)",
-        a.xsave.as_bytes(),
-        b.xsave.as_bytes(),
+        &xsave_canonical(a.xsave.as_bytes()),
+        &xsave_canonical(b.xsave.as_bytes()),
     );
     whole(&mut out, "xcrs", a.xcrs.as_bytes(), b.xcrs.as_bytes());
     whole(
@@ -379,6 +379,48 @@ pub fn diff_vcpu(recorded: &[u8], replayed: &[u8]) -> Vec<RegisterDiff> {
         }
     }
     out
+}
+
+/// Offset of XSTATE_BV in the XSAVE area (the XSAVE header's first field).
+const XSTATE_BV: usize = 512;
+
+/// An XSAVE area with every component whose XSTATE_BV bit is clear
+/// written out as its initial value and the bit set: the same register
+/// values, whichever way the area says it.
+///
+/// A component in its initial state may be saved either way: with its
+/// bit clear (the processor's init optimization, as when the host saved
+/// the guest's FPU state around an exit to user space) or with the bit
+/// set and the initial values written out. A recording and its replay
+/// save the same FPU state differently when only one of them went through
+/// such an exit (the recording's kicks): on these machines the first
+/// Linux exit to differ (`read_pci_config`) differed only in XSTATE_BV's
+/// x87 bit, the registers being equal.
+pub fn xsave_canonical(area: &[u8]) -> Vec<u8> {
+    let mut v = area.to_vec();
+    let Some(bv) = v.get(XSTATE_BV..XSTATE_BV + 8) else {
+        return v;
+    };
+    let mut bv = u64::from_le_bytes(bv.try_into().unwrap_or_default());
+    // x87: FCW 0x037f, everything else (FSW, FTW, FOP, FIP, FDP, ST0-7) 0.
+    if bv & 1 == 0 {
+        v[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        v[2..24].fill(0);
+        v[32..160].fill(0);
+        bv |= 1;
+    }
+    // SSE: XMM0-15 zero (MXCSR is not covered by the bit).
+    if bv & 2 == 0 {
+        v[160..416].fill(0);
+        bv |= 2;
+    }
+    // AVX: the upper halves of YMM0-15 zero (standard format).
+    if bv & 4 == 0 && v.len() >= 832 {
+        v[576..832].fill(0);
+        bv |= 4;
+    }
+    v[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&bv.to_le_bytes());
+    v
 }
 
 /// The RIP in an encoded vCPU state, if it decodes.
