@@ -520,7 +520,9 @@ mod tests {
         b.sregs.cr3 = 0x9000;
         b.sregs.cs.base = 0x10;
         b.msrs[1].1 = 3;
-        b.xsave.region[10] = 1;
+        // XMM0's first bytes (offset 160), with SSE state in use.
+        b.xsave.region[128] = 2;
+        b.xsave.region[40] = 1;
         let d = diff_vcpu(&a.encode(), &b.encode());
         let names: Vec<&str> = d.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
@@ -539,5 +541,31 @@ mod tests {
         assert_eq!(diff_vcpu(b"x", b"x"), Vec::new());
         assert_eq!(diff_vcpu(b"x", b"y").len(), 1);
         assert_eq!(vcpu_rip(b"garbage"), None);
+    }
+
+    #[test]
+    fn xsave_areas_compare_by_register_values() {
+        // x87 and SSE in their initial state, said both ways: written out
+        // with XSTATE_BV 0x3, or left to the header with XSTATE_BV 0x2 (as
+        // the recording's area read at the Linux guest's exit 3).
+        let mut written = vec![0u8; 4096];
+        written[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        written[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        written[XSTATE_BV] = 3;
+        let mut header = written.clone();
+        header[XSTATE_BV] = 2;
+        // Stale bytes the processor ignores when the bit is clear.
+        header[8..16].copy_from_slice(&0xffff_ffff_8100_0000u64.to_le_bytes());
+        assert_ne!(written, header);
+        assert_eq!(xsave_canonical(&written), xsave_canonical(&header));
+        // A register that differs still differs.
+        let mut other = written.clone();
+        other[0] = 0x7e;
+        assert_ne!(xsave_canonical(&written), xsave_canonical(&other));
+        let mut xmm = written.clone();
+        xmm[160] = 1;
+        assert_ne!(xsave_canonical(&written), xsave_canonical(&xmm));
+        // Too short to hold a header: compared as it is.
+        assert_eq!(xsave_canonical(b"abc"), b"abc".to_vec());
     }
 }
