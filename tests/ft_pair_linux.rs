@@ -59,7 +59,7 @@ fn linux_args() -> Vec<String> {
         "--initramfs",
         p["INITRAMFS"].to_str().expect("utf-8"),
         "--cmdline",
-        "console=ttyS0 clearcpuid=4,308,151 noxsave norandmaps",
+        "console=ttyS0 clearcpuid=4,158,306,308,151 noxsave norandmaps",
         "--memory",
         "size=256M",
         "--serial",

@@ -60,9 +60,13 @@ fn cmdline() -> String {
 /// the TSC, which KVM cannot trap for a VMM, so `clearcpuid=4` hides it;
 /// Linux then keeps time with the PIT (boot), the APIC timer and jiffies,
 /// and (with the build script's fourth edit) takes entropy from jiffies.
-/// `norandmaps` keeps user-space addresses fixed.
+/// Nor may it execute RDRAND or RDSEED (158, 306): this host's KVM shows
+/// the guest kernel the host's CPUID bits whatever the VMM's table says,
+/// and Linux mixes their values into its entropy pool, which changes
+/// memory with no exit changing. `norandmaps` keeps user-space addresses
+/// fixed.
 fn replayable_cmdline() -> String {
-    String::from("console=ttyS0 clearcpuid=4,308,151 noxsave norandmaps")
+    String::from("console=ttyS0 clearcpuid=4,158,306,308,151 noxsave norandmaps")
 }
 
 /// The VMM's arguments for booting `kernel_key` with `cmdline`.

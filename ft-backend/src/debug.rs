@@ -343,8 +343,8 @@ pub fn diff_vcpu(recorded: &[u8], replayed: &[u8]) -> Vec<RegisterDiff> {
     whole(
         &mut out,
         "xsave (FPU/SSE/AVX state)",
-        a.xsave.as_bytes(),
-        b.xsave.as_bytes(),
+        &xsave_canonical(a.xsave.as_bytes()),
+        &xsave_canonical(b.xsave.as_bytes()),
     );
     whole(&mut out, "xcrs", a.xcrs.as_bytes(), b.xcrs.as_bytes());
     whole(
@@ -379,6 +379,48 @@ pub fn diff_vcpu(recorded: &[u8], replayed: &[u8]) -> Vec<RegisterDiff> {
         }
     }
     out
+}
+
+/// Offset of XSTATE_BV in the XSAVE area (the XSAVE header's first field).
+const XSTATE_BV: usize = 512;
+
+/// An XSAVE area with every component whose XSTATE_BV bit is clear
+/// written out as its initial value and the bit set: the same register
+/// values, whichever way the area says it.
+///
+/// A component in its initial state may be saved either way: with its
+/// bit clear (the processor's init optimization, as when the host saved
+/// the guest's FPU state around an exit to user space) or with the bit
+/// set and the initial values written out. A recording and its replay
+/// save the same FPU state differently when only one of them went through
+/// such an exit (the recording's kicks): on these machines the first
+/// Linux exit to differ (`read_pci_config`) differed only in XSTATE_BV's
+/// x87 bit, the registers being equal.
+pub fn xsave_canonical(area: &[u8]) -> Vec<u8> {
+    let mut v = area.to_vec();
+    let Some(bv) = v.get(XSTATE_BV..XSTATE_BV + 8) else {
+        return v;
+    };
+    let mut bv = u64::from_le_bytes(bv.try_into().unwrap_or_default());
+    // x87: FCW 0x037f, everything else (FSW, FTW, FOP, FIP, FDP, ST0-7) 0.
+    if bv & 1 == 0 {
+        v[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        v[2..24].fill(0);
+        v[32..160].fill(0);
+        bv |= 1;
+    }
+    // SSE: XMM0-15 zero (MXCSR is not covered by the bit).
+    if bv & 2 == 0 {
+        v[160..416].fill(0);
+        bv |= 2;
+    }
+    // AVX: the upper halves of YMM0-15 zero (standard format).
+    if bv & 4 == 0 && v.len() >= 832 {
+        v[576..832].fill(0);
+        bv |= 4;
+    }
+    v[XSTATE_BV..XSTATE_BV + 8].copy_from_slice(&bv.to_le_bytes());
+    v
 }
 
 /// The RIP in an encoded vCPU state, if it decodes.
@@ -478,7 +520,9 @@ mod tests {
         b.sregs.cr3 = 0x9000;
         b.sregs.cs.base = 0x10;
         b.msrs[1].1 = 3;
-        b.xsave.region[10] = 1;
+        // XMM0's first bytes (offset 160), with SSE state in use.
+        b.xsave.region[128] = 2;
+        b.xsave.region[40] = 1;
         let d = diff_vcpu(&a.encode(), &b.encode());
         let names: Vec<&str> = d.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
@@ -497,5 +541,31 @@ mod tests {
         assert_eq!(diff_vcpu(b"x", b"x"), Vec::new());
         assert_eq!(diff_vcpu(b"x", b"y").len(), 1);
         assert_eq!(vcpu_rip(b"garbage"), None);
+    }
+
+    #[test]
+    fn xsave_areas_compare_by_register_values() {
+        // x87 and SSE in their initial state, said both ways: written out
+        // with XSTATE_BV 0x3, or left to the header with XSTATE_BV 0x2 (as
+        // the recording's area read at the Linux guest's exit 3).
+        let mut written = vec![0u8; 4096];
+        written[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        written[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        written[XSTATE_BV] = 3;
+        let mut header = written.clone();
+        header[XSTATE_BV] = 2;
+        // Stale bytes the processor ignores when the bit is clear.
+        header[8..16].copy_from_slice(&0xffff_ffff_8100_0000u64.to_le_bytes());
+        assert_ne!(written, header);
+        assert_eq!(xsave_canonical(&written), xsave_canonical(&header));
+        // A register that differs still differs.
+        let mut other = written.clone();
+        other[0] = 0x7e;
+        assert_ne!(xsave_canonical(&written), xsave_canonical(&other));
+        let mut xmm = written.clone();
+        xmm[160] = 1;
+        assert_ne!(xsave_canonical(&written), xsave_canonical(&xmm));
+        // Too short to hold a header: compared as it is.
+        assert_eq!(xsave_canonical(b"abc"), b"abc".to_vec());
     }
 }

@@ -18,7 +18,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 eval "$("$root/scripts/build-linux-guest")"
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-cmdline="console=ttyS0 clearcpuid=4,308,151 noxsave norandmaps"
+cmdline="console=ttyS0 clearcpuid=4,158,306,308,151 noxsave norandmaps"
 vm() {
     "$1" --kernel "$VMLINUX" --initramfs "$INITRAMFS" --cmdline "$cmdline" \
         --memory size=256M --serial tty --console off \
