@@ -65,10 +65,6 @@ const DIGEST_EVERY: u64 = 64;
 /// on the vCPU thread (about 15 ms for 128 MiB here), and a busy guest
 /// takes hundreds of checkpoints per second.
 const DIGEST_SHARE: u32 = 100;
-/// Recording: KVM's dirty log is read and dropped at a synchronous exit
-/// at most once per this much host time (see
-/// [`FtContext::forget_dirty_pages`]).
-const DIRTY_RESET_EVERY: std::time::Duration = std::time::Duration::from_micros(250);
 
 /// Errors of record/replay in the vCPU loop.
 #[derive(Debug, thiserror::Error)]
@@ -175,9 +171,6 @@ pub struct FtContext {
     retired: Option<Box<dyn ExecMode>>,
     /// When checkpoints carry a state digest (recording).
     digests: DigestBudget,
-    /// Recording: when the dirty log was last read (dropped at a
-    /// synchronous exit, or taken by a checkpoint).
-    dirty_read_at: Option<std::time::Instant>,
 }
 
 /// Recording: which checkpoints carry a full state digest. The first
@@ -383,7 +376,6 @@ impl FtContext {
                 debug: FtDebug::new(config),
                 retired: None,
                 digests: DigestBudget::new(),
-                dirty_read_at: None,
             },
             intc_clock,
         ))
@@ -451,47 +443,6 @@ impl FtContext {
         if self.active() {
             self.last_id = ExitId::of(exit, vcpu.exit_rip().map_err(FtError::Registers)?);
             self.mode.after_exit(self.exits);
-            if !self.replaying() {
-                self.forget_dirty_pages()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Recording, at a synchronous exit: reads KVM's dirty log and drops
-    /// it, so that the next checkpoint carries only the pages written
-    /// after this exit (or a later one) instead of every page written
-    /// since the previous checkpoint.
-    ///
-    /// Replay stands at the checkpoint's exit having executed the guest up
-    /// to it, and every exit since the previous checkpoint is one it
-    /// reproduced with the same memory: the pages written before the last
-    /// dropped read are already equal there. That holds only for a guest
-    /// whose execution between exits is deterministic: one that reads the
-    /// TSC or executes RDRAND/RDSEED writes other values in the replay
-    /// with no exit changing (a Linux guest's entropy pool, found with the
-    /// divergence finder: boot it with `clearcpuid=4,158,306`, see the
-    /// README). The full log since the previous checkpoint hid such
-    /// differences, as the checkpoint overwrote the pages.
-    ///
-    /// At most once per [`DIRTY_RESET_EVERY`] of host time: a read costs an
-    /// ioctl per memory slot and makes KVM write-protect the pages again,
-    /// and exits come every few microseconds in I/O-bound stretches. The
-    /// checkpoint then carries the pages since the last read, at most that
-    /// long before its exit: more than needed, never less.
-    fn forget_dirty_pages(&mut self) -> Result<(), FtError> {
-        let now = std::time::Instant::now();
-        if self
-            .dirty_read_at
-            .is_some_and(|t| now.duration_since(t) < DIRTY_RESET_EVERY)
-        {
-            return Ok(());
-        }
-        self.dirty_read_at = Some(now);
-        for (slot, region) in self.memory.iter().enumerate() {
-            self.vm
-                .get_dirty_log(u32::try_from(slot).unwrap_or(u32::MAX), region.len())
-                .map_err(FtError::DirtyLog)?;
         }
         Ok(())
     }
@@ -595,7 +546,6 @@ impl FtContext {
     ) -> Result<Checkpoint, FtError> {
         let seq = self.mode.next_checkpoint_seq();
         let pages = self.dirty_pages()?;
-        self.dirty_read_at = Some(std::time::Instant::now());
         let vcpu_state = VcpuState::save(vcpu).map_err(FtError::Checkpoint)?;
         let devices = self.device_snapshots(intc);
         let digest = if self.digests.wanted(seq) {
@@ -618,9 +568,9 @@ impl FtContext {
         })
     }
 
-    /// The pages the guest wrote since the dirty log was last read (here
-    /// or at a synchronous exit, [`forget_dirty_pages`](Self::forget_dirty_pages)),
-    /// with their contents.
+    /// The pages the guest wrote since the last call (KVM's dirty log,
+    /// read and cleared), with their contents: the one place that reads
+    /// the dirty log.
     fn dirty_pages(&self) -> Result<Vec<(u64, Vec<u8>)>, FtError> {
         let mut pages = Vec::new();
         for (slot, region) in self.memory.iter().enumerate() {
