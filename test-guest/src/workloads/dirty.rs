@@ -46,11 +46,7 @@ pub fn run(mib: u64, per_tick: u64, hz: u64) -> Result<(), WorkloadError> {
         seen = ticks();
         for _ in 0..per_tick {
             let page = &mut buf[at as usize].0;
-            let expected = if pass == 0 {
-                0
-            } else {
-                value(pass - 1, at, n)
-            };
+            let expected = if pass == 0 { 0 } else { value(pass - 1, at, n) };
             // The first and last words: a page copied whole or not at all.
             for found in [page[0], page[WORDS - 1]] {
                 if found != expected {
