@@ -70,10 +70,10 @@ impl Vmm {
             .stderr(Stdio::null());
         let mut child = KillOnDrop::spawn(&mut command);
         let up = wait_until(Duration::from_secs(20), || {
-            socket.exists() || !child.running()
+            common::api_listening(&socket) || !child.running()
         });
         assert!(
-            up && socket.exists(),
+            up && common::api_listening(&socket),
             "the VMM did not serve its API; log:\n{}",
             read(&log)
         );

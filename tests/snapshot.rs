@@ -43,10 +43,10 @@ impl Vmm {
             .stderr(Stdio::null());
         let mut child = KillOnDrop::spawn(&mut command);
         let up = wait_until(Duration::from_secs(20), || {
-            socket.exists() || !child.running()
+            common::api_listening(&socket) || !child.running()
         });
         assert!(
-            up && socket.exists(),
+            up && common::api_listening(&socket),
             "the VMM did not serve its API; log:\n{}",
             std::fs::read_to_string(dir.path(&format!("{name}.log"))).unwrap_or_default()
         );

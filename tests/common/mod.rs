@@ -177,6 +177,13 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Whether a VMM accepts connections on `socket`: the socket file appears
+/// at `bind(2)`, before `listen(2)`, and a connection in between is refused
+/// (a test that waited only for the file failed so in CI).
+pub fn api_listening(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}
+
 /// A raw HTTP/1.1 request over the API socket: (status, body).
 pub fn api(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut s = UnixStream::connect(socket).expect("connect to the API socket");
