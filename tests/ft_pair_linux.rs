@@ -24,7 +24,7 @@ use common::captured::Captured;
 use common::ftpair::{assert_clean, write_key, CHANNEL_PORT};
 use common::netns::{KillOnDrop, Netns};
 use common::pair::{Host, PairNet, GUEST_IP, LAN_PREFIX_LEN, LOG_B};
-use common::{linux_guest_paths, wait_until, TempDir};
+use common::{linux, wait_until, TempDir};
 
 /// The Linux guest's boot to its shell, at most: about 80 s on an idle
 /// machine, 190 s at a load average of 15 (its CPL0 code is emulated
@@ -46,30 +46,6 @@ struct Console {
     output: Captured,
     reader: Option<std::thread::JoinHandle<()>>,
     stderr: std::path::PathBuf,
-}
-
-/// The minimal Linux guest's options: its kernel, initramfs, the
-/// replayable command line (no TSC, fixed user-space addresses), 256 MiB
-/// and the serial console on standard input and output.
-fn linux_args() -> Vec<String> {
-    let p = linux_guest_paths();
-    [
-        "--kernel",
-        p["VMLINUX"].to_str().expect("utf-8"),
-        "--initramfs",
-        p["INITRAMFS"].to_str().expect("utf-8"),
-        "--cmdline",
-        "console=ttyS0 clearcpuid=4,158,306,308,151 noxsave norandmaps",
-        "--memory",
-        "size=256M",
-        "--serial",
-        "tty",
-        "--console",
-        "off",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
 }
 
 impl Console {
@@ -97,7 +73,7 @@ impl Console {
     fn spawn(mut command: Command, dir: &TempDir, name: &str, args: &[&str]) -> Console {
         let stderr = dir.path(&format!("stderr-{name}.txt"));
         command
-            .args(linux_args())
+            .args(linux::boot_args("VMLINUX", linux::REPLAYABLE_CMDLINE))
             .arg("-v")
             .args(args)
             .stdin(Stdio::piped())

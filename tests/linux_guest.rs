@@ -14,82 +14,12 @@
 
 mod common;
 
-use std::collections::HashMap;
+use common::linux;
+
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 use std::time::{Duration, Instant};
-
-/// Paths printed by scripts/build-linux-guest (builds on first use).
-fn linux_guest() -> &'static HashMap<String, PathBuf> {
-    common::linux_guest_paths()
-}
-
-/// Whether the host CPU is an Intel one (Linux reads the TSC and APIC timer
-/// frequencies from CPUID leaf 0x15 there, which the VMM provides).
-fn host_is_intel() -> bool {
-    let r = std::arch::x86_64::__cpuid(0);
-    [r.ebx, r.edx, r.ecx] == [0x756e_6547, 0x4965_6e69, 0x6c65_746e]
-}
-
-/// The TSC rate in kHz, measured against the monotonic clock.
-fn tsc_khz() -> u64 {
-    // SAFETY: RDTSC has no memory effects.
-    let rdtsc = || unsafe { std::arch::x86_64::_rdtsc() };
-    let start = Instant::now();
-    let t0 = rdtsc();
-    std::thread::sleep(Duration::from_millis(50));
-    let t1 = rdtsc();
-    (t1 - t0) * 1_000_000 / start.elapsed().as_nanos() as u64
-}
-
-/// The guest command line: the serial console, this host's CPU gaps
-/// (SMAP and POPCNT are not emulated at CPL0, nor is XSAVE's XRSTOR), and
-/// on non-Intel hosts the TSC rate, which Linux reads from CPUID only on
-/// Intel CPUs.
-fn cmdline() -> String {
-    let mut c = String::from("console=ttyS0 clearcpuid=308,151 noxsave");
-    if !host_is_intel() {
-        c.push_str(&format!(" tsc_early_khz={}", tsc_khz()));
-    }
-    c
-}
-
-/// The command line for a recorded (or replayed) guest: Linux must not read
-/// the TSC, which KVM cannot trap for a VMM, so `clearcpuid=4` hides it;
-/// Linux then keeps time with the PIT (boot), the APIC timer and jiffies,
-/// and (with the build script's fourth edit) takes entropy from jiffies.
-/// Nor may it execute RDRAND or RDSEED (158, 306): this host's KVM shows
-/// the guest kernel the host's CPUID bits whatever the VMM's table says,
-/// and Linux mixes their values into its entropy pool, which changes
-/// memory with no exit changing. `norandmaps` keeps user-space addresses
-/// fixed.
-fn replayable_cmdline() -> String {
-    String::from("console=ttyS0 clearcpuid=4,158,306,308,151 noxsave norandmaps")
-}
-
-/// The VMM's arguments for booting `kernel_key` with `cmdline`.
-fn boot_args(kernel_key: &str, cmdline: &str) -> Vec<String> {
-    let paths = linux_guest();
-    [
-        "--kernel",
-        paths[kernel_key].to_str().expect("UTF-8 path"),
-        "--initramfs",
-        paths["INITRAMFS"].to_str().expect("UTF-8 path"),
-        "--cmdline",
-        cmdline,
-        "--memory",
-        "size=256M",
-        "--serial",
-        "tty",
-        "--console",
-        "off",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
 
 /// A running Linux guest with its serial console on our pipes.
 struct Guest {
@@ -106,14 +36,14 @@ impl Guest {
     }
 
     fn boot_with(kernel_key: &str, extra: &[&str]) -> Guest {
-        Self::boot_cmdline(kernel_key, extra, &cmdline())
+        Self::boot_cmdline(kernel_key, extra, &linux::tsc_cmdline())
     }
 
     fn boot_cmdline(kernel_key: &str, extra: &[&str], cmdline: &str) -> Guest {
         let started = Instant::now();
         let mut child = Command::new(common::vmm_bin())
             .args(extra)
-            .args(boot_args(kernel_key, cmdline))
+            .args(linux::boot_args(kernel_key, cmdline))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -325,7 +255,7 @@ fn record_and_replay_linux(tag: &str, command: Option<(&str, &str)>) {
     let socket = dir.path("api.sock");
     let record = format!("mode=record,log={}", log.display());
     let api = format!("path={}", socket.display());
-    let cmdline = replayable_cmdline();
+    let cmdline = linux::REPLAYABLE_CMDLINE.to_string();
     let started = Instant::now();
     let mut g = Guest::boot_cmdline(
         "VMLINUX",
@@ -359,7 +289,7 @@ fn record_and_replay_linux(tag: &str, command: Option<(&str, &str)>) {
     let replay = format!("mode=replay,log={}", log.display());
     let child = Command::new(common::vmm_bin())
         .args(["--fault-tolerance", &replay])
-        .args(boot_args("VMLINUX", &cmdline))
+        .args(linux::boot_args("VMLINUX", &cmdline))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

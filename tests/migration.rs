@@ -14,140 +14,16 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+use common::api_vmm::{read, result_line, ticks, ApiVmm as Vmm, Console, COMPUTE};
 use common::ftpair::{assert_clean, sparse_disk};
-use common::netns::{KillOnDrop, Netns};
+use common::netns::Netns;
 use common::pair::{Host, PairNet, LOG_B};
-use common::{api, ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
+use common::{ch_remote, linux, text, wait_until, TempDir};
 use ft_kv_client::{run_stream, StreamConfig, StreamControl};
-
-/// `cloud-hypervisor --api-socket path=DIR/NAME.sock ARGS` with its
-/// events and log in `dir` (in `ns` if given); the socket and log paths.
-fn vmm_command(
-    dir: &TempDir,
-    name: &str,
-    ns: Option<&Netns>,
-    args: &[String],
-) -> (Command, PathBuf, PathBuf) {
-    let socket = dir.path(&format!("{name}.sock"));
-    let log = dir.path(&format!("{name}.log"));
-    let mut command = match ns {
-        Some(ns) => ns.command(vmm_bin()),
-        None => Command::new(vmm_bin()),
-    };
-    command
-        .arg("--api-socket")
-        .arg(format!("path={}", socket.display()))
-        .args(args)
-        .arg("--event-monitor")
-        .arg(format!(
-            "path={}",
-            dir.path(&format!("{name}.events")).display()
-        ))
-        .args(["-v", "--log-file"])
-        .arg(&log);
-    (command, socket, log)
-}
-
-/// A VMM serving its API on `socket`.
-struct Vmm {
-    child: KillOnDrop,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Vmm {
-    /// Starts `cloud-hypervisor --api-socket path=SOCKET ARGS` (in `ns` if
-    /// given) and waits for the socket.
-    fn start(dir: &TempDir, name: &str, ns: Option<&Netns>, args: &[String]) -> Vmm {
-        let (mut command, socket, log) = vmm_command(dir, name, ns, args);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = KillOnDrop::spawn(&mut command);
-        let up = wait_until(Duration::from_secs(20), || {
-            common::api_listening(&socket) || !child.running()
-        });
-        assert!(
-            up && common::api_listening(&socket),
-            "the VMM did not serve its API; log:\n{}",
-            read(&log)
-        );
-        Vmm { child, socket, log }
-    }
-
-    /// Boots the test guest with `cmdline` and `extra` options, its serial
-    /// port into `serial`.
-    fn boot(
-        dir: &TempDir,
-        name: &str,
-        ns: Option<&Netns>,
-        cmdline: &str,
-        serial: &Path,
-        extra: &[String],
-    ) -> Vmm {
-        let guest = test_guest().to_str().expect("utf-8 path").to_string();
-        let mut args = vec![
-            "--kernel".into(),
-            guest,
-            "--cmdline".into(),
-            cmdline.into(),
-            "--memory".into(),
-            "size=128M".into(),
-            "--serial".into(),
-            format!("file={}", serial.display()),
-        ];
-        args.extend_from_slice(extra);
-        Vmm::start(dir, name, ns, &args)
-    }
-
-    fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        api(&self.socket, method, path, body)
-    }
-
-    fn info(&self) -> serde_json::Value {
-        let (status, body) = self.api("GET", "vm.info", None);
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).expect("vm.info JSON")
-    }
-
-    /// Waits for the guest to power off (the VMM exits 0).
-    fn wait_poweroff(mut self, timeout: Duration) {
-        let status = self.child.wait_timeout(timeout);
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "the guest did not power off cleanly: {status:?}; log:\n{}",
-            read(&self.log)
-        );
-    }
-
-    /// Waits for the VMM to exit 0 (a source after its migration).
-    fn wait_exit(&mut self, timeout: Duration) {
-        let status = self.child.wait_timeout(timeout);
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "the VMM did not exit cleanly: {status:?}; log:\n{}",
-            read(&self.log)
-        );
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// The numbers of the `tick=<k> step=<i>` lines.
-fn ticks(serial: &str) -> Vec<u64> {
-    serial
-        .lines()
-        .filter_map(|l| l.strip_prefix("tick="))
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
-}
 
 /// The guest reports a tick line whenever the tens of its tick count
 /// change (a line may say 671 when two ticks arrived between two looks,
@@ -155,13 +31,6 @@ fn ticks(serial: &str) -> Vec<u64> {
 /// repeat or a restart.
 fn tens_continue(ticks: &[u64]) -> bool {
     ticks.windows(2).all(|w| w[1] / 10 == w[0] / 10 + 1)
-}
-
-fn result_line(serial: &str) -> Option<String> {
-    serial
-        .lines()
-        .find(|l| l.starts_with("result="))
-        .map(str::to_string)
 }
 
 /// Receives on `dst` (`ch-remote receive-migration OPERAND`, which blocks
@@ -181,12 +50,11 @@ fn wait_ready(dir: &TempDir, name: &str) {
     );
 }
 
-const COMPUTE: &str = "workload=compute steps=600000000 hz=100";
-
 /// The serial output of an uninterrupted compute run.
 fn uninterrupted_compute(dir: &TempDir) -> String {
     let full = dir.path("full.txt");
-    Vmm::boot(dir, "full", None, COMPUTE, &full, &[]).wait_poweroff(Duration::from_secs(180));
+    Vmm::boot(dir, "full", None, COMPUTE, "128M", &full, &[])
+        .wait_poweroff(Duration::from_secs(180));
     result_line(&read(&full)).expect("a result line")
 }
 
@@ -211,7 +79,7 @@ fn compute_guest_migrates_over_a_unix_socket_and_continues() {
     let expected = uninterrupted_compute(&dir);
 
     let serial = dir.path("serial.txt");
-    let mut src = Vmm::boot(&dir, "src", None, COMPUTE, &serial, &[]);
+    let mut src = Vmm::boot(&dir, "src", None, COMPUTE, "128M", &serial, &[]);
     assert!(wait_until(Duration::from_secs(30), || read(&serial)
         .contains("tick=50 ")));
     // The destination reopens (and truncates) the serial file by its path:
@@ -276,6 +144,7 @@ fn ticks_guest_migrates_over_tcp_with_a_key_and_a_wrong_key_is_refused() {
         "src",
         Some(&ns),
         "workload=ticks count=400 hz=100",
+        "128M",
         &serial,
         &[],
     );
@@ -346,6 +215,7 @@ fn disk_workload_verifies_after_migration() {
         "src",
         None,
         "workload=disk mib=384 flushes=64",
+        "128M",
         &serial,
         &["--disk".into(), format!("path={}", disk.display())],
     );
@@ -417,7 +287,7 @@ fn other_version_and_damaged_streams_are_refused_and_the_source_runs_on() {
     let dir = TempDir::new("mig-refuse");
     let expected = uninterrupted_compute(&dir);
     let serial = dir.path("serial.txt");
-    let src = Vmm::boot(&dir, "src", None, COMPUTE, &serial, &[]);
+    let src = Vmm::boot(&dir, "src", None, COMPUTE, "128M", &serial, &[]);
     assert!(wait_until(Duration::from_secs(30), || read(&serial)
         .contains("tick=20 ")));
 
@@ -547,7 +417,7 @@ fn bad_requests_are_refused_clearly() {
     assert!(answer.contains("needs a tcp: URL"), "{answer}");
 
     let serial = dir.path("serial.txt");
-    let src = Vmm::boot(&dir, "src", None, "workload=idle", &serial, &[]);
+    let src = Vmm::boot(&dir, "src", None, "workload=idle", "128M", &serial, &[]);
     assert!(wait_until(Duration::from_secs(30), || read(&serial)
         .contains("test-guest: ready")));
     // Receiving into a VMM that has a VM.
@@ -613,6 +483,7 @@ fn kv_guest_migrates_between_hosts_under_a_verified_stream() {
         "src",
         Some(&net.host_a),
         &net.kv_cmdline(),
+        "128M",
         &serial,
         &[
             "--disk".into(),
@@ -682,62 +553,6 @@ fn kv_guest_migrates_between_hosts_under_a_verified_stream() {
     assert_clean(&names);
 }
 
-/// A VMM whose serial console (`--serial tty`) is on our pipes.
-struct Console {
-    vmm: Vmm,
-    stdin: std::process::ChildStdin,
-    output: common::captured::Captured,
-}
-
-impl Console {
-    fn start(dir: &TempDir, name: &str, args: &[String]) -> Console {
-        let (mut command, socket, log) = vmm_command(dir, name, None, args);
-        command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = KillOnDrop::spawn(&mut command);
-        let stdin = child.0.stdin.take().expect("piped stdin");
-        let mut stdout = child.0.stdout.take().expect("piped stdout");
-        let output = common::captured::Captured::default();
-        let o2 = output.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = stdout.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                o2.append(&buf[..n]);
-            }
-        });
-        assert!(
-            wait_until(Duration::from_secs(20), || socket.exists()),
-            "no API socket; log:\n{}",
-            read(&log)
-        );
-        Console {
-            vmm: Vmm { child, socket, log },
-            stdin,
-            output,
-        }
-    }
-
-    fn send(&mut self, line: &str) -> usize {
-        let at = self.output.len();
-        self.stdin.write_all(line.as_bytes()).expect("write");
-        self.stdin.flush().expect("flush");
-        at
-    }
-
-    fn wait_for(&self, needle: &str, from: usize, timeout: Duration) {
-        assert!(
-            wait_until(timeout, || self.output.contains_after(needle, from)),
-            "no {needle:?}; console:\n{}",
-            self.output.text()
-        );
-    }
-}
-
 /// The checksum of an `md5sum /fill` answer in `console` (not the echoed
 /// command).
 fn md5_line(console: &str) -> Option<String> {
@@ -755,41 +570,15 @@ fn md5_line(console: &str) -> Option<String> {
 #[test]
 fn linux_guest_shell_answers_after_migration() {
     let dir = TempDir::new("mig-linux");
-    let paths = common::linux_guest_paths();
-    let mut cmdline = String::from("console=ttyS0 clearcpuid=308,151 noxsave");
-    let intel = {
-        let r = std::arch::x86_64::__cpuid(0);
-        [r.ebx, r.edx, r.ecx] == [0x756e_6547, 0x4965_6e69, 0x6c65_746e]
-    };
-    if !intel {
-        // SAFETY: RDTSC has no memory effects.
-        let rdtsc = || unsafe { std::arch::x86_64::_rdtsc() };
-        let start = std::time::Instant::now();
-        let t0 = rdtsc();
-        std::thread::sleep(Duration::from_millis(50));
-        let khz = (rdtsc() - t0) * 1_000_000 / start.elapsed().as_nanos() as u64;
-        cmdline.push_str(&format!(" tsc_early_khz={khz}"));
-    }
     let mut src = Console::start(
         &dir,
         "src",
-        &[
-            "--kernel".into(),
-            paths["BZIMAGE"].display().to_string(),
-            "--initramfs".into(),
-            paths["INITRAMFS"].display().to_string(),
-            "--cmdline".into(),
-            cmdline,
-            "--memory".into(),
-            "size=256M".into(),
-            "--serial".into(),
-            "tty".into(),
-            "--console".into(),
-            "off".into(),
-        ],
+        &linux::boot_args("BZIMAGE", &linux::tsc_cmdline()),
     );
     src.wait_for("linux-guest: ready", 0, Duration::from_secs(300));
-    let at = src.send("head -c 2000000 /dev/urandom > /fill; md5sum /fill\n");
+    // 256 KiB: the guest kernel's ChaCha20 runs at CPL0, which this host
+    // emulates; 2 MB of it took over two minutes on a loaded machine.
+    let at = src.send("head -c 262144 /dev/urandom > /fill; md5sum /fill\n");
     let mut sum = None;
     assert!(
         wait_until(Duration::from_secs(120), || {

@@ -10,126 +10,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::netns::{KillOnDrop, Netns};
-use common::{api, ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
-
-/// A VMM serving its API on `socket`.
-struct Vmm {
-    child: KillOnDrop,
-    socket: PathBuf,
-}
-
-impl Vmm {
-    /// Starts `cloud-hypervisor --api-socket path=SOCKET ARGS` (in `ns` if
-    /// given) and waits for the socket.
-    fn start(dir: &TempDir, name: &str, ns: Option<&Netns>, args: &[String]) -> Vmm {
-        let socket = dir.path(&format!("{name}.sock"));
-        let mut command = match ns {
-            Some(ns) => ns.command(vmm_bin()),
-            None => Command::new(vmm_bin()),
-        };
-        command
-            .arg("--api-socket")
-            .arg(format!("path={}", socket.display()))
-            .args(args)
-            .args(["-v", "--log-file"])
-            .arg(dir.path(&format!("{name}.log")))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = KillOnDrop::spawn(&mut command);
-        let up = wait_until(Duration::from_secs(20), || {
-            common::api_listening(&socket) || !child.running()
-        });
-        assert!(
-            up && common::api_listening(&socket),
-            "the VMM did not serve its API; log:\n{}",
-            std::fs::read_to_string(dir.path(&format!("{name}.log"))).unwrap_or_default()
-        );
-        Vmm { child, socket }
-    }
-
-    /// Boots the test guest with `cmdline`, its serial port into `serial`.
-    fn boot(dir: &TempDir, name: &str, cmdline: &str, memory: &str, serial: &Path) -> Vmm {
-        let guest = test_guest().to_str().expect("utf-8 path").to_string();
-        Vmm::start(
-            dir,
-            name,
-            None,
-            &[
-                "--kernel".into(),
-                guest,
-                "--cmdline".into(),
-                cmdline.into(),
-                "--memory".into(),
-                format!("size={memory}"),
-                "--serial".into(),
-                format!("file={}", serial.display()),
-            ],
-        )
-    }
-
-    fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-        api(&self.socket, method, path, body)
-    }
-
-    /// Pauses the VM and writes a snapshot to `dir`.
-    fn pause_and_snapshot(&self, dir: &Path) {
-        assert_eq!(self.api("PUT", "vm.pause", None).0, 204);
-        let body = format!(r#"{{"destination_url":"file://{}"}}"#, dir.display());
-        let (status, answer) = self.api("PUT", "vm.snapshot", Some(&body));
-        assert_eq!(status, 204, "{answer}");
-    }
-
-    /// Shuts the VMM down (`vmm.shutdown`) and waits for it to exit.
-    fn shutdown_vmm(mut self) {
-        let _ = self.api("PUT", "vmm.shutdown", None);
-        assert!(
-            self.child.wait_timeout(Duration::from_secs(20)).is_some(),
-            "the VMM did not exit"
-        );
-    }
-
-    fn state(&self) -> String {
-        let (status, body) = self.api("GET", "vm.info", None);
-        assert_eq!(status, 200, "{body}");
-        let info: serde_json::Value = serde_json::from_str(&body).expect("vm.info JSON");
-        info["state"].as_str().unwrap_or_default().to_string()
-    }
-
-    /// Waits for the guest to power off (the VMM exits 0).
-    fn wait_poweroff(mut self, timeout: Duration) {
-        let status = self.child.wait_timeout(timeout);
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "the restored guest did not power off cleanly: {status:?}"
-        );
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// The numbers of the `tick=<k> step=<i>` lines.
-fn ticks(serial: &str) -> Vec<u64> {
-    serial
-        .lines()
-        .filter_map(|l| l.strip_prefix("tick="))
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
-fn result_line(serial: &str) -> Option<String> {
-    serial
-        .lines()
-        .find(|l| l.starts_with("result="))
-        .map(str::to_string)
-}
+use common::api_vmm::{read, result_line, ticks, ApiVmm as Vmm, Console, COMPUTE};
+use common::netns::Netns;
+use common::{ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
 
 /// Restores `snap` in a fresh VMM started with `--restore` and resumes it.
 fn restore_cli(dir: &TempDir, name: &str, snap: &Path) -> Vmm {
@@ -146,19 +33,18 @@ fn restore_cli(dir: &TempDir, name: &str, snap: &Path) -> Vmm {
     vmm
 }
 
-const COMPUTE: &str = "workload=compute steps=600000000 hz=100";
-
 #[test]
 fn compute_result_and_ticks_continue_after_restore() {
     let dir = TempDir::new("snap-compute");
     // The uninterrupted run.
     let full = dir.path("full.txt");
-    Vmm::boot(&dir, "full", COMPUTE, "128M", &full).wait_poweroff(Duration::from_secs(120));
+    Vmm::boot(&dir, "full", None, COMPUTE, "128M", &full, &[])
+        .wait_poweroff(Duration::from_secs(120));
     let expected = result_line(&read(&full)).expect("a result line");
 
     // The same guest, snapshotted in the middle.
     let serial = dir.path("serial.txt");
-    let vmm = Vmm::boot(&dir, "first", COMPUTE, "128M", &serial);
+    let vmm = Vmm::boot(&dir, "first", None, COMPUTE, "128M", &serial, &[]);
     assert!(wait_until(Duration::from_secs(30), || read(&serial)
         .contains("tick=50 ")));
     let snap = dir.path("snap");
@@ -199,9 +85,11 @@ fn ticks_workload_counts_across_restore_with_api_restore() {
     let vmm = Vmm::boot(
         &dir,
         "first",
+        None,
         "workload=ticks count=300 hz=100",
         "128M",
         &serial,
+        &[],
     );
     assert!(wait_until(Duration::from_secs(30), || read(&serial)
         .contains("test-guest: ready")));
@@ -296,7 +184,7 @@ fn flip(path: &Path, at: usize) {
 fn refusals_leave_no_vm_and_the_vmm_usable() {
     let dir = TempDir::new("snap-refuse");
     let serial = dir.path("serial.txt");
-    let vmm = Vmm::boot(&dir, "first", "workload=idle", "128M", &serial);
+    let vmm = Vmm::boot(&dir, "first", None, "workload=idle", "128M", &serial, &[]);
     assert!(wait_until(Duration::from_secs(30), || read(&serial)
         .contains("test-guest: ready")));
     let snap = dir.path("snap");
@@ -466,9 +354,11 @@ fn a_recording_vm_is_not_snapshotted_and_a_restored_one_is() {
     let vmm = Vmm::boot(
         &dir,
         "first",
+        None,
         "workload=ticks count=150 hz=100",
         "128M",
         &serial,
+        &[],
     );
     assert!(wait_until(Duration::from_secs(30), || read(&serial)
         .contains("test-guest: ready")));
@@ -523,9 +413,11 @@ fn ch_remote_snapshot_and_restore() {
     let vmm = Vmm::boot(
         &dir,
         "first",
+        None,
         "workload=ticks count=200 hz=100",
         "128M",
         &serial,
+        &[],
     );
     assert!(wait_until(Duration::from_secs(30), || read(&serial)
         .contains("test-guest: ready")));
@@ -637,60 +529,6 @@ fn linux_guest() -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-/// A VMM with `--serial tty` on our pipes, and its API socket.
-struct Console {
-    vmm: Vmm,
-    stdin: std::process::ChildStdin,
-    output: common::captured::Captured,
-}
-
-impl Console {
-    fn start(dir: &TempDir, name: &str, args: &[String]) -> Console {
-        let socket = dir.path(&format!("{name}.sock"));
-        let mut command = Command::new(vmm_bin());
-        command
-            .arg("--api-socket")
-            .arg(format!("path={}", socket.display()))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = KillOnDrop::spawn(&mut command);
-        let stdin = child.0.stdin.take().expect("piped stdin");
-        let mut stdout = child.0.stdout.take().expect("piped stdout");
-        let output = common::captured::Captured::default();
-        let o2 = output.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
-                if n == 0 {
-                    break;
-                }
-                o2.append(&buf[..n]);
-            }
-        });
-        assert!(wait_until(Duration::from_secs(20), || socket.exists()));
-        Console {
-            vmm: Vmm { child, socket },
-            stdin,
-            output,
-        }
-    }
-
-    /// Types `line` and waits for `answer` after it.
-    fn command(&mut self, line: &str, answer: &str) {
-        let at = self.output.len();
-        std::io::Write::write_all(&mut self.stdin, line.as_bytes()).expect("type");
-        assert!(
-            wait_until(Duration::from_secs(60), || self
-                .output
-                .contains_after(answer, at)),
-            "no {answer:?} after {line:?}; serial:\n{}",
-            self.output.text()
-        );
-    }
-}
-
 #[test]
 fn linux_shell_answers_after_restore() {
     let paths = linux_guest();
@@ -738,7 +576,7 @@ fn linux_shell_answers_after_restore() {
     c.command("cat /tmp/mark; echo after-$((6*7))\n", "after-42");
     assert!(c.output.text().contains("before-42"), "{}", c.output.text());
     c.command("sleep 1; echo slept\n", "slept");
-    std::io::Write::write_all(&mut c.stdin, b"poweroff -f\n").expect("type");
+    c.send("poweroff -f\n");
     c.vmm.wait_poweroff(Duration::from_secs(60));
 }
 
@@ -749,7 +587,7 @@ fn snapshot_and_restore_sizes_and_times() {
     for memory in ["128M", "512M"] {
         let dir = TempDir::new("snap-measure");
         let serial = dir.path("serial.txt");
-        let vmm = Vmm::boot(&dir, "first", "workload=idle", memory, &serial);
+        let vmm = Vmm::boot(&dir, "first", None, "workload=idle", memory, &serial, &[]);
         assert!(wait_until(Duration::from_secs(30), || read(&serial)
             .contains("test-guest: ready")));
         assert_eq!(vmm.api("PUT", "vm.pause", None).0, 204);

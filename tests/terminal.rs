@@ -12,14 +12,13 @@ mod common;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::TempDir;
+use common::{linux, TempDir};
 
 /// How long an end may take before the VMM counts as hung. Generous (the
 /// machine is shared with builds): a VMM waiting for a key never exits.
@@ -368,38 +367,14 @@ fn an_error_exits_at_once_and_restores_the_terminal() {
     );
 }
 
-/// The Linux guest's kernel and initramfs (scripts/build-linux-guest,
-/// cached after the first build).
-fn linux_guest() -> (PathBuf, PathBuf) {
-    let p = common::linux_guest_paths();
-    (p["VMLINUX"].clone(), p["INITRAMFS"].clone())
-}
-
 /// Keys typed on the terminal reach the Linux guest's shell, which
 /// computes an answer from them; `poweroff -f` then ends the VMM at once
 /// with the terminal restored.
 #[test]
 fn typed_input_reaches_the_linux_guest_and_poweroff_restores_the_terminal() {
-    let (vmlinux, initramfs) = linux_guest();
-    let args: Vec<String> = [
-        "--kernel",
-        vmlinux.to_str().expect("UTF-8 path"),
-        "--initramfs",
-        initramfs.to_str().expect("UTF-8 path"),
-        // No TSC (clearcpuid=4): the guest's clocks then need no host
-        // calibration, on any CPU vendor.
-        "--cmdline",
-        "console=ttyS0 clearcpuid=4,308,151 noxsave",
-        "--memory",
-        "size=256M",
-        "--serial",
-        "tty",
-        "--console",
-        "off",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // No TSC (clearcpuid=4): the guest's clocks then need no host
+    // calibration, on any CPU vendor.
+    let args = linux::boot_args("VMLINUX", "console=ttyS0 clearcpuid=4,308,151 noxsave");
     let mut vmm = Vmm::start(&args);
     vmm.wait_for("linux-guest: ready", 0, Duration::from_secs(300));
     vmm.assert_raw();

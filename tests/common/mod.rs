@@ -6,11 +6,13 @@
 
 #![allow(dead_code)]
 
+pub mod api_vmm;
 pub mod captured;
 pub mod cgroup;
 pub mod etcd;
 pub mod ft;
 pub mod ftpair;
+pub mod linux;
 pub mod netns;
 pub mod pair;
 
