@@ -177,8 +177,15 @@ class StarveBackup(Fault):
             raise PairError("no cgroup v1 cpu controller at /sys/fs/cgroup/cpu")
         self.group = os.path.join(root, f"ftchaos-{os.getpid()}-{net.tag}")
         os.makedirs(self.group, exist_ok=True)
+        budget = str(int(self.params["quota"] * 1e5))
         _write(os.path.join(self.group, "cpu.cfs_period_us"), "100000")
-        _write(os.path.join(self.group, "cpu.cfs_quota_us"), str(int(self.params["quota"] * 1e5)))
+        _write(os.path.join(self.group, "cpu.cfs_quota_us"), budget)
+        # The channel's reader and writer are real-time threads: a child
+        # group has no real-time budget unless given one, and the kernel
+        # refuses (EINVAL) to move a real-time thread into it. The same
+        # share of the period as the CFS quota starves them alike.
+        _write(os.path.join(self.group, "cpu.rt_period_us"), "100000")
+        _write(os.path.join(self.group, "cpu.rt_runtime_us"), budget)
         # Every thread of the VMM (the `ip netns exec` wrapper exec()s it).
         for tid in os.listdir(f"/proc/{backup.proc.pid}/task"):
             _write(os.path.join(self.group, "tasks"), tid)
