@@ -97,9 +97,11 @@ def pids_in(ns):
     return [int(p) for p in out.split() if p.isdigit()]
 
 
-def kill_all_in(ns, wait=5.0):
+def kill_all_in(ns, wait=30.0):
     """SIGKILLs every process in namespace ``ns`` (all of them were started
-    by this script) and waits until none is left."""
+    by this script) and waits until none is left. The wait is long: on a
+    loaded host a killed VMM took over 5 s to be gone (its exit frees the
+    guest's memory and KVM's shadow pages)."""
     deadline = time.monotonic() + wait
     while True:
         pids = pids_in(ns)
@@ -111,6 +113,19 @@ def kill_all_in(ns, wait=5.0):
             except ProcessLookupError:
                 pass
         time.sleep(0.02)
+
+
+def describe_process(pid):
+    """A process's name, state and kernel wait channel, for a report."""
+    def read(name):
+        try:
+            with open(f"/proc/{pid}/{name}") as f:
+                return f.read().strip()
+        except OSError:
+            return "?"
+    state = next((l.split(":", 1)[1].strip() for l in read("status").splitlines()
+                  if l.startswith("State:")), "?")
+    return f"{read('comm')}, {state}, waiting in {read('wchan') or '-'}"
 
 
 def sweep_stale():
@@ -293,7 +308,7 @@ class PairNet:
                 continue
             ino = int(link[len("net:["):-1]) if link.startswith("net:[") else None
             if ino in self.inodes and ino not in reused:
-                left.append(f"process {pid} in a namespace of this pair")
+                left.append(f"process {pid} ({describe_process(pid)}) in a namespace of this pair")
         return left
 
 
