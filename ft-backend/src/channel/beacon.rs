@@ -567,6 +567,16 @@ mod tests {
     }
 
     #[test]
+    fn debug_prints_show_no_key_material() {
+        let (mut s, o) = link();
+        s.seal(&progress(1)).unwrap();
+        let shown = format!("{s:?} {o:?}");
+        assert!(shown.starts_with("BeaconSealer { session: 0x"), "{shown}");
+        assert!(!shown.contains("transport"), "{shown}");
+        assert!(shown.contains("counter: 1"), "{shown}");
+    }
+
+    #[test]
     fn the_counter_never_wraps() {
         let (mut s, _) = link();
         s.counter = MAX_COUNTER;
