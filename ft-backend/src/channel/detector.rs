@@ -152,16 +152,6 @@ pub(super) fn beacon_loop(shared: &Shared, mut beacon: Beacon) {
             bridged = false;
         } else {
             stream_silence += counted;
-            if stream_silence >= timeout && !bridged {
-                // The stream alone would have ended the pair here.
-                bridged = true;
-                shared.counters.silence_bridged();
-                log::warn!(
-                    "logging channel: the stream brought nothing for {} ms (a TCP \
-                     retransmission?), the peer's beacon still comes",
-                    stream_silence.as_millis()
-                );
-            }
         }
         if std::mem::take(&mut heard) || stream {
             silence = Duration::ZERO;
@@ -173,6 +163,18 @@ pub(super) fn beacon_loop(shared: &Shared, mut beacon: Beacon) {
                 });
                 return;
             }
+        }
+        if stream_silence >= timeout && !bridged {
+            // The stream alone would have ended the pair here; the beacon
+            // was heard within the timeout.
+            bridged = true;
+            shared.counters.silence_bridged();
+            log::warn!(
+                "logging channel: the stream brought nothing for {} ms (a TCP \
+                 retransmission?), the peer's beacon was heard {} ms ago",
+                stream_silence.as_millis(),
+                silence.as_millis()
+            );
         }
         let wait = next_send
             .saturating_duration_since(Instant::now())
