@@ -6,7 +6,7 @@
 //! changes, replays, reorders, cuts or stalls records.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -642,8 +642,10 @@ fn silence_is_detected_on_both_sides_after_the_timeout() {
         let lost = handle
             .wait_lost(Duration::from_secs(30))
             .unwrap_or_else(|| panic!("{side} never noticed"));
+        // The relay carries the stream only, no beacon: the stream's
+        // silence alone decides, after the timeout.
         assert!(
-            matches!(record_error(&lost), RecordError::TimedOut { ms: 600 }),
+            matches!(lost, SessionError::Silent { ms: 600 }),
             "{side}: {lost:?}"
         );
         assert!(lost.to_string().starts_with("lost the peer"));
@@ -765,4 +767,112 @@ fn closing_does_not_hang_on_a_peer_that_stopped_reading() {
     };
     assert!(got >= 128 << 10, "{got}");
     assert!(!matches!(end, SessionError::Closed), "{end}");
+}
+
+/// Carries the beacon across a relay at `relay` for `life`: datagrams to
+/// the relay's port (UDP) go to `target`'s, the backup's answers back to
+/// the primary's source.
+fn beacon_forwarder(relay: SocketAddr, target: SocketAddr, life: Duration) {
+    let s = UdpSocket::bind(relay).expect("bind the relay's UDP port");
+    s.set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("timeout");
+    thread::spawn(move || {
+        let end = Instant::now() + life;
+        let mut primary = None;
+        let mut buf = [0u8; 512];
+        while Instant::now() < end {
+            let Ok((n, from)) = s.recv_from(&mut buf) else {
+                continue;
+            };
+            if from == target {
+                if let Some(p) = primary {
+                    let _ = s.send_to(&buf[..n], p);
+                }
+            } else {
+                primary = Some(from);
+                let _ = s.send_to(&buf[..n], target);
+            }
+        }
+    });
+}
+
+/// A pair through a relay that runs `script` on the primary's records,
+/// with the beacon carried across.
+fn pair_with_beacon(script: Script, config: &ChannelConfig) -> (Channel, Channel) {
+    let l = listener();
+    let target = l.local_addr().expect("addr");
+    let via = relay(target, script);
+    beacon_forwarder(via, target, Duration::from_secs(30));
+    let (p, b) = open_pair(
+        l,
+        via,
+        (key(1), key(1)),
+        (hello(Role::Primary), hello(Role::Backup)),
+        config,
+    );
+    (p.expect("primary"), b.expect("backup"))
+}
+
+#[test]
+fn a_stream_stalled_past_the_timeout_ends_nothing_while_the_beacon_is_heard() {
+    let config = ChannelConfig {
+        heartbeat: Duration::from_millis(50),
+        timeout: Duration::from_millis(300),
+        ..quiet()
+    };
+    // Record 5 (a heartbeat) held back for 1 s, as a segment waiting for
+    // TCP's retransmission holds back the stream behind it.
+    let (p, b) = pair_with_beacon(
+        Box::new(|seq, rec| {
+            if seq == 5 {
+                thread::sleep(Duration::from_secs(1));
+            }
+            Verdict::Send(rec)
+        }),
+        &config,
+    );
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(b.handle.lost().map(|e| e.to_string()), None);
+    assert_eq!(p.handle.lost().map(|e| e.to_string()), None);
+    let c = b.handle.counters();
+    assert!(c.rx_wait_us_max >= 900_000, "{c:?}");
+    assert!(c.silences_bridged >= 1, "{c:?}");
+    assert!(c.beacons_received >= 20, "{c:?}");
+    assert_eq!(c.beacons_refused, 0, "{c:?}");
+    assert!(b.handle.peer_beacon().is_some());
+    assert!(p.handle.counters().beacons_received >= 20);
+}
+
+#[test]
+fn a_stream_silent_for_the_stream_timeout_is_lost_though_the_beacon_is_heard() {
+    let config = ChannelConfig {
+        heartbeat: Duration::from_millis(50),
+        timeout: Duration::from_millis(300),
+        ..quiet()
+    };
+    let (p, b) = pair_with_beacon(
+        Box::new(|seq, rec| {
+            if seq >= 3 {
+                Verdict::Stall
+            } else {
+                Verdict::Send(rec)
+            }
+        }),
+        &config,
+    );
+    let started = Instant::now();
+    for (side, handle) in [("backup", &b.handle), ("primary", &p.handle)] {
+        let lost = handle
+            .wait_lost(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("{side} never noticed"));
+        let ms = config.stream_timeout().as_millis();
+        assert_eq!(ms, 2000);
+        assert!(
+            matches!(record_error(&lost), RecordError::TimedOut { ms: 2000 }),
+            "{side}: {lost:?}"
+        );
+        assert!(handle.counters().beacons_received >= 20, "{side}");
+    }
+    // The beacon kept both sides from giving up at the 300 ms timeout.
+    assert!(started.elapsed() >= Duration::from_millis(1800));
 }

@@ -340,7 +340,7 @@ proptest! {
                     | RecordError::Closed
                     | RecordError::TimedOut { .. }
                     | RecordError::Io(_))
-            ) || matches!(end, SessionError::Protocol(_)),
+            ) || matches!(end, SessionError::Protocol(_) | SessionError::Silent { .. }),
             "{}: unexpected end {}", shown, why
         );
     }

@@ -33,6 +33,11 @@ pub struct ChannelCounters {
     detector_stall_us_max: AtomicU64,
     send_queue_us_max: AtomicU64,
     queue_full_waits: AtomicU64,
+    beacons_sent: AtomicU64,
+    beacon_send_failures: AtomicU64,
+    beacons_received: AtomicU64,
+    beacons_refused: AtomicU64,
+    silences_bridged: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -93,11 +98,25 @@ pub struct CounterSnapshot {
     pub send_queue_us_max: u64,
     /// Times a sender waited for room in the writer's queue.
     pub queue_full_waits: u64,
+    /// Beacons sent.
+    pub beacons_sent: u64,
+    /// Beacons the network refused to send (a cut link), or that had
+    /// nowhere to go yet (a backup before the primary's first beacon).
+    pub beacon_send_failures: u64,
+    /// Authentic beacons received.
+    pub beacons_received: u64,
+    /// Datagrams refused: malformed, another session or direction,
+    /// replayed, forged.
+    pub beacons_refused: u64,
+    /// Times the stream alone was silent for the failure timeout while
+    /// the beacon kept the peer alive (each a false failover of a
+    /// stream-only detector).
+    pub silences_bridged: u64,
 }
 
 impl CounterSnapshot {
     /// The counters by name, as `vm.counters` lists them.
-    pub fn pairs(&self) -> [(&'static str, u64); 24] {
+    pub fn pairs(&self) -> [(&'static str, u64); 29] {
         [
             ("bytes_sent", self.bytes_sent),
             ("bytes_received", self.bytes_received),
@@ -123,6 +142,11 @@ impl CounterSnapshot {
             ("detector_stall_us_max", self.detector_stall_us_max),
             ("send_queue_us_max", self.send_queue_us_max),
             ("queue_full_waits", self.queue_full_waits),
+            ("beacons_sent", self.beacons_sent),
+            ("beacon_send_failures", self.beacon_send_failures),
+            ("beacons_received", self.beacons_received),
+            ("beacons_refused", self.beacons_refused),
+            ("silences_bridged", self.silences_bridged),
         ]
     }
 }
@@ -224,6 +248,34 @@ impl ChannelCounters {
         add(&self.queue_full_waits, 1);
     }
 
+    pub(crate) fn beacon_sent(&self) {
+        add(&self.beacons_sent, 1);
+    }
+
+    pub(crate) fn beacon_send_failed(&self) {
+        add(&self.beacon_send_failures, 1);
+    }
+
+    pub(crate) fn beacon_received(&self) {
+        add(&self.beacons_received, 1);
+    }
+
+    pub(crate) fn beacon_refused(&self) {
+        add(&self.beacons_refused, 1);
+    }
+
+    pub(crate) fn silence_bridged(&self) {
+        add(&self.silences_bridged, 1);
+    }
+
+    pub(crate) fn frame_bytes_sent(&self) -> u64 {
+        self.frame_bytes_sent.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn frame_bytes_received(&self) -> u64 {
+        self.frame_bytes_received.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn window_wait(&self) {
         add(&self.window_waits, 1);
     }
@@ -256,6 +308,11 @@ impl ChannelCounters {
             detector_stall_us_max: g(&self.detector_stall_us_max),
             send_queue_us_max: g(&self.send_queue_us_max),
             queue_full_waits: g(&self.queue_full_waits),
+            beacons_sent: g(&self.beacons_sent),
+            beacon_send_failures: g(&self.beacon_send_failures),
+            beacons_received: g(&self.beacons_received),
+            beacons_refused: g(&self.beacons_refused),
+            silences_bridged: g(&self.silences_bridged),
         }
     }
 }

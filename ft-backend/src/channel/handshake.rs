@@ -26,15 +26,16 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use snow::Builder;
+use snow::{Builder, StatelessTransportState};
 
 use super::key::ChannelKey;
 use super::message::{ErrorCode, Hello, Message, Role};
 use super::record::{RecordError, RecordReader, RecordWriter};
 use super::ChannelConfig;
 
-/// The channel protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// The channel protocol version this build speaks (4: the beacon beside
+/// the stream, `beacon`).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The preamble's magic.
 pub const MAGIC: [u8; 8] = *b"CHFTCHAN";
@@ -164,6 +165,12 @@ pub struct Established {
     pub peer: Hello,
     /// The peer's address.
     pub peer_addr: SocketAddr,
+    /// The session's transport keys (the beacon's too).
+    pub transport: Arc<StatelessTransportState>,
+    /// The session's id: the first 8 bytes of the Noise handshake hash.
+    pub session_id: u64,
+    /// Whether this side initiated (the primary).
+    pub initiator: bool,
 }
 
 /// Connects to the backup at `peer` (retrying while it is not listening,
@@ -332,6 +339,7 @@ fn run(
             .map_err(HandshakeError::Noise)?;
         send_handshake(&mut stream, &buf[..n]).map_err(io_err)?;
     }
+    let session_id = super::beacon::session_id(noise.get_handshake_hash());
     let transport = Arc::new(
         noise
             .into_stateless_transport_mode()
@@ -390,6 +398,9 @@ fn run(
         reader,
         peer,
         peer_addr,
+        transport,
+        session_id,
+        initiator,
     })
 }
 

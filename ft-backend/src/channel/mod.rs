@@ -34,7 +34,9 @@
 //! `message` and `ft-backend/README.md`.
 
 mod ack;
+mod beacon;
 mod counters;
+mod detector;
 mod handshake;
 mod key;
 mod message;
@@ -47,6 +49,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 pub use ack::AckCoalescer;
+pub use beacon::{
+    BeaconError, BeaconOpener, BeaconProgress, BeaconSealer, Direction as BeaconDirection,
+    BEACON_LEN, BEACON_MAGIC, BEACON_VERSION,
+};
 pub use counters::{ChannelCounters, CounterSnapshot};
 pub use handshake::{
     refuse_stream, Established, HandshakeError, MAGIC, NOISE_PARAMS, PREAMBLE_LEN, PROTOCOL_VERSION,
@@ -64,8 +70,9 @@ pub use session::{ChannelHandle, ChannelReceiver, ChannelSender, Incoming, Sessi
 pub struct ChannelConfig {
     /// A side that has sent nothing for this long sends a heartbeat.
     pub heartbeat: Duration,
-    /// A side that has received nothing for this long declares the peer
-    /// lost.
+    /// A side that has heard neither the stream nor the peer's beacon for
+    /// this long declares the peer lost (the stream alone: after
+    /// [`stream_timeout`](Self::stream_timeout)).
     pub timeout: Duration,
     /// The primary gives up reaching the backup (connecting and the whole
     /// handshake) after this long; also the handshake's bound on the
@@ -77,11 +84,29 @@ pub struct ChannelConfig {
     pub recv_buffer_bytes: usize,
 }
 
+/// The stream's own bound while the beacon is heard (see
+/// [`ChannelConfig::stream_timeout`]).
+pub const STREAM_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl ChannelConfig {
+    /// How long the stream alone may bring nothing while the peer's beacon
+    /// still comes: [`STREAM_TIMEOUT`], or `timeout` when longer. A stream
+    /// stalled by lost segments resumes after TCP's retransmission, 200 ms
+    /// later, then 400 and 800 ms when the resent segment is lost again
+    /// (three losses of one segment in a row are 1.4 s of silence); a
+    /// connection that carries nothing for 2 s while both sides send a
+    /// heartbeat every 50 ms is dead, whatever its beacon says.
+    pub fn stream_timeout(&self) -> Duration {
+        self.timeout.max(STREAM_TIMEOUT)
+    }
+}
+
 impl Default for ChannelConfig {
-    /// Heartbeats every 50 ms and a 300 ms timeout: six heartbeats lost
-    /// before a failover, which rides out the scheduling stalls of a loaded
-    /// 2-core host, yet leaves room for a client-visible failover gap
-    /// under 500 ms. 10 s to reach the backup; an 8 MiB window and a 32 MiB
+    /// Heartbeats every 50 ms (beacons every 25 ms) and a 300 ms timeout:
+    /// six heartbeats (twelve beacons) lost before a failover, which rides
+    /// out the scheduling stalls of a loaded 2-core host and the
+    /// retransmission stalls of a lossy link (the beacon), yet leaves room
+    /// for a client-visible failover gap under 500 ms. 10 s to reach the backup; an 8 MiB window and a 32 MiB
     /// receive buffer (a few large checkpoints).
     fn default() -> Self {
         ChannelConfig {

@@ -22,6 +22,7 @@
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -180,6 +181,9 @@ pub struct RecordReader {
     /// The longest time this side itself did not run while it waited
     /// (not counted as the peer's silence).
     stall_max: Duration,
+    /// Counts every read that brought bytes (the beacon's failure
+    /// detector watches it).
+    heard: Option<Arc<AtomicU64>>,
     wire: Vec<u8>,
     plain: Vec<u8>,
 }
@@ -205,6 +209,7 @@ impl RecordReader {
             timeout,
             tick: None,
             stall_max: Duration::ZERO,
+            heard: None,
             wire: vec![0; MAX_PLAINTEXT + TAG_LEN],
             plain: vec![0; MAX_PLAINTEXT + TAG_LEN],
         }
@@ -234,6 +239,11 @@ impl RecordReader {
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
         self.tick = None;
+    }
+
+    /// Counts every read that brings bytes from the peer into `heard`.
+    pub fn report_heard(&mut self, heard: Arc<AtomicU64>) {
+        self.heard = Some(heard);
     }
 
     /// The longest time this side did not run while waiting for the peer
@@ -297,6 +307,9 @@ impl RecordReader {
                 Ok(0) => break,
                 Ok(n) => {
                     done += n;
+                    if let Some(heard) = &self.heard {
+                        heard.fetch_add(1, Ordering::Relaxed);
+                    }
                     silence = Duration::ZERO;
                     last = Instant::now();
                 }

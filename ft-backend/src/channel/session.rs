@@ -3,11 +3,12 @@
 
 //! An open channel: flow control, acks, heartbeats and failure detection.
 //!
-//! Each open channel runs two threads of its own:
-//! - a **reader**, which reads every record (the failure detector: the
-//!   peer is lost after `timeout` without a byte from it, counting only
-//!   time in which this side ran, see [`RecordReader::detect_failure`];
-//!   heartbeats keep an idle channel talking), applies acks to the sender's window, queues log frames and
+//! Each open channel runs three threads of its own:
+//! - a **reader**, which reads every record (the stream's own bound: the
+//!   peer is lost after the stream timeout without a byte from it, 2 s,
+//!   counting only time in which this side ran, see
+//!   [`RecordReader::detect_failure`]; heartbeats keep an idle channel
+//!   talking), applies acks to the sender's window, queues log frames and
 //!   progress in a bounded receive buffer for [`ChannelReceiver::recv`], and
 //!   sends acks through the [`AckCoalescer`]. When the receive buffer is
 //!   full it stops reading: the peer's window fills and its sender waits.
@@ -15,8 +16,14 @@
 //!   and writes the socket: senders only queue messages for it, and it
 //!   sends a heartbeat whenever this side has sent nothing for
 //!   `heartbeat`.
+//! - a **beacon** thread ([`super::detector`]), the failure detector: it
+//!   sends an authenticated UDP datagram every half heartbeat beside the
+//!   stream ([`super::beacon`]), takes the peer's, and loses the peer when
+//!   neither the stream nor the beacon was heard for `timeout`. Without a
+//!   beacon socket (it could not be opened) the reader's bound is
+//!   `timeout` and the stream alone decides.
 //!
-//! Both run in the lowest real-time scheduling class when permitted
+//! All three run in the lowest real-time scheduling class when permitted
 //! ([`super::priority`]): a loaded host must not delay them past the
 //! peer's timeout, and neither waits for a lock an ordinary thread holds
 //! across a write.
@@ -36,10 +43,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::ack::AckCoalescer;
+use super::beacon::{BeaconOpener, BeaconProgress, BeaconSealer, BeaconSocket, Direction};
 use super::counters::{ChannelCounters, CounterSnapshot};
+use super::detector::{beacon_loop, Beacon, Liveness};
 use super::handshake::Established;
 use super::message::{Message, Position, MAX_FRAMES_CHUNK};
-use super::record::{RecordError, RecordReader};
+use super::record::{detector_tick, RecordError, RecordReader};
 use super::writer::{writer_loop, SendQueue};
 use super::ChannelConfig;
 
@@ -70,6 +79,12 @@ pub enum SessionError {
     /// This side closed the channel.
     #[error("the channel was closed by this side")]
     Closed,
+    /// Neither the stream nor the beacon was heard for the timeout.
+    #[error("lost the peer: neither the stream nor its beacon heard for {ms} ms")]
+    Silent {
+        /// The failure detector's timeout.
+        ms: u128,
+    },
     /// Starting the channel's threads failed.
     #[error("cannot start the channel's threads: {0}")]
     Spawn(String),
@@ -135,10 +150,13 @@ pub(super) struct Shared {
     stop_cv: Condvar,
     lost: OnceLock<SessionError>,
     pub(super) counters: ChannelCounters,
-    /// How far this side's replay has got (a backup's acks carry it).
-    applied: Mutex<Position>,
+    /// How far this side's replay has got (a backup's acks and beacons
+    /// carry it).
+    pub(super) applied: Mutex<Position>,
     /// How far the peer's replay has got (from its last ack).
     peer_applied: Mutex<Position>,
+    /// What the failure detector watches.
+    pub(super) liveness: Liveness,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -269,7 +287,9 @@ fn reader_loop(shared: &Shared, mut reader: RecordReader) {
     let mut stall_seen = Duration::ZERO;
     loop {
         let waiting = Instant::now();
+        shared.liveness.reader_waits();
         let received = reader.recv();
+        shared.liveness.reader_busy();
         let waited = waiting.elapsed();
         shared.counters.rx_wait(waited);
         let stalled = reader.stall_max();
@@ -351,9 +371,49 @@ pub(super) fn start(
     let Established {
         stream,
         writer,
-        reader,
+        mut reader,
+        transport,
+        session_id,
+        initiator,
         ..
     } = established;
+    let (ours, theirs) = if initiator {
+        (Direction::FromPrimary, Direction::FromBackup)
+    } else {
+        (Direction::FromBackup, Direction::FromPrimary)
+    };
+    let beacon = match stream
+        .local_addr()
+        .and_then(|local| Ok((local, stream.peer_addr()?)))
+        .and_then(|(local, peer)| BeaconSocket::open(local, peer, initiator))
+    {
+        Ok(socket) => Some(Beacon {
+            socket,
+            sealer: BeaconSealer::new(Arc::clone(&transport), session_id, ours),
+            opener: BeaconOpener::new(transport, session_id, theirs),
+        }),
+        Err(e) => {
+            log::warn!(
+                "logging channel: no beacon ({e}): the stream alone tells whether the peer lives"
+            );
+            None
+        }
+    };
+    // The reader's own bound (set here, not only by the handshake: the
+    // seed of FT VMotion runs the same connection with longer timeouts
+    // first): the stream timeout beside a beacon, else the timeout.
+    let bound = if beacon.is_some() {
+        config.stream_timeout()
+    } else {
+        config.timeout
+    };
+    stream
+        .set_read_timeout(Some(detector_tick(bound)))
+        .and_then(|()| stream.set_write_timeout(None))
+        .map_err(|e| SessionError::Receive(Arc::new(RecordError::Io(e))))?;
+    reader.detect_failure(bound);
+    let liveness = Liveness::default();
+    reader.report_heard(Arc::clone(&liveness.stream_heard));
     let shared = Arc::new(Shared {
         config: config.clone(),
         stream,
@@ -373,6 +433,7 @@ pub(super) fn start(
         counters: ChannelCounters::default(),
         applied: Mutex::new(Position::default()),
         peer_applied: Mutex::new(Position::default()),
+        liveness,
     });
     let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new()
@@ -401,11 +462,31 @@ pub(super) fn start(
             return Err(e);
         }
     };
+    let beacon_thread = match beacon {
+        None => None,
+        Some(beacon) => {
+            let b = Arc::clone(&shared);
+            let run = Box::new(move || {
+                super::priority::raise_current_thread();
+                beacon_loop(&b, beacon);
+            });
+            match spawn("ft-chan-beacon", run) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    shared.lose(e.clone());
+                    let _ = reader_thread.join();
+                    let _ = writer_thread.join();
+                    return Err(e);
+                }
+            }
+        }
+    };
     Ok((
         ChannelSender {
             shared: Arc::clone(&shared),
             reader: Some(reader_thread),
             writer: Some(writer_thread),
+            beacon: beacon_thread,
         },
         ChannelReceiver {
             shared: Arc::clone(&shared),
@@ -421,6 +502,7 @@ pub struct ChannelSender {
     shared: Arc<Shared>,
     reader: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
+    beacon: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for ChannelSender {
@@ -536,6 +618,10 @@ impl ChannelSender {
         let _ = writer.join();
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
+        }
+        // The beacon thread sees the loss within a tick.
+        if let Some(beacon) = self.beacon.take() {
+            let _ = beacon.join();
         }
     }
 }
@@ -703,6 +789,12 @@ impl ChannelHandle {
     /// A primary: how far the backup's replay had got at its last ack.
     pub fn peer_applied(&self) -> Position {
         *lock(&self.shared.peer_applied)
+    }
+
+    /// What the peer's last authentic beacon said (its stream progress,
+    /// not held back by a stalled stream); `None` before the first.
+    pub fn peer_beacon(&self) -> Option<BeaconProgress> {
+        self.shared.liveness.peer_beacon()
     }
 
     /// Closes the channel from any thread (the peer sees it lost).
