@@ -7,6 +7,7 @@
 //! snapshot state file (`crate::snapshot::state_file`), so that a
 //! migration and a snapshot save and restore the same sections.
 
+pub mod disks;
 pub mod precopy;
 pub mod protocol;
 mod receive;
@@ -14,4 +15,5 @@ pub mod rounds;
 
 pub use precopy::{send, BoxError, MigrationError, MigrationSink, MigrationSource, Report};
 pub use receive::{error_chain, receive};
+pub use disks::{DiskRound, DiskSource, DiskWriter, NoDisks};
 pub use rounds::{PageSource, PageWriter, Params, Phase, Progress, Rounds};
