@@ -538,6 +538,9 @@ fn vmotion_with_separate_disks_copies_the_image_while_the_guest_writes_it() {
     eprintln!("ft_vmotion: separate disks, stream during the seeding: {report}");
     assert!(!report.reset(), "reset: {report}");
     assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    // Quiescent (the stream is over): both images hold the same bytes.
+    images_become_equal(&disk, &copy, Duration::from_secs(10))
+        .unwrap_or_else(|why| panic!("the copies differ after the seed: {why}"));
     let (pause, bytes) = seeded(&dir.path("events-primary.json"));
     let seed = info(&dir, "primary.sock")["fault_tolerance"]["seed"].clone();
     eprintln!("ft_vmotion: separate disks: pause {pause} ms, {bytes} bytes, seed {seed}");
@@ -548,9 +551,6 @@ fn vmotion_with_separate_disks_copies_the_image_while_the_guest_writes_it() {
     assert!(disks["blocks_resent"].as_u64().unwrap_or(0) > 0, "{seed}");
     let rounds = disks["rounds"].as_array().cloned().unwrap_or_default();
     assert!(rounds.len() >= 3, "{seed}");
-    // Quiescent: both images hold the same bytes.
-    images_become_equal(&disk, &copy, Duration::from_secs(10))
-        .unwrap_or_else(|why| panic!("the copies differ after the seed: {why}"));
 
     // The backup writes its own copy as it replays; after the primary is
     // killed it serves from it.
