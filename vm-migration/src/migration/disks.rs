@@ -295,7 +295,12 @@ mod tests {
             self.0.push(vec![0; size as usize]);
             Ok(12)
         }
-        fn disk_data(&mut self, disk: u32, offset: u64, data: &[u8]) -> Result<u64, MigrationError> {
+        fn disk_data(
+            &mut self,
+            disk: u32,
+            offset: u64,
+            data: &[u8],
+        ) -> Result<u64, MigrationError> {
             let d = &mut self.0[disk as usize];
             d[offset as usize..offset as usize + data.len()].copy_from_slice(data);
             Ok(data.len() as u64 + 13)

@@ -13,7 +13,7 @@ pub mod protocol;
 mod receive;
 pub mod rounds;
 
+pub use disks::{DiskRound, DiskSource, DiskWriter, NoDisks};
 pub use precopy::{send, BoxError, MigrationError, MigrationSink, MigrationSource, Report};
 pub use receive::{error_chain, receive};
-pub use disks::{DiskRound, DiskSource, DiskWriter, NoDisks};
 pub use rounds::{PageSource, PageWriter, Params, Phase, Progress, Rounds};

@@ -154,9 +154,9 @@ impl DiskCopies {
     }
 
     fn copy(&mut self, index: u32) -> Result<&mut Copy, SeedError> {
-        self.copies
-            .get_mut(index as usize)
-            .ok_or_else(|| SeedError::Malformed(format!("disk {index} is not a separate disk here")))
+        self.copies.get_mut(index as usize).ok_or_else(|| {
+            SeedError::Malformed(format!("disk {index} is not a separate disk here"))
+        })
     }
 
     /// The seed's size of image `index`: its copy becomes that many zero
@@ -164,7 +164,9 @@ impl DiskCopies {
     pub(super) fn size(&mut self, index: u32, size: u64) -> Result<(), SeedError> {
         let c = self.copy(index)?;
         if c.size.is_some() {
-            return Err(SeedError::Malformed(format!("disk {index}'s size came twice")));
+            return Err(SeedError::Malformed(format!(
+                "disk {index}'s size came twice"
+            )));
         }
         let err = |source| SeedError::Disk {
             path: c.path.clone(),
@@ -193,10 +195,12 @@ impl DiskCopies {
                 data.len()
             )));
         }
-        c.file.write_all_at(data, offset).map_err(|source| SeedError::Disk {
-            path: c.path.clone(),
-            source,
-        })
+        c.file
+            .write_all_at(data, offset)
+            .map_err(|source| SeedError::Disk {
+                path: c.path.clone(),
+                source,
+            })
     }
 
     /// Checks each copy against the primary's digests (by index). Returns

@@ -258,5 +258,3 @@ impl SeedReceiver {
         Ok(self.est)
     }
 }
-
-

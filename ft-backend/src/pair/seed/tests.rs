@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::channel::{ChannelConfig, ChannelKey};
-use vm_migration::migration::{
-    BoxError, DiskSource, PageSource, Params, Phase, Progress, Rounds,
-};
+use vm_migration::migration::{BoxError, DiskSource, PageSource, Params, Phase, Progress, Rounds};
 
 /// An image file whose writes between rounds are scripted: each read
 /// of its written blocks first applies the next round's writes
@@ -217,4 +215,3 @@ fn a_seed_arrives_whole_and_a_refusal_is_reported() {
     assert!(std::fs::read(&copy).unwrap() == disk);
     let _ = std::fs::remove_dir_all(&dir);
 }
-
