@@ -337,7 +337,7 @@ struct Copy<'a> {
 /// switches the vCPU loop. Returns the bytes sent, the last pages' time
 /// and the other steps' (ms): saving the state, from the state sent to
 /// the backup's receipt, starting the pair and switching, the last disk
-/// blocks, the disk images' digests.
+/// blocks, the disk images' digests (beside the last pages).
 fn copy_and_switch(
     vm: &mut Vm,
     config: &VmConfig,
@@ -356,39 +356,97 @@ fn copy_and_switch(
     let Copy {
         mut seed,
         pages,
-        disks,
+        mut disks,
         rounds,
         report,
     } = copy;
-    let t0 = Instant::now();
-    rounds
-        .last(pages, &mut seed, report)
-        .map_err(VmotionError::Precopy)?;
-    let memory_ms = t0.elapsed().as_secs_f64() * 1e3;
-    // Separate disks: the blocks written since the last round (the disks
-    // are drained: nothing writes them until the VM resumes), then each
-    // image's digest, which the backup checks against its copy.
+    // Separate disks first: the blocks written since the last round (the
+    // disks are drained: nothing writes them until the VM resumes); then,
+    // while the last pages and the state go, each image's digest (on a
+    // thread of its own; the backup digests its copies meanwhile), which
+    // the end carries for the backup to check.
     let t_disk = Instant::now();
-    let mut digests = Vec::new();
-    let mut digest_ms = 0.0;
-    if let Some(disks) = disks {
+    let mut disk_ms = 0.0;
+    if let Some(disks) = disks.as_deref_mut() {
         rounds
             .last_disks(disks, &mut seed, report)
             .map_err(VmotionError::Precopy)?;
-        let t_digest = Instant::now();
-        for (path, file) in disks.files() {
-            digests.push(
-                ft_backend::pair::seed::disk::image_digest(file).map_err(|source| {
-                    VmotionError::Seed(ft_backend::pair::seed::SeedError::Disk {
-                        path: path.to_path_buf(),
-                        source,
-                    })
-                })?,
-            );
-        }
-        digest_ms = ms(t_digest);
+        seed.disks_done().map_err(VmotionError::Seed)?;
+        disk_ms = ms(t_disk);
     }
-    let disk_ms = ms(t_disk) - digest_ms;
+    let disks: Option<&VmDisks> = disks.as_deref();
+    std::thread::scope(|scope| {
+        let digest = disks.map(|disks| {
+            scope.spawn(move || {
+                let t = Instant::now();
+                let digests = disks
+                    .files()
+                    .map(|(path, file)| {
+                        ft_backend::pair::seed::disk::image_digest(file).map_err(|source| {
+                            ft_backend::pair::seed::SeedError::Disk {
+                                path: path.to_path_buf(),
+                                source,
+                            }
+                        })
+                    })
+                    .collect::<Result<Vec<u64>, _>>();
+                (digests, ms(t))
+            })
+        });
+        let t0 = Instant::now();
+        let copied = rounds.last(pages, &mut seed, report);
+        let memory_ms = ms(t0);
+        let digests = match digest {
+            Some(t) => t.join().unwrap_or_else(|_| (Ok(Vec::new()), 0.0)),
+            None => (Ok(Vec::new()), 0.0),
+        };
+        copied.map_err(VmotionError::Precopy)?;
+        let (digests, digest_ms) = digests;
+        let digests = digests.map_err(VmotionError::Seed)?;
+        let rest = Rest {
+            state,
+            cursor,
+            digests,
+        };
+        let (bytes, [receipt_ms, switch_ms]) =
+            send_rest(vm, config, ft, seed, status, tiebreaker, generation, rest)?;
+        Ok((
+            bytes,
+            memory_ms,
+            [save_ms, receipt_ms, switch_ms, disk_ms, digest_ms],
+        ))
+    })
+}
+
+/// What the pause took for the rest of the seed.
+struct Rest {
+    state: PausedState,
+    cursor: SeedCursor,
+    /// Each separate disk's image digest.
+    digests: Vec<u64>,
+}
+
+/// The rest of the seed once memory and disks are copied: the state, the
+/// end with the disk digests, the backup's receipt, then the pair started
+/// and the vCPU loop switched. Returns the bytes sent and the receipt's
+/// and the switch's times (ms).
+#[allow(clippy::too_many_arguments)]
+fn send_rest(
+    vm: &mut Vm,
+    config: &VmConfig,
+    ft: &crate::config::FaultToleranceConfig,
+    mut seed: SeedSender,
+    status: &Arc<PairStatus>,
+    tiebreaker: Tiebreaker,
+    generation: u64,
+    rest: Rest,
+) -> Result<(u64, [f64; 2]), VmotionError> {
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let Rest {
+        state,
+        cursor,
+        digests,
+    } = rest;
     let mut sections = vec![
         Section {
             id: VMM_SECTION.into(),
@@ -472,11 +530,7 @@ fn copy_and_switch(
     rx.recv()
         .map_err(|_| VmotionError::Unresponsive)?
         .map_err(VmotionError::Switch)?;
-    Ok((
-        bytes,
-        memory_ms,
-        [save_ms, receipt_ms, ms(t_switch), disk_ms, digest_ms],
-    ))
+    Ok((bytes, [receipt_ms, ms(t_switch)]))
 }
 
 /// On the paused vCPU thread: the snapshot's state and the loop's place.

@@ -123,10 +123,15 @@ struct Copy {
     size: Option<u64>,
 }
 
+/// The copies' digests (by index), computed on a thread of their own.
+type Digests = std::thread::JoinHandle<std::io::Result<Vec<u64>>>;
+
 /// The backup's copies of the separate disks, written from the seed.
 #[derive(Debug, Default)]
 pub(super) struct DiskCopies {
     copies: Vec<Copy>,
+    /// The digests, once the last disk item has come.
+    digests: Option<Digests>,
 }
 
 impl DiskCopies {
@@ -150,10 +155,63 @@ impl DiskCopies {
                 size: None,
             });
         }
-        Ok(DiskCopies { copies })
+        Ok(DiskCopies {
+            copies,
+            digests: None,
+        })
+    }
+
+    /// No disk item follows: digests the copies on a thread of their own
+    /// while the rest of the seed comes.
+    pub(super) fn done(&mut self) -> Result<(), SeedError> {
+        if self.digests.is_some() {
+            return Err(SeedError::Malformed("the disks ended twice".into()));
+        }
+        let mut files = Vec::with_capacity(self.copies.len());
+        for c in &self.copies {
+            files.push(c.file.try_clone().map_err(|source| SeedError::Disk {
+                path: c.path.clone(),
+                source,
+            })?);
+        }
+        let thread = std::thread::Builder::new()
+            .name("seed-digest".into())
+            .spawn(move || files.iter().map(image_digest).collect())
+            .map_err(|source| SeedError::Disk {
+                path: PathBuf::from("(a digest thread)"),
+                source,
+            })?;
+        self.digests = Some(thread);
+        Ok(())
+    }
+
+    /// The copies' digests: from the thread [`DiskCopies::done`] started,
+    /// or computed now.
+    fn digests(&mut self) -> Result<Vec<u64>, SeedError> {
+        let err = |source| SeedError::Disk {
+            path: PathBuf::from("(a disk copy)"),
+            source,
+        };
+        match self.digests.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| err(std::io::Error::other("the digest thread panicked")))?
+                .map_err(err),
+            None => self
+                .copies
+                .iter()
+                .map(|c| image_digest(&c.file))
+                .collect::<std::io::Result<Vec<u64>>>()
+                .map_err(err),
+        }
     }
 
     fn copy(&mut self, index: u32) -> Result<&mut Copy, SeedError> {
+        if self.digests.is_some() {
+            return Err(SeedError::Malformed(format!(
+                "an item of disk {index} after the disks' end"
+            )));
+        }
         self.copies.get_mut(index as usize).ok_or_else(|| {
             SeedError::Malformed(format!("disk {index} is not a separate disk here"))
         })
@@ -213,14 +271,11 @@ impl DiskCopies {
                 self.copies.len()
             )));
         }
-        for (i, (c, want)) in self.copies.iter().zip(digests).enumerate() {
-            if c.size.is_none() {
-                return Ok(Some(format!("disk {i} never arrived")));
-            }
-            let got = image_digest(&c.file).map_err(|source| SeedError::Disk {
-                path: c.path.clone(),
-                source,
-            })?;
+        if let Some(i) = self.copies.iter().position(|c| c.size.is_none()) {
+            return Ok(Some(format!("disk {i} never arrived")));
+        }
+        let got = self.digests()?;
+        for (i, ((c, want), got)) in self.copies.iter().zip(digests).zip(got).enumerate() {
             if got != *want {
                 return Ok(Some(format!(
                     "the copy of disk {i} in {} has digest {got:016x}; the primary's image has {want:016x}",

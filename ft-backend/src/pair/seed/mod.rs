@@ -19,6 +19,8 @@
 //!                per image, before its data; the copy becomes that many
 //!                zero bytes)
 //!   -> disk      tag 3, disk index u32, offset u64, bytes
+//!   -> disks done tag 8 (the last disk item has gone: the backup may
+//!                digest its copies while the rest comes)
 //!   -> state     tag 4, bytes (the snapshot state sections)
 //!   -> end       tag 5, payload bytes u64, xxh3 of every payload u64,
 //!                n u32, n x (disk image digest u64, see [`disk`])
@@ -42,7 +44,7 @@
 //! the items in the order they come: a later copy of a page or block
 //! overwrites an earlier one.
 //!
-//! Version 3 added the disk size item, disks copied in the rounds and the
+//! Version 3 added the disk size and disks-done items, disks copied in the rounds and the
 //! block-wise disk digest; a backup refuses an offer of another version,
 //! saying which it reads.
 
@@ -69,6 +71,7 @@ const TAG_STATE: u8 = 4;
 const TAG_END: u8 = 5;
 const TAG_ZEROS: u8 = 6;
 const TAG_DISK_SIZE: u8 = 7;
+const TAG_DISKS_DONE: u8 = 8;
 
 /// Page size.
 const PAGE: usize = 4096;

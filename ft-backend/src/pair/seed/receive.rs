@@ -12,8 +12,8 @@ use vm_migration::migration::protocol::PAGE_SIZE as MIGRATION_PAGE;
 
 use super::disk::DiskCopies;
 use super::{
-    long_timeouts, SeedError, ITEM_HEADER, SEED_VERSION, TAG_DISK, TAG_DISK_SIZE, TAG_END,
-    TAG_MEMORY, TAG_OFFER, TAG_STATE, TAG_ZEROS, ZERO_ENTRY,
+    long_timeouts, SeedError, ITEM_HEADER, SEED_VERSION, TAG_DISK, TAG_DISKS_DONE, TAG_DISK_SIZE,
+    TAG_END, TAG_MEMORY, TAG_OFFER, TAG_STATE, TAG_ZEROS, ZERO_ENTRY,
 };
 use crate::channel::{
     self, ChannelConfig, ChannelKey, ErrorCode, Established, HandshakeError, Hello, Message,
@@ -214,6 +214,7 @@ impl SeedReceiver {
                     let size = u64::from_le_bytes(p[5..13].try_into().unwrap_or_default());
                     self.disks.size(index, size)?;
                 }
+                TAG_DISKS_DONE if p.len() == 1 => self.disks.done()?,
                 tag => return Err(SeedError::Malformed(format!("unknown seed item {tag}"))),
             }
         }

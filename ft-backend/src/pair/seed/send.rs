@@ -11,7 +11,8 @@ use vm_migration::migration::{DiskWriter, MigrationError, PageWriter};
 
 use super::{
     long_timeouts, recv_verdict, SeedError, ITEM_HEADER, PAGE, SEED_VERSION, TAG_DISK,
-    TAG_DISK_SIZE, TAG_END, TAG_MEMORY, TAG_OFFER, TAG_STATE, TAG_ZEROS, ZERO_ENTRY,
+    TAG_DISKS_DONE, TAG_DISK_SIZE, TAG_END, TAG_MEMORY, TAG_OFFER, TAG_STATE, TAG_ZEROS,
+    ZERO_ENTRY,
 };
 use crate::channel::{
     self, ChannelConfig, ChannelKey, Established, Hello, Message, Role, MAX_FRAMES_CHUNK,
@@ -81,6 +82,12 @@ impl SeedSender {
         p.extend_from_slice(config);
         self.send(p)?;
         recv_verdict(&mut self.est)
+    }
+
+    /// Tells the backup that no disk item follows: it starts checking its
+    /// copies while the rest of the seed comes.
+    pub fn disks_done(&mut self) -> Result<(), SeedError> {
+        self.send(vec![TAG_DISKS_DONE])
     }
 
     /// Sends the state sections.

@@ -204,6 +204,7 @@ fn a_seed_arrives_whole_and_a_refusal_is_reported() {
     assert_eq!(h[2].blocks, 2, "{h:?}");
     assert_eq!(h[3].blocks, 0, "{h:?}");
     let memory = source.memory.clone();
+    s.disks_done().unwrap();
     let digest = disk::image_digest(&disk_source.file).unwrap();
     let state: Vec<u8> = (0..150_000u32).map(|i| i as u8).collect();
     s.send_state(&state).unwrap();
