@@ -14,6 +14,10 @@
 //! no file and no thread: its outputs still go to the sink, which drops
 //! them, and its results come only from the events applied to it. It keeps
 //! its image's path, and opens it when it goes live (see [`backup`]).
+//!
+//! The disk thread marks the blocks each write changed in the device's
+//! [`written::WrittenBlocks`] (for a copy of the image made while the
+//! guest runs: FT VMotion with `disks=separate`).
 
 pub mod backup;
 pub mod digest;
