@@ -184,6 +184,9 @@ pub struct DeviceManager {
     pub virtio_devices: Vec<Arc<Mutex<VirtioPciDevice>>>,
     /// Each disk's image size in bytes, by device id.
     pub disk_sizes: Vec<(String, u64)>,
+    /// Each disk's written blocks (in the order of `disk_sizes`), for a
+    /// copy of its image made while the guest runs.
+    pub disk_writes: Vec<Arc<virtio_devices::block::written::WrittenBlocks>>,
 }
 
 impl DeviceManager {
@@ -374,6 +377,7 @@ impl DeviceManager {
             pci_devices: Vec::new(),
             virtio_devices: Vec::new(),
             disk_sizes: Vec::new(),
+            disk_writes: Vec::new(),
         };
         dm.add_pci(config, memory, output, backends)?;
         Ok(dm)
@@ -445,6 +449,7 @@ impl DeviceManager {
                 }
             };
             self.disk_sizes.push((id.clone(), block.size()));
+            self.disk_writes.push(block.written_blocks());
             let counters = block.counters();
             models.push((id, Box::new(block), counters));
         }

@@ -137,6 +137,8 @@ pub struct Vm {
     pub(crate) clock: Arc<VmClock>,
     /// What the devices learned from the host (disk sizes).
     pub(crate) setup: ft_backend::Setup,
+    /// Each disk's written blocks (FT VMotion's live disk copy).
+    pub(crate) disk_writes: Vec<Arc<virtio_devices::block::written::WrittenBlocks>>,
     // Kept alive for as long as the hypervisor VM uses it.
     pub(crate) memory: GuestMemoryMmapT,
     /// The owner of KVM's dirty page log (recording, migration).
@@ -384,6 +386,7 @@ impl Vm {
         let setup = ft_backend::Setup {
             disks: dm.disk_sizes.clone(),
         };
+        let disk_writes = dm.disk_writes.clone();
         let runner = VcpuRunner {
             vcpu,
             pio: dm.pio,
@@ -433,6 +436,7 @@ impl Vm {
             intc_clock,
             clock,
             setup,
+            disk_writes,
             memory,
             dirty_log,
             seed_report: None,

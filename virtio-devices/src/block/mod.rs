@@ -14,10 +14,15 @@
 //! no file and no thread: its outputs still go to the sink, which drops
 //! them, and its results come only from the events applied to it. It keeps
 //! its image's path, and opens it when it goes live (see [`backup`]).
+//!
+//! The disk thread marks the blocks each write changed in the device's
+//! [`written::WrittenBlocks`] (for a copy of the image made while the
+//! guest runs: FT VMotion with `disks=separate`).
 
 pub mod backup;
 pub mod digest;
 pub mod worker;
+pub mod written;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -42,6 +47,7 @@ pub use digest::image_digest;
 use worker::{
     Completions, Job, JobSender, Op, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
 };
+use written::WrittenBlocks;
 
 /// Sector size.
 pub const SECTOR_SIZE: u64 = 512;
@@ -164,6 +170,9 @@ pub struct Block {
     copy: Option<File>,
     /// The first write or flush the copy failed.
     copy_error: Option<(std::io::ErrorKind, String)>,
+    /// The blocks the disk thread wrote, for a copy of the image made
+    /// while the guest runs.
+    written: Arc<WrittenBlocks>,
 }
 
 impl Block {
@@ -186,8 +195,15 @@ impl Block {
     /// Starts the disk thread on `file`.
     fn start(&mut self, file: File, waker: Arc<dyn Waker>) -> Result<(), BlockError> {
         let (tx, rx) = mpsc::channel();
-        let thread = worker::spawn(&self.id, file, rx, self.done.clone(), waker)
-            .map_err(BlockError::Thread)?;
+        let thread = worker::spawn(
+            &self.id,
+            file,
+            rx,
+            self.done.clone(),
+            waker,
+            self.written.clone(),
+        )
+        .map_err(BlockError::Thread)?;
         self.jobs = Some(tx);
         self.thread = Some(thread);
         Ok(())
@@ -226,6 +242,7 @@ impl Block {
             thread: None,
             copy: None,
             copy_error: None,
+            written: WrittenBlocks::new(),
         }
     }
 
@@ -237,6 +254,11 @@ impl Block {
     /// The image size in bytes the device was built with.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The blocks its disk thread writes ([`written`]).
+    pub fn written_blocks(&self) -> Arc<WrittenBlocks> {
+        self.written.clone()
     }
 
     /// The device's counters.

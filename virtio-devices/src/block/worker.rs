@@ -18,6 +18,8 @@ use devices::async_event::Waker;
 
 use virtio_bindings::virtio_blk;
 
+use super::written::WrittenBlocks;
+
 /// Request completed.
 pub const VIRTIO_BLK_S_OK: u8 = virtio_blk::VIRTIO_BLK_S_OK as u8;
 /// Request failed.
@@ -111,19 +113,29 @@ pub(crate) fn perform(file: &File, op: Op) -> (u8, Vec<u8>) {
     }
 }
 
-/// Starts the thread for `file`; it ends when every sender of `jobs` is gone.
+/// Starts the thread for `file`; it ends when every sender of `jobs` is
+/// gone. Each write's blocks are marked in `written` once it is done
+/// (failed writes too: the file may have changed).
 pub fn spawn(
     name: &str,
     file: File,
     jobs: Receiver<Job>,
     done: Completions,
     waker: Arc<dyn Waker>,
+    written: Arc<WrittenBlocks>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("{name}-io"))
         .spawn(move || {
             while let Ok(job) = jobs.recv() {
+                let wrote = match &job.op {
+                    Op::Write { offset, data } => Some((*offset, data.len() as u64)),
+                    _ => None,
+                };
                 let (status, data) = perform(&file, job.op);
+                if let Some((offset, len)) = wrote {
+                    written.mark(offset, len);
+                }
                 done.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push_back(encode(job.id, status, &data));

@@ -7,11 +7,13 @@
 //! snapshot state file (`crate::snapshot::state_file`), so that a
 //! migration and a snapshot save and restore the same sections.
 
+pub mod disks;
 pub mod precopy;
 pub mod protocol;
 mod receive;
 pub mod rounds;
 
+pub use disks::{DiskRound, DiskSource, DiskWriter, NoDisks};
 pub use precopy::{send, BoxError, MigrationError, MigrationSink, MigrationSource, Report};
 pub use receive::{error_chain, receive};
 pub use rounds::{PageSource, PageWriter, Params, Phase, Progress, Rounds};

@@ -16,9 +16,14 @@
 //! [`Rounds::last`] for the pages written since the last round. A receiver
 //! applies the sets in the order they come: a later round's copy of a page
 //! overwrites an earlier one's.
+//!
+//! With disks ([`Rounds::live_with_disks`], FT VMotion's `disks=separate`)
+//! each round also sends the disk blocks written since the previous one
+//! ([`super::disks`]), and the estimate of what is left counts them.
 
 use std::time::{Duration, Instant};
 
+use super::disks::{blocks_in, DiskCopy, DiskRound, DiskSource, DiskWriter, NoDisks};
 use super::precopy::{BoxError, MigrationError};
 use super::protocol::{PageRange, PAGE_SIZE};
 
@@ -98,6 +103,14 @@ pub struct Progress {
     pub downtime: Option<Duration>,
     /// Since the start.
     pub elapsed: Duration,
+    /// Disk data bytes sent (separate disks).
+    pub disk_bytes: u64,
+    /// Disk blocks sent.
+    pub disk_blocks: u64,
+    /// Disk blocks found written at the last round's start.
+    pub disk_dirty_blocks: u64,
+    /// Disk blocks sent again after round 0 (written during the copy).
+    pub disk_resent_blocks: u64,
 }
 
 impl Progress {
@@ -114,6 +127,10 @@ impl Progress {
             bandwidth_bps: 0.0,
             downtime: None,
             elapsed: Duration::ZERO,
+            disk_bytes: 0,
+            disk_blocks: 0,
+            disk_dirty_blocks: 0,
+            disk_resent_blocks: 0,
         }
     }
 }
@@ -185,6 +202,34 @@ fn push_range(ranges: &mut Vec<PageRange>, gpa: u64) {
     ranges.push(PageRange { gpa, pages: 1 });
 }
 
+/// A page writer that copies no disk (a live migration's).
+struct PagesOnly<'a>(&'a mut dyn PageWriter);
+
+impl PageWriter for PagesOnly<'_> {
+    fn pages(&mut self, ranges: &[PageRange], data: &[u8]) -> Result<u64, MigrationError> {
+        self.0.pages(ranges, data)
+    }
+    fn zeros(&mut self, ranges: &[PageRange]) -> Result<u64, MigrationError> {
+        self.0.zeros(ranges)
+    }
+    fn flush(&mut self) -> Result<(), MigrationError> {
+        self.0.flush()
+    }
+}
+
+impl DiskWriter for PagesOnly<'_> {
+    fn disk_size(&mut self, _: u32, _: u64) -> Result<u64, MigrationError> {
+        Err(MigrationError::Vmm(
+            "this stream carries no disk",
+            "a disk in a memory-only copy".into(),
+        ))
+    }
+    fn disk_data(&mut self, disk: u32, offset: u64, data: &[u8]) -> Result<u64, MigrationError> {
+        let _ = (offset, data);
+        self.disk_size(disk, 0)
+    }
+}
+
 fn rate(bytes: u64, t: Duration) -> f64 {
     bytes as f64 / t.as_secs_f64().max(1e-6)
 }
@@ -203,6 +248,7 @@ pub struct Rounds {
     /// The receiver's memory is still all zeros (round 0).
     fresh: bool,
     first_bw: f64,
+    disks: DiskCopy,
 }
 
 impl Rounds {
@@ -219,6 +265,7 @@ impl Rounds {
             zeros: Vec::new(),
             fresh: true,
             first_bw: 0.0,
+            disks: DiskCopy::default(),
         }
     }
 
@@ -239,7 +286,12 @@ impl Rounds {
         self.first_bw
     }
 
-    /// Bytes sent by someone else on the same stream (state, disks).
+    /// What each round copied of the disks (empty without disks).
+    pub fn disk_rounds(&self) -> &[DiskRound] {
+        self.disks.history()
+    }
+
+    /// Bytes sent by someone else on the same stream (state).
     pub fn add_bytes(&mut self, bytes: u64) {
         self.progress.bytes_sent += bytes;
     }
@@ -253,12 +305,25 @@ impl Rounds {
         out: &mut dyn PageWriter,
         report: &mut dyn FnMut(&Progress),
     ) -> Result<(), MigrationError> {
+        self.live_with_disks(source, &mut NoDisks, &mut PagesOnly(out), report)
+    }
+
+    /// As [`Rounds::live`], copying the disk images of `disks` in the same
+    /// rounds (their written blocks must already be tracked).
+    pub fn live_with_disks<W: PageWriter + DiskWriter>(
+        &mut self,
+        source: &mut dyn PageSource,
+        disks: &mut dyn DiskSource,
+        out: &mut W,
+        report: &mut dyn FnMut(&Progress),
+    ) -> Result<(), MigrationError> {
         self.progress.phase = Phase::PreCopy;
         let round_start = Instant::now();
         let bytes_before = self.progress.bytes_sent;
         let everything = all_pages(&source.memory_ranges());
         self.progress.dirty_pages = pages_in(&everything);
         self.send_set(source, out, report, &everything)?;
+        self.disks.full(disks, out, &mut self.progress)?;
         out.flush()?;
         self.fresh = false;
         let mut round_time = round_start.elapsed();
@@ -269,16 +334,21 @@ impl Rounds {
             let dirty = source
                 .dirty_pages()
                 .map_err(|e| MigrationError::Vmm("cannot read the dirty page log", e))?;
+            let written = self.disks.take(disks)?;
             let pages = pages_in(&dirty);
+            let blocks = blocks_in(&written);
             self.progress.dirty_pages = pages;
+            self.progress.disk_dirty_blocks = blocks;
             self.progress.dirty_rate_pps = pages as f64 / round_time.as_secs_f64().max(1e-6);
-            let estimate = Duration::from_secs_f64((pages * PAGE_SIZE as u64) as f64 / bw.max(1.0));
+            let left = pages * PAGE_SIZE as u64 + blocks * self.disks.block_size();
+            let estimate = Duration::from_secs_f64(left as f64 / bw.max(1.0));
             let converged = estimate <= Duration::from_millis(self.params.downtime_ms);
             if converged || self.progress.iteration >= self.params.max_iterations {
                 if !converged {
                     log::warn!(
-                        "pre-copy: {} pages still dirty after {} rounds (about {estimate:?} to send): stopping the guest anyway",
+                        "pre-copy: {} pages and {} disk blocks still dirty after {} rounds (about {estimate:?} to send): stopping the guest anyway",
                         pages,
+                        blocks,
                         self.progress.iteration
                     );
                 }
@@ -286,6 +356,13 @@ impl Rounds {
                 // meanwhile goes with the final copy.
                 self.progress.iteration += 1;
                 self.send_set(source, out, report, &dirty)?;
+                self.disks.send(
+                    disks,
+                    out,
+                    &written,
+                    self.progress.iteration,
+                    &mut self.progress,
+                )?;
                 out.flush()?;
                 return Ok(());
             }
@@ -296,6 +373,13 @@ impl Rounds {
             let before = self.progress.bytes_sent;
             self.progress.iteration += 1;
             self.send_set(source, out, report, &dirty)?;
+            self.disks.send(
+                disks,
+                out,
+                &written,
+                self.progress.iteration,
+                &mut self.progress,
+            )?;
             out.flush()?;
             round_time = t.elapsed();
             bw = rate(self.progress.bytes_sent - before, round_time).max(bw * 0.5);
@@ -318,6 +402,30 @@ impl Rounds {
         self.progress.dirty_pages = pages_in(&dirty);
         self.send_set(source, out, report, &dirty)?;
         out.flush()
+    }
+
+    /// With the guest paused and its disks drained (after
+    /// [`Rounds::last`]): the disk blocks written since the last round.
+    pub fn last_disks<W: PageWriter + DiskWriter>(
+        &mut self,
+        disks: &mut dyn DiskSource,
+        out: &mut W,
+        report: &mut dyn FnMut(&Progress),
+    ) -> Result<(), MigrationError> {
+        self.progress.phase = Phase::StopAndCopy;
+        let written = self.disks.take(disks)?;
+        self.progress.disk_dirty_blocks = blocks_in(&written);
+        self.disks.send(
+            disks,
+            out,
+            &written,
+            self.progress.iteration + 1,
+            &mut self.progress,
+        )?;
+        out.flush()?;
+        self.progress.elapsed = self.start.elapsed();
+        report(&self.progress);
+        Ok(())
     }
 
     fn send_set(

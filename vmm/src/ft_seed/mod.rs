@@ -6,8 +6,9 @@
 //! VM; after a failover the live ex-backup does the same with a new host
 //! (redundancy restored).
 //!
-//! - [`primary`]: copy the memory by pre-copy while the guest runs, then
-//!   pause, copy the last pages, separate disks, vCPU and device state and
+//! - [`primary`]: copy the memory (and separate disks) by pre-copy while
+//!   the guest runs, then pause, copy the last pages and disk blocks, vCPU
+//!   and device state and
 //!   clock (the snapshot's state format), switch the running VM into the
 //!   primary's mode at that point, resume;
 //! - [`backup`]: receive the seed, build the VM in the backup's mode from
@@ -55,6 +56,9 @@ pub enum VmotionError {
     /// The seed's connection or contents.
     #[error("the seed failed")]
     Seed(#[source] SeedError),
+    /// A separate disk's image could not be opened for its copy.
+    #[error("cannot open a disk image to copy it")]
+    DiskImage(#[source] std::io::Error),
     /// The pre-copy rounds failed (the VM runs on unprotected).
     #[error("the seed's memory copy failed")]
     Precopy(#[source] vm_migration::migration::MigrationError),

@@ -17,8 +17,11 @@
 //!    disk requests in flight drained (as a snapshot), the vCPU, interrupt
 //!    controller and device states, the clock and the loop's place are
 //!    taken; then the pages written since the last round, with
-//!    `disks=separate` each disk image (copied during the pause, with a
-//!    digest check), and the state go to the backup.
+//!    `disks=separate` the disk blocks written since the last round (the
+//!    images are copied in the pre-copy rounds too: every block with data
+//!    in round 0, then the blocks the disk threads wrote since) and each
+//!    image's digest, which the backup checks against its copy, and the
+//!    state go to the backup.
 //! 4. Once the backup has it all, the channel starts on the same
 //!    connection and, still paused, the vCPU loop switches into the
 //!    primary's mode (recording into the channel, outputs under the
@@ -35,12 +38,13 @@ use ft_backend::pair::seed::SeedSender;
 use ft_backend::pair::{channel_config, PairState, PairStatus};
 use ft_backend::tiebreak::Tiebreaker;
 use ft_backend::LogHeader;
-use vm_migration::migration::{Phase, Progress, Rounds};
+use vm_migration::migration::{DiskRound, DiskSource, NoDisks, Phase, Progress, Rounds};
 use vm_migration::snapshot::{state_file, Section};
 
 use super::options::FtAddBackupConfig;
 use super::{VmotionError, CURSOR_SECTION, FT_SECTION_VERSION, SETUP_SECTION};
 use crate::config::{parse_tcp_address, DiskMode, VmConfig};
+use crate::migration::disks::VmDisks;
 use crate::migration::pages::VmPages;
 use crate::snapshot::{PausedState, VCPU_SECTION, VMM_SECTION};
 use crate::vcpu::ft::seed::{PrimarySwitch, SeedCursor};
@@ -49,7 +53,7 @@ use crate::vcpu::{FtError, PausedJob, VcpuRunner};
 use crate::vm::{Vm, VmState};
 
 /// What the seed cost.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SeedReport {
     /// Payload bytes sent (memory without its zero pages, disks, state).
     pub bytes: u64,
@@ -64,6 +68,12 @@ pub struct SeedReport {
     pub progress: Progress,
     /// Bytes per second of the first (full) round.
     pub precopy_bps: f64,
+    /// Separate disks: the last blocks' copy in the pause (ms).
+    pub disk_ms: f64,
+    /// Separate disks: the images' digests in the pause (ms).
+    pub disk_digest_ms: f64,
+    /// Separate disks: what each round copied (the last one in the pause).
+    pub disk_rounds: Vec<DiskRound>,
 }
 
 impl SeedReport {
@@ -81,6 +91,38 @@ impl SeedReport {
             "bandwidth_mib_per_s": (self.precopy_bps / f64::from(1 << 20) * 10.0).round() / 10.0,
             "elapsed_ms": self.total_ms.round(),
             "downtime_ms": (self.pause_ms * 10.0).round() / 10.0,
+            "disks": self.disks_info(),
+        })
+    }
+
+    /// Separate disks' copy (`null` without): bytes, blocks, the blocks
+    /// sent again, the pause's part and each round.
+    fn disks_info(&self) -> serde_json::Value {
+        if self.disk_rounds.is_empty() {
+            return serde_json::Value::Null;
+        }
+        let p = &self.progress;
+        let rounds: Vec<serde_json::Value> = self
+            .disk_rounds
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "round": r.round,
+                    "dirty_blocks": r.dirty_blocks,
+                    "blocks": r.blocks,
+                    "bytes": r.bytes,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "block_size": virtio_devices::block::written::BLOCK_SIZE,
+            "bytes_sent": p.disk_bytes,
+            "blocks_sent": p.disk_blocks,
+            "blocks_resent": p.disk_resent_blocks,
+            "pause_blocks": self.disk_rounds.last().map_or(0, |r| r.blocks),
+            "pause_copy_ms": (self.disk_ms * 10.0).round() / 10.0,
+            "pause_digest_ms": (self.disk_digest_ms * 10.0).round() / 10.0,
+            "rounds": rounds,
         })
     }
 }
@@ -102,6 +144,8 @@ fn progress_events(status: Arc<PairStatus>) -> impl FnMut(&Progress) {
                 ("pages", p.pages_sent.to_string()),
                 ("dirty_pages", p.dirty_pages.to_string()),
                 ("dirty_rate_pps", format!("{:.0}", p.dirty_rate_pps)),
+                ("disk_bytes", p.disk_bytes.to_string()),
+                ("disk_dirty_blocks", p.disk_dirty_blocks.to_string()),
                 (
                     "bandwidth_mib_s",
                     format!("{:.1}", p.bandwidth_bps / f64::from(1 << 20)),
@@ -176,12 +220,31 @@ pub fn add_backup(
         .register("ft-seed")
         .map_err(VmotionError::DirtyLog)?;
     let mut pages = VmPages::new(vm.memory.clone(), dirty);
+    // Separate disks: the images too, in the same rounds; the blocks
+    // their disk threads write are tracked from now on.
+    let mut disks = if ft.disks == DiskMode::Separate {
+        let images: Vec<_> = config
+            .disks
+            .iter()
+            .flatten()
+            .map(|d| d.path.clone().unwrap_or_default())
+            .zip(vm.disk_writes.iter().cloned())
+            .collect();
+        Some(VmDisks::new(&images).map_err(VmotionError::DiskImage)?)
+    } else {
+        None
+    };
     let mut progress = Progress::new(Phase::Setup);
     progress.bytes_sent = seed.bytes();
     let mut rounds = Rounds::new(params, started, progress);
     let mut report = progress_events(status.clone());
+    let mut no_disks = NoDisks;
+    let disk_source: &mut dyn DiskSource = match &mut disks {
+        Some(d) => d,
+        None => &mut no_disks,
+    };
     rounds
-        .live(&mut pages, &mut seed, &mut report)
+        .live_with_disks(&mut pages, disk_source, &mut seed, &mut report)
         .map_err(VmotionError::Precopy)?;
 
     // The pause.
@@ -190,14 +253,17 @@ pub fn add_backup(
     let copy = Copy {
         seed,
         pages: &mut pages,
+        disks: disks.as_mut(),
         rounds: &mut rounds,
         report: &mut report,
     };
     let result = copy_and_switch(vm, config, &ft, copy, &status, tiebreaker, generation);
     let pause_ms = paused_at.elapsed().as_secs_f64() * 1e3;
     let resumed = vm.resume();
-    // The recording reads the dirty log through its own consumer now.
+    // The recording reads the dirty log through its own consumer now;
+    // the disks' writes are no longer tracked.
     drop(pages);
+    drop(disks);
     let (bytes, memory_ms, steps) = result?;
     resumed.map_err(|e| VmotionError::Build(Box::new(e)))?;
     let seed_report = SeedReport {
@@ -207,6 +273,9 @@ pub fn add_backup(
         total_ms: started.elapsed().as_secs_f64() * 1e3,
         progress: rounds.progress(),
         precopy_bps: rounds.first_round_bandwidth(),
+        disk_ms: steps[3],
+        disk_digest_ms: steps[4],
+        disk_rounds: rounds.disk_rounds().to_vec(),
     };
     let p = seed_report.progress;
     status.event(
@@ -215,6 +284,18 @@ pub fn add_backup(
             ("bytes", bytes.to_string()),
             ("pause_ms", format!("{pause_ms:.1}")),
             ("memory_ms", format!("{memory_ms:.1}")),
+            ("disk_ms", format!("{:.1}", steps[3])),
+            ("disk_digest_ms", format!("{:.1}", steps[4])),
+            ("disk_bytes", p.disk_bytes.to_string()),
+            ("disk_blocks_resent", p.disk_resent_blocks.to_string()),
+            (
+                "disk_pause_blocks",
+                seed_report
+                    .disk_rounds
+                    .last()
+                    .map_or(0, |r| r.blocks)
+                    .to_string(),
+            ),
             ("save_ms", format!("{:.1}", steps[0])),
             ("receipt_ms", format!("{:.1}", steps[1])),
             ("switch_ms", format!("{:.1}", steps[2])),
@@ -241,10 +322,13 @@ pub fn add_backup(
     Ok(seed_report)
 }
 
-/// The seed's memory copy, from the pre-copy rounds into the pause.
+/// The seed's memory and disk copy, from the pre-copy rounds into the
+/// pause.
 struct Copy<'a> {
     seed: SeedSender,
     pages: &'a mut VmPages,
+    /// Separate disks.
+    disks: Option<&'a mut VmDisks>,
     rounds: &'a mut Rounds,
     report: &'a mut dyn FnMut(&Progress),
 }
@@ -252,7 +336,8 @@ struct Copy<'a> {
 /// While paused: takes the state, sends the seed, starts the pair and
 /// switches the vCPU loop. Returns the bytes sent, the last pages' time
 /// and the other steps' (ms): saving the state, from the state sent to
-/// the backup's receipt, starting the pair and switching.
+/// the backup's receipt, starting the pair and switching, the last disk
+/// blocks, the disk images' digests (beside the last pages).
 fn copy_and_switch(
     vm: &mut Vm,
     config: &VmConfig,
@@ -261,7 +346,7 @@ fn copy_and_switch(
     status: &Arc<PairStatus>,
     tiebreaker: Tiebreaker,
     generation: u64,
-) -> Result<(u64, f64, [f64; 3]), VmotionError> {
+) -> Result<(u64, f64, [f64; 5]), VmotionError> {
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let t_save = Instant::now();
     // The state first: saving completes the last exit's I/O and drains
@@ -271,21 +356,97 @@ fn copy_and_switch(
     let Copy {
         mut seed,
         pages,
+        mut disks,
         rounds,
         report,
     } = copy;
-    let t0 = Instant::now();
-    rounds
-        .last(pages, &mut seed, report)
-        .map_err(VmotionError::Precopy)?;
-    let memory_ms = t0.elapsed().as_secs_f64() * 1e3;
-    if ft.disks == DiskMode::Separate {
-        for (i, d) in config.disks.iter().flatten().enumerate() {
-            let path = d.path.clone().unwrap_or_default();
-            seed.send_disk(u32::try_from(i).unwrap_or(u32::MAX), &path)
-                .map_err(VmotionError::Seed)?;
-        }
+    // Separate disks first: the blocks written since the last round (the
+    // disks are drained: nothing writes them until the VM resumes); then,
+    // while the last pages and the state go, each image's digest (on a
+    // thread of its own; the backup digests its copies meanwhile), which
+    // the end carries for the backup to check.
+    let t_disk = Instant::now();
+    let mut disk_ms = 0.0;
+    if let Some(disks) = disks.as_deref_mut() {
+        rounds
+            .last_disks(disks, &mut seed, report)
+            .map_err(VmotionError::Precopy)?;
+        seed.disks_done().map_err(VmotionError::Seed)?;
+        disk_ms = ms(t_disk);
     }
+    let disks: Option<&VmDisks> = disks.as_deref();
+    std::thread::scope(|scope| {
+        let digest = disks.map(|disks| {
+            scope.spawn(move || {
+                let t = Instant::now();
+                let digests = disks
+                    .files()
+                    .map(|(path, file)| {
+                        ft_backend::pair::seed::disk::image_digest(file).map_err(|source| {
+                            ft_backend::pair::seed::SeedError::Disk {
+                                path: path.to_path_buf(),
+                                source,
+                            }
+                        })
+                    })
+                    .collect::<Result<Vec<u64>, _>>();
+                (digests, ms(t))
+            })
+        });
+        let t0 = Instant::now();
+        let copied = rounds.last(pages, &mut seed, report);
+        let memory_ms = ms(t0);
+        let digests = match digest {
+            Some(t) => t.join().unwrap_or_else(|_| (Ok(Vec::new()), 0.0)),
+            None => (Ok(Vec::new()), 0.0),
+        };
+        copied.map_err(VmotionError::Precopy)?;
+        let (digests, digest_ms) = digests;
+        let digests = digests.map_err(VmotionError::Seed)?;
+        let rest = Rest {
+            state,
+            cursor,
+            digests,
+        };
+        let (bytes, [receipt_ms, switch_ms]) =
+            send_rest(vm, config, ft, seed, status, tiebreaker, generation, rest)?;
+        Ok((
+            bytes,
+            memory_ms,
+            [save_ms, receipt_ms, switch_ms, disk_ms, digest_ms],
+        ))
+    })
+}
+
+/// What the pause took for the rest of the seed.
+struct Rest {
+    state: PausedState,
+    cursor: SeedCursor,
+    /// Each separate disk's image digest.
+    digests: Vec<u64>,
+}
+
+/// The rest of the seed once memory and disks are copied: the state, the
+/// end with the disk digests, the backup's receipt, then the pair started
+/// and the vCPU loop switched. Returns the bytes sent and the receipt's
+/// and the switch's times (ms).
+#[allow(clippy::too_many_arguments)]
+fn send_rest(
+    vm: &mut Vm,
+    config: &VmConfig,
+    ft: &crate::config::FaultToleranceConfig,
+    mut seed: SeedSender,
+    status: &Arc<PairStatus>,
+    tiebreaker: Tiebreaker,
+    generation: u64,
+    rest: Rest,
+) -> Result<(u64, [f64; 2]), VmotionError> {
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let Rest {
+        state,
+        cursor,
+        digests,
+    } = rest;
     let mut sections = vec![
         Section {
             id: VMM_SECTION.into(),
@@ -319,7 +480,7 @@ fn copy_and_switch(
         .map_err(VmotionError::Seed)?;
     let bytes = seed.bytes();
     let t_receipt = Instant::now();
-    let est = seed.finish().map_err(VmotionError::Seed)?;
+    let est = seed.finish(&digests).map_err(VmotionError::Seed)?;
     let receipt_ms = ms(t_receipt);
     let t_switch = Instant::now();
     let channel = channel_config(ft.heartbeat_ms, ft.timeout_ms);
@@ -369,7 +530,7 @@ fn copy_and_switch(
     rx.recv()
         .map_err(|_| VmotionError::Unresponsive)?
         .map_err(VmotionError::Switch)?;
-    Ok((bytes, memory_ms, [save_ms, receipt_ms, ms(t_switch)]))
+    Ok((bytes, [receipt_ms, ms(t_switch)]))
 }
 
 /// On the paused vCPU thread: the snapshot's state and the loop's place.

@@ -15,6 +15,7 @@
 //! `receive-migration` until the guest runs there or the migration failed
 //! (then no VM exists), as upstream's.
 
+pub mod disks;
 pub mod pages;
 pub mod sink;
 pub mod source;
