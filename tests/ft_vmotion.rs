@@ -676,3 +676,137 @@ fn vmotion_of_a_guest_writing_memory_resends_pages_and_replays_exactly() {
     drop(net);
     assert_clean(&names);
 }
+
+/// Sends `RANDOM` to the KV guest from the client's namespace: the guest
+/// draws a number with RDRAND in user mode (no VMM sees it) and reads the
+/// clock as many times as it says, so the backup's replay diverges.
+fn draw_random(net: &PairNet) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    net.client.run(|| {
+        let mut s = std::net::TcpStream::connect_timeout(&net.kv_addr(), Duration::from_secs(10))
+            .expect("connect to the KV guest");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        s.write_all(b"RANDOM\n").expect("send RANDOM");
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).expect("answer");
+        line
+    })
+}
+
+/// The events of `events` from the first `from` on.
+fn events_from(events: &Path, from: &str) -> Vec<String> {
+    let all = ft_events(events);
+    let at = all.iter().position(|e| e == from).unwrap_or(all.len());
+    all[at..].to_vec()
+}
+
+/// Divergence repaired: a backup whose replay diverges (the guest executes
+/// RDRAND in user mode, which no recording captures) tells its primary and
+/// waits for a seed again; the primary stays up, goes unprotected at once
+/// without a tiebreak and seeds the same backup again by FT VMotion while
+/// a verified KV stream runs: no acknowledged SET lost, no reset. The
+/// re-seeded backup then takes over after `kill -9` of the primary and
+/// keeps the data.
+#[test]
+fn a_diverged_backup_is_seeded_again_and_takes_over_after_a_failover() {
+    let dir = TempDir::new("ftvmotion-diverge");
+    let _keep = KeepOnFailure(dir.0.clone(), "divergence");
+    let net = PairNet::new();
+    let names = net.names();
+    let key = write_key(&dir);
+    let s = kv_setup(&dir, file_tiebreaker(&dir), false);
+    let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
+    let mut primary = start_plain(&net, &dir, &disk);
+    primary.wait_serial("kv: listening on", Duration::from_secs(60));
+    let mut backup = start_empty(&net, Host::B, &dir, "backup");
+    let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
+    let report = vmotion_under_stream(
+        &net,
+        &dir,
+        ("primary.sock", &primary),
+        ("backup", &backup),
+        (&listen_b, Host::B),
+        &key,
+    );
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    let events_p = dir.path("events-primary.json");
+    let protected = |p: &Path| ft_events(p).iter().filter(|e| *e == "protected").count();
+    assert_eq!(protected(&events_p), 1, "{:?}", ft_events(&events_p));
+
+    // A divergence, forced during a verified stream; the repair runs while
+    // the stream goes on.
+    let diverged = || ft_events(&events_p).iter().any(|e| e == "backup-diverged");
+    let (report, draws) = std::thread::scope(|scope| {
+        let stream = scope.spawn(|| stream_through(&net, 12.0, None).0);
+        std::thread::sleep(Duration::from_millis(1000));
+        // One draw in 1024 reads the clock as often on both sides.
+        let mut draws = Vec::new();
+        while draws.len() < 3 && !diverged() {
+            draws.push(draw_random(&net));
+            wait_until(Duration::from_secs(5), diverged);
+        }
+        let repaired = wait_until(Duration::from_secs(60), || protected(&events_p) == 2);
+        assert!(
+            repaired,
+            "not protected again: {:?}\n{}",
+            ft_events(&events_p),
+            primary.stderr_text()
+        );
+        (stream.join().expect("stream"), draws)
+    });
+    eprintln!("ft_vmotion: stream across the divergence and re-seed: {report}; draws {draws:?}");
+    assert!(draws.iter().all(|d| d.starts_with("RANDOM ")), "{draws:?}");
+    assert!(!report.reset(), "reset: {report}");
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    let v = report.verification.as_ref().expect("verified");
+    assert_eq!(v.checked, report.acked, "{report}");
+
+    // The primary stayed up, did no tiebreak, and re-seeded the backup.
+    assert!(primary.child.running(), "{}", primary.stderr_text());
+    let after = events_from(&events_p, "backup-diverged");
+    let order: Vec<&str> = after
+        .iter()
+        .map(String::as_str)
+        .filter(|e| *e != "seed-progress")
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "backup-diverged",
+            "unprotected",
+            "reseed-started",
+            "seed-connecting",
+            "connected",
+            "seeded",
+            "protected"
+        ],
+        "{after:?}"
+    );
+    assert!(after.iter().any(|e| e == "seed-progress"), "{after:?}");
+    let ft = &info(&dir, "primary.sock")["fault_tolerance"];
+    assert_eq!(ft["state"], "protected", "{ft}");
+    assert_eq!(ft["reseed"]["divergences"], 1, "{ft}");
+    assert_eq!(ft["reseed"]["reseeded"], 1, "{ft}");
+    // The backup's VMM is the same process: it diverged and was seeded again.
+    assert!(backup.child.running(), "{}", backup.stderr_text());
+    let events_b = ft_events(&dir.path("events-backup.json"));
+    assert!(events_b.iter().any(|e| e == "diverged"), "{events_b:?}");
+    assert_eq!(
+        events_b.iter().filter(|e| *e == "protected").count(),
+        2,
+        "{events_b:?}"
+    );
+
+    // The re-seeded backup takes over and keeps the data.
+    fail_over(
+        &net,
+        &dir,
+        &mut primary,
+        (&mut backup, "backup"),
+        "re-seeded",
+    );
+    drop((primary, backup));
+    drop(net);
+    assert_clean(&names);
+}

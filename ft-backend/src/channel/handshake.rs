@@ -34,7 +34,7 @@ use super::record::{RecordError, RecordReader, RecordWriter};
 use super::ChannelConfig;
 
 /// The channel protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The preamble's magic.
 pub const MAGIC: [u8; 8] = *b"CHFTCHAN";

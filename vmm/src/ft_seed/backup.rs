@@ -321,13 +321,10 @@ pub fn receive_backup(
         events,
     )
     .map_err(build)?;
-    pair_status.event(
-        "protected",
-        &[
-            ("generation", peer_generation.to_string()),
-            ("exits", cursor.exits.to_string()),
-        ],
-    );
+    pair_status.protected(&[
+        ("generation", peer_generation.to_string()),
+        ("exits", cursor.exits.to_string()),
+    ]);
     log::info!(
         "fault tolerance: seeded by {peer_addr} at exit {} ({}); replaying its stream",
         cursor.exits,
