@@ -81,13 +81,13 @@ impl Write for ChannelWrite {
     }
 }
 
-/// Whether the backup has the stream's beginning (its header and setup
-/// frame): only then can it take over, so only then is the pair
-/// protected. Cloned by whoever reports it.
+/// Whether the backup has the stream's header: only then can it take
+/// over (without it a backup does not claim the tiebreak), so only then
+/// is the pair protected. Cloned by whoever reports it.
 #[derive(Debug, Clone)]
 pub struct StreamAck {
     handle: ChannelHandle,
-    /// Log-frame bytes sent once the header and setup were (0: not yet).
+    /// Log-frame bytes sent once the header was (0: not yet).
     start_bytes: Arc<AtomicU64>,
 }
 
@@ -216,12 +216,21 @@ impl Primary {
 
     /// A recorder writing the stream: `header` and `setup` first.
     pub fn recorder(&self, header: LogHeader, setup: Setup) -> Result<Recorder, PrimaryError> {
-        let writer = LogWriter::to_stream(
+        let mut writer = LogWriter::to_stream(
             Path::new("the logging channel"),
             Box::new(ChannelWrite(self.sender.clone())),
             header,
         )
         .map_err(|e| PrimaryError::Record(RecordError::Log(e)))?;
+        // The header goes out now (the frames wait for the first progress):
+        // with it the backup can take over, and its ack of these bytes is
+        // what makes the pair protected.
+        writer
+            .flush()
+            .map_err(|e| PrimaryError::Record(RecordError::Log(e)))?;
+        self.stream_ack
+            .start_bytes
+            .store(self.handle.frame_bytes().0.max(1), Ordering::SeqCst);
         let sender = self.sender.clone();
         let status = self.status.clone();
         let progress: ProgressSink = Box::new(move |p: Position| {
@@ -236,14 +245,7 @@ impl Primary {
                 source: std::io::Error::other(e),
             })
         });
-        let recorder =
-            Recorder::to_stream(writer, setup, progress).map_err(PrimaryError::Record)?;
-        // The header and setup frame are queued: the backup can take over
-        // once it acknowledged this many bytes.
-        self.stream_ack
-            .start_bytes
-            .store(self.handle.frame_bytes().0.max(1), Ordering::SeqCst);
-        Ok(recorder)
+        Recorder::to_stream(writer, setup, progress).map_err(PrimaryError::Record)
     }
 
     /// Whether the backup was lost and this side won: recording stops,
