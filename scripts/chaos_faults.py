@@ -671,10 +671,12 @@ class KillDuringSeeding(Fault):
         if self.seeding is None:
             return
         # Whether the kill landed during the seeding: the live side had not
-        # reported it done (its `seeded` event) when it ended or went on.
+        # reported it protected when it ended or went on.
         live_events = primary.ft_events()[self.seed_events_from:]
         if self.params["victim"] == "primary":
-            r["phase"] = "after" if "seeded" in live_events else "during"
+            # `protected` is the contract: the primary reports it only
+            # once the backup has the stream's header and can take over.
+            r["phase"] = "after" if "protected" in live_events else "during"
         else:
             # The first ft-add-backup's answer: done, or failed mid-way.
             r["phase"] = "after" if self.notes.get("add_rc") == 0 else "during"
