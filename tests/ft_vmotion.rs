@@ -19,7 +19,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::etcd::Etcd;
-use common::ftpair::{assert_clean, ft_events, kv_setup, stream_through, write_key, CHANNEL_PORT};
+use common::ftpair::{
+    assert_clean, ft_events, kv_setup, start_pair, stream_through, write_key, CHANNEL_PORT,
+};
 use common::netns::KillOnDrop;
 use common::pair::{GuestVmm, Host, PairNet, LAN_IP, LOG_A, LOG_B};
 use common::{api, ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
@@ -694,6 +696,83 @@ fn draw_random(net: &PairNet) -> String {
     })
 }
 
+/// Forces a divergence during a verified KV stream (`RANDOM`, drawn again
+/// if the backup happened to read the clock as often: one draw in 1024)
+/// and waits until the primary (its events in `events_p`) is protected
+/// again. Returns the stream's report and the draws' answers.
+fn diverge_and_repair(
+    net: &PairNet,
+    events_p: &Path,
+    primary: &GuestVmm,
+) -> (StreamReport, Vec<String>) {
+    let protected = || {
+        ft_events(events_p)
+            .iter()
+            .filter(|e| *e == "protected")
+            .count()
+    };
+    let diverged = || ft_events(events_p).iter().any(|e| e == "backup-diverged");
+    std::thread::scope(|scope| {
+        let stream = scope.spawn(|| stream_through(net, 12.0, None).0);
+        std::thread::sleep(Duration::from_millis(1000));
+        let mut draws = Vec::new();
+        while draws.len() < 3 && !diverged() {
+            let drawn = std::time::Instant::now();
+            draws.push(draw_random(net));
+            let seen = wait_until(Duration::from_secs(5), diverged);
+            eprintln!(
+                "ft_vmotion: draw {}: divergence reported: {seen} after {:?}",
+                draws.len(),
+                drawn.elapsed()
+            );
+        }
+        let repaired = wait_until(Duration::from_secs(60), || protected() == 2);
+        assert!(
+            repaired,
+            "not protected again: {:?}\n{}",
+            ft_events(events_p),
+            primary.stderr_text()
+        );
+        (stream.join().expect("stream"), draws)
+    })
+}
+
+/// The stream across a divergence lost nothing and was not reset; the
+/// primary stayed up, did no tiebreak and seeded the backup again.
+fn assert_repaired(
+    report: &StreamReport,
+    draws: &[String],
+    primary: &mut GuestVmm,
+    events_p: &Path,
+) {
+    assert!(draws.iter().all(|d| d.starts_with("RANDOM ")), "{draws:?}");
+    assert!(!report.reset(), "reset: {report}");
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    let v = report.verification.as_ref().expect("verified");
+    assert_eq!(v.checked, report.acked, "{report}");
+    assert!(primary.child.running(), "{}", primary.stderr_text());
+    let after = events_from(events_p, "backup-diverged");
+    let order: Vec<&str> = after
+        .iter()
+        .map(String::as_str)
+        .filter(|e| *e != "seed-progress")
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "backup-diverged",
+            "unprotected",
+            "reseed-started",
+            "seed-connecting",
+            "connected",
+            "seeded",
+            "protected"
+        ],
+        "{after:?}"
+    );
+    assert!(after.iter().any(|e| e == "seed-progress"), "{after:?}");
+}
+
 /// The events of `events` from the first `from` on.
 fn events_from(events: &Path, from: &str) -> Vec<String> {
     let all = ft_events(events);
@@ -734,56 +813,9 @@ fn a_diverged_backup_is_seeded_again_and_takes_over_after_a_failover() {
     let protected = |p: &Path| ft_events(p).iter().filter(|e| *e == "protected").count();
     assert_eq!(protected(&events_p), 1, "{:?}", ft_events(&events_p));
 
-    // A divergence, forced during a verified stream; the repair runs while
-    // the stream goes on.
-    let diverged = || ft_events(&events_p).iter().any(|e| e == "backup-diverged");
-    let (report, draws) = std::thread::scope(|scope| {
-        let stream = scope.spawn(|| stream_through(&net, 12.0, None).0);
-        std::thread::sleep(Duration::from_millis(1000));
-        // One draw in 1024 reads the clock as often on both sides.
-        let mut draws = Vec::new();
-        while draws.len() < 3 && !diverged() {
-            draws.push(draw_random(&net));
-            wait_until(Duration::from_secs(5), diverged);
-        }
-        let repaired = wait_until(Duration::from_secs(60), || protected(&events_p) == 2);
-        assert!(
-            repaired,
-            "not protected again: {:?}\n{}",
-            ft_events(&events_p),
-            primary.stderr_text()
-        );
-        (stream.join().expect("stream"), draws)
-    });
+    let (report, draws) = diverge_and_repair(&net, &events_p, &primary);
     eprintln!("ft_vmotion: stream across the divergence and re-seed: {report}; draws {draws:?}");
-    assert!(draws.iter().all(|d| d.starts_with("RANDOM ")), "{draws:?}");
-    assert!(!report.reset(), "reset: {report}");
-    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
-    let v = report.verification.as_ref().expect("verified");
-    assert_eq!(v.checked, report.acked, "{report}");
-
-    // The primary stayed up, did no tiebreak, and re-seeded the backup.
-    assert!(primary.child.running(), "{}", primary.stderr_text());
-    let after = events_from(&events_p, "backup-diverged");
-    let order: Vec<&str> = after
-        .iter()
-        .map(String::as_str)
-        .filter(|e| *e != "seed-progress")
-        .collect();
-    assert_eq!(
-        order,
-        [
-            "backup-diverged",
-            "unprotected",
-            "reseed-started",
-            "seed-connecting",
-            "connected",
-            "seeded",
-            "protected"
-        ],
-        "{after:?}"
-    );
-    assert!(after.iter().any(|e| e == "seed-progress"), "{after:?}");
+    assert_repaired(&report, &draws, &mut primary, &events_p);
     let ft = &info(&dir, "primary.sock")["fault_tolerance"];
     assert_eq!(ft["state"], "protected", "{ft}");
     assert_eq!(ft["reseed"]["divergences"], 1, "{ft}");
@@ -807,6 +839,48 @@ fn a_diverged_backup_is_seeded_again_and_takes_over_after_a_failover() {
         "re-seeded",
     );
     drop((primary, backup));
+    drop(net);
+    assert_clean(&names);
+}
+
+/// The same repair for a pair started at boot (`mode=primary` and
+/// `mode=backup`): the backup waits for a seed with its own configuration's
+/// settings, the primary seeds it with its own.
+#[test]
+fn a_boot_time_pair_repairs_a_divergence_too() {
+    let dir = TempDir::new("ftpair-diverge");
+    let _keep = KeepOnFailure(dir.0.clone(), "boot-divergence");
+    let net = PairNet::new();
+    let names = net.names();
+    let mut s = kv_setup(&dir, file_tiebreaker(&dir), false);
+    s.cmdline = net.kv_cmdline();
+    let mut pair = start_pair(&net, &dir, &s);
+    pair.primary
+        .wait_serial("kv: listening on", Duration::from_secs(60));
+    let events_p = pair.events.0.clone();
+    assert!(
+        wait_until(Duration::from_secs(20), || ft_events(&events_p)
+            .iter()
+            .any(|e| e == "protected")),
+        "{:?}",
+        ft_events(&events_p)
+    );
+    let (report, draws) = diverge_and_repair(&net, &events_p, &pair.primary);
+    eprintln!(
+        "ft_vmotion: boot-time pair across the divergence and re-seed: {report}; draws {draws:?}"
+    );
+    assert_repaired(&report, &draws, &mut pair.primary, &events_p);
+    assert!(pair.backup.child.running(), "{}", pair.backup.stderr_text());
+    let events_b = ft_events(&pair.events.1);
+    assert!(events_b.iter().any(|e| e == "diverged"), "{events_b:?}");
+    fail_over(
+        &net,
+        &dir,
+        &mut pair.primary,
+        (&mut pair.backup, "backup"),
+        "boot-time re-seeded",
+    );
+    drop(pair);
     drop(net);
     assert_clean(&names);
 }
