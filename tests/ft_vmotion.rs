@@ -884,3 +884,67 @@ fn a_boot_time_pair_repairs_a_divergence_too() {
     drop(net);
     assert_clean(&names);
 }
+
+/// Bounded repair: a diverged backup whose VMM dies before it is seeded
+/// again is tried three times, then the VM stays live-unprotected and
+/// serving, and `vm.info` says so.
+#[test]
+fn a_diverged_backup_that_does_not_come_back_leaves_the_vm_unprotected() {
+    let dir = TempDir::new("ftvmotion-abandon");
+    let _keep = KeepOnFailure(dir.0.clone(), "abandon");
+    let net = PairNet::new();
+    let names = net.names();
+    let key = write_key(&dir);
+    let s = kv_setup(&dir, file_tiebreaker(&dir), false);
+    let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
+    let mut primary = start_plain(&net, &dir, &disk);
+    primary.wait_serial("kv: listening on", Duration::from_secs(60));
+    let mut backup = start_empty(&net, Host::B, &dir, "backup");
+    let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
+    let report = vmotion_under_stream(
+        &net,
+        &dir,
+        ("primary.sock", &primary),
+        ("backup", &backup),
+        (&listen_b, Host::B),
+        &key,
+    );
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    let events_p = dir.path("events-primary.json");
+    let events_b = dir.path("events-backup.json");
+    let has = |p: &Path, e: &str| ft_events(p).iter().any(|x| x == e);
+    // Diverge, and kill the backup as soon as it says so.
+    let mut draws = 0;
+    while draws < 3 && !has(&events_b, "diverged") {
+        draw_random(&net);
+        draws += 1;
+        wait_until(Duration::from_secs(5), || has(&events_b, "diverged"));
+    }
+    assert!(has(&events_b, "diverged"), "{:?}", ft_events(&events_b));
+    backup.kill9();
+    let abandoned = wait_until(Duration::from_secs(90), || {
+        has(&events_p, "reseed-abandoned")
+    });
+    let after = events_from(&events_p, "backup-diverged");
+    assert!(abandoned, "{after:?}\n{}", primary.stderr_text());
+    let failed = after.iter().filter(|e| *e == "reseed-failed").count();
+    assert_eq!(failed, 3, "{after:?}");
+    assert!(
+        !after
+            .iter()
+            .any(|e| e == "protected" || e == "peer-lost" || e == "tiebreak-won"),
+        "{after:?}"
+    );
+    let ft = &info(&dir, "primary.sock")["fault_tolerance"];
+    assert_eq!(ft["state"], "live-unprotected", "{ft}");
+    assert_eq!(ft["reseed"]["abandoned"], true, "{ft}");
+    assert_eq!(ft["reseed"]["failed_attempts"], 3, "{ft}");
+    assert_eq!(ft["reseed"]["reseeded"], 0, "{ft}");
+    // The VM serves on, alone.
+    let (report, _) = stream_through(&net, 2.0, None);
+    assert!(report.ok() && !report.reset(), "{report}");
+    assert!(primary.child.running(), "{}", primary.stderr_text());
+    drop((primary, backup));
+    drop(net);
+    assert_clean(&names);
+}
