@@ -268,6 +268,11 @@ pub fn receive_backup(
         ft.log.as_deref(),
     )
     .map_err(VmotionError::Backup)?;
+    // The stream's header is here: this side can take over from now on.
+    backup.status.protected(&[
+        ("generation", peer_generation.to_string()),
+        ("exits", cursor.exits.to_string()),
+    ]);
     let replayer = backup.take_replayer();
 
     let build = |e: VmError| VmotionError::Build(Box::new(e));
@@ -347,10 +352,6 @@ pub fn receive_backup(
         events,
     )
     .map_err(build)?;
-    pair_status.protected(&[
-        ("generation", peer_generation.to_string()),
-        ("exits", cursor.exits.to_string()),
-    ]);
     log::info!(
         "fault tolerance: seeded by {peer_addr} at exit {} ({}); replaying its stream",
         cursor.exits,
