@@ -186,9 +186,10 @@ class StarveBackup(Fault):
         # share of the period as the CFS quota starves them alike.
         _write(os.path.join(self.group, "cpu.rt_period_us"), "100000")
         _write(os.path.join(self.group, "cpu.rt_runtime_us"), budget)
-        # Every thread of the VMM (the `ip netns exec` wrapper exec()s it).
-        for tid in os.listdir(f"/proc/{backup.proc.pid}/task"):
-            _write(os.path.join(self.group, "tasks"), tid)
+        # Every thread of the VMM at once (the `ip netns exec` wrapper
+        # exec()s it): moving thread by thread raced with threads that
+        # exit (ESRCH) and missed threads started later.
+        _write(os.path.join(self.group, "cgroup.procs"), str(backup.proc.pid))
 
     def cleanup(self):
         if self.group and os.path.isdir(self.group):
