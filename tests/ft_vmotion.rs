@@ -240,6 +240,44 @@ fn vmotion_under_stream(
     report
 }
 
+/// A KV guest started without fault tolerance on host A, then protected
+/// by FT VMotion to an empty VMM on host B while a verified stream runs.
+struct Protected {
+    primary: GuestVmm,
+    backup: GuestVmm,
+    /// The pair's key file.
+    key: PathBuf,
+    /// The backup's channel address.
+    listen_b: String,
+    /// The stream across the FT VMotion.
+    report: StreamReport,
+}
+
+fn protect_kv_guest(net: &PairNet, dir: &TempDir) -> Protected {
+    let key = write_key(dir);
+    let s = kv_setup(dir, file_tiebreaker(dir), false);
+    let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
+    let mut primary = start_plain(net, dir, &disk);
+    primary.wait_serial("kv: listening on", Duration::from_secs(60));
+    let backup = start_empty(net, Host::B, dir, "backup");
+    let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
+    let report = vmotion_under_stream(
+        net,
+        dir,
+        ("primary.sock", &primary),
+        ("backup", &backup),
+        (&listen_b, Host::B),
+        &key,
+    );
+    Protected {
+        primary,
+        backup,
+        key,
+        listen_b,
+        report,
+    }
+}
+
 /// `kill -9` of `victim` during a verified stream: nothing lost, no
 /// reset, and `survivor` (named `name`) went live.
 fn fail_over(
@@ -264,23 +302,14 @@ fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
     let _keep = KeepOnFailure(dir.0.clone(), "two-failovers");
     let net = PairNet::new();
     let names = net.names();
-    let key = write_key(&dir);
-    let s = kv_setup(&dir, file_tiebreaker(&dir), false);
-    let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
-    let mut primary = start_plain(&net, &dir, &disk);
-    primary.wait_serial("kv: listening on", Duration::from_secs(60));
-
     // 1. FT VMotion to host B while a verified stream runs.
-    let mut backup = start_empty(&net, Host::B, &dir, "backup");
-    let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
-    let report = vmotion_under_stream(
-        &net,
-        &dir,
-        ("primary.sock", &primary),
-        ("backup", &backup),
-        (&listen_b, Host::B),
-        &key,
-    );
+    let Protected {
+        mut primary,
+        mut backup,
+        key,
+        listen_b,
+        report,
+    } = protect_kv_guest(&net, &dir);
     eprintln!("ft_vmotion: stream across the VMotion: {report}");
     assert!(!report.reset(), "reset: {report}");
     assert!(report.ok(), "{report}: {:?}", report.bad_keys);
@@ -855,21 +884,12 @@ fn a_diverged_backup_is_seeded_again_and_takes_over_after_a_failover() {
     let _keep = KeepOnFailure(dir.0.clone(), "divergence");
     let net = PairNet::new();
     let names = net.names();
-    let key = write_key(&dir);
-    let s = kv_setup(&dir, file_tiebreaker(&dir), false);
-    let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
-    let mut primary = start_plain(&net, &dir, &disk);
-    primary.wait_serial("kv: listening on", Duration::from_secs(60));
-    let mut backup = start_empty(&net, Host::B, &dir, "backup");
-    let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
-    let report = vmotion_under_stream(
-        &net,
-        &dir,
-        ("primary.sock", &primary),
-        ("backup", &backup),
-        (&listen_b, Host::B),
-        &key,
-    );
+    let Protected {
+        mut primary,
+        mut backup,
+        report,
+        ..
+    } = protect_kv_guest(&net, &dir);
     assert!(report.ok(), "{report}: {:?}", report.bad_keys);
     let events_p = dir.path("events-primary.json");
     let protected = |p: &Path| ft_events(p).iter().filter(|e| *e == "protected").count();
@@ -956,21 +976,12 @@ fn a_diverged_backup_that_does_not_come_back_leaves_the_vm_unprotected() {
     let _keep = KeepOnFailure(dir.0.clone(), "abandon");
     let net = PairNet::new();
     let names = net.names();
-    let key = write_key(&dir);
-    let s = kv_setup(&dir, file_tiebreaker(&dir), false);
-    let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
-    let mut primary = start_plain(&net, &dir, &disk);
-    primary.wait_serial("kv: listening on", Duration::from_secs(60));
-    let mut backup = start_empty(&net, Host::B, &dir, "backup");
-    let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
-    let report = vmotion_under_stream(
-        &net,
-        &dir,
-        ("primary.sock", &primary),
-        ("backup", &backup),
-        (&listen_b, Host::B),
-        &key,
-    );
+    let Protected {
+        mut primary,
+        mut backup,
+        report,
+        ..
+    } = protect_kv_guest(&net, &dir);
     assert!(report.ok(), "{report}: {:?}", report.bad_keys);
     let events_p = dir.path("events-primary.json");
     let events_b = dir.path("events-backup.json");
