@@ -181,17 +181,12 @@ impl ExecMode for Backup {
         if self.pair.stopping() {
             return Ok(ModeChange::Stop);
         }
-        let guest_ns = self.pair.go_live(exits).map_err(FtError::GoLive)?;
+        self.pair.go_live(exits).map_err(FtError::GoLive)?;
         log::warn!(
-            "fault tolerance: the primary is gone; live after exit {exits} at guest time {guest_ns} ns"
+            "fault tolerance: the primary is gone; live after exit {exits} at guest time {} ns",
+            self.pair.clock.last_replayed()
         );
         Ok(ModeChange::WentLive)
-    }
-
-    /// Tells the primary, which seeds this VMM again (the run ends here).
-    fn diverged(&mut self, exit: u64, reason: &str) -> bool {
-        self.pair.backup.report_diverged(exit, reason);
-        true
     }
 
     fn check(&mut self) -> Result<(), FtError> {
