@@ -40,19 +40,53 @@ impl Drop for Vmm {
     }
 }
 
+/// Spawns `command` so that it is killed when this test process exits: a
+/// static is never dropped, so [`Vmm`]'s `Drop` does not run for the shared
+/// VMM, which outlived every CI run until then. `PR_SET_PDEATHSIG` fires
+/// when the *thread* that forked exits, so the fork happens on a thread
+/// that parks until the process ends.
+fn spawn_for_the_whole_run(command: &mut Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    let die_with_parent = || {
+        // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and
+        // touches no memory of ours.
+        if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes one async-signal-safe system call (prctl).
+    unsafe {
+        command.pre_exec(die_with_parent);
+    }
+    let command = std::mem::replace(command, Command::new("true"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut command = command;
+        let _ = tx.send(command.spawn());
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv()
+        .expect("the spawning thread answers")
+        .expect("spawn cloud-hypervisor")
+}
+
 fn vmm() -> &'static std::sync::Mutex<Vmm> {
     static VMM: OnceLock<std::sync::Mutex<Vmm>> = OnceLock::new();
     VMM.get_or_init(|| {
         let dir = TempDir::new("fuzz-api");
         let socket = dir.path("api.sock");
-        let child = Command::new(common::vmm_bin())
-            .arg("--api-socket")
-            .arg(format!("path={}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn cloud-hypervisor");
+        let child = spawn_for_the_whole_run(
+            Command::new(common::vmm_bin())
+                .arg("--api-socket")
+                .arg(format!("path={}", socket.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         assert!(
             wait_until(Duration::from_secs(10), || socket.exists()),
             "the API socket never appeared"
