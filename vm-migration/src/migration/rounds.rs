@@ -354,16 +354,7 @@ impl Rounds {
                 }
                 // A last round while the guest runs: what it writes
                 // meanwhile goes with the final copy.
-                self.progress.iteration += 1;
-                self.send_set(source, out, report, &dirty)?;
-                self.disks.send(
-                    disks,
-                    out,
-                    &written,
-                    self.progress.iteration,
-                    &mut self.progress,
-                )?;
-                out.flush()?;
+                self.send_round(source, disks, out, report, &dirty, &written)?;
                 return Ok(());
             }
             if self.deadline.is_some_and(|d| Instant::now() > d) {
@@ -371,16 +362,7 @@ impl Rounds {
             }
             let t = Instant::now();
             let before = self.progress.bytes_sent;
-            self.progress.iteration += 1;
-            self.send_set(source, out, report, &dirty)?;
-            self.disks.send(
-                disks,
-                out,
-                &written,
-                self.progress.iteration,
-                &mut self.progress,
-            )?;
-            out.flush()?;
+            self.send_round(source, disks, out, report, &dirty, &written)?;
             round_time = t.elapsed();
             bw = rate(self.progress.bytes_sent - before, round_time).max(bw * 0.5);
             self.progress.bandwidth_bps = bw;
@@ -425,6 +407,30 @@ impl Rounds {
         out.flush()?;
         self.progress.elapsed = self.start.elapsed();
         report(&self.progress);
+        Ok(())
+    }
+
+    /// One more live round: the pages of `dirty` and the disk blocks of
+    /// `written`, then a flush.
+    fn send_round<W: PageWriter + DiskWriter>(
+        &mut self,
+        source: &mut dyn PageSource,
+        disks: &mut dyn DiskSource,
+        out: &mut W,
+        report: &mut dyn FnMut(&Progress),
+        dirty: &[(u64, Vec<u64>)],
+        written: &[Vec<u64>],
+    ) -> Result<(), MigrationError> {
+        self.progress.iteration += 1;
+        self.send_set(source, out, report, dirty)?;
+        self.disks.send(
+            disks,
+            out,
+            written,
+            self.progress.iteration,
+            &mut self.progress,
+        )?;
+        out.flush()?;
         Ok(())
     }
 
