@@ -312,6 +312,18 @@ class PairNet:
         return left
 
 
+# CPU pinning for benchmarks: {"a": "1", "b": "0", "client": "0"} runs host
+# A's VMMs on CPU 1 and everything else on CPU 0 (``taskset -c``; threads
+# inherit it), so a primary has a core of its own as on real hosts. None:
+# no pinning (tests and the chaos campaign).
+PIN = None
+
+
+def pinned(place):
+    """``taskset -c CPUS`` for ``place`` ("a", "b" or "client"), or nothing."""
+    return ["taskset", "-c", PIN[place]] if PIN and place in PIN else []
+
+
 class Vmm:
     """A cloud-hypervisor process in a namespace; its files in ``run_dir``."""
 
@@ -329,7 +341,8 @@ class Vmm:
         if self.api:
             full += ["--api-socket", f"path={self.api}"]
         with open(self.stderr, "wb") as err:
-            self.proc = subprocess.Popen(["ip", "netns", "exec", net.host_ns(host), vmm_bin, *full],
+            self.proc = subprocess.Popen(["ip", "netns", "exec", net.host_ns(host), *pinned(host),
+                                          vmm_bin, *full],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=err)
         self.started = time.monotonic()
@@ -529,7 +542,7 @@ def start_pair(net, vmm_bin, run_dir, vm_args_a, vm_args_b, key, tiebreaker, ext
 
 def client_cmd(net, client_bin, *args):
     """``ft-kv-client --addr GUEST:7000 ARGS`` in the client namespace."""
-    return ["ip", "netns", "exec", net.ns["client"], client_bin,
+    return ["ip", "netns", "exec", net.ns["client"], *pinned("client"), client_bin,
             "--addr", f"{GUEST_IP}:{KV_PORT}", *args]
 
 
