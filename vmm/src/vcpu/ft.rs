@@ -470,6 +470,18 @@ impl FtContext {
         Ok(change)
     }
 
+    /// The run ends on `error`: when it is the replay diverging (or unable
+    /// to apply what the log says) and this VM is a pair's backup, the
+    /// primary is told, and may seed this VMM again. Whether it was.
+    pub fn report_divergence(&mut self, error: &FtError) -> bool {
+        let (exit, reason) = match error {
+            FtError::Replay(e @ ReplayError::Diverged { exit, .. })
+            | FtError::Replay(e @ ReplayError::Apply { exit, .. }) => (*exit, e.to_string()),
+            _ => return false,
+        };
+        self.mode.diverged(exit, &reason)
+    }
+
     /// Before a guest entry (a primary sends progress when due and
     /// sleeps as long as its lag asks).
     pub fn before_entry(&mut self, clock: &VmClock) {
