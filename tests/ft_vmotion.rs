@@ -864,6 +864,16 @@ fn assert_repaired(
     assert!(after.iter().any(|e| e == "seed-progress"), "{after:?}");
 }
 
+/// The reasons a backup's events (`events-*.json`) give for its
+/// divergences.
+fn diverged_reasons(events: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(events).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("\"reason\": \"replay diverged"))
+        .map(|r| format!("replay diverged{}", r.trim_end_matches(['"', ','])))
+        .collect()
+}
+
 /// The events of `events` from the first `from` on.
 fn events_from(events: &Path, from: &str) -> Vec<String> {
     let all = ft_events(events);
@@ -905,6 +915,10 @@ fn a_diverged_backup_is_seeded_again_and_takes_over_after_a_failover() {
     // The backup's VMM is the same process: it diverged and was seeded again.
     assert!(backup.child.running(), "{}", backup.stderr_text());
     let events_b = ft_events(&dir.path("events-backup.json"));
+    eprintln!(
+        "ft_vmotion: the backup saw {:?}",
+        diverged_reasons(&dir.path("events-backup.json"))
+    );
     assert!(events_b.iter().any(|e| e == "diverged"), "{events_b:?}");
     assert_eq!(
         events_b.iter().filter(|e| *e == "protected").count(),
@@ -954,6 +968,10 @@ fn a_boot_time_pair_repairs_a_divergence_too() {
     assert_repaired(&report, &draws, &mut pair.primary, &events_p);
     assert!(pair.backup.child.running(), "{}", pair.backup.stderr_text());
     let events_b = ft_events(&pair.events.1);
+    eprintln!(
+        "ft_vmotion: the backup saw {:?}",
+        diverged_reasons(&pair.events.1)
+    );
     assert!(events_b.iter().any(|e| e == "diverged"), "{events_b:?}");
     fail_over(
         &net,
