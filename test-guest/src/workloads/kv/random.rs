@@ -3,9 +3,12 @@
 //! The number then decides how many times the APIC timer's current count
 //! is read (1 to 1024 MMIO exits, each a clock read the recording logs):
 //! a backup replaying the primary's log draws another number and reads
-//! the clock another number of times, which replay detects at once (a
-//! read the log lacks, or a logged read the guest skipped). One draw in
-//! 1024 gives the same count and goes unnoticed.
+//! the clock another number of times, which replay detects (a read the
+//! log lacks, or a logged read the guest skipped), or, when a checkpoint
+//! lands inside the loop first, by the registers that checkpoint's
+//! stretch started from (the loop counter and the number differ). One
+//! draw in 1024 gives the same count and registers the checkpoint would
+//! not show; the test draws again.
 
 use alloc::vec::Vec;
 use core::arch::asm;
