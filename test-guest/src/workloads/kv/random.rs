@@ -7,8 +7,8 @@
 //! log lacks, or a logged read the guest skipped), or, when a checkpoint
 //! lands inside the loop first, by the registers that checkpoint's
 //! stretch started from (the loop counter and the number differ). One
-//! draw in 1024 gives the same count and registers the checkpoint would
-//! not show; the test draws again.
+//! draw in 1024 gives the same count and may go unnoticed; the test
+//! draws again.
 
 use alloc::vec::Vec;
 use core::arch::asm;
