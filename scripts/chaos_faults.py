@@ -679,10 +679,12 @@ class KillDuringSeeding(Fault):
         if self.seeding is None:
             return
         # Whether the kill landed during the seeding: the live side had not
-        # reported it done (its `seeded` event) when it ended or went on.
+        # reported it protected when it ended or went on.
         live_events = primary.ft_events()[self.seed_events_from:]
         if self.params["victim"] == "primary":
-            r["phase"] = "after" if "seeded" in live_events else "during"
+            # `protected` is the contract: the primary reports it only
+            # once the backup has the stream's header and can take over.
+            r["phase"] = "after" if "protected" in live_events else "during"
         else:
             # The first ft-add-backup's answer: done, or failed mid-way.
             r["phase"] = "after" if self.notes.get("add_rc") == 0 else "during"
@@ -695,14 +697,19 @@ class KillDuringSeeding(Fault):
         if self.survives:
             r.update(fttrial.takeover(empty))
             # Only a completed seed may go live.
-            if "protected" not in events:
+            # The receiver's end of the seed (its end record and digest
+            # checked); its `protected` may not come: a primary lost while
+            # it built the VM makes it go live first.
+            if "seed-received" not in events:
                 r["problems"].append(f"the receiver went live without a complete seed: {events}")
             if "live-unprotected" not in r["receiver_states"]:
                 r["problems"].append(f"the receiver did not finish going live: {events}")
             return
         if any(e in ("tiebreak-won", "go-live") for e in events):
             r["problems"].append(f"the incomplete receiver started going live: {events}")
-        if self.notes.get("add_rc") == 0 and "protected" in events:
+        # ft-add-backup answers once the receiver acknowledged the stream's
+        # header: from then on it can take over.
+        if self.notes.get("add_rc") == 0:
             r["problems"].append("the seed completed, yet the receiver did not go live")
         if self.notes.get("receiver_still_waiting"):
             if "seed-receiving" in events:

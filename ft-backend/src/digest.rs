@@ -19,6 +19,18 @@ pub fn state_digest(memory: &[&[u8]], registers: &[u8]) -> u64 {
     h.digest()
 }
 
+/// A 64-bit digest of a vCPU's registers given as words (the general
+/// purpose ones, RIP and RFLAGS, in a fixed order): cheap enough for every
+/// exit. Checkpoints carry the one of the registers their stretch of
+/// execution started from, which replay compares before replacing its own.
+pub fn registers_digest(words: &[u64]) -> u64 {
+    let mut h = Xxh3::new();
+    for w in words {
+        h.update(&w.to_le_bytes());
+    }
+    h.digest()
+}
+
 /// A 64-bit digest of named parts (kernel bytes, configuration text...),
 /// each length-prefixed so that moving bytes between parts changes it.
 pub fn config_digest(parts: &[(&str, &[u8])]) -> u64 {

@@ -190,6 +190,13 @@ pub struct Checkpoint {
     /// Digest of guest memory, vCPU registers and devices after the checkpoint, on
     /// some checkpoints only (it reads all of memory).
     pub digest: Option<u64>,
+    /// Digest of the registers (`digest::registers_digest`) the stretch
+    /// of execution this checkpoint replaces started from: at exit `exit`,
+    /// or at the previous checkpoint when that came later. Replay, which
+    /// stands there, compares its own before taking the checkpoint's, so a
+    /// divergence is not overwritten unseen. None when the recording did
+    /// not know them (the first stretch after an FT VMotion seed).
+    pub start_registers: Option<u64>,
 }
 
 /// What the recording VMM learned from the host when it built the VM's
@@ -329,10 +336,12 @@ impl Entry {
                     w.bytes(id.as_bytes()).bytes(data);
                 }
                 w.u8(u8::from(c.ready_for_interrupt));
-                match c.digest {
-                    None => w.u8(0),
-                    Some(d) => w.u8(1).u64(d),
-                };
+                for d in [c.digest, c.start_registers] {
+                    match d {
+                        None => w.u8(0),
+                        Some(d) => w.u8(1).u64(d),
+                    };
+                }
             }
             Entry::End {
                 exit,
@@ -411,6 +420,11 @@ impl Entry {
                     1 => Some(r.u64()?),
                     v => return Err(r.bad(format!("digest tag {v}"))),
                 };
+                let start_registers = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.u64()?),
+                    v => return Err(r.bad(format!("start registers tag {v}"))),
+                };
                 Entry::Checkpoint(Box::new(Checkpoint {
                     exit,
                     at,
@@ -420,6 +434,7 @@ impl Entry {
                     devices,
                     ready_for_interrupt,
                     digest,
+                    start_registers,
                 }))
             }
             TAG_END => {
@@ -484,6 +499,7 @@ mod tests {
                 devices: vec![("serial".into(), vec![3; 10])],
                 ready_for_interrupt: true,
                 digest: Some(42),
+                start_registers: Some(7),
             })),
             Entry::End {
                 exit: 9,

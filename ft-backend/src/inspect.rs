@@ -474,6 +474,7 @@ mod tests {
             devices: vec![],
             ready_for_interrupt: false,
             digest: None,
+            start_registers: None,
         }))
     }
 

@@ -358,6 +358,7 @@ mod tests {
                 devices: vec![],
                 ready_for_interrupt: true,
                 digest: None,
+                start_registers: None,
             }))
         }
         feed.push_entry(big());

@@ -52,8 +52,9 @@ pub const MAGIC: [u8; 8] = *b"CHFTLOG\0";
 /// (2: the `setup` frame, first, carries the disk sizes; 3: the interrupt
 /// controller's state in checkpoints includes the PIT, and timer events
 /// may fire it; 4: frames carry a codec and are compressed as one zstd
-/// stream.)
-pub const VERSION: u32 = 4;
+/// stream; 5: checkpoints carry the digest of the registers their stretch
+/// started from.)
+pub const VERSION: u32 = 5;
 /// Size of the header.
 pub const HEADER_LEN: usize = 32;
 /// Largest payload a frame may carry, decoded (a checkpoint of a whole
@@ -657,6 +658,7 @@ mod tests {
             devices: vec![("serial".into(), vec![1; 40])],
             ready_for_interrupt: seq % 2 == 0,
             digest: None,
+            start_registers: None,
         }))
     }
 

@@ -274,6 +274,7 @@ mod tests {
                 devices: vec![],
                 ready_for_interrupt: true,
                 digest: None,
+                start_registers: None,
             })));
         }
         v.push(Entry::End {

@@ -116,6 +116,7 @@ fn entries() -> impl Strategy<Value = Vec<Entry>> {
                             devices: vec![("serial".into(), vec![1, 2, 3])],
                             ready_for_interrupt: ready,
                             digest,
+                            start_registers: digest.map(|d| d.rotate_left(7)),
                         }))
                     }
                 });

@@ -175,6 +175,12 @@ pub trait Vcpu: Send + std::fmt::Debug {
     /// The guest's RIP at the last exit: from KVM's sync registers when
     /// the host has them (no ioctl), else from `KVM_GET_REGS`.
     fn exit_rip(&mut self) -> Result<u64>;
+    /// The guest's general-purpose registers, RIP and RFLAGS at the last
+    /// exit (as [`exit_rip`](Self::exit_rip): sync registers when the host
+    /// has them).
+    fn exit_regs(&mut self) -> Result<kvm_regs> {
+        self.get_regs()
+    }
     /// Completes a pending I/O or MMIO exit without running guest code
     /// (KVM_RUN with `immediate_exit` set), so that the registers can be
     /// replaced afterwards without KVM overwriting them.

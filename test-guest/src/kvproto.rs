@@ -2,6 +2,11 @@
 //!
 //! - `SET <key> <value>\n` → `OK\n` once the record is on the disk (flushed)
 //! - `GET <key>\n` → `VALUE <value>\n` or `NONE\n`
+//! - `RANDOM\n` → `RANDOM <16 hex digits>\n`: a number from the CPU's
+//!   RDRAND, executed in user mode, where a VMM cannot intercept it: a
+//!   deliberate nondeterminism a recording does not capture (a pair's
+//!   backup replays it with another number and diverges; the divergence
+//!   repair test uses it)
 //! - anything else → `ERR <reason>\n`
 //!
 //! Keys (1..=64 bytes) and values (1..=512 bytes) are printable ASCII
@@ -31,6 +36,8 @@ pub enum Request<'a> {
         /// The key.
         key: &'a [u8],
     },
+    /// Draw a hardware random number.
+    Random,
 }
 
 /// Why a request line was refused; the `Display` text is the reason sent
@@ -88,6 +95,10 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ProtoError> {
             }
             _ => Err(ProtoError::Arguments("GET", "one key")),
         },
+        b"RANDOM" => match args {
+            [None, None, None] => Ok(Request::Random),
+            _ => Err(ProtoError::Arguments("RANDOM", "no arguments")),
+        },
         _ => Err(ProtoError::UnknownCommand),
     }
 }
@@ -116,6 +127,11 @@ mod tests {
             })
         );
         assert_eq!(parse(b"GET foo\r"), Ok(Request::Get { key: b"foo" }));
+        assert_eq!(parse(b"RANDOM"), Ok(Request::Random));
+        assert_eq!(
+            parse(b"RANDOM 1"),
+            Err(ProtoError::Arguments("RANDOM", "no arguments"))
+        );
         let key = [b'k'; 64];
         let value = [b'~'; 512];
         let line = [&b"SET "[..], &key, b" ", &value].concat();

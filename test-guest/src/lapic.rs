@@ -31,12 +31,22 @@ const LVT_MASKED: u32 = 1 << 16;
 
 /// Version Register.
 const VERSION: usize = 0x30;
+/// Timer Current Count Register.
+const TIMER_CURRENT_COUNT: usize = 0x390;
 
 /// Reads the APIC version register (one MMIO exit under a VMM).
 pub fn version() -> u32 {
     // SAFETY: BASE + VERSION is an aligned, read-only xAPIC register in the
     // identity-mapped, user-accessible APIC page; reading has no side effects.
     unsafe { read_volatile((BASE + VERSION) as *const u32) }
+}
+
+/// Reads the timer's current count (one MMIO exit under a VMM, which
+/// reads guest time for it while the timer runs).
+pub fn timer_current_count() -> u32 {
+    // SAFETY: as `version`: an aligned, read-only xAPIC register of the
+    // identity-mapped, user-accessible APIC page; reading changes nothing.
+    unsafe { read_volatile((BASE + TIMER_CURRENT_COUNT) as *const u32) }
 }
 
 /// Writes `value` to the APIC register at `offset`.

@@ -54,6 +54,14 @@ pub enum ControlEvent {
     /// The outgoing live migration ended: the guest runs on the
     /// destination, or it failed (why) and runs here still.
     MigrationEnded(Result<(), String>),
+    /// A primary's backup reported that its replay diverged: the VM runs
+    /// unprotected and the backup is to be seeded again.
+    BackupDiverged,
+    /// Re-seed attempt `attempt` (1-based) of a diverged backup.
+    Reseed {
+        /// Which attempt.
+        attempt: u32,
+    },
 }
 
 /// Errors of the VMM as a whole, and of API actions.
@@ -132,6 +140,10 @@ struct Vmm {
     events_tx: Sender<ControlEvent>,
     /// The last live migration's status (either end).
     migration: Option<migration::SharedStatus>,
+    /// A primary: its pair's request and the repairs of its backup.
+    reseeds: ft_seed::reseed::Reseeds,
+    /// A backup: how to wait for a seed again after a divergence.
+    backup_request: Option<ft_seed::options::FtReceiveBackupConfig>,
 }
 
 /// Restores the terminal however [`run`] returns (or unwinds).
@@ -169,6 +181,8 @@ pub fn run(args: VmmArgs) -> Result<(), VmmError> {
         vm: None,
         events_tx: events_tx.clone(),
         migration: None,
+        reseeds: ft_seed::reseed::Reseeds::default(),
+        backup_request: None,
     };
     let api_server = match &args.api_socket {
         Some(path) => {
@@ -261,9 +275,37 @@ impl Vmm {
                     if let Some(mut vm) = self.vm.take() {
                         let _ = vm.shutdown();
                     }
-                    Err(VmmError::VcpuFailed(e))
+                    match self.backup_request.clone() {
+                        Some(req) if ft_seed::reseed::is_divergence(&e) => {
+                            // The primary was told and seeds this VMM
+                            // again: wait for it with the same settings.
+                            log::warn!(
+                                "fault tolerance: {}; waiting for the primary's seed again",
+                                ft_backend::error_chain(&e)
+                            );
+                            event_monitor::event!("vm", "ft-backup-diverged");
+                            self.config = None;
+                            self.vm_ft_receive_backup(&req)?;
+                            Ok(Next::Continue)
+                        }
+                        _ => Err(VmmError::VcpuFailed(e)),
+                    }
                 }
             },
+            ControlEvent::BackupDiverged => {
+                let r = &mut self.reseeds;
+                r.divergences += 1;
+                r.failed = 0;
+                r.abandoned = false;
+                if r.request.is_some() {
+                    ft_seed::reseed::schedule(self.events_tx.clone(), 1);
+                }
+                Ok(Next::Continue)
+            }
+            ControlEvent::Reseed { attempt } => {
+                self.reseed(attempt);
+                Ok(Next::Continue)
+            }
         }
     }
 
@@ -320,6 +362,14 @@ impl Vmm {
         }
         event_monitor::event!("vm", "booting");
         let vm = Vm::boot(self.hypervisor.as_ref(), config, self.events_tx.clone())?;
+        // A pair's side repairs a divergence as a seeded one does.
+        self.backup_request = ft_seed::reseed::receive_request(config);
+        if let Some(req) = ft_seed::reseed::add_request(config) {
+            self.reseeds.request = Some(req);
+            if let Some(status) = vm.pair_status.clone() {
+                ft_seed::reseed::watch(status, self.events_tx.clone());
+            }
+        }
         self.vm = Some(vm);
         event_monitor::event!("vm", "booted");
         Ok(())
@@ -512,7 +562,20 @@ impl Vmm {
         }
         let vm = self.booted()?;
         event_monitor::event!("vm", "ft-adding-backup");
-        let report = ft_seed::primary::add_backup(vm, &config, c).map_err(VmmError::Vmotion)?;
+        let added = ft_seed::primary::add_backup(vm, &config, c);
+        let status = vm.pair_status.clone();
+        // A diverged backup is seeded again with this request (also when
+        // the backup did not confirm the stream: a divergence can follow).
+        if !matches!(
+            added,
+            Err(ft_seed::VmotionError::NotRunning(_) | ft_seed::VmotionError::Busy(_))
+        ) {
+            self.reseeds.request = Some(c.clone());
+        }
+        if let Some(status) = status.filter(|_| added.is_ok()) {
+            ft_seed::reseed::watch(status, self.events_tx.clone());
+        }
+        let report = added.map_err(VmmError::Vmotion)?;
         log::info!(
             "FT VMotion: {} bytes sent in {:.1} ms, the guest paused {:.1} ms (last pages {:.1} ms)",
             report.bytes,
@@ -543,8 +606,57 @@ impl Vmm {
         .map_err(VmmError::Vmotion)?;
         self.config = Some(config);
         self.vm = Some(vm);
+        self.backup_request = Some(c.clone());
         event_monitor::event!("vm", "ft-backup-received");
         Ok(())
+    }
+
+    /// Re-seed attempt `attempt` of the backup whose replay diverged: FT
+    /// VMotion to it again with the pair's request. A failure schedules the
+    /// next attempt, up to [`ft_seed::reseed::MAX_ATTEMPTS`]; then the VM
+    /// stays unprotected.
+    fn reseed(&mut self, attempt: u32) {
+        let Some(req) = self.reseeds.request.clone() else {
+            return;
+        };
+        let Some(status) = self.vm.as_ref().and_then(|vm| vm.pair_status.clone()) else {
+            return;
+        };
+        if status.state() != ft_backend::pair::PairState::LiveUnprotected {
+            // Protected again, or stopping: nothing to repair.
+            return;
+        }
+        status.event(
+            "reseed-started",
+            &[("attempt", attempt.to_string()), ("peer", req.peer.clone())],
+        );
+        match self.vm_ft_add_backup(&req) {
+            Ok(()) => {
+                let r = &mut self.reseeds;
+                r.reseeded += 1;
+                r.failed = 0;
+                r.last_error = None;
+            }
+            Err(e) => {
+                let why = ft_backend::error_chain(&e);
+                log::warn!("fault tolerance: re-seed attempt {attempt} failed: {why}");
+                self.reseeds.failed = attempt;
+                self.reseeds.last_error = Some(why.clone());
+                status.event(
+                    "reseed-failed",
+                    &[("attempt", attempt.to_string()), ("reason", why)],
+                );
+                if attempt < ft_seed::reseed::MAX_ATTEMPTS {
+                    ft_seed::reseed::schedule(self.events_tx.clone(), attempt + 1);
+                } else {
+                    self.reseeds.abandoned = true;
+                    log::error!(
+                        "fault tolerance: the backup could not be seeded again after {attempt} attempts: the VM runs unprotected"
+                    );
+                    status.event("reseed-abandoned", &[("attempts", attempt.to_string())]);
+                }
+            }
+        }
     }
 
     fn vm_shutdown(&mut self) -> Result<(), VmmError> {
@@ -581,7 +693,14 @@ impl Vmm {
             Some(vm) => vm.info(),
             None => (VmState::Created, config.memory.size, Default::default()),
         };
-        let fault_tolerance = self.vm.as_ref().and_then(Vm::fault_tolerance_info);
+        let mut fault_tolerance = self.vm.as_ref().and_then(Vm::fault_tolerance_info);
+        if let Some(map) = fault_tolerance
+            .as_mut()
+            .and_then(serde_json::Value::as_object_mut)
+            .filter(|_| self.reseeds.divergences > 0)
+        {
+            map.insert("reseed".into(), self.reseeds.info());
+        }
         let migration = self.migration.as_ref().map(|m| migration::lock(m).info());
         let state = match state {
             VmState::Created => api::VmState::Created,

@@ -33,9 +33,10 @@ use super::message::{ErrorCode, Hello, Message, Role};
 use super::record::{RecordError, RecordReader, RecordWriter};
 use super::ChannelConfig;
 
-/// The channel protocol version this build speaks (4: the beacon beside
-/// the stream, `beacon`).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// The channel protocol version this build speaks (5: the beacon beside
+/// the stream, `beacon`, and the backup's `Diverged` message; 4 had the
+/// beacon only).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The preamble's magic.
 pub const MAGIC: [u8; 8] = *b"CHFTCHAN";

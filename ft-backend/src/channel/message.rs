@@ -14,6 +14,8 @@
 //!   5 heartbeat  (nothing)
 //!   6 goodbye    (nothing)
 //!   7 error      code u8, text str
+//!   8 diverged   exit u64, reason str (a backup whose replay diverged;
+//!                the channel closes after it: protocol version 5)
 //! ```
 //!
 //! A decoder refuses unknown tags, short payloads and trailing bytes.
@@ -34,6 +36,7 @@ const TAG_ACK: u8 = 4;
 const TAG_HEARTBEAT: u8 = 5;
 const TAG_GOODBYE: u8 = 6;
 const TAG_ERROR: u8 = 7;
+const TAG_DIVERGED: u8 = 8;
 
 /// Decoding a record's payload.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +216,15 @@ pub enum Message {
         /// Why, for the peer's operator.
         text: String,
     },
+    /// A backup closing because its replay diverged from the stream: the
+    /// primary is alive and the backup is not lost to a fault, so the
+    /// primary goes on unprotected without a tiebreak and seeds it again.
+    Diverged {
+        /// The exit count where the backup noticed it.
+        exit: u64,
+        /// What differed.
+        reason: String,
+    },
 }
 
 impl Message {
@@ -226,6 +238,7 @@ impl Message {
             Message::Heartbeat => "heartbeat",
             Message::Goodbye => "goodbye",
             Message::Error { .. } => "error",
+            Message::Diverged { .. } => "diverged",
         }
     }
 
@@ -272,12 +285,12 @@ impl Message {
             Message::Error { code, text } => {
                 out.push(TAG_ERROR);
                 out.push(code.code());
-                // Cut long texts at a character boundary rather than fail.
-                let mut end = text.len().min(1024);
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                put_str(out, &text[..end], "error")?;
+                put_str(out, cut(text, 1024), "error")?;
+            }
+            Message::Diverged { exit, reason } => {
+                out.push(TAG_DIVERGED);
+                out.extend_from_slice(&exit.to_le_bytes());
+                put_str(out, cut(reason, 1024), "diverged")?;
             }
         }
         if out.len() > MAX_PLAINTEXT {
@@ -330,6 +343,10 @@ impl Message {
                 code: ErrorCode::from_code(r.u8()?),
                 text: r.str()?,
             },
+            TAG_DIVERGED => Message::Diverged {
+                exit: r.u64()?,
+                reason: r.str()?,
+            },
             other => return Err(MessageError::UnknownTag(other)),
         };
         if !r.data.is_empty() {
@@ -340,6 +357,16 @@ impl Message {
         }
         Ok(msg)
     }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary (long texts
+/// are cut rather than refused).
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn put_position(out: &mut Vec<u8>, p: &Position) {
@@ -448,6 +475,10 @@ mod tests {
             Message::Error {
                 code: ErrorCode::ConfigDiffers,
                 text: "différent".into(),
+            },
+            Message::Diverged {
+                exit: 42,
+                reason: "expected exit 1, found exit 2".into(),
             },
         ]
     }

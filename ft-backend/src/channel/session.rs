@@ -73,6 +73,15 @@ pub enum SessionError {
     /// The peer sent an error message.
     #[error("lost the peer: it reported an error: {0}")]
     PeerError(String),
+    /// The peer (a backup) closed because its replay diverged: it is
+    /// alive, not lost to a fault.
+    #[error("the peer's replay diverged at exit {exit}: {reason}")]
+    PeerDiverged {
+        /// The exit count where it noticed.
+        exit: u64,
+        /// What differed.
+        reason: String,
+    },
     /// The peer broke the protocol.
     #[error("lost the peer: protocol violation: {0}")]
     Protocol(&'static str),
@@ -480,6 +489,16 @@ impl ChannelSender {
         self.shared.out.close(true);
         self.shutdown();
         self.shared.out.goodbye_result()
+    }
+
+    /// A backup whose replay diverged at `exit`: tells the peer why, then
+    /// closes as [`close`](Self::close) does.
+    pub fn close_diverged(self, exit: u64, reason: &str) -> Result<(), SessionError> {
+        self.shared.send(Message::Diverged {
+            exit,
+            reason: reason.to_string(),
+        })?;
+        self.close()
     }
 
     /// Counts `len` bytes into the window, waiting until they fit.

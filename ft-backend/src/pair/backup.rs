@@ -77,8 +77,9 @@ pub struct Backup {
     /// frames, sent again at go-live.
     pub replayed: Arc<ReplayedOutputs>,
     handle: ChannelHandle,
-    // Owns the channel's threads: kept for as long as the backup runs.
-    _sender: ChannelSender,
+    // Owns the channel's threads: kept for as long as the backup runs
+    // (taken to close it when the replay diverged).
+    sender: Option<ChannelSender>,
 }
 
 impl Backup {
@@ -146,19 +147,23 @@ impl Backup {
             pending,
             won_rx,
         );
-        Self::start(
+        let backup = Self::start(
             ch,
             status,
             setup.tiebreaker,
             (setup.channel.heartbeat, setup.channel.timeout),
             setup.config_digest,
             setup.copy.as_deref(),
-        )
+        )?;
+        // The stream's header is here: this side can take over.
+        backup.status.protected(&[]);
+        Ok(backup)
     }
 
     /// Starts replaying on an open channel (the boot-time pair's, or one
     /// a seed arrived on: FT VMotion). Returns once the stream's setup
-    /// arrived. `head_start` is the primary's lead in the tiebreak,
+    /// arrived; the caller reports the pair protected
+    /// ([`PairStatus::protected`]). `head_start` is the primary's lead in the tiebreak,
     /// `timeout` the channel's failure timeout.
     pub fn start(
         ch: channel::Channel,
@@ -240,7 +245,7 @@ impl Backup {
                 u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
             )),
             handle: ch.handle,
-            _sender: ch.sender,
+            sender: Some(ch.sender),
         })
     }
 
@@ -252,6 +257,26 @@ impl Backup {
     /// The channel.
     pub fn handle(&self) -> &ChannelHandle {
         &self.handle
+    }
+
+    /// The replay diverged from the stream at `exit` (`reason`): this side
+    /// stops (neither a tiebreak nor a go-live follows) and tells the
+    /// primary, which is alive: it goes on unprotected and may seed this
+    /// VMM again.
+    pub fn report_diverged(&mut self, exit: u64, reason: &str) {
+        self.status.stop_waiting();
+        self.status.event(
+            "diverged",
+            &[("exit", exit.to_string()), ("reason", reason.to_string())],
+        );
+        if let Some(sender) = self.sender.take() {
+            if let Err(e) = sender.close_diverged(exit, reason) {
+                log::warn!(
+                    "fault tolerance: cannot tell the primary that the replay diverged: {}",
+                    crate::error_chain(&e)
+                );
+            }
+        }
     }
 }
 

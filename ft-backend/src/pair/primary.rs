@@ -10,13 +10,13 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::channel::{
     self, ChannelConfig, ChannelHandle, ChannelKey, ChannelSender, DiskDigest, HandshakeError,
-    Hello, Position, Role,
+    Hello, Position, Role, SessionError,
 };
 use crate::entry::Setup;
 use crate::error_chain;
@@ -81,6 +81,40 @@ impl Write for ChannelWrite {
     }
 }
 
+/// Whether the backup has the stream's header: only then can it take
+/// over (without it a backup does not claim the tiebreak), so only then
+/// is the pair protected. Cloned by whoever reports it.
+#[derive(Debug, Clone)]
+pub struct StreamAck {
+    handle: ChannelHandle,
+    /// Log-frame bytes sent once the header was (0: not yet).
+    start_bytes: Arc<AtomicU64>,
+}
+
+impl StreamAck {
+    /// Waits until the backup acknowledged the stream's beginning. Fails
+    /// (why) when the channel is lost first or `timeout` passes.
+    pub fn wait(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.handle.lost() {
+                return Err(error_chain(&e));
+            }
+            let start = self.start_bytes.load(Ordering::SeqCst);
+            if start > 0 && self.handle.frame_bytes().1 >= start {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the backup did not acknowledge the stream's header within {} ms",
+                    timeout.as_millis()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 /// A running primary.
 #[derive(Debug)]
 pub struct Primary {
@@ -91,6 +125,7 @@ pub struct Primary {
     handle: ChannelHandle,
     sender: SharedSender,
     unprotected: Arc<AtomicBool>,
+    stream_ack: StreamAck,
 }
 
 impl Primary {
@@ -107,7 +142,19 @@ impl Primary {
             }
             PrimaryError::Channel(e)
         })?;
-        Self::start(ch, status, generation, setup.shared_disks, setup.tiebreaker)
+        let primary = Self::start(ch, status, generation, setup.shared_disks, setup.tiebreaker)?;
+        // Protected once the backup has the stream's header (the recorder
+        // sends it before the guest runs).
+        let (ack, status) = (primary.stream_ack(), primary.status.clone());
+        std::thread::Builder::new()
+            .name("ft_protected".into())
+            .spawn(move || {
+                if ack.wait(Duration::from_secs(3600)).is_ok() {
+                    status.protected(&[("generation", generation.to_string())]);
+                }
+            })
+            .map_err(PrimaryError::Spawn)?;
+        Ok(primary)
     }
 
     /// A new pair generation (time-based, never 0).
@@ -119,7 +166,9 @@ impl Primary {
     }
 
     /// Starts the Output Rule and the failure detector on an open channel
-    /// (the boot-time pair's, or one FT VMotion seeded its backup on).
+    /// (the boot-time pair's, or one FT VMotion seeded its backup on). The
+    /// pair is not protected until the backup acknowledges the stream's
+    /// header ([`stream_ack`](Self::stream_ack)); the caller reports it.
     pub fn start(
         ch: channel::Channel,
         status: Arc<PairStatus>,
@@ -144,26 +193,44 @@ impl Primary {
             .name("ft_watch".into())
             .spawn(move || watch(&handle, &st, &r, &u, &tb, generation))
             .map_err(PrimaryError::Spawn)?;
-        // The receiver is not used: a backup sends only acks and
-        // heartbeats, which the channel's own threads take.
+        // The receiver is not used: a backup sends only acks, heartbeats
+        // and a divergence, which the channel's own threads take.
         drop(ch.receiver);
         Ok(Primary {
             status,
             rule,
+            stream_ack: StreamAck {
+                handle: ch.handle.clone(),
+                start_bytes: Arc::new(AtomicU64::new(0)),
+            },
             handle: ch.handle,
             sender: Arc::new(Mutex::new(Some(ch.sender))),
             unprotected,
         })
     }
 
+    /// Whether the backup has the stream's beginning yet.
+    pub fn stream_ack(&self) -> StreamAck {
+        self.stream_ack.clone()
+    }
+
     /// A recorder writing the stream: `header` and `setup` first.
     pub fn recorder(&self, header: LogHeader, setup: Setup) -> Result<Recorder, PrimaryError> {
-        let writer = LogWriter::to_stream(
+        let mut writer = LogWriter::to_stream(
             Path::new("the logging channel"),
             Box::new(ChannelWrite(self.sender.clone())),
             header,
         )
         .map_err(|e| PrimaryError::Record(RecordError::Log(e)))?;
+        // The header goes out now (the frames wait for the first progress):
+        // with it the backup can take over, and its ack of these bytes is
+        // what makes the pair protected.
+        writer
+            .flush()
+            .map_err(|e| PrimaryError::Record(RecordError::Log(e)))?;
+        self.stream_ack
+            .start_bytes
+            .store(self.handle.frame_bytes().0.max(1), Ordering::SeqCst);
         let sender = self.sender.clone();
         let status = self.status.clone();
         let progress: ProgressSink = Box::new(move |p: Position| {
@@ -245,6 +312,17 @@ fn watch(
         }
     };
     if status.state() == PairState::Stopped {
+        return;
+    }
+    if let SessionError::PeerDiverged { exit, reason } = &why {
+        // The backup is alive and let go on purpose: no tiebreak, nothing
+        // to wait for; the VM runs on unprotected at once (the Output Rule
+        // stops holding) and its VMM may seed the backup again.
+        unprotected.store(true, Ordering::SeqCst);
+        rule.go_unprotected();
+        status.set_state(PairState::LiveUnprotected);
+        status.backup_diverged(*exit, reason);
+        status.event("unprotected", &[]);
         return;
     }
     status.set_state(PairState::PeerLost);

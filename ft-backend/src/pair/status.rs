@@ -59,6 +59,8 @@ struct Inner {
     sent: Position,
     /// Backup: how far the replay has got.
     applied: Position,
+    /// Primary: where and why its backup's replay diverged.
+    diverged: Option<(u64, String)>,
 }
 
 /// One side's pair status, shared by the vCPU, the channel's watchers
@@ -94,6 +96,7 @@ impl PairStatus {
                 feed: None,
                 sent: Position::default(),
                 applied: Position::default(),
+                diverged: None,
             }),
             throttle_permille: AtomicU64::new(0),
             lag_us: AtomicU64::new(0),
@@ -140,7 +143,8 @@ impl PairStatus {
         }
     }
 
-    /// The channel is open: peer address, generation, handle.
+    /// The channel is open: peer address, generation, handle. Not yet
+    /// protected: see [`protected`](Self::protected).
     pub fn connected(&self, peer: String, generation: u64, handle: ChannelHandle) {
         {
             let mut s = self.lock();
@@ -152,8 +156,32 @@ impl PairStatus {
             "connected",
             &[("peer", peer), ("generation", generation.to_string())],
         );
-        self.set_state(PairState::Protected);
-        self.event("protected", &[]);
+    }
+
+    /// The backup can take over from here on: it has the stream's header
+    /// (a primary knows from the backup's ack of it, a backup once it
+    /// arrived). Reported once, with `properties`, unless the pair ended
+    /// first.
+    pub fn protected(&self, properties: &[(&str, String)]) {
+        {
+            let mut s = self.lock();
+            if s.state != PairState::Connecting {
+                return;
+            }
+            s.state = PairState::Protected;
+        }
+        log::info!("fault tolerance: {} protected", self.role);
+        self.event("protected", properties);
+    }
+
+    /// A primary's backup diverged at `exit` (`reason`) and closed: the
+    /// primary goes on unprotected (no tiebreak) and seeds it again.
+    pub fn backup_diverged(&self, exit: u64, reason: &str) {
+        self.lock().diverged = Some((exit, reason.to_string()));
+        self.event(
+            "backup-diverged",
+            &[("exit", exit.to_string()), ("reason", reason.to_string())],
+        );
     }
 
     /// The primary's Output Rule (for `vm.info`'s held outputs).
@@ -241,6 +269,10 @@ impl PairStatus {
             s.applied
         };
         let pos = |p: Position| json!({"exits": p.exits, "guest_ns": p.guest_ns});
+        let diverged = s
+            .diverged
+            .as_ref()
+            .map(|(exit, reason)| json!({"exit": exit, "reason": reason}));
         json!({
             "role": self.role,
             "state": s.state.as_str(),
@@ -254,6 +286,7 @@ impl PairStatus {
             "outputs_held": s.rule.as_ref().map_or(0, |r| r.held()),
             "outputs_released": s.rule.as_ref().map_or(0, |r| r.released()),
             "throttle": self.throttle_permille.load(Ordering::Relaxed) as f64 / 1000.0,
+            "backup_diverged": diverged,
         })
     }
 

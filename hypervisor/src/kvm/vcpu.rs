@@ -312,6 +312,14 @@ impl Vcpu for KvmVcpu {
         }
     }
 
+    fn exit_regs(&mut self) -> Result<kvm_regs> {
+        if self.sync_regs {
+            Ok(self.fd.sync_regs().regs)
+        } else {
+            self.get_regs()
+        }
+    }
+
     fn flush_pending_io(&mut self) -> Result<()> {
         self.fd.set_kvm_immediate_exit(1);
         let r = match self.fd.run() {

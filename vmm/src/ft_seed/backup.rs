@@ -19,7 +19,7 @@ use std::sync::Arc;
 use devices::interrupt::InterruptController;
 use ft_backend::channel::ChannelKey;
 use ft_backend::pair::backup::Backup;
-use ft_backend::pair::seed::{SeedItem, SeedReceiver};
+use ft_backend::pair::seed::{SeedError, SeedItem, SeedReceiver};
 use ft_backend::pair::{channel_config, PairStatus};
 use ft_backend::tiebreak::Tiebreaker;
 use hypervisor::Hypervisor;
@@ -118,6 +118,33 @@ fn disk_mode(d: DiskMode) -> &'static str {
     }
 }
 
+/// How long a listen address in use is tried again: a backup that
+/// diverged waits again on its own address, which the pair it left may
+/// hold for a few more milliseconds (its port guard).
+const LISTEN_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// [`SeedReceiver::accept`], trying an address in use again for
+/// [`LISTEN_RETRY`].
+fn accept(
+    listen: std::net::SocketAddr,
+    key: &ChannelKey,
+    channel: &ft_backend::channel::ChannelConfig,
+    stop: &dyn Fn() -> bool,
+) -> Result<SeedReceiver, VmotionError> {
+    let deadline = std::time::Instant::now() + LISTEN_RETRY;
+    loop {
+        match SeedReceiver::accept(listen, key, channel, stop) {
+            Err(SeedError::Listen { source, .. })
+                if source.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => return r.map_err(VmotionError::Seed),
+        }
+    }
+}
+
 /// Waits for a primary on `req.listen`, receives its seed and starts the
 /// VM as its backup. `stop` ends the wait (a signal).
 pub fn receive_backup(
@@ -138,8 +165,7 @@ pub fn receive_backup(
     let status = PairStatus::new("backup", String::new());
     log::info!("fault tolerance: waiting for a primary's seed on {listen}");
     let mut seed = loop {
-        let mut seed =
-            SeedReceiver::accept(listen, &key, &channel, stop).map_err(VmotionError::Seed)?;
+        let mut seed = accept(listen, &key, &channel, stop)?;
         let (digest, offered) = seed.offer().map_err(VmotionError::Seed)?;
         let checked = localise(&offered, req).and_then(|(config, copies)| {
             let mine = crate::vcpu::ft::vm_config_digest(&config)
@@ -242,6 +268,11 @@ pub fn receive_backup(
         ft.log.as_deref(),
     )
     .map_err(VmotionError::Backup)?;
+    // The stream's header is here: this side can take over from now on.
+    backup.status.protected(&[
+        ("generation", peer_generation.to_string()),
+        ("exits", cursor.exits.to_string()),
+    ]);
     let replayer = backup.take_replayer();
 
     let build = |e: VmError| VmotionError::Build(Box::new(e));
@@ -321,13 +352,6 @@ pub fn receive_backup(
         events,
     )
     .map_err(build)?;
-    pair_status.event(
-        "protected",
-        &[
-            ("generation", peer_generation.to_string()),
-            ("exits", cursor.exits.to_string()),
-        ],
-    );
     log::info!(
         "fault tolerance: seeded by {peer_addr} at exit {} ({}); replaying its stream",
         cursor.exits,

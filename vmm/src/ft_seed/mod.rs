@@ -15,11 +15,13 @@
 //!   it and replay the primary's stream from that exact point;
 //! - [`options`]: the requests' fields, from JSON or `ch-remote`'s
 //!   `key=value` form;
-//! - [`switch`]: the output sink and clock a running VM switches.
+//! - [`switch`]: the output sink and clock a running VM switches;
+//! - [`reseed`]: divergence repair (a diverged backup is seeded again).
 
 pub mod backup;
 pub mod options;
 pub mod primary;
+pub mod reseed;
 pub mod switch;
 
 use ft_backend::pair::seed::SeedError;
@@ -92,4 +94,8 @@ pub enum VmotionError {
     /// The VM could not be built from the seed.
     #[error("cannot build the VM from the seed")]
     Build(#[source] Box<crate::vm::VmError>),
+    /// The seed completed but the backup never acknowledged the stream's
+    /// header (the VM runs on here; its pair's failure detector decides).
+    #[error("the backup was seeded but is not protecting the VM: {0}")]
+    NotProtected(String),
 }

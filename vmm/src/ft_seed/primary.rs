@@ -30,10 +30,10 @@
 //! Any failure before the switch leaves the VM running as it was.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ft_backend::channel::ChannelKey;
-use ft_backend::pair::primary::Primary;
+use ft_backend::pair::primary::{Primary, StreamAck};
 use ft_backend::pair::seed::SeedSender;
 use ft_backend::pair::{channel_config, PairState, PairStatus};
 use ft_backend::tiebreak::Tiebreaker;
@@ -264,7 +264,7 @@ pub fn add_backup(
     // the disks' writes are no longer tracked.
     drop(pages);
     drop(disks);
-    let (bytes, memory_ms, steps) = result?;
+    let (bytes, memory_ms, steps, stream_ack) = result?;
     resumed.map_err(|e| VmotionError::Build(Box::new(e)))?;
     let seed_report = SeedReport {
         bytes,
@@ -309,16 +309,23 @@ pub fn add_backup(
             ),
         ],
     );
-    status.event("protected", &[("generation", generation.to_string())]);
     log::info!(
         "fault tolerance: FT VMotion to {peer}: {bytes} bytes in {} rounds and {:.1} ms, the guest paused {pause_ms:.1} ms ({} pages in the pause)",
         p.iteration,
         seed_report.total_ms,
         p.dirty_pages
     );
-    vm.pair_status = Some(status);
+    vm.pair_status = Some(status.clone());
     vm.fault_tolerant = true;
     vm.seed_report = Some(seed_report.info());
+    // Protected only once the backup has the stream's header: before
+    // that it cannot take over (it does not claim the tiebreak), so a
+    // primary lost in between loses the VM. The guest runs meanwhile and
+    // the Output Rule holds its outputs.
+    stream_ack
+        .wait(channel.timeout + Duration::from_secs(1))
+        .map_err(VmotionError::NotProtected)?;
+    status.protected(&[("generation", generation.to_string())]);
     Ok(seed_report)
 }
 
@@ -346,7 +353,7 @@ fn copy_and_switch(
     status: &Arc<PairStatus>,
     tiebreaker: Tiebreaker,
     generation: u64,
-) -> Result<(u64, f64, [f64; 5]), VmotionError> {
+) -> Result<(u64, f64, [f64; 5], StreamAck), VmotionError> {
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let t_save = Instant::now();
     // The state first: saving completes the last exit's I/O and drains
@@ -408,12 +415,13 @@ fn copy_and_switch(
             cursor,
             digests,
         };
-        let (bytes, [receipt_ms, switch_ms]) =
+        let (bytes, [receipt_ms, switch_ms], stream_ack) =
             send_rest(vm, config, ft, seed, status, tiebreaker, generation, rest)?;
         Ok((
             bytes,
             memory_ms,
             [save_ms, receipt_ms, switch_ms, disk_ms, digest_ms],
+            stream_ack,
         ))
     })
 }
@@ -440,7 +448,7 @@ fn send_rest(
     tiebreaker: Tiebreaker,
     generation: u64,
     rest: Rest,
-) -> Result<(u64, [f64; 2]), VmotionError> {
+) -> Result<(u64, [f64; 2], StreamAck), VmotionError> {
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let Rest {
         state,
@@ -493,6 +501,7 @@ fn send_rest(
         tiebreaker,
     )
     .map_err(VmotionError::Primary)?;
+    let stream_ack = primary.stream_ack();
     let rule = primary.rule.clone();
     let header = LogHeader {
         config_digest: crate::vcpu::ft::vm_config_digest(config).map_err(VmotionError::Digest)?,
@@ -530,7 +539,7 @@ fn send_rest(
     rx.recv()
         .map_err(|_| VmotionError::Unresponsive)?
         .map_err(VmotionError::Switch)?;
-    Ok((bytes, [receipt_ms, ms(t_switch)]))
+    Ok((bytes, [receipt_ms, ms(t_switch)], stream_ack))
 }
 
 /// On the paused vCPU thread: the snapshot's state and the loop's place.

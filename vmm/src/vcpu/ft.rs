@@ -34,7 +34,7 @@ use ft_backend::{
     Checkpoint, EndReason, Event, ExitId, LogError, LogHeader, LogStream, RecordError, Recorder,
     ReplayError, Replayer, Setup,
 };
-use hypervisor::{Vcpu, VmExit};
+use hypervisor::{kvm_regs, Vcpu, VmExit};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 use vm_migration::vcpu::VcpuState;
 use vm_migration::{MigratableError, Snapshottable};
@@ -162,6 +162,13 @@ pub struct FtContext {
     /// The last exit was an interrupt-window exit. Under record/replay it
     /// is an asynchronous point, like a kick (see [`note_exit`](Self::note_exit)).
     pub window_exit: bool,
+    /// Record/replay: the digest of the registers the current stretch of
+    /// execution started from (at the last guest-caused exit, or at a
+    /// checkpoint taken or applied since). A checkpoint carries the
+    /// recording's; replay compares its own before applying one, so that
+    /// the checkpoint does not overwrite a divergence unseen. None where
+    /// the stretch started at an FT VMotion seed.
+    pub(crate) start_registers: Option<u64>,
     memory: GuestMemoryMmapT,
     vm: Arc<dyn hypervisor::Vm>,
     devices: FtDevices,
@@ -211,6 +218,31 @@ impl DigestBudget {
         self.last_seq = Some(seq);
         self.spent = self.spent.saturating_add(took);
     }
+}
+
+/// The digest of `regs` a checkpoint's stretch starts from: the general
+/// purpose registers, RIP and RFLAGS.
+fn registers_digest(regs: &kvm_regs) -> u64 {
+    ft_backend::digest::registers_digest(&[
+        regs.rax,
+        regs.rbx,
+        regs.rcx,
+        regs.rdx,
+        regs.rsi,
+        regs.rdi,
+        regs.rsp,
+        regs.rbp,
+        regs.r8,
+        regs.r9,
+        regs.r10,
+        regs.r11,
+        regs.r12,
+        regs.r13,
+        regs.r14,
+        regs.r15,
+        regs.rip,
+        regs.rflags,
+    ])
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -370,6 +402,7 @@ impl FtContext {
                 ready_override: None,
                 fresh_exit: true,
                 window_exit: false,
+                start_registers: None,
                 memory: memory.clone(),
                 vm,
                 devices,
@@ -441,7 +474,9 @@ impl FtContext {
         self.at_sync = true;
         self.fresh_exit = true;
         if self.active() {
-            self.last_id = ExitId::of(exit, vcpu.exit_rip().map_err(FtError::Registers)?);
+            let regs = vcpu.exit_regs().map_err(FtError::Registers)?;
+            self.last_id = ExitId::of(exit, regs.rip);
+            self.start_registers = Some(registers_digest(&regs));
             self.mode.after_exit(self.exits);
         }
         Ok(())
@@ -468,6 +503,18 @@ impl FtContext {
             self.retired = Some(std::mem::replace(&mut self.mode, Box::new(Off)));
         }
         Ok(change)
+    }
+
+    /// The run ends on `error`: when it is the replay diverging (or unable
+    /// to apply what the log says) and this VM is a pair's backup, the
+    /// primary is told, and may seed this VMM again. Whether it was.
+    pub fn report_divergence(&mut self, error: &FtError) -> bool {
+        let (exit, reason) = match error {
+            FtError::Replay(e @ ReplayError::Diverged { exit, .. })
+            | FtError::Replay(e @ ReplayError::Apply { exit, .. }) => (*exit, e.to_string()),
+            _ => return false,
+        };
+        self.mode.diverged(exit, &reason)
     }
 
     /// Before a guest entry (a primary sends progress when due and
@@ -556,6 +603,11 @@ impl FtContext {
         } else {
             None
         };
+        let start_registers = self.start_registers;
+        // The next stretch starts from here.
+        self.start_registers = Some(registers_digest(
+            &vcpu.get_regs().map_err(FtError::Registers)?,
+        ));
         Ok(Checkpoint {
             exit: self.exits,
             at: self.last_id,
@@ -565,6 +617,7 @@ impl FtContext {
             devices,
             ready_for_interrupt: vcpu.ready_for_interrupt(),
             digest,
+            start_registers,
         })
     }
 
@@ -612,6 +665,22 @@ impl FtContext {
                 found,
             })
         };
+        // The recording ran the stretch this checkpoint replaces from the
+        // registers it names; replay stands at that stretch's start. A
+        // difference is a divergence the checkpoint would otherwise paper
+        // over (its registers and the pages the recording wrote replace
+        // ours; pages only this side wrote would stay different).
+        if let (Some(recorded), Some(mine)) = (cp.start_registers, self.start_registers) {
+            if recorded != mine {
+                return Err(diverged(
+                    format!(
+                        "registers with digest {recorded:016x} before checkpoint {} (after exit {})",
+                        cp.seq, cp.exit
+                    ),
+                    format!("registers with digest {mine:016x}"),
+                ));
+            }
+        }
         let here = self.device_snapshots(intc);
         for (id, data) in &cp.devices {
             match here.iter().find(|(i, _)| i == id).map(|(_, d)| d) {
@@ -654,6 +723,9 @@ impl FtContext {
         }
         let state = VcpuState::decode(&cp.vcpu).map_err(FtError::Checkpoint)?;
         state.restore(vcpu).map_err(FtError::Checkpoint)?;
+        self.start_registers = Some(registers_digest(
+            &vcpu.get_regs().map_err(FtError::Registers)?,
+        ));
         if let Some(d) = cp.digest {
             let mine = self.state_digest(vcpu, intc)?;
             if mine != d {

@@ -120,6 +120,9 @@ impl VcpuRunner {
         match result {
             Ok(end) => end,
             Err(e) => {
+                if let VcpuError::Ft(ft) = &e {
+                    self.ft.report_divergence(ft);
+                }
                 if let VcpuError::Ft(FtError::Replay(_) | FtError::Reset) = &e {
                     // Nothing more to log: the end was logged or checked.
                 } else if self.ft.active() {

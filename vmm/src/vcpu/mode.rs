@@ -182,6 +182,12 @@ pub trait ExecMode: Send + std::fmt::Debug {
     fn finish(&mut self, _reason: EndReason, _digest: u64, _exits: u64) -> Result<(), FtError> {
         Ok(())
     }
+
+    /// The replay diverged at `exit` (`reason`) and the run ends: a pair's
+    /// backup tells its primary. Whether it did.
+    fn diverged(&mut self, _exit: u64, _reason: &str) -> bool {
+        false
+    }
 }
 
 /// A plain run: host events at every turn, injection whenever the guest

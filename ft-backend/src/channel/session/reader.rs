@@ -78,6 +78,10 @@ pub(super) fn reader_loop(shared: &Shared, mut reader: RecordReader) {
                 shared.lose(SessionError::PeerError(text));
                 return;
             }
+            Message::Diverged { exit, reason } => {
+                shared.lose(SessionError::PeerDiverged { exit, reason });
+                return;
+            }
             Message::Hello(_) => {
                 shared.lose(SessionError::Protocol("a second hello"));
                 return;

@@ -13,6 +13,7 @@
 //! sleeps until an interrupt (a frame, or the 100 Hz timer tick that
 //! drives TCP's timers).
 
+mod random;
 mod store;
 
 use alloc::vec::Vec;
@@ -319,6 +320,12 @@ fn handle_lines(
                 }
                 None => connection.output.extend_from_slice(b"NONE\n"),
             },
+            Ok(Request::Random) => {
+                let value = random::draw();
+                connection.output.extend_from_slice(b"RANDOM ");
+                random::hex(&mut connection.output, value);
+                connection.output.push(b'\n');
+            }
             Ok(Request::Set { key, value }) => {
                 group.push((index, key.to_vec(), value.to_vec()));
                 connection.pending = true;

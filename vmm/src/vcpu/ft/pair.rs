@@ -357,8 +357,9 @@ impl BackupPair {
         self.status.state() == PairState::Stopped
     }
 
-    /// Goes live: clock, devices, status.
-    pub fn go_live(&mut self, exits: u64) -> Result<(), String> {
+    /// Goes live: clock, devices, status. Returns the guest time it went
+    /// live at (ns).
+    pub fn go_live(&mut self, exits: u64) -> Result<u64, String> {
         let t0 = Instant::now();
         let from = self
             .clock
@@ -380,7 +381,7 @@ impl BackupPair {
             ],
         );
         self.status.event("unprotected", &[]);
-        Ok(())
+        Ok(from)
     }
 }
 

@@ -181,12 +181,17 @@ impl ExecMode for Backup {
         if self.pair.stopping() {
             return Ok(ModeChange::Stop);
         }
-        self.pair.go_live(exits).map_err(FtError::GoLive)?;
+        let guest_ns = self.pair.go_live(exits).map_err(FtError::GoLive)?;
         log::warn!(
-            "fault tolerance: the primary is gone; live after exit {exits} at guest time {} ns",
-            self.pair.clock.last_replayed()
+            "fault tolerance: the primary is gone; live after exit {exits} at guest time {guest_ns} ns"
         );
         Ok(ModeChange::WentLive)
+    }
+
+    /// Tells the primary, which seeds this VMM again (the run ends here).
+    fn diverged(&mut self, exit: u64, reason: &str) -> bool {
+        self.pair.backup.report_diverged(exit, reason);
+        true
     }
 
     fn check(&mut self) -> Result<(), FtError> {

@@ -140,6 +140,8 @@ impl FtContext {
         self.at_sync = cursor.at_sync;
         self.fresh_exit = cursor.fresh_exit;
         self.window_exit = cursor.window_exit;
+        // The recording's first stretch starts at the seed: unknown there.
+        self.start_registers = None;
         if cursor.at_sync {
             // The primary injects with KVM's answer at its last exit; this
             // vCPU has not run yet.
@@ -169,6 +171,9 @@ impl FtContext {
         }
         // Its first read returns the pages written from now on.
         self.vm = switch.dirty_vm.clone();
+        // The first stretch starts at the seed: its backup does not know
+        // the registers of this side's last exit (see `set_cursor`).
+        self.start_registers = None;
         let recorder = switch
             .primary
             .recorder(switch.header, self.devices.setup.clone())

@@ -90,6 +90,7 @@ fn recording_waits_for_a_synchronous_point_or_the_bound() {
         devices: Vec::new(),
         ready_for_interrupt: false,
         digest: None,
+        start_registers: None,
     });
     seam.host_waiting = false;
     seam.timer = Some(2_500);
@@ -116,6 +117,7 @@ fn recording_waits_for_a_synchronous_point_or_the_bound() {
         devices: Vec::new(),
         ready_for_interrupt: false,
         digest: None,
+        start_registers: None,
     });
     // Nothing waiting: kicks at the timer's deadline only.
     assert_eq!(r.kick_deadline(Some(9_000), &|| 6_600), Some(9_000));

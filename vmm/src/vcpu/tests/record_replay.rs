@@ -235,3 +235,34 @@ fn replay_applies_a_forced_delivery_through_its_checkpoint() {
         ["run 1: io_out", "apply a", "run 2: io_out", "run 3: io_out"]
     );
 }
+
+/// A checkpoint replaces the registers replay has with the recording's:
+/// replay first compares those its stretch started from (here the guest
+/// computed another RAX before exit 1 than the recording's), so that the
+/// checkpoint does not overwrite a divergence unseen.
+#[test]
+fn replay_stops_at_a_checkpoint_whose_stretch_started_from_other_registers() {
+    let dir = TestDir::new("replay-forced-regs");
+    let (end, _) = record(&dir, 20_000, |events| {
+        let mut steps = event_at_a_kick(events);
+        steps[2] = Step::compute(0x1018, Duration::from_secs(5));
+        steps
+    });
+    assert!(matches!(end, VcpuEnd::Shutdown), "{end:?}");
+    let entries = log_entries(&dir.path("run.log"));
+    assert!(
+        entries
+            .iter()
+            .any(|e| matches!(e, Entry::Checkpoint(c) if c.start_registers.is_some())),
+        "the checkpoint names its start registers"
+    );
+    let mut steps = replayed_exits(0x1020);
+    steps[0] = Step::out(PROBE, 0x1000).rax(0x5eed);
+    let (end, trace) = replay(&dir, steps);
+    let VcpuEnd::Error(VcpuError::Ft(e)) = &end else {
+        panic!("{end:?}");
+    };
+    let e = ft_backend::error_chain(e);
+    assert!(e.contains("registers with digest"), "{e}");
+    assert_eq!(trace.find("apply a"), None, "{:?}", trace.lines());
+}

@@ -57,6 +57,8 @@ pub struct Step {
     /// How long a computing guest waits for its kick.
     limit: Duration,
     rip: u64,
+    /// RAX when the run ends, if the step sets it.
+    rax: Option<u64>,
     ready: bool,
     action: Option<Action>,
 }
@@ -69,6 +71,7 @@ impl Step {
             exit: Some(exit),
             limit: Duration::ZERO,
             rip,
+            rax: None,
             ready: true,
             action: None,
         }
@@ -99,9 +102,16 @@ impl Step {
             exit: None,
             limit,
             rip,
+            rax: None,
             ready: true,
             action: None,
         }
+    }
+
+    /// The run leaves `rax` in RAX (what the guest computed).
+    pub fn rax(mut self, rax: u64) -> Self {
+        self.rax = Some(rax);
+        self
     }
 
     /// Runs `f` during this run.
@@ -188,6 +198,9 @@ impl Vcpu for ScriptedVcpu {
         self.ready = step.ready;
         let mut regs = self.regs.get();
         regs.rip = step.rip;
+        if let Some(rax) = step.rax {
+            regs.rax = rax;
+        }
         self.regs.set(regs);
         let exit = match step.exit {
             Some(exit) => {
