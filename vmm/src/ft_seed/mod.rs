@@ -15,12 +15,15 @@
 //!   it and replay the primary's stream from that exact point;
 //! - [`options`]: the requests' fields, from JSON or `ch-remote`'s
 //!   `key=value` form;
-//! - [`switch`]: the output sink and clock a running VM switches.
+//! - [`switch`]: the output sink and clock a running VM switches;
+//! - [`verify`]: after a seed with separate disks, the primary reads its
+//!   images against the block digests it sent, in the background.
 
 pub mod backup;
 pub mod options;
 pub mod primary;
 pub mod switch;
+pub mod verify;
 
 use ft_backend::pair::seed::SeedError;
 
