@@ -92,7 +92,15 @@ impl BlockDigests {
                 data.len()
             ));
         }
-        self.digests[b as usize] = xxh3_64(data);
+        self.set_digest(b, xxh3_64(data))
+    }
+
+    /// Sets block `b`'s entry to `digest`, the XXH3-64 of its bytes
+    /// (hashed by the caller, e.g. as they came in pieces).
+    pub fn set_digest(&mut self, b: u64, digest: u64) -> Result<(), String> {
+        self.range(b)
+            .ok_or_else(|| format!("block {b} is past the image's end ({} bytes)", self.size))?;
+        self.digests[b as usize] = digest;
         self.stale[(b / 64) as usize] &= !(1 << (b % 64));
         Ok(())
     }

@@ -123,7 +123,6 @@ pub fn path_digest(path: &Path) -> Result<u64, SeedError> {
 }
 
 /// One of the backup's copies.
-#[derive(Debug)]
 struct Copy {
     path: PathBuf,
     file: File,
@@ -131,9 +130,19 @@ struct Copy {
     size: Option<u64>,
     /// Its block digests, from the size on (taken by the digest thread).
     table: Option<BlockDigests>,
-    /// A block being written whole by consecutive items: its index and
-    /// its bytes so far.
-    partial: Option<(u64, Vec<u8>)>,
+    /// A block being written whole by consecutive items: its index, the
+    /// hash of its bytes so far and how many.
+    partial: Option<(u64, Box<Xxh3>, u64)>,
+}
+
+impl std::fmt::Debug for Copy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Copy")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .field("partial", &self.partial.as_ref().map(|(b, _, n)| (b, n)))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Copy {
@@ -159,19 +168,21 @@ impl Copy {
             // A block being assembled stays stale until it is whole; an
             // abandoned one stays stale.
             let assembly = match self.partial.take() {
-                Some((pb, buf)) if pb == b && buf.len() as u64 == in_block => Some(buf),
-                _ if in_block == 0 => Some(Vec::with_capacity(len as usize)),
+                Some((pb, h, got)) if pb == b && got == in_block => Some((h, got)),
+                _ if in_block == 0 => Some((Box::new(Xxh3::new()), 0)),
                 _ => None,
             };
             match assembly {
-                Some(mut buf) => {
-                    buf.extend_from_slice(piece);
-                    if buf.len() as u64 == len {
-                        // `buf` is exactly block b's bytes: cannot fail.
-                        let _ = table.set(b, &buf);
+                Some((mut h, got)) => {
+                    h.update(piece);
+                    let got = got + n as u64;
+                    if got == len {
+                        // The streaming hash of the whole block is its
+                        // XXH3-64; `b` is in the image: cannot fail.
+                        let _ = table.set_digest(b, h.digest());
                     } else {
                         table.invalidate_range(start, 1);
-                        self.partial = Some((b, buf));
+                        self.partial = Some((b, h, got));
                     }
                 }
                 None => table.invalidate_range(at, n as u64),
@@ -376,7 +387,7 @@ impl DiskCopies {
         for (i, ((c, want), got)) in self.copies.iter().zip(digests).zip(got).enumerate() {
             if got != *want {
                 return Ok(Some(format!(
-                    "the copy of disk {i} in {} has digest {got:016x}; the primary's image has {want:016x}",
+                    "the copy of disk {i} in {} has digest {got:016x}; the primary sent blocks with {want:016x}",
                     c.path.display()
                 )));
             }
@@ -447,7 +458,7 @@ mod tests {
             let path = dir.join(format!("copy-{threaded}.img"));
             let mut copies = DiskCopies::open(vec![path.clone()]).unwrap();
             copies.size(0, size).unwrap();
-            let mut send = |copies: &mut DiskCopies, from: u64, to: u64| {
+            let send = |copies: &mut DiskCopies, from: u64, to: u64| {
                 let run = &image[from as usize..to as usize];
                 for (i, c) in run.chunks(chunk).enumerate() {
                     copies.write(0, from + (i * chunk) as u64, c).unwrap();
