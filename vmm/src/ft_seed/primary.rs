@@ -371,7 +371,7 @@ fn copy_and_switch(
     let Copy {
         mut seed,
         pages,
-        mut disks,
+        disks,
         rounds,
         report,
     } = copy;
@@ -383,7 +383,7 @@ fn copy_and_switch(
     let mut disk_ms = 0.0;
     let mut digest_ms = 0.0;
     let mut digests = Vec::new();
-    if let Some(disks) = disks.as_deref_mut() {
+    if let Some(disks) = disks {
         rounds
             .last_disks(disks, &mut seed, report)
             .map_err(VmotionError::Precopy)?;
