@@ -582,6 +582,23 @@ fn vmotion_with_separate_disks_copies_the_image_while_the_guest_writes_it() {
     assert!(disks["blocks_resent"].as_u64().unwrap_or(0) > 0, "{seed}");
     let rounds = disks["rounds"].as_array().cloned().unwrap_or_default();
     assert!(rounds.len() >= 3, "{seed}");
+    // After the switch the primary reads its image against the block
+    // digests it sent (the pause compared only the two sides' tables):
+    // every block is as sent, or written since the switch.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let verify = loop {
+        let v = info(&dir, "primary.sock")["fault_tolerance"]["seed"]["disks"]["verify"].clone();
+        if v["state"] != "running" || std::time::Instant::now() > deadline {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("ft_vmotion: separate disks: the image's check after the switch: {verify}");
+    assert_eq!(verify["state"], "verified", "{verify}");
+    assert!(
+        verify["blocks_matched"].as_u64().unwrap_or(0) > 0,
+        "{verify}"
+    );
 
     // The backup writes its own copy as it replays; after the primary is
     // killed it serves from it.

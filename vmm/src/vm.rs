@@ -146,6 +146,9 @@ pub struct Vm {
     /// The last FT VMotion seed this VM sent (`vm.info`'s
     /// `fault_tolerance.seed`).
     pub(crate) seed_report: Option<serde_json::Value>,
+    /// Its separate disks' check after the switch
+    /// (`fault_tolerance.seed.disks.verify`).
+    pub(crate) seed_verify: Option<crate::ft_seed::verify::VerifyState>,
     _hv_vm: Arc<dyn hypervisor::Vm>,
 }
 
@@ -440,6 +443,7 @@ impl Vm {
             memory,
             dirty_log,
             seed_report: None,
+            seed_verify: None,
             _hv_vm: hv_vm,
         })
     }
@@ -569,7 +573,12 @@ impl Vm {
         self.pair_status.as_ref().map(|s| {
             let mut info = s.info();
             if let (Some(seed), Some(map)) = (&self.seed_report, info.as_object_mut()) {
-                map.insert("seed".into(), seed.clone());
+                let mut seed = seed.clone();
+                if let (Some(v), Some(disks)) = (&self.seed_verify, seed["disks"].as_object_mut()) {
+                    let v = v.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    disks.insert("verify".into(), v);
+                }
+                map.insert("seed".into(), seed);
             }
             info
         })

@@ -8,7 +8,14 @@
 //! blocks written since the previous one, the last ones in the pause.
 //! [`super::Rounds::live_with_disks`] runs them with the memory's rounds,
 //! and counts both in its estimate of what is left.
+//!
+//! Each image's [`BlockDigests`] table follows the copy: a block read for
+//! sending sets its entry (holes keep the zero block's), a block the
+//! tracker reports written goes stale until its round reads it again. After
+//! the last round (in the pause) the table is whole, and its digest is the
+//! image's as sent, without reading the image again.
 
+use super::block_digests::BlockDigests;
 use super::precopy::{BoxError, MigrationError};
 use super::rounds::Progress;
 
@@ -86,6 +93,8 @@ pub(super) struct DiskCopy {
     block: u64,
     buf: Vec<u8>,
     history: Vec<DiskRound>,
+    /// Each image's digests of the blocks as sent.
+    tables: Vec<BlockDigests>,
 }
 
 /// Blocks set in `bits`.
@@ -128,6 +137,15 @@ impl DiskCopy {
         if self.sizes.is_empty() {
             return Ok(());
         }
+        self.tables = self
+            .sizes
+            .iter()
+            .map(|&size| {
+                BlockDigests::new(size, self.block).map_err(|e| {
+                    MigrationError::Vmm("cannot track a disk image's digests", e.into())
+                })
+            })
+            .collect::<Result<_, _>>()?;
         let mut round = DiskRound::default();
         for (disk, &size) in self.sizes.clone().iter().enumerate() {
             let index = u32::try_from(disk).unwrap_or(u32::MAX);
@@ -152,18 +170,46 @@ impl DiskCopy {
         Ok(())
     }
 
-    /// The blocks written since the last call, per image.
+    /// The blocks written since the last call, per image; their digests
+    /// are stale until [`DiskCopy::send`] reads them again.
     pub(super) fn take(
         &mut self,
         source: &mut dyn DiskSource,
     ) -> Result<Vec<Vec<u64>>, MigrationError> {
-        (0..self.sizes.len())
+        let sets = (0..self.sizes.len())
             .map(|d| {
                 source
                     .written_blocks(d)
                     .map_err(disk_error("cannot read a disk's written blocks"))
             })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (table, bits) in self.tables.iter_mut().zip(&sets) {
+            table.invalidate(bits);
+        }
+        Ok(sets)
+    }
+
+    /// Each image's digest of its blocks as sent (see [`BlockDigests`]):
+    /// after the last round. An error when a block written since is not
+    /// sent yet.
+    pub(super) fn digests(&self) -> Result<Vec<u64>, MigrationError> {
+        self.tables
+            .iter()
+            .enumerate()
+            .map(|(d, t)| {
+                t.digest().ok_or_else(|| {
+                    MigrationError::Vmm(
+                        "a disk image's digest is not complete",
+                        format!("disk {d}: blocks {:?} written and not sent", t.stale()).into(),
+                    )
+                })
+            })
             .collect()
+    }
+
+    /// Each image's table of block digests as sent.
+    pub(super) fn tables(&self) -> &[BlockDigests] {
+        &self.tables
     }
 
     /// Round `round`: the blocks of `sets` (from [`DiskCopy::take`]).
@@ -238,6 +284,10 @@ impl DiskCopy {
                 source
                     .read_disk(disk, offset, &mut data[..len])
                     .map_err(disk_error("cannot read a disk image"))?;
+                if let Some(t) = self.tables.get_mut(disk) {
+                    t.set(b, &data[..len])
+                        .map_err(|e| MigrationError::Vmm("a block outside its image", e.into()))?;
+                }
                 if skip_zero && is_zero(&data[..len]) {
                     continue;
                 }
@@ -336,5 +386,22 @@ mod tests {
         assert_eq!(h.len(), 2);
         assert_eq!((h[1].round, h[1].dirty_blocks, h[1].blocks), (1, 2, 2));
         assert_eq!(h[1].bytes, 2 * 4096);
+        // The digests as sent are the images' read whole, block by block.
+        let whole = |image: &[u8]| {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for b in image.chunks(4096) {
+                h.update(&xxhash_rust::xxh3::xxh3_64(b).to_le_bytes());
+            }
+            h.digest()
+        };
+        let want: Vec<u64> = src.disks.iter().map(|d| whole(d)).collect();
+        assert_eq!(copy.digests().unwrap(), want);
+        // A block written and not sent yet: no digest.
+        src.disks[1][0] = 1;
+        src.written[1] = vec![1];
+        let sets = copy.take(&mut src).unwrap();
+        assert!(copy.digests().is_err());
+        copy.send(&mut src, &mut out, &sets, 2, &mut p).unwrap();
+        assert_eq!(copy.digests().unwrap()[1], whole(&src.disks[1]));
     }
 }

@@ -7,12 +7,14 @@
 //! snapshot state file (`crate::snapshot::state_file`), so that a
 //! migration and a snapshot save and restore the same sections.
 
+pub mod block_digests;
 pub mod disks;
 pub mod precopy;
 pub mod protocol;
 mod receive;
 pub mod rounds;
 
+pub use block_digests::BlockDigests;
 pub use disks::{DiskRound, DiskSource, DiskWriter, NoDisks};
 pub use precopy::{send, BoxError, MigrationError, MigrationSink, MigrationSource, Report};
 pub use receive::{error_chain, receive};

@@ -19,10 +19,12 @@
 //!
 //! With disks ([`Rounds::live_with_disks`], FT VMotion's `disks=separate`)
 //! each round also sends the disk blocks written since the previous one
-//! ([`super::disks`]), and the estimate of what is left counts them.
+//! ([`super::disks`]), and the estimate of what is left counts them; each
+//! image's digest as sent is then [`Rounds::disk_digests`].
 
 use std::time::{Duration, Instant};
 
+use super::block_digests::BlockDigests;
 use super::disks::{blocks_in, DiskCopy, DiskRound, DiskSource, DiskWriter, NoDisks};
 use super::precopy::{BoxError, MigrationError};
 use super::protocol::{PageRange, PAGE_SIZE};
@@ -289,6 +291,18 @@ impl Rounds {
     /// What each round copied of the disks (empty without disks).
     pub fn disk_rounds(&self) -> &[DiskRound] {
         self.disks.history()
+    }
+
+    /// After [`Rounds::last_disks`]: each disk image's digest as sent,
+    /// from its table of block digests (no read of the image).
+    pub fn disk_digests(&self) -> Result<Vec<u64>, MigrationError> {
+        self.disks.digests()
+    }
+
+    /// Each disk image's table of block digests as sent, for a check of
+    /// the image against it.
+    pub fn disk_tables(&self) -> &[BlockDigests] {
+        self.disks.tables()
     }
 
     /// Bytes sent by someone else on the same stream (state).

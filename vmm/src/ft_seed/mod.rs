@@ -17,12 +17,15 @@
 //!   `key=value` form;
 //! - [`switch`]: the output sink and clock a running VM switches;
 //! - [`reseed`]: divergence repair (a diverged backup is seeded again).
+//! - [`verify`]: after a seed with separate disks, the primary reads its
+//!   images against the block digests it sent, in the background.
 
 pub mod backup;
 pub mod options;
 pub mod primary;
 pub mod reseed;
 pub mod switch;
+pub mod verify;
 
 use ft_backend::pair::seed::SeedError;
 

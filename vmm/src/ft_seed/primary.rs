@@ -20,12 +20,16 @@
 //!    `disks=separate` the disk blocks written since the last round (the
 //!    images are copied in the pre-copy rounds too: every block with data
 //!    in round 0, then the blocks the disk threads wrote since) and each
-//!    image's digest, which the backup checks against its copy, and the
-//!    state go to the backup.
+//!    image's digest (from the digests of its blocks as sent, kept by the
+//!    rounds: no read of the image in the pause), which the backup checks
+//!    against its copy's, and the state go to the backup.
 //! 4. Once the backup has it all, the channel starts on the same
 //!    connection and, still paused, the vCPU loop switches into the
 //!    primary's mode (recording into the channel, outputs under the
 //!    Output Rule) from its next turn; the VM resumes.
+//!
+//! 5. With `disks=separate`, after the switch: the images are read against
+//!    the block digests sent ([`super::verify`]) while the guest runs.
 //!
 //! Any failure before the switch leaves the VM running as it was.
 
@@ -52,6 +56,12 @@ use crate::vcpu::ft::PairError;
 use crate::vcpu::{FtError, PausedJob, VcpuRunner};
 use crate::vm::{Vm, VmState};
 
+// The rounds' tables of block digests are in the tracker's blocks; the
+// digest the backup computes is in the seed's: they must be the same.
+const _: () = assert!(
+    virtio_devices::block::written::BLOCK_SIZE == ft_backend::pair::seed::disk::DIGEST_BLOCK
+);
+
 /// What the seed cost.
 #[derive(Debug, Clone)]
 pub struct SeedReport {
@@ -70,7 +80,8 @@ pub struct SeedReport {
     pub precopy_bps: f64,
     /// Separate disks: the last blocks' copy in the pause (ms).
     pub disk_ms: f64,
-    /// Separate disks: the images' digests in the pause (ms).
+    /// Separate disks: the images' digests in the pause (ms: a hash of
+    /// their tables of block digests).
     pub disk_digest_ms: f64,
     /// Separate disks: what each round copied (the last one in the pause).
     pub disk_rounds: Vec<DiskRound>,
@@ -260,11 +271,14 @@ pub fn add_backup(
     let result = copy_and_switch(vm, config, &ft, copy, &status, tiebreaker, generation);
     let pause_ms = paused_at.elapsed().as_secs_f64() * 1e3;
     let resumed = vm.resume();
-    // The recording reads the dirty log through its own consumer now;
-    // the disks' writes are no longer tracked.
+    // The recording reads the dirty log through its own consumer now.
     drop(pages);
-    drop(disks);
     let (bytes, memory_ms, steps, stream_ack) = result?;
+    // Separate disks: the images are read against the digests sent, while
+    // the guest runs (its writes since the switch still tracked by the
+    // seed's readers, which the check drops at its end).
+    let verify =
+        disks.map(|d| super::verify::spawn(d, rounds.disk_tables().to_vec(), status.clone()));
     resumed.map_err(|e| VmotionError::Build(Box::new(e)))?;
     let seed_report = SeedReport {
         bytes,
@@ -318,6 +332,7 @@ pub fn add_backup(
     vm.pair_status = Some(status.clone());
     vm.fault_tolerant = true;
     vm.seed_report = Some(seed_report.info());
+    vm.seed_verify = verify;
     // Protected only once the backup has the stream's header: before
     // that it cannot take over (it does not claim the tiebreak), so a
     // primary lost in between loses the VM. The guest runs meanwhile and
@@ -344,7 +359,7 @@ struct Copy<'a> {
 /// switches the vCPU loop. Returns the bytes sent, the last pages' time
 /// and the other steps' (ms): saving the state, from the state sent to
 /// the backup's receipt, starting the pair and switching, the last disk
-/// blocks, the disk images' digests (beside the last pages).
+/// blocks, the disk images' digests (from their tables of block digests).
 fn copy_and_switch(
     vm: &mut Vm,
     config: &VmConfig,
@@ -363,67 +378,46 @@ fn copy_and_switch(
     let Copy {
         mut seed,
         pages,
-        mut disks,
+        disks,
         rounds,
         report,
     } = copy;
     // Separate disks first: the blocks written since the last round (the
-    // disks are drained: nothing writes them until the VM resumes); then,
-    // while the last pages and the state go, each image's digest (on a
-    // thread of its own; the backup digests its copies meanwhile), which
-    // the end carries for the backup to check.
+    // disks are drained: nothing writes them until the VM resumes), then
+    // each image's digest from its table of block digests as sent, which
+    // the end carries for the backup to check against its copy's.
     let t_disk = Instant::now();
     let mut disk_ms = 0.0;
-    if let Some(disks) = disks.as_deref_mut() {
+    let mut digest_ms = 0.0;
+    let mut digests = Vec::new();
+    if let Some(disks) = disks {
         rounds
             .last_disks(disks, &mut seed, report)
             .map_err(VmotionError::Precopy)?;
         seed.disks_done().map_err(VmotionError::Seed)?;
         disk_ms = ms(t_disk);
+        let t_digest = Instant::now();
+        digests = rounds.disk_digests().map_err(VmotionError::Precopy)?;
+        digest_ms = ms(t_digest);
     }
-    let disks: Option<&VmDisks> = disks.as_deref();
-    std::thread::scope(|scope| {
-        let digest = disks.map(|disks| {
-            scope.spawn(move || {
-                let t = Instant::now();
-                let digests = disks
-                    .files()
-                    .map(|(path, file)| {
-                        ft_backend::pair::seed::disk::image_digest(file).map_err(|source| {
-                            ft_backend::pair::seed::SeedError::Disk {
-                                path: path.to_path_buf(),
-                                source,
-                            }
-                        })
-                    })
-                    .collect::<Result<Vec<u64>, _>>();
-                (digests, ms(t))
-            })
-        });
-        let t0 = Instant::now();
-        let copied = rounds.last(pages, &mut seed, report);
-        let memory_ms = ms(t0);
-        let digests = match digest {
-            Some(t) => t.join().unwrap_or_else(|_| (Ok(Vec::new()), 0.0)),
-            None => (Ok(Vec::new()), 0.0),
-        };
-        copied.map_err(VmotionError::Precopy)?;
-        let (digests, digest_ms) = digests;
-        let digests = digests.map_err(VmotionError::Seed)?;
-        let rest = Rest {
-            state,
-            cursor,
-            digests,
-        };
-        let (bytes, [receipt_ms, switch_ms], stream_ack) =
-            send_rest(vm, config, ft, seed, status, tiebreaker, generation, rest)?;
-        Ok((
-            bytes,
-            memory_ms,
-            [save_ms, receipt_ms, switch_ms, disk_ms, digest_ms],
-            stream_ack,
-        ))
-    })
+    let t0 = Instant::now();
+    rounds
+        .last(pages, &mut seed, report)
+        .map_err(VmotionError::Precopy)?;
+    let memory_ms = ms(t0);
+    let rest = Rest {
+        state,
+        cursor,
+        digests,
+    };
+    let (bytes, [receipt_ms, switch_ms], stream_ack) =
+        send_rest(vm, config, ft, seed, status, tiebreaker, generation, rest)?;
+    Ok((
+        bytes,
+        memory_ms,
+        [save_ms, receipt_ms, switch_ms, disk_ms, digest_ms],
+        stream_ack,
+    ))
 }
 
 /// What the pause took for the rest of the seed.

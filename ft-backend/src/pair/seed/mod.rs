@@ -31,7 +31,12 @@
 //!
 //! The records are authenticated and encrypted as the channel's; the end's
 //! digest and the disk digests check that the backup holds what the
-//! primary sent and that each disk copy is the image.
+//! primary sent and that each disk copy holds every block as the primary
+//! last sent it. Both sides take a disk's digest from a table of block
+//! digests kept as the copy goes (see [`disk`]): nothing reads an image in
+//! the pause. The primary then reads its images against its tables after
+//! the switch, while the guest runs, which finds a write its tracker
+//! missed (`vmm`'s `ft_seed::verify`).
 //!
 //! Memory and disks go by pre-copy: the primary's [`SeedSender`] is the
 //! [`PageWriter`](vm_migration::migration::PageWriter) and
@@ -44,9 +49,11 @@
 //! the items in the order they come: a later copy of a page or block
 //! overwrites an earlier one.
 //!
-//! Version 3 added the disk size and disks-done items, disks copied in the rounds and the
-//! block-wise disk digest; a backup refuses an offer of another version,
-//! saying which it reads.
+//! Version 3 added the disk size and disks-done items, disks copied in the
+//! rounds and the block-wise disk digest; a backup refuses an offer of
+//! another version, saying which it reads. Taking the digest from tables
+//! of block digests instead of a read of the image did not change the
+//! wire: the number is the same by definition.
 
 pub mod disk;
 mod receive;

@@ -101,9 +101,10 @@ impl SeedSender {
         Ok(())
     }
 
-    /// Ends the seed, with the digest of each separate disk's image
-    /// ([`super::disk::image_digest`], taken with the disks quiescent),
-    /// and waits for the backup's receipt. Returns the connection, for
+    /// Ends the seed, with the digest of each separate disk's image as
+    /// sent (`vm_migration`'s `Rounds::disk_digests`, after the last
+    /// disk blocks: [`super::disk::image_digest`]'s number for the blocks
+    /// as last read), and waits for the backup's receipt. Returns the connection, for
     /// the channel.
     pub fn finish(mut self, disks: &[u64]) -> Result<Established, SeedError> {
         let mut p = vec![TAG_END];
