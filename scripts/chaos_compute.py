@@ -29,6 +29,21 @@ def result_of(serial):
     return m.group(1) if m else None
 
 
+def wait_result(vm, timeout):
+    """The whole ``result=`` line of ``vm``'s serial port (the UART writes
+    a byte per exit: "result=" can be there before its 16 digits), or None
+    when it does not come or the VMM exits without it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = result_of(vm.serial_text())
+        if result is not None:
+            return result
+        if not vm.running():
+            return result_of(vm.serial_text())
+        time.sleep(0.05)
+    return None
+
+
 def reference(bins, work):
     """The ``result=`` of a plain VM running the same steps."""
     vmm, _client, guest = bins
@@ -38,8 +53,7 @@ def reference(bins, work):
     try:
         vm = ftpair.Vmm(net, "a", vmm, work, "compute-reference",
                         ftpair.pair_args(guest, CMDLINE), api=False)
-        vm.wait_serial("result=", 120)
-        result = result_of(vm.serial_text())
+        result = wait_result(vm, 120)
         if result is None:
             raise PairError(f"the plain compute run printed no result: {vm.serial_text()[-300:]}")
         return result
@@ -79,9 +93,8 @@ def run_trial(bins, base_dir, index, seed, tiebreaker, rng, expected):
             r["problems"].append(f"the primary finished before the kill at {kill_after} s")
         killed = time.monotonic()
         primary.kill9()
-        backup.wait_serial("result=", 120)
+        got = wait_result(backup, 120)
         r["finished_s"] = round(time.monotonic() - killed, 3)
-        got = result_of(backup.serial_text())
         r["result"] = got
         events = backup.ft_events()
         if "go-live" not in events:
