@@ -170,6 +170,23 @@ fn unknown_workload_is_reported_by_the_guest() {
     );
 }
 
+/// `workload=dirty fill=F` reads the PVH memory map: F MiB that do not
+/// fit in the RAM above the guest's heap (128 MiB of memory here) are
+/// refused by the guest with the range it found, and the VM powers off.
+#[test]
+fn a_fill_larger_than_the_guest_memory_is_refused_by_the_guest() {
+    let out = boot_guest("workload=dirty fill=120", Duration::from_secs(60));
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "test-guest: error: fill: fill=120 MiB does not fit: RAM above the heap is 0x"
+        ) && stdout.contains("..0x8000000"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("dirty: filled"), "{stdout}");
+}
+
 /// A guest reset (port 0x600 value 1, or 0xfe on the i8042 command port)
 /// reboots the VM, as Cloud Hypervisor does: the guest boots again.
 #[test]

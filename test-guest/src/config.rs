@@ -81,10 +81,13 @@ pub enum Workload {
         /// Timer frequency in Hz.
         hz: u64,
     },
-    /// `workload=dirty [mib=M] [pages=P] [hz=H]`: writes P pages of an
-    /// M MiB buffer at each timer tick, forever, checking each page's last
-    /// value before writing it (a guest that dirties memory at a known
-    /// rate, for pre-copy).
+    /// `workload=dirty [mib=M] [pages=P] [hz=H] [fill=F]`: writes P pages
+    /// of an M MiB buffer at each timer tick, forever, checking each
+    /// page's last value before writing it (a guest that dirties memory at
+    /// a known rate, for pre-copy). With F > 0 it first fills F MiB of RAM
+    /// above its heap with pseudo-random words (full, incompressible
+    /// pages, as a busy guest's memory is) and then also checks P of those
+    /// pages whole at each tick.
     Dirty {
         /// The buffer's size in MiB.
         mib: u64,
@@ -92,6 +95,8 @@ pub enum Workload {
         pages: u64,
         /// Timer frequency in Hz.
         hz: u64,
+        /// MiB of RAM filled with pseudo-random words (0: none).
+        fill: u64,
     },
     /// `workload=kv ip=A.B.C.D/P [gw=A.B.C.D]`: the TCP key-value service
     /// on port 7000, its log on the virtio disk.
@@ -254,7 +259,7 @@ impl Workload {
             "kv" => &["ip", "gw"],
             "malformed" => &["kind"],
             "remap" => &["rounds", "iters", "flush", "hz"],
-            "dirty" => &["mib", "pages", "hz"],
+            "dirty" => &["mib", "pages", "hz", "fill"],
             _ => return Err(ConfigError::UnknownWorkload(name)),
         };
         if let Some((key, _)) = cmdline
@@ -312,6 +317,7 @@ impl Workload {
                 mib: in_range(&cmdline, "mib", 4, 1, 8)?,
                 pages: in_range(&cmdline, "pages", 256, 1, 2048)?,
                 hz,
+                fill: in_range(&cmdline, "fill", 0, 0, 4096)?,
             },
             "malformed" => Workload::Malformed {
                 kind: match cmdline.get("kind").unwrap_or("all") {
@@ -442,16 +448,22 @@ mod tests {
             Ok(Workload::Dirty {
                 mib: 4,
                 pages: 256,
-                hz: DEFAULT_HZ
+                hz: DEFAULT_HZ,
+                fill: 0
             })
         );
         assert_eq!(
-            Workload::from_cmdline("workload=dirty mib=8 pages=16 hz=250"),
+            Workload::from_cmdline("workload=dirty mib=8 pages=16 hz=250 fill=480"),
             Ok(Workload::Dirty {
                 mib: 8,
                 pages: 16,
-                hz: 250
+                hz: 250,
+                fill: 480
             })
+        );
+        assert_eq!(
+            message("workload=dirty fill=4097"),
+            "fill=4097 is out of range (0..=4096)"
         );
         assert_eq!(
             message("workload=dirty mib=9"),

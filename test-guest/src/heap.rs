@@ -28,3 +28,9 @@ pub fn init() {
     // allocation (rust_main calls it first).
     unsafe { ALLOCATOR.lock().init(start, size) };
 }
+
+/// The physical address one past the heap region (boot.s): RAM above it
+/// is not used by the image, the heap or the boot page tables.
+pub fn end() -> u64 {
+    addr_of_mut!(heap_end) as u64
+}

@@ -36,7 +36,8 @@ extern "C" fn rust_main(start_info: u64) -> ! {
                 .map_err(|e| println!("test-guest: error: {}", ErrorChain(&e)))
         })
         .and_then(|workload| {
-            workloads::run(workload).map_err(|e| println!("test-guest: error: {}", ErrorChain(&e)))
+            workloads::run(workload, start_info)
+                .map_err(|e| println!("test-guest: error: {}", ErrorChain(&e)))
         });
     // Errors are reported above; either way the VM is done.
     let _ = result;

@@ -32,10 +32,14 @@ pub enum WorkloadError {
     /// The key-value service could not start.
     #[error("kv")]
     Kv(#[source] kv::KvError),
+    /// `workload=dirty fill=` asked for more RAM than lies above the heap.
+    #[error("fill")]
+    Fill(#[source] dirty::FillError),
 }
 
 /// Runs `workload`; returns when it is done (the caller powers off).
-pub fn run(workload: Workload) -> Result<(), WorkloadError> {
+/// `start_info` is the PVH start info's address (its memory map).
+pub fn run(workload: Workload, start_info: u64) -> Result<(), WorkloadError> {
     crate::println!("test-guest: ready");
     match workload {
         Workload::Compute { steps, hz } => compute::run(steps, hz),
@@ -54,7 +58,17 @@ pub fn run(workload: Workload) -> Result<(), WorkloadError> {
             gateway,
         } => kv::run(ip, prefix, gateway),
         Workload::Malformed { kind } => malformed::run(kind),
-        Workload::Dirty { mib, pages, hz } => dirty::run(mib, pages, hz),
+        Workload::Dirty {
+            mib,
+            pages,
+            hz,
+            fill,
+        } => dirty::run(
+            mib,
+            pages,
+            hz,
+            dirty::Fill::new(fill, start_info).map_err(WorkloadError::Fill)?,
+        ),
         Workload::Remap {
             rounds,
             iters,
