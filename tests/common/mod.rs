@@ -15,6 +15,7 @@ pub mod ftpair;
 pub mod linux;
 pub mod netns;
 pub mod pair;
+pub mod vmotion;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
