@@ -23,11 +23,11 @@ use common::etcd::Etcd;
 use common::ftpair::{ft_events, kv_setup, stream_through, write_key, CHANNEL_PORT};
 use common::pair::{Host, LAN_IP, LOG_A, LOG_B};
 use common::vmotion::{
-    add_backup, add_backup_with, begin, fail_over, file_tiebreaker, finish, info, protect_kv_guest,
-    receive_backup, receive_backup_with, seed_progress, seeded, spawn_ch_remote, start_empty,
-    start_plain, vmotion_under_stream, wait_child, Protected,
+    add_backup, add_backup_with, assert_succeeded, begin, fail_over, file_tiebreaker, finish, info,
+    plain_kv_guest, protect_kv_guest, receive_backup, receive_backup_with, seed_progress, seeded,
+    start_empty, start_plain, start_plain_guest, vmotion_under_stream, wait_child, Protected,
 };
-use common::{api, test_guest, text, wait_until, TempDir};
+use common::{api, spawn_ch_remote, text, wait_until, TempDir};
 
 #[test]
 fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
@@ -89,11 +89,7 @@ fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
 #[test]
 fn refused_vmotions_leave_the_running_vm_unharmed() {
     let (dir, net, names) = begin("ftvmotion-refuse", "refusals");
-    let key = write_key(&dir);
-    let s = kv_setup(&dir, file_tiebreaker(&dir), false);
-    let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
-    let mut primary = start_plain(&net, &dir, &disk);
-    primary.wait_serial("kv: listening on", Duration::from_secs(60));
+    let (key, primary) = plain_kv_guest(&net, &dir);
     let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
     let running = |dir: &TempDir| info(dir, "primary.sock")["state"] == "Running";
 
@@ -275,18 +271,8 @@ fn vmotion_with_separate_disks_copies_the_image_while_the_guest_writes_it() {
         (stream.join().expect("stream").0, added)
     });
     let recv = wait_child(recv);
-    assert!(
-        added.status.success(),
-        "ft-add-backup: {}\n{}",
-        text(&added.stderr),
-        primary.stderr_text()
-    );
-    assert!(
-        recv.status.success(),
-        "ft-receive-backup: {}\n{}",
-        text(&recv.stderr),
-        backup.stderr_text()
-    );
+    assert_succeeded(&added, "ft-add-backup", &primary);
+    assert_succeeded(&recv, "ft-receive-backup", &backup);
     eprintln!("ft_vmotion: separate disks, stream during the seeding: {report}");
     assert!(!report.reset(), "reset: {report}");
     assert!(report.ok(), "{report}: {:?}", report.bad_keys);
@@ -384,22 +370,13 @@ fn dirty_passes(serial: &str) -> Vec<(u64, bool)> {
 fn vmotion_of_a_guest_writing_memory_resends_pages_and_replays_exactly() {
     let (dir, net, names) = begin("ftvmotion-dirty", "dirty");
     let key = write_key(&dir);
-    let guest = test_guest().to_str().expect("utf-8").to_string();
-    let args = [
-        "--kernel".to_string(),
-        guest,
-        "--cmdline".into(),
-        "workload=dirty mib=8 pages=64 hz=250".into(),
-        "--memory".into(),
-        "size=256M".into(),
-        "--api-socket".into(),
-        format!("path={}", dir.path("primary.sock").display()),
-        "--event-monitor".into(),
-        format!("path={}", dir.path("events-primary.json").display()),
-        "-v".into(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut primary = net.spawn_vmm(Host::A, &dir.0, "primary", &args);
+    let mut primary = start_plain_guest(
+        &net,
+        &dir,
+        "workload=dirty mib=8 pages=64 hz=250",
+        "size=256M",
+        &[],
+    );
     primary.wait_serial("dirty: pass=2 ok", Duration::from_secs(60));
 
     let mut backup = start_empty(&net, Host::B, &dir, "backup");
@@ -426,18 +403,8 @@ fn vmotion_of_a_guest_writing_memory_resends_pages_and_replays_exactly() {
         ",downtime_ms=0,max_iterations=4",
     );
     let recv = wait_child(recv);
-    assert!(
-        added.status.success(),
-        "ft-add-backup: {}\n{}",
-        text(&added.stderr),
-        primary.stderr_text()
-    );
-    assert!(
-        recv.status.success(),
-        "ft-receive-backup: {}\n{}",
-        text(&recv.stderr),
-        backup.stderr_text()
-    );
+    assert_succeeded(&added, "ft-add-backup", &primary);
+    assert_succeeded(&recv, "ft-receive-backup", &backup);
     // vm.info reports the seed: the capped rounds, and pages written
     // during them sent again (more pages than round 0's non-zero ones).
     let seed = info(&dir, "primary.sock")["fault_tolerance"]["seed"].clone();

@@ -8,7 +8,7 @@
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
 use ft_kv_client::StreamReport;
@@ -16,7 +16,7 @@ use ft_kv_client::StreamReport;
 use super::ftpair::{assert_clean, ft_events, kv_setup, stream_through, write_key, CHANNEL_PORT};
 use super::netns::KillOnDrop;
 use super::pair::{GuestVmm, Host, PairNames, PairNet, LOG_B};
-use super::{api, ch_remote, ch_remote_bin, test_guest, text, vmm_bin, wait_until, TempDir};
+use super::{api, ch_remote, spawn_ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
 
 /// A test's directory: when the test fails, its files (logs, events; not
 /// the disk images) are copied to `$TMPDIR/ft-vmotion-failed-NAME` for the
@@ -83,25 +83,43 @@ pub fn file_tiebreaker(dir: &TempDir) -> String {
 
 /// A running KV guest on host A with an API socket, no fault tolerance.
 pub fn start_plain(net: &PairNet, dir: &TempDir, disk: &Path) -> GuestVmm {
-    let guest = test_guest().to_str().expect("utf-8").to_string();
-    let args = [
-        "--kernel".to_string(),
-        guest,
-        "--cmdline".into(),
-        net.kv_cmdline(),
-        "--memory".into(),
-        "size=128M".into(),
+    let devices = [
         "--disk".into(),
         format!("path={}", disk.display()),
         "--net".into(),
         net.guest_net(Host::A),
-        "--api-socket".into(),
-        format!("path={}", dir.path("primary.sock").display()),
-        "--event-monitor".into(),
-        format!("path={}", dir.path("events-primary.json").display()),
-        "-v".into(),
     ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    start_plain_guest(net, dir, &net.kv_cmdline(), "size=128M", &devices)
+}
+
+/// The test guest with `cmdline` and `--memory memory`, running on host A
+/// as `primary` (its API socket `dir/primary.sock`, its events
+/// `dir/events-primary.json`), no fault tolerance, with `devices` (more
+/// arguments).
+pub fn start_plain_guest(
+    net: &PairNet,
+    dir: &TempDir,
+    cmdline: &str,
+    memory: &str,
+    devices: &[String],
+) -> GuestVmm {
+    let guest = test_guest().to_str().expect("utf-8");
+    let api = format!("path={}", dir.path("primary.sock").display());
+    let events = format!("path={}", dir.path("events-primary.json").display());
+    let mut args = vec![
+        "--kernel",
+        guest,
+        "--cmdline",
+        cmdline,
+        "--memory",
+        memory,
+        "--api-socket",
+        &api,
+        "--event-monitor",
+        &events,
+        "-v",
+    ];
+    args.extend(devices.iter().map(String::as_str));
     net.spawn_vmm(Host::A, &dir.0, "primary", &args)
 }
 
@@ -165,20 +183,6 @@ pub fn receive_backup_with(
             ),
         ],
     )
-}
-
-/// `ch-remote` with `args` against `socket`, in the background, its
-/// output piped.
-pub fn spawn_ch_remote(socket: &Path, args: &[&str]) -> Child {
-    Command::new(ch_remote_bin())
-        .arg("--api-socket")
-        .arg(socket)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ch-remote")
 }
 
 pub fn add_backup(dir: &TempDir, sock: &str, peer: &str, key: &Path) -> Output {
@@ -275,21 +279,20 @@ pub fn vmotion_under_stream(
         (stream.join().expect("stream").0, added)
     });
     let recv = wait_child(recv);
-    assert!(
-        added.status.success(),
-        "ft-add-backup to {}: {}\n{}",
-        to.0,
-        text(&added.stderr),
-        from.1.stderr_text()
-    );
-    assert!(
-        recv.status.success(),
-        "ft-receive-backup on {}: {}\n{}",
-        to.0,
-        text(&recv.stderr),
-        to.1.stderr_text()
-    );
+    assert_succeeded(&added, &format!("ft-add-backup to {}", to.0), from.1);
+    assert_succeeded(&recv, &format!("ft-receive-backup on {}", to.0), to.1);
     report
+}
+
+/// Asserts that the `ch-remote` call `what` succeeded; if not, fails
+/// with its stderr and the stderr of `vmm`, the VMM it spoke to.
+pub fn assert_succeeded(out: &Output, what: &str, vmm: &GuestVmm) {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        text(&out.stderr),
+        vmm.stderr_text()
+    );
 }
 
 /// A KV guest started without fault tolerance on host A, then protected
@@ -305,12 +308,19 @@ pub struct Protected {
     pub report: StreamReport,
 }
 
-pub fn protect_kv_guest(net: &PairNet, dir: &TempDir) -> Protected {
+/// The pair's key (written to `dir`) and a plain KV guest on host A
+/// ([`start_plain`]) that listens.
+pub fn plain_kv_guest(net: &PairNet, dir: &TempDir) -> (PathBuf, GuestVmm) {
     let key = write_key(dir);
     let s = kv_setup(dir, file_tiebreaker(dir), false);
     let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
     let mut primary = start_plain(net, dir, &disk);
     primary.wait_serial("kv: listening on", Duration::from_secs(60));
+    (key, primary)
+}
+
+pub fn protect_kv_guest(net: &PairNet, dir: &TempDir) -> Protected {
+    let (key, primary) = plain_kv_guest(net, dir);
     let backup = start_empty(net, Host::B, dir, "backup");
     let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
     let report = vmotion_under_stream(
