@@ -29,6 +29,10 @@ use common::vmotion::{
 };
 use common::{api, spawn_ch_remote, text, wait_until, TempDir};
 
+/// A plain KV guest gets a backup by FT VMotion during a verified stream;
+/// its primary is killed (-9) and the backup goes live; the live
+/// ex-backup gets a new backup (in host A's namespace) and is killed in
+/// turn: no acknowledged SET lost, no reset, in every phase.
 #[test]
 fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
     let (dir, net, names) = begin("ftvmotion", "two-failovers");
@@ -86,6 +90,8 @@ fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
     finish((primary, backup, third), net, &names);
 }
 
+/// Refused FT VMotions (bad JSON, missing fields, a paused VM, a wrong
+/// key, another configuration) leave the VM running and serving.
 #[test]
 fn refused_vmotions_leave_the_running_vm_unharmed() {
     let (dir, net, names) = begin("ftvmotion-refuse", "refusals");
