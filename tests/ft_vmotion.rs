@@ -17,6 +17,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use common::etcd::Etcd;
@@ -60,12 +61,7 @@ fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
     );
     // Protected already: refused, still running.
     let again = add_backup(&dir, "primary.sock", &listen_b, &key);
-    assert!(!again.status.success());
-    assert!(
-        text(&again.stderr).contains("already protected"),
-        "{}",
-        text(&again.stderr)
-    );
+    assert_refused(&again, "already protected");
 
     // 2. kill -9 the primary mid-stream: the backup goes live.
     fail_over(&net, &dir, &mut primary, (&mut backup, "backup"), "first");
@@ -88,6 +84,12 @@ fn vmotion_then_two_failovers_in_a_row_lose_no_acknowledged_set() {
     assert!(bytes > 0 && pause > 0.0);
     fail_over(&net, &dir, &mut backup, (&mut third, "third"), "second");
     finish((primary, backup, third), net, &names);
+}
+
+/// Asserts that the `ch-remote` call behind `out` failed, saying `why`.
+fn assert_refused(out: &Output, why: &str) {
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains(why), "{}", text(&out.stderr));
 }
 
 /// Refused FT VMotions (bad JSON, missing fields, a paused VM, a wrong
@@ -120,12 +122,7 @@ fn refused_vmotions_leave_the_running_vm_unharmed() {
         204
     );
     let paused = add_backup(&dir, "primary.sock", &listen_b, &key);
-    assert!(!paused.status.success());
-    assert!(
-        text(&paused.stderr).contains("not running"),
-        "{}",
-        text(&paused.stderr)
-    );
+    assert_refused(&paused, "not running");
     assert_eq!(
         api(&dir.path("primary.sock"), "PUT", "vm.resume", None).0,
         204
@@ -148,12 +145,7 @@ fn refused_vmotions_leave_the_running_vm_unharmed() {
         &net.links(Host::B).tap,
     );
     let wrong = add_backup(&dir, "primary.sock", &listen_b, &key);
-    assert!(!wrong.status.success());
-    assert!(
-        text(&wrong.stderr).contains("wrong key"),
-        "{}",
-        text(&wrong.stderr)
-    );
+    assert_refused(&wrong, "wrong key");
     assert!(running(&dir));
     let (report, _) = stream_through(&net, 1.0, None);
     assert!(report.ok(), "{report}");
@@ -174,12 +166,7 @@ fn refused_vmotions_leave_the_running_vm_unharmed() {
         ],
     );
     let refused = add_backup(&dir, "primary.sock", &listen_b, &key);
-    assert!(!refused.status.success());
-    assert!(
-        text(&refused.stderr).contains("2 taps given"),
-        "{}",
-        text(&refused.stderr)
-    );
+    assert_refused(&refused, "2 taps given");
     assert!(running(&dir));
     assert!(info(&dir, "primary.sock").get("fault_tolerance").is_none());
     let (report, _) = stream_through(&net, 1.0, None);
