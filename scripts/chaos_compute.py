@@ -14,6 +14,7 @@ import re
 import time
 
 import ftpair
+import fttrial
 from ftpair import PairError
 
 STEPS = 600_000_000
@@ -106,11 +107,5 @@ def run_trial(bins, base_dir, index, seed, tiebreaker, rng, expected):
     finally:
         for vm in vms:
             vm.kill9()
-        if etcd:
-            etcd.stop()
-        net.close()
-        left = net.leftovers()
-        if left:
-            r["problems"].append(f"left behind: {left}")
-    r["ok"] = not r["problems"]
+        fttrial.close_trial(r, net, etcd)
     return r

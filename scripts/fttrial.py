@@ -169,19 +169,26 @@ def run_trial(bins, base_dir, index, seed, victim="primary", disks="shared",
         if stream and stream.poll() is None:
             stream.kill()
             stream.wait()
-        if etcd:
-            etcd.stop()
         for p in pcap or []:
             p.terminate()
             p.wait()
-        net.close()
-        left = net.leftovers()
-        if left:
-            r["problems"].append(f"left behind: {left}")
-    r["ok"] = not r["problems"]
+        close_trial(r, net, etcd)
     if keep == "never" or (keep == "failed" and r["ok"]):
         shutil.rmtree(run_dir, ignore_errors=True)
     return r
+
+
+def close_trial(r, net, etcd):
+    """The end of a trial, once its VMMs are killed: stops ``etcd`` (when
+    there is one), removes ``net``, adds what it left behind to ``r``'s
+    problems and sets ``r["ok"]`` (no problem: passed)."""
+    if etcd:
+        etcd.stop()
+    net.close()
+    left = net.leftovers()
+    if left:
+        r["problems"].append(f"left behind: {left}")
+    r["ok"] = not r["problems"]
 
 
 def _wait_stream_running(net, stream, timeout=60.0):

@@ -24,6 +24,7 @@ use common::captured::Captured;
 use common::ftpair::{assert_clean, write_key, CHANNEL_PORT};
 use common::netns::{KillOnDrop, Netns};
 use common::pair::{Host, PairNet, GUEST_IP, LAN_PREFIX_LEN, LOG_B};
+use common::vmotion::start_empty;
 use common::{linux, wait_until, TempDir};
 
 /// The Linux guest's boot to its shell, at most: about 80 s on an idle
@@ -392,31 +393,6 @@ fn a_recorded_linux_tcp_exchange_replays_byte_identically() {
         );
     }
     drop(ns);
-}
-
-/// A VMM with no VM yet on `host` of `net`, its API socket
-/// `dir/NAME.sock` and its events in `dir/events-NAME.json`.
-fn start_empty(net: &PairNet, host: Host, dir: &TempDir, name: &str) -> KillOnDrop {
-    let stderr = std::fs::File::create(dir.path(&format!("stderr-{name}.txt"))).expect("stderr");
-    let sock = dir.path(&format!("{name}.sock"));
-    let events = dir.path(&format!("events-{name}.json"));
-    let child = KillOnDrop::spawn(
-        net.host(host)
-            .command(common::vmm_bin())
-            .arg("--api-socket")
-            .arg(format!("path={}", sock.display()))
-            .arg("--event-monitor")
-            .arg(format!("path={}", events.display()))
-            .arg("-v")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr),
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || sock.exists()),
-        "no API socket"
-    );
-    child
 }
 
 /// The same service protected by FT VMotion: the Linux guest boots plain

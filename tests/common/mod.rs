@@ -15,6 +15,7 @@ pub mod ftpair;
 pub mod linux;
 pub mod netns;
 pub mod pair;
+pub mod vmotion;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -213,7 +214,12 @@ pub fn api(socket: &Path, method: &str, path: &str, body: Option<&str>) -> (u16,
 
 /// Runs ch-remote against `socket`.
 pub fn ch_remote(socket: &Path, args: &[&str]) -> Output {
-    let child = Command::new(ch_remote_bin())
+    wait_output(spawn_ch_remote(socket, args), Duration::from_secs(30))
+}
+
+/// Starts ch-remote against `socket` in the background, its output piped.
+pub fn spawn_ch_remote(socket: &Path, args: &[&str]) -> Child {
+    Command::new(ch_remote_bin())
         .arg("--api-socket")
         .arg(socket)
         .args(args)
@@ -221,8 +227,7 @@ pub fn ch_remote(socket: &Path, args: &[&str]) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn ch-remote");
-    wait_output(child, Duration::from_secs(30))
+        .expect("spawn ch-remote")
 }
 
 pub fn text(v: &[u8]) -> String {
