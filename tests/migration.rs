@@ -51,6 +51,38 @@ fn wait_ready(dir: &TempDir, name: &str) {
     );
 }
 
+/// Migrates `src` to a new VMM `dst` over the unix socket `mig.sock` of
+/// `dir`: the source's serial file `serial` is renamed to `before.txt`
+/// first (the destination reopens, and truncates, the serial file by its
+/// path, so the source's part goes on in the renamed file); `receive` and
+/// `send` are the `ch-remote` operands (`URL` as a format, `{}` the
+/// socket's path). Both calls must succeed and the source VMM exit, as
+/// upstream's does once the guest runs on the destination. Returns the
+/// destination and `send-migration`'s stderr (its progress).
+fn migrate_over_unix(
+    dir: &TempDir,
+    src: &mut Vmm,
+    serial: &Path,
+    receive_url: &str,
+    send_url: &str,
+) -> (Vmm, String) {
+    std::fs::rename(serial, dir.path("before.txt")).expect("rename the serial file");
+    let dst = Vmm::start(dir, "dst", None, &[]);
+    let mig = dir.path("mig.sock").display().to_string();
+    let receiver = receive(&dst, receive_url.replace("{}", &mig));
+    wait_ready(dir, "dst");
+    let out = ch_remote(
+        &src.socket,
+        &["send-migration", &send_url.replace("{}", &mig)],
+    );
+    let progress = text(&out.stderr);
+    assert!(out.status.success(), "send-migration: {progress}");
+    let r = receiver.join().expect("receiver thread");
+    assert!(r.status.success(), "receive-migration: {}", text(&r.stderr));
+    src.wait_exit(Duration::from_secs(20));
+    (dst, progress)
+}
+
 /// The serial output of an uninterrupted compute run.
 fn uninterrupted_compute(dir: &TempDir) -> String {
     let full = dir.path("full.txt");
@@ -83,29 +115,14 @@ fn compute_guest_migrates_over_a_unix_socket_and_continues() {
     let mut src = Vmm::boot(&dir, "src", None, COMPUTE, "128M", &serial, &[]);
     assert!(wait_until(Duration::from_secs(30), || read(&serial)
         .contains("tick=50 ")));
-    // The destination reopens (and truncates) the serial file by its path:
-    // the source's part goes on in the renamed file.
-    let before_path = dir.path("before.txt");
-    std::fs::rename(&serial, &before_path).expect("rename the serial file");
-    let dst = Vmm::start(&dir, "dst", None, &[]);
-    let mig = dir.path("mig.sock");
-    let receiver = receive(&dst, format!("receiver_url=unix:{}", mig.display()));
-    wait_ready(&dir, "dst");
-    let out = ch_remote(
-        &src.socket,
-        &[
-            "send-migration",
-            &format!("destination_url=unix:{},downtime_ms=300", mig.display()),
-        ],
+    let (dst, progress) = migrate_over_unix(
+        &dir,
+        &mut src,
+        &serial,
+        "receiver_url=unix:{}",
+        "destination_url=unix:{},downtime_ms=300",
     );
-    let progress = text(&out.stderr);
-    assert!(out.status.success(), "send-migration: {progress}");
     assert!(progress.contains("migration:"), "no progress: {progress}");
-    let r = receiver.join().expect("receiver thread");
-    assert!(r.status.success(), "receive-migration: {}", text(&r.stderr));
-    // As upstream: the source VMM exits once the guest runs on the
-    // destination.
-    src.wait_exit(Duration::from_secs(20));
     let events = read(&dir.path("src.events"));
     for phase in [
         "send-migration-started",
@@ -120,7 +137,7 @@ fn compute_guest_migrates_over_a_unix_socket_and_continues() {
     assert_eq!(info["migration"]["phase"], "completed");
     assert_eq!(info["migration"]["role"], "destination");
     dst.wait_poweroff(Duration::from_secs(180));
-    check_continued(&read(&before_path), &read(&serial), &expected);
+    check_continued(&read(&dir.path("before.txt")), &read(&serial), &expected);
 }
 
 /// The `fill pass=<k>` lines of a `workload=dirty fill=` guest's serial
@@ -165,27 +182,13 @@ fn a_guest_with_full_memory_migrates_and_finds_every_page() {
         "no fill pass before the migration: {}",
         read(&serial)
     );
-    let before_path = dir.path("before.txt");
-    std::fs::rename(&serial, &before_path).expect("rename the serial file");
-    let dst = Vmm::start(&dir, "dst", None, &[]);
-    let mig = dir.path("mig.sock");
-    let receiver = receive(&dst, format!("receiver_url=unix:{}", mig.display()));
-    wait_ready(&dir, "dst");
-    let out = ch_remote(
-        &src.socket,
-        &[
-            "send-migration",
-            &format!("destination_url=unix:{}", mig.display()),
-        ],
+    let (dst, _) = migrate_over_unix(
+        &dir,
+        &mut src,
+        &serial,
+        "receiver_url=unix:{}",
+        "destination_url=unix:{}",
     );
-    assert!(
-        out.status.success(),
-        "send-migration: {}",
-        text(&out.stderr)
-    );
-    let r = receiver.join().expect("receiver thread");
-    assert!(r.status.success(), "receive-migration: {}", text(&r.stderr));
-    src.wait_exit(Duration::from_secs(20));
     let events = read(&dir.path("src.events"));
     let completed = serde_json::Deserializer::from_str(&events)
         .into_iter::<serde_json::Value>()
@@ -208,7 +211,7 @@ fn a_guest_with_full_memory_migrates_and_finds_every_page() {
     // The serial stream goes on in the destination's file where the
     // source's ended (a line may be cut between the two): joined, its
     // passes count up from 0 without a gap, each finding every page whole.
-    let before = read(&before_path);
+    let before = read(&dir.path("before.txt"));
     let after = read(&serial);
     assert!(!after.contains("test-guest: ready"), "the guest restarted");
     let all = format!("{before}{after}");
@@ -324,20 +327,8 @@ fn disk_workload_verifies_after_migration() {
     assert!(wait_until(Duration::from_secs(30), || read(&serial)
         .contains("test-guest: ready")));
     std::thread::sleep(Duration::from_millis(400));
-    std::fs::rename(&serial, dir.path("before.txt")).expect("rename");
-    let dst = Vmm::start(&dir, "dst", None, &[]);
-    let mig = dir.path("mig.sock");
-    let receiver = receive(&dst, format!("unix:{}", mig.display()));
-    wait_ready(&dir, "dst");
-    // The bare URL of older releases.
-    let out = ch_remote(
-        &src.socket,
-        &["send-migration", &format!("unix:{}", mig.display())],
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let r = receiver.join().expect("receiver thread");
-    assert!(r.status.success(), "{}", text(&r.stderr));
-    src.wait_exit(Duration::from_secs(20));
+    // The bare URLs of older releases.
+    let (dst, _) = migrate_over_unix(&dir, &mut src, &serial, "unix:{}", "unix:{}");
     assert!(
         !read(&dir.path("before.txt")).contains("disk="),
         "finished before the migration"
