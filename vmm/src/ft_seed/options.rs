@@ -71,6 +71,11 @@ pub struct FtAddBackupConfig {
     /// abandoned and the VM runs on unprotected.
     #[serde(default = "default_seed_timeout_s")]
     pub timeout_s: u64,
+    /// How long to keep trying to reach `peer` (the channel's bound when
+    /// `None`). Not part of the API: a spare seed ([`super::spares`]) sets
+    /// a shorter one.
+    #[serde(skip)]
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 /// `PUT vm.ft-receive-backup`: wait with no VM for a primary's seed on
@@ -191,6 +196,7 @@ impl FtAddBackupConfig {
             )?)
             .map_err(|_| "max_iterations= is too large".to_string())?,
             timeout_s: number(&p, "timeout_s", default_seed_timeout_s())?,
+            connect_timeout: None,
         })
     }
 

@@ -33,12 +33,16 @@ use crate::config::{FaultToleranceMode, VmConfig};
 use crate::ControlEvent;
 
 /// Rounds over the spare list before the VM stays unprotected. Each
-/// attempt at a spare nobody listens on waits up to the channel's 10 s
-/// connect bound; each attempt that reaches a spare pauses the guest
-/// briefly. Three rounds ride out a spare that needs a moment to listen
-/// (it was itself just restarted) and leave a list that keeps failing to
-/// an operator.
+/// attempt that reaches a spare pauses the guest briefly. Three rounds
+/// ride out a spare that needs a moment to listen (it was itself just
+/// restarted) and leave a list that keeps failing to an operator.
 pub const MAX_ROUNDS: u32 = 3;
+
+/// How long an attempt keeps trying to reach a spare (refused or
+/// unreachable: retried, as any FT VMotion does, but not for the channel's
+/// 10 s: the VM is unprotected meanwhile, a spare is meant to be waiting
+/// already, and the next one may be).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How often [`watch`] looks at the backup's state.
 const WATCH_PERIOD: Duration = Duration::from_millis(5);
@@ -178,7 +182,7 @@ pub fn request(config: &VmConfig, spare: &str) -> Result<FtAddBackupConfig, Stri
         .tiebreaker
         .as_deref()
         .ok_or("the pair has no tiebreaker")?;
-    serde_json::from_value(json!({
+    let mut req: FtAddBackupConfig = serde_json::from_value(json!({
         "peer": spare,
         "key": key,
         "tiebreaker": tiebreaker,
@@ -188,7 +192,9 @@ pub fn request(config: &VmConfig, spare: &str) -> Result<FtAddBackupConfig, Stri
         "max_lag_ms": ft.max_lag_ms,
         "max_delay_us": ft.max_delay_us,
     }))
-    .map_err(|e| format!("cannot build the FT VMotion request: {e}"))
+    .map_err(|e| format!("cannot build the FT VMotion request: {e}"))?;
+    req.connect_timeout = Some(CONNECT_TIMEOUT);
+    Ok(req)
 }
 
 /// Follows a backup's pair `status`: once it went live (it won the
@@ -272,6 +278,11 @@ impl crate::Vmm {
             Some(Err(e)) => Err(e),
             None => Err("the VM has no configuration".into()),
         };
+        // A divergence repair re-seeds this backup with the channel's own
+        // connect bound (the diverged backup needs a moment to listen).
+        if let Some(r) = self.reseeds.request.as_mut() {
+            r.connect_timeout = None;
+        }
         let s = &mut self.spares;
         s.trying = None;
         match result {
@@ -395,6 +406,7 @@ mod tests {
         assert_eq!(r.key, std::path::PathBuf::from("/key"));
         assert_eq!(r.tiebreaker, "file:/tb");
         assert_eq!((r.heartbeat_ms, r.timeout_ms), (20, 200));
+        assert_eq!(r.connect_timeout, Some(CONNECT_TIMEOUT));
         r.fault_tolerance().unwrap();
         config.fault_tolerance.as_mut().unwrap().mode = FaultToleranceMode::Primary;
         assert!(Spares::for_config(&config).list.is_empty());
