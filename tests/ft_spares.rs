@@ -177,55 +177,30 @@ fn spare_events(dir: &TempDir, name: &str) -> Vec<(String, String)> {
     v
 }
 
-#[test]
-fn a_live_ex_backup_seeds_the_first_spare_that_answers_and_survives_a_second_failover() {
-    let dir = TempDir::new("ftspares");
-    let _keep = KeepOnFailure(dir.0.clone(), "two-failovers");
-    let net = PairNet::new();
-    let names = net.names();
-    let key = write_key(&dir);
-    let s = kv_setup(&dir, file_tiebreaker(&dir), false);
+/// A plain KV guest on host A protected by FT VMotion to an empty VMM on
+/// host B (`backup`) whose `ft-receive-backup` has `spares=SPARES` (the
+/// `ch-remote` form: `;` between them). Returns the primary and backup.
+fn protect_with_spares(
+    net: &PairNet,
+    dir: &TempDir,
+    key: &Path,
+    spares: &str,
+) -> (GuestVmm, GuestVmm) {
+    let s = kv_setup(dir, file_tiebreaker(dir), false);
     let disk: PathBuf = s.disks.as_ref().expect("disk").0.clone();
-    let mut primary = start_plain(&net, &dir, &disk);
+    let mut primary = start_plain(net, dir, &disk);
     primary.wait_serial("kv: listening on", Duration::from_secs(60));
-
-    // The spare: an empty VMM on host A, waiting on its own port; and an
-    // address on host A's logging link nobody listens on.
     let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
-    let listen_spare = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 1);
-    let nobody = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 2);
-    let mut spare = start_empty(&net, Host::A, &dir, "spare");
-    let spare_recv = receive_backup(
-        &dir,
-        "spare",
-        &listen_spare,
-        &key,
-        &net.links(Host::A).tap,
-        "",
-    );
-
-    // FT VMotion of the plain guest to host B, whose backup has the
-    // spares (the `ch-remote` form: `;` between them).
-    let mut backup = start_empty(&net, Host::B, &dir, "backup");
+    let backup = start_empty(net, Host::B, dir, "backup");
     let recv = receive_backup(
-        &dir,
+        dir,
         "backup",
         &listen_b,
-        &key,
+        key,
         &net.links(Host::B).tap,
-        &format!(",spares={nobody};{listen_spare}"),
+        &format!(",spares={spares}"),
     );
-    let added = ch_remote(
-        &dir.path("primary.sock"),
-        &[
-            "ft-add-backup",
-            &format!(
-                "peer={listen_b},key={},tiebreaker={}",
-                key.display(),
-                file_tiebreaker(&dir)
-            ),
-        ],
-    );
+    let added = add_backup(dir, "primary.sock", &listen_b, key);
     assert!(
         added.status.success(),
         "ft-add-backup: {}\n{}",
@@ -239,6 +214,46 @@ fn a_live_ex_backup_seeds_the_first_spare_that_answers_and_survives_a_second_fai
         text(&recv.stderr),
         backup.stderr_text()
     );
+    (primary, backup)
+}
+
+/// `ch-remote ft-add-backup` on the VM behind `sock` to `peer`.
+fn add_backup(dir: &TempDir, sock: &str, peer: &str, key: &Path) -> std::process::Output {
+    ch_remote(
+        &dir.path(sock),
+        &[
+            "ft-add-backup",
+            &format!(
+                "peer={peer},key={},tiebreaker={}",
+                key.display(),
+                file_tiebreaker(dir)
+            ),
+        ],
+    )
+}
+
+#[test]
+fn a_live_ex_backup_seeds_the_first_spare_that_answers_and_survives_a_second_failover() {
+    let dir = TempDir::new("ftspares");
+    let _keep = KeepOnFailure(dir.0.clone(), "two-failovers");
+    let net = PairNet::new();
+    let names = net.names();
+    let key = write_key(&dir);
+    // The spare: an empty VMM on host A, waiting on its own port; and an
+    // address on host A's logging link nobody listens on.
+    let listen_spare = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 1);
+    let nobody = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 2);
+    let mut spare = start_empty(&net, Host::A, &dir, "spare");
+    let spare_recv = receive_backup(
+        &dir,
+        "spare",
+        &listen_spare,
+        &key,
+        &net.links(Host::A).tap,
+        "",
+    );
+    let (mut primary, mut backup) =
+        protect_with_spares(&net, &dir, &key, &format!("{nobody};{listen_spare}"));
     let b = info(&dir, "backup.sock");
     assert_eq!(b["fault_tolerance"]["role"], "backup");
     assert_eq!(
@@ -344,6 +359,170 @@ fn a_live_ex_backup_seeds_the_first_spare_that_answers_and_survives_a_second_fai
     );
     assert!(spare.child.running(), "{}", spare.stderr_text());
     drop((primary, backup, spare));
+    drop(net);
+    assert_clean(&names);
+}
+
+/// Waits for `event` among VMM `name`'s fault-tolerance events.
+fn wait_event(dir: &TempDir, name: &str, event: &str, within: Duration) -> bool {
+    wait_until(within, || {
+        ft_events(&dir.path(&format!("events-{name}.json")))
+            .iter()
+            .any(|e| e == event)
+    })
+}
+
+#[test]
+fn a_manual_ft_add_backup_during_the_automatic_seed_is_ordered_with_it() {
+    let dir = TempDir::new("ftspares-manual");
+    let _keep = KeepOnFailure(dir.0.clone(), "manual");
+    let net = PairNet::new();
+    let names = net.names();
+    let key = write_key(&dir);
+    // Two spares nobody listens on: the automatic seed fails on each.
+    let dead1 = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 2);
+    let dead2 = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 3);
+    let (mut primary, mut backup) =
+        protect_with_spares(&net, &dir, &key, &format!("{dead1};{dead2}"));
+    let listen_third = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 1);
+    let third = start_empty(&net, Host::A, &dir, "third");
+    let third_recv = receive_backup(
+        &dir,
+        "third",
+        &listen_third,
+        &key,
+        &net.links(Host::A).tap,
+        "",
+    );
+    primary.kill9();
+    assert!(
+        wait_event(&dir, "backup", "go-live", Duration::from_secs(30)),
+        "{}",
+        backup.stderr_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            spare_events(&dir, "backup")
+                .iter()
+                .any(|(e, _)| e == "spare-seed-started")
+        }),
+        "no spare seed started: {}",
+        backup.stderr_text()
+    );
+    // The operator's own FT VMotion while the automatic one tries its
+    // spares: served between two attempts, never beside one.
+    let manual = add_backup(&dir, "backup.sock", &listen_third, &key);
+    assert!(
+        manual.status.success(),
+        "manual ft-add-backup: {}\n{}",
+        text(&manual.stderr),
+        backup.stderr_text()
+    );
+    let third_recv = wait_child(third_recv, Duration::from_secs(30));
+    assert!(third_recv.status.success(), "{}", text(&third_recv.stderr));
+    // The automatic seed notices the VM is protected and stops.
+    let stopped = wait_until(Duration::from_secs(30), || {
+        info(&dir, "backup.sock")["fault_tolerance"]["spares"]["state"] == "superseded"
+    });
+    let b = info(&dir, "backup.sock");
+    assert!(stopped, "{b}");
+    assert_eq!(b["fault_tolerance"]["state"], "protected", "{b}");
+    assert_eq!(
+        b["fault_tolerance"]["spares"]["in_use"],
+        serde_json::Value::Null
+    );
+    assert!(b["fault_tolerance"]["spares"]["failed_attempts"].as_u64() >= Some(1));
+    let events = spare_events(&dir, "backup");
+    assert!(
+        !events.iter().any(|(e, _)| e == "spare-seeded"),
+        "{events:?}"
+    );
+    // Still protected by the manual backup: it takes over in turn.
+    let (report, _) = common::ftpair::stream_through(&net, 3.0, Some((&mut backup, 150)));
+    assert!(!report.reset(), "reset: {report}");
+    assert!(report.ok(), "{report}: {:?}", report.bad_keys);
+    assert!(wait_event(
+        &dir,
+        "third",
+        "go-live",
+        Duration::from_secs(10)
+    ));
+    drop((primary, backup, third));
+    drop(net);
+    assert_clean(&names);
+}
+
+#[test]
+fn spares_that_never_answer_leave_the_vm_live_unprotected_after_the_bounded_rounds() {
+    let dir = TempDir::new("ftspares-none");
+    let _keep = KeepOnFailure(dir.0.clone(), "abandoned");
+    let net = PairNet::new();
+    let names = net.names();
+    let key = write_key(&dir);
+    let dead = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 2);
+    let (mut primary, mut backup) = protect_with_spares(&net, &dir, &key, &dead);
+    let (report, _) = common::ftpair::stream_through(&net, 2.0, Some((&mut primary, 150)));
+    assert!(report.ok() && !report.reset(), "{report}");
+    // 3 rounds of a 3 s connect bound, 1 s and 2 s between them.
+    let started = Instant::now();
+    assert!(
+        wait_event(
+            &dir,
+            "backup",
+            "spare-seed-abandoned",
+            Duration::from_secs(60)
+        ),
+        "{:?}\n{}",
+        spare_events(&dir, "backup"),
+        backup.stderr_text()
+    );
+    eprintln!(
+        "ft_spares: spares abandoned {:.1} s after the failover",
+        started.elapsed().as_secs_f64()
+    );
+    let failed: Vec<_> = spare_events(&dir, "backup")
+        .into_iter()
+        .filter(|(e, _)| e == "spare-seed-failed")
+        .collect();
+    assert_eq!(failed.len(), 3, "{failed:?}");
+    let b = info(&dir, "backup.sock");
+    let sp = &b["fault_tolerance"]["spares"];
+    assert_eq!(b["fault_tolerance"]["state"], "live-unprotected", "{b}");
+    assert_eq!(sp["state"], "abandoned", "{sp}");
+    assert_eq!(
+        (sp["round"].as_u64(), sp["failed_attempts"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert!(
+        sp["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with(&dead)),
+        "{sp}"
+    );
+    // The guest ran on throughout, and an operator can still protect it.
+    let (report, _) = common::ftpair::stream_through(&net, 1.0, None);
+    assert!(report.ok() && !report.reset(), "{report}");
+    let listen_third = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 1);
+    let third = start_empty(&net, Host::A, &dir, "third");
+    let third_recv = receive_backup(
+        &dir,
+        "third",
+        &listen_third,
+        &key,
+        &net.links(Host::A).tap,
+        "",
+    );
+    let manual = add_backup(&dir, "backup.sock", &listen_third, &key);
+    assert!(manual.status.success(), "{}", text(&manual.stderr));
+    assert!(wait_child(third_recv, Duration::from_secs(30))
+        .status
+        .success());
+    assert_eq!(
+        info(&dir, "backup.sock")["fault_tolerance"]["state"],
+        "protected"
+    );
+    assert!(backup.child.running(), "{}", backup.stderr_text());
+    drop((primary, backup, third));
     drop(net);
     assert_clean(&names);
 }

@@ -330,7 +330,7 @@ impl crate::Vmm {
 
     /// The automatic seed stops: the VM is protected otherwise, or gone.
     fn spares_stop(&mut self, status: Option<&Arc<PairStatus>>) {
-        if self.spares.phase != Phase::Seeding {
+        if !matches!(self.spares.phase, Phase::Standby | Phase::Seeding) {
             return;
         }
         self.spares.phase = Phase::Superseded;
