@@ -59,6 +59,9 @@ pub fn delay(round: u32) -> Duration {
 /// One attempt: spare `index` of the list, in round `round` (1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempt {
+    /// Which backup VM it is for ([`Spares::epoch`]): an attempt
+    /// scheduled for a VM since dropped (a divergence) is ignored.
+    pub epoch: u64,
     /// Which round over the list.
     pub round: u32,
     /// Which spare.
@@ -66,8 +69,14 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// The first attempt, when the backup went live.
-    pub const FIRST: Attempt = Attempt { round: 1, index: 0 };
+    /// The first attempt, when the backup of `epoch` went live.
+    pub fn first(epoch: u64) -> Attempt {
+        Attempt {
+            epoch,
+            round: 1,
+            index: 0,
+        }
+    }
 
     /// What follows a failed attempt over a list of `len` spares: the next
     /// spare at once, else the next round after [`delay`]; `None` after
@@ -76,14 +85,21 @@ impl Attempt {
         if self.index + 1 < len {
             Some((
                 Attempt {
-                    round: self.round,
                     index: self.index + 1,
+                    ..self
                 },
                 Duration::ZERO,
             ))
         } else if self.round < MAX_ROUNDS {
             let round = self.round + 1;
-            Some((Attempt { round, index: 0 }, delay(round)))
+            Some((
+                Attempt {
+                    round,
+                    index: 0,
+                    ..self
+                },
+                delay(round),
+            ))
         } else {
             None
         }
@@ -123,6 +139,9 @@ impl Phase {
 /// `fault_tolerance.spares`).
 #[derive(Debug, Default)]
 pub struct Spares {
+    /// Counts the backup VMs the spares were set for (each seed received
+    /// after a divergence is another).
+    pub epoch: u64,
     /// The spares, in order of preference.
     pub list: Vec<String>,
     /// Where the automatic seed is.
@@ -201,7 +220,7 @@ pub fn request(config: &VmConfig, spare: &str) -> Result<FtAddBackupConfig, Stri
 /// tiebreak after its primary was lost), asks the control loop for the
 /// first spare seed. Ends without asking when the backup stops (lost the
 /// tiebreak, the VMM stops) or its VM is dropped (a divergence).
-pub fn watch(status: &Arc<PairStatus>, events: Sender<ControlEvent>) {
+pub fn watch(status: &Arc<PairStatus>, epoch: u64, events: Sender<ControlEvent>) {
     let status: Weak<PairStatus> = Arc::downgrade(status);
     let spawned = std::thread::Builder::new()
         .name("ft_spares".into())
@@ -211,7 +230,7 @@ pub fn watch(status: &Arc<PairStatus>, events: Sender<ControlEvent>) {
             };
             match s.state() {
                 PairState::LiveUnprotected => {
-                    let _ = events.send(ControlEvent::SpareSeed(Attempt::FIRST));
+                    let _ = events.send(ControlEvent::SpareSeed(Attempt::first(epoch)));
                     return;
                 }
                 PairState::Stopped => return,
@@ -248,6 +267,9 @@ impl crate::Vmm {
     /// ([`Attempt::after_failure`]); after the last, the VM stays
     /// unprotected.
     pub(crate) fn seed_spare(&mut self, attempt: Attempt) {
+        if attempt.epoch != self.spares.epoch {
+            return;
+        }
         let Some(spare) = self.spares.list.get(attempt.index).cloned() else {
             return;
         };
@@ -346,16 +368,20 @@ impl crate::Vmm {
     /// A backup's VM was built (boot or seed): its spares, watched for a
     /// failover.
     pub(crate) fn spares_for_new_vm(&mut self) {
-        self.spares = self
-            .config
-            .as_ref()
-            .map(Spares::for_config)
-            .unwrap_or_default();
+        let epoch = self.spares.epoch + 1;
+        self.spares = Spares {
+            epoch,
+            ..self
+                .config
+                .as_ref()
+                .map(Spares::for_config)
+                .unwrap_or_default()
+        };
         if self.spares.list.is_empty() {
             return;
         }
         if let Some(status) = self.vm.as_ref().and_then(|vm| vm.pair_status.as_ref()) {
-            watch(status, self.events_tx.clone());
+            watch(status, epoch, self.events_tx.clone());
         }
     }
 }
@@ -366,13 +392,17 @@ mod tests {
 
     #[test]
     fn attempts_go_through_the_list_then_rounds_and_are_bounded() {
-        let mut a = Attempt::FIRST;
+        let mut a = Attempt::first(7);
         let mut seen = vec![(a, Duration::ZERO)];
         while let Some((next, after)) = a.after_failure(2) {
             seen.push((next, after));
             a = next;
         }
-        let at = |round, index| Attempt { round, index };
+        let at = |round, index| Attempt {
+            epoch: 7,
+            round,
+            index,
+        };
         assert_eq!(
             seen,
             [
@@ -384,7 +414,7 @@ mod tests {
                 (at(3, 1), Duration::ZERO),
             ]
         );
-        assert_eq!(Attempt::FIRST.after_failure(1).unwrap().0, at(2, 0));
+        assert_eq!(Attempt::first(7).after_failure(1).unwrap().0, at(2, 0));
         assert!(at(MAX_ROUNDS, 0).after_failure(1).is_none());
     }
 
