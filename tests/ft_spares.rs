@@ -333,6 +333,16 @@ fn a_live_ex_backup_seeds_the_first_spare_that_answers_and_survives_a_second_fai
     let second_started = pos(&started(&listen_spare)).expect("the second spare tried");
     let seeded = pos(&("spare-seeded".into(), listen_spare.clone())).expect("seeded");
     assert!(first_started < failed && failed < second_started && second_started < seeded);
+    let text_b = std::fs::read_to_string(dir.path("events-backup.json")).unwrap_or_default();
+    let seeded_event = text_b
+        .find("\"event\": \"seeded\"")
+        .map(|at| &text_b[at..])
+        .map(|o| &o[..o.find('}').unwrap_or(o.len())])
+        .expect("a seeded event on the ex-backup");
+    eprintln!(
+        "ft_spares: the spare's seed: {}",
+        seeded_event.replace('\n', " ")
+    );
     let backup_ft = ft_events(&dir.path("events-backup.json"));
     let go_live = backup_ft
         .iter()
@@ -433,6 +443,13 @@ fn a_manual_ft_add_backup_during_the_automatic_seed_is_ordered_with_it() {
     );
     assert!(b["fault_tolerance"]["spares"]["failed_attempts"].as_u64() >= Some(1));
     let events = spare_events(&dir, "backup");
+    eprintln!(
+        "ft_spares: spare events with a manual ft-add-backup: {events:?}, then {:?}",
+        ft_events(&dir.path("events-backup.json"))
+            .into_iter()
+            .filter(|e| e.starts_with("spare-seed-superseded"))
+            .collect::<Vec<_>>()
+    );
     assert!(
         !events.iter().any(|(e, _)| e == "spare-seeded"),
         "{events:?}"
