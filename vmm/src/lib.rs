@@ -62,6 +62,8 @@ pub enum ControlEvent {
         /// Which attempt.
         attempt: u32,
     },
+    /// A live ex-backup seeds one of its spares (`spares=`).
+    SpareSeed(ft_seed::spares::Attempt),
 }
 
 /// Errors of the VMM as a whole, and of API actions.
@@ -144,6 +146,8 @@ struct Vmm {
     reseeds: ft_seed::reseed::Reseeds,
     /// A backup: how to wait for a seed again after a divergence.
     backup_request: Option<ft_seed::options::FtReceiveBackupConfig>,
+    /// A backup: the spares it seeds by itself once live after a failover.
+    spares: ft_seed::spares::Spares,
 }
 
 /// Restores the terminal however [`run`] returns (or unwinds).
@@ -183,6 +187,7 @@ pub fn run(args: VmmArgs) -> Result<(), VmmError> {
         migration: None,
         reseeds: ft_seed::reseed::Reseeds::default(),
         backup_request: None,
+        spares: ft_seed::spares::Spares::default(),
     };
     let api_server = match &args.api_socket {
         Some(path) => {
@@ -306,6 +311,10 @@ impl Vmm {
                 self.reseed(attempt);
                 Ok(Next::Continue)
             }
+            ControlEvent::SpareSeed(attempt) => {
+                self.seed_spare(attempt);
+                Ok(Next::Continue)
+            }
         }
     }
 
@@ -371,6 +380,7 @@ impl Vmm {
             }
         }
         self.vm = Some(vm);
+        self.spares_for_new_vm();
         event_monitor::event!("vm", "booted");
         Ok(())
     }
@@ -607,6 +617,7 @@ impl Vmm {
         self.config = Some(config);
         self.vm = Some(vm);
         self.backup_request = Some(c.clone());
+        self.spares_for_new_vm();
         event_monitor::event!("vm", "ft-backup-received");
         Ok(())
     }
@@ -700,6 +711,13 @@ impl Vmm {
             .filter(|_| self.reseeds.divergences > 0)
         {
             map.insert("reseed".into(), self.reseeds.info());
+        }
+        if let Some(map) = fault_tolerance
+            .as_mut()
+            .and_then(serde_json::Value::as_object_mut)
+            .filter(|_| !self.spares.list.is_empty())
+        {
+            map.insert("spares".into(), self.spares.info());
         }
         let migration = self.migration.as_ref().map(|m| migration::lock(m).info());
         let state = match state {

@@ -99,7 +99,7 @@ Commands:
   delete        Delete a VM
   ft-add-backup Protect the running VM with a waiting backup (FT VMotion): [peer=]tcp:<host>:<port>,key=<file>,tiebreaker=<t>[,disks=shared|separate][,heartbeat_ms=..,timeout_ms=..,max_lag_ms=..,max_delay_us=..][,downtime_ms=..,max_iterations=..,timeout_s=..]
   ft-receive-backup
-                Wait with no VM for a primary's seed, then run as its backup: [listen=]tcp:<addr>:<port>,key=<file>,tiebreaker=<t>[,disks=shared|separate][,log=<file>][,disk_paths=<p1;p2>][,net_taps=<t1;t2>][,serial=<file>][,heartbeat_ms=..,timeout_ms=..]
+                Wait with no VM for a primary's seed, then run as its backup: [listen=]tcp:<addr>:<port>,key=<file>,tiebreaker=<t>[,disks=shared|separate][,log=<file>][,disk_paths=<p1;p2>][,net_taps=<t1;t2>][,serial=<file>][,heartbeat_ms=..,timeout_ms=..][,spares=tcp:<h>:<p>;tcp:<h>:<p>]
   info          Info on the VM
   pause         Pause the VM
   ping          Ping the VMM to check for API server availability

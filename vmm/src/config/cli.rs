@@ -663,7 +663,7 @@ pub fn help_text() -> String {
          \x20     --restore <restore>        Restore from a VM snapshot: source_url=file:///<dir>[,prefault=on|off][,resume=true|false]\n\
          \x20     --seccomp <seccomp>        Only \"false\" is supported: no seccomp filtering yet\n\
          \x20     --serial <serial>          Control serial port: off|null|tty|file=</path/to/a/file> [default: null]\n\
-         \x20     --fault-tolerance <ft>     Record, replay or protect the VM (this project's extension): mode=record|replay,log=<file>[,max_delay_us=<n>]; mode=primary,peer=tcp:<host>:<port>,key=<file>,tiebreaker=file:<path>|etcd:<url>[,disks=shared|separate][,heartbeat_ms=<n>][,timeout_ms=<n>][,max_lag_ms=<n>][,max_delay_us=<n>]; mode=backup,listen=tcp:<addr>:<port>,key=<file>,tiebreaker=<t>[,log=<file>][,disks=...]\n\
+         \x20     --fault-tolerance <ft>     Record, replay or protect the VM (this project's extension): mode=record|replay,log=<file>[,max_delay_us=<n>]; mode=primary,peer=tcp:<host>:<port>,key=<file>,tiebreaker=file:<path>|etcd:<url>[,disks=shared|separate][,heartbeat_ms=<n>][,timeout_ms=<n>][,max_lag_ms=<n>][,max_delay_us=<n>]; mode=backup,listen=tcp:<addr>:<port>,key=<file>,tiebreaker=<t>[,log=<file>][,disks=...][,spares=tcp:<h>:<p>;...]\n\
          \x20 -v...                          Sets the level of debugging output\n\
          \x20 -h, --help                     Print help\n\
          \x20 -V, --version                  Print version\n\

@@ -12,9 +12,12 @@
 //!   [,heartbeat_ms=N][,timeout_ms=N][,max_lag_ms=N][,max_delay_us=N]`:
 //!   the protected VM of a pair, streaming its log to the backup;
 //! - `mode=backup,listen=tcp:ADDR:PORT,key=FILE,tiebreaker=T[,log=FILE]
-//!   [,disks=..][,heartbeat_ms=N][,timeout_ms=N]`: waits for its primary
-//!   and replays it live; `log=FILE` keeps a copy of the received stream
-//!   (it replays offline with `mode=replay`).
+//!   [,disks=..][,heartbeat_ms=N][,timeout_ms=N][,spares=tcp:H:P;tcp:H:P]`:
+//!   waits for its primary and replays it live; `log=FILE` keeps a copy of
+//!   the received stream (it replays offline with `mode=replay`);
+//!   `spares=` lists VMMs waiting in `vm.ft-receive-backup` that it seeds
+//!   by itself, the first that answers, once it went live after a failover
+//!   (`crate::ft_seed::spares`).
 //!
 //! `debug_from=N` (record) also logs the vCPU state at every exit from
 //! exit N and a hash per guest page at every checkpoint from exit N, with
@@ -130,6 +133,10 @@ pub struct FaultToleranceConfig {
     /// Lag above which the primary slows down.
     #[serde(default = "default_max_lag_ms")]
     pub max_lag_ms: u64,
+    /// Backup: the waiting VMMs (`tcp:HOST:PORT`, in order of preference)
+    /// it seeds by FT VMotion once it went live after a failover.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spares: Vec<String>,
 }
 
 fn default_max_delay_us() -> u64 {
@@ -256,6 +263,7 @@ impl FaultToleranceConfig {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             max_lag_ms: DEFAULT_MAX_LAG_MS,
+            spares: Vec::new(),
         }
     }
 
@@ -277,6 +285,7 @@ impl FaultToleranceConfig {
                 "heartbeat_ms",
                 "timeout_ms",
                 "max_lag_ms",
+                "spares",
             ],
         )
         .map_err(FaultToleranceError::Parse)?;
@@ -306,6 +315,10 @@ impl FaultToleranceConfig {
         c.heartbeat_ms = number("heartbeat_ms")?.unwrap_or(DEFAULT_HEARTBEAT_MS);
         c.timeout_ms = number("timeout_ms")?.unwrap_or(DEFAULT_TIMEOUT_MS);
         c.max_lag_ms = number("max_lag_ms")?.unwrap_or(DEFAULT_MAX_LAG_MS);
+        c.spares = p
+            .get("spares")
+            .map(|v| v.split(';').map(str::to_string).collect())
+            .unwrap_or_default();
         c.validate(1)?;
         Ok(c)
     }
@@ -358,6 +371,12 @@ impl FaultToleranceConfig {
         let mode = self.mode.as_str();
         let not_for = |option| Err(FaultToleranceError::NotForMode { mode, option });
         let missing = |option| Err(FaultToleranceError::Missing { mode, option });
+        if self.mode != M::Backup && !self.spares.is_empty() {
+            return not_for("spares=");
+        }
+        for spare in &self.spares {
+            parse_tcp_address("spares", spare)?;
+        }
         if !self.is_pair() {
             if self.peer.is_some() {
                 return not_for("peer=");
@@ -558,5 +577,69 @@ mod tests {
         .unwrap();
         assert_eq!(json.timeout_ms, DEFAULT_TIMEOUT_MS);
         json.validate(1).unwrap();
+    }
+
+    #[test]
+    fn spares_are_parsed_and_checked() {
+        use FaultToleranceError as E;
+        let b = FaultToleranceConfig::parse(
+            "mode=backup,listen=tcp:0.0.0.0:7100,key=/k,tiebreaker=file:/t,spares=tcp:127.0.0.1:7200;tcp:127.0.0.2:7201",
+        )
+        .unwrap();
+        assert_eq!(b.spares, ["tcp:127.0.0.1:7200", "tcp:127.0.0.2:7201"]);
+        let none = FaultToleranceConfig::parse(
+            "mode=backup,listen=tcp:0.0.0.0:7100,key=/k,tiebreaker=file:/t",
+        )
+        .unwrap();
+        assert!(none.spares.is_empty());
+        let err = |v: &str| FaultToleranceConfig::parse(v).unwrap_err();
+        let backup = "mode=backup,listen=tcp:0.0.0.0:7100,key=/k,tiebreaker=file:/t";
+        for bad in [
+            "spares=",
+            "spares=127.0.0.1:7200",
+            "spares=tcp:127.0.0.1",
+            "spares=tcp:127.0.0.1:7200;",
+            "spares=tcp:127.0.0.1:7200;udp:127.0.0.1:7201",
+            "spares=tcp:127.0.0.1:99999",
+        ] {
+            let value = format!("{backup},{bad}");
+            let e = err(&value);
+            assert!(
+                matches!(
+                    &e,
+                    E::Address {
+                        option: "spares",
+                        ..
+                    }
+                ),
+                "{bad}: {e:?}"
+            );
+            assert!(e.to_string().contains("spares="), "{e}");
+        }
+        assert_eq!(
+            err("mode=primary,peer=tcp:127.0.0.1:1,key=/k,tiebreaker=file:/t,spares=tcp:127.0.0.1:2"),
+            E::NotForMode {
+                mode: "primary",
+                option: "spares="
+            }
+        );
+        assert_eq!(
+            err("mode=record,log=/l,spares=tcp:127.0.0.1:2"),
+            E::NotForMode {
+                mode: "record",
+                option: "spares="
+            }
+        );
+        let json: FaultToleranceConfig = serde_json::from_str(
+            r#"{"mode":"backup","listen":"tcp:127.0.0.1:9","key":"/k","tiebreaker":"file:/t","spares":["tcp:127.0.0.1:10"]}"#,
+        )
+        .unwrap();
+        json.validate(1).unwrap();
+        let json: FaultToleranceConfig = serde_json::from_str(
+            r#"{"mode":"backup","listen":"tcp:127.0.0.1:9","key":"/k","tiebreaker":"file:/t","spares":["nowhere"]}"#,
+        )
+        .unwrap();
+        assert!(matches!(json.validate(1), Err(E::Address { .. })));
+        assert!(!serde_json::to_string(&none).unwrap().contains("spares"));
     }
 }

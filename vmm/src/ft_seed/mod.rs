@@ -17,6 +17,7 @@
 //!   `key=value` form;
 //! - [`switch`]: the output sink and clock a running VM switches;
 //! - [`reseed`]: divergence repair (a diverged backup is seeded again).
+//! - [`spares`]: a backup live after a failover seeds a spare by itself.
 //! - [`verify`]: after a seed with separate disks, the primary reads its
 //!   images against the block digests it sent, in the background.
 
@@ -24,6 +25,7 @@ pub mod backup;
 pub mod options;
 pub mod primary;
 pub mod reseed;
+pub mod spares;
 pub mod switch;
 pub mod verify;
 

@@ -71,6 +71,11 @@ pub struct FtAddBackupConfig {
     /// abandoned and the VM runs on unprotected.
     #[serde(default = "default_seed_timeout_s")]
     pub timeout_s: u64,
+    /// How long to keep trying to reach `peer` (the channel's bound when
+    /// `None`). Not part of the API: a spare seed ([`super::spares`]) sets
+    /// a shorter one.
+    #[serde(skip)]
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 /// `PUT vm.ft-receive-backup`: wait with no VM for a primary's seed on
@@ -110,6 +115,11 @@ pub struct FtReceiveBackupConfig {
     /// The serial output file here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<PathBuf>,
+    /// VMMs waiting for a seed (`tcp:HOST:PORT`) this backup seeds by
+    /// itself, the first that answers, once it went live after a failover
+    /// (`--fault-tolerance spares=`; [`super::spares`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spares: Vec<String>,
 }
 
 /// A `ch-remote` operand: `key=value,...`; a bare `tcp:...` first item
@@ -186,6 +196,7 @@ impl FtAddBackupConfig {
             )?)
             .map_err(|_| "max_iterations= is too large".to_string())?,
             timeout_s: number(&p, "timeout_s", default_seed_timeout_s())?,
+            connect_timeout: None,
         })
     }
 
@@ -231,6 +242,7 @@ impl FtReceiveBackupConfig {
                 "disk_paths",
                 "net_taps",
                 "serial",
+                "spares",
             ],
         )?;
         Ok(FtReceiveBackupConfig {
@@ -247,6 +259,7 @@ impl FtReceiveBackupConfig {
                 .collect(),
             net_taps: list(&p, "net_taps"),
             serial: p.get("serial").map(PathBuf::from),
+            spares: list(&p, "spares"),
         })
     }
 
@@ -260,6 +273,7 @@ impl FtReceiveBackupConfig {
         c.log = self.log.clone();
         c.heartbeat_ms = self.heartbeat_ms;
         c.timeout_ms = self.timeout_ms;
+        c.spares = self.spares.clone();
         c.validate(1).map_err(|e| error_text(&e))?;
         Ok(c)
     }
@@ -308,5 +322,32 @@ mod tests {
         assert!(
             serde_json::from_str::<FtReceiveBackupConfig>(r#"{"listen":"tcp:1.2.3.4:5"}"#).is_err()
         );
+    }
+
+    #[test]
+    fn receive_backup_spares() {
+        let r = FtReceiveBackupConfig::parse(
+            "tcp:0.0.0.0:7410,key=/k,tiebreaker=file:/t,spares=tcp:10.0.0.5:7410;tcp:10.0.0.6:7410",
+        )
+        .unwrap();
+        assert_eq!(r.spares, ["tcp:10.0.0.5:7410", "tcp:10.0.0.6:7410"]);
+        assert_eq!(r.fault_tolerance().unwrap().spares, r.spares);
+        for bad in [
+            "spares=",
+            "spares=10.0.0.5:7410",
+            "spares=tcp:10.0.0.5:7410;tcp:x",
+        ] {
+            let r = FtReceiveBackupConfig::parse(&format!(
+                "tcp:0.0.0.0:7410,key=/k,tiebreaker=file:/t,{bad}"
+            ))
+            .unwrap();
+            let e = r.fault_tolerance().unwrap_err();
+            assert!(e.contains("spares=") && e.contains("tcp:HOST:PORT"), "{e}");
+        }
+        let json: FtReceiveBackupConfig = serde_json::from_str(
+            r#"{"listen":"tcp:0.0.0.0:7410","key":"/k","tiebreaker":"file:/t","spares":["tcp:10.0.0.5:7410"]}"#,
+        )
+        .unwrap();
+        assert_eq!(json.spares, ["tcp:10.0.0.5:7410"]);
     }
 }

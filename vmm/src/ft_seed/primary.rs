@@ -193,7 +193,10 @@ pub fn add_backup(
         .tiebreaker
         .parse()
         .map_err(|e| VmotionError::Pair(PairError::Tiebreaker(e)))?;
-    let channel = channel_config(req.heartbeat_ms, req.timeout_ms);
+    let mut channel = channel_config(req.heartbeat_ms, req.timeout_ms);
+    if let Some(t) = req.connect_timeout {
+        channel.connect_timeout = t;
+    }
     let digest = crate::vcpu::ft::vm_config_digest(config).map_err(VmotionError::Digest)?;
     let generation = Primary::new_generation();
     let status = PairStatus::new("primary", peer.to_string());

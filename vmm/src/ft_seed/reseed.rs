@@ -186,6 +186,7 @@ pub fn receive_request(config: &VmConfig) -> Option<FtReceiveBackupConfig> {
         "disk_paths": disk_paths,
         "net_taps": net_taps,
         "serial": serial,
+        "spares": ft.spares,
     }))
     .ok()
 }
