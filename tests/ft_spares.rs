@@ -21,95 +21,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::ftpair::{assert_clean, ft_events, kv_setup, write_key, CHANNEL_PORT};
-use common::netns::KillOnDrop;
+use common::ftpair::{ft_events, kv_setup, write_key, CHANNEL_PORT};
 use common::pair::{GuestVmm, Host, PairNet, LOG_A, LOG_B};
-use common::{api, ch_remote, test_guest, text, vmm_bin, wait_until, TempDir};
+use common::vmotion::{
+    add_backup, begin, file_tiebreaker, finish, info, receive_backup_with, start_empty,
+    start_plain, wait_child_within,
+};
+use common::{api, test_guest, text, vmm_bin, wait_until, TempDir};
 use ft_kv_client::{run_stream, StreamConfig, StreamControl};
 
-/// On a failure, keeps the test's files (logs, events) in
-/// `$TMPDIR/ft-spares-failed-NAME` for the report.
-struct KeepOnFailure(PathBuf, &'static str);
-
-impl Drop for KeepOnFailure {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let to = std::env::temp_dir().join(format!("ft-spares-failed-{}", self.1));
-            let _ = std::fs::remove_dir_all(&to);
-            let _ = std::fs::create_dir_all(&to);
-            for e in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
-                let name = e.file_name();
-                if !name.to_string_lossy().ends_with(".img") {
-                    let _ = std::fs::copy(e.path(), to.join(name));
-                }
-            }
-            eprintln!("ft_spares: files kept in {}", to.display());
-        }
-    }
-}
-
-fn file_tiebreaker(dir: &TempDir) -> String {
-    format!("file:{}", dir.path("tiebreak").display())
-}
-
-/// A running KV guest on host A with an API socket, no fault tolerance.
-fn start_plain(net: &PairNet, dir: &TempDir, disk: &Path) -> GuestVmm {
-    let guest = test_guest().to_str().expect("utf-8").to_string();
-    let args = [
-        "--kernel".to_string(),
-        guest,
-        "--cmdline".into(),
-        net.kv_cmdline(),
-        "--memory".into(),
-        "size=128M".into(),
-        "--disk".into(),
-        format!("path={}", disk.display()),
-        "--net".into(),
-        net.guest_net(Host::A),
-        "--api-socket".into(),
-        format!("path={}", dir.path("primary.sock").display()),
-        "--event-monitor".into(),
-        format!("path={}", dir.path("events-primary.json").display()),
-        "-v".into(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    net.spawn_vmm(Host::A, &dir.0, "primary", &args)
-}
-
-/// A VMM with no VM on `host`, API socket `dir/NAME.sock`.
-fn start_empty(net: &PairNet, host: Host, dir: &TempDir, name: &str) -> GuestVmm {
-    let stderr = dir.path(&format!("stderr-{name}.txt"));
-    let err = std::fs::File::create(&stderr).expect("stderr file");
-    let sock = dir.path(&format!("{name}.sock"));
-    let child = KillOnDrop::spawn(
-        net.host(host)
-            .command(vmm_bin())
-            .args(["--api-socket", &format!("path={}", sock.display())])
-            .args([
-                "--event-monitor",
-                &format!(
-                    "path={}",
-                    dir.path(&format!("events-{name}.json")).display()
-                ),
-                "-v",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err),
-    );
-    assert!(
-        wait_until(Duration::from_secs(10), || sock.exists()),
-        "no API socket"
-    );
-    GuestVmm {
-        child,
-        serial: dir.path(&format!("serial-{name}.txt")),
-        stderr,
-    }
-}
-
 /// `ch-remote ft-receive-backup` on VMM `name` in the background (it
-/// answers once the backup runs), with `extra` options.
+/// answers once the backup runs), with the file tiebreaker and `extra`
+/// options.
 fn receive_backup(
     dir: &TempDir,
     name: &str,
@@ -118,38 +41,23 @@ fn receive_backup(
     tap: &str,
     extra: &str,
 ) -> Child {
-    Command::new(common::ch_remote_bin())
-        .arg("--api-socket")
-        .arg(dir.path(&format!("{name}.sock")))
-        .args([
-            "ft-receive-backup",
-            listen,
-            &format!(
-                "key={},tiebreaker={},net_taps={tap},serial={}{extra}",
-                key.display(),
-                file_tiebreaker(dir),
-                dir.path(&format!("serial-{name}.txt")).display()
-            ),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ch-remote")
+    receive_backup_with(dir, name, listen, key, tap, &file_tiebreaker(dir), extra)
 }
 
-fn wait_child(mut c: Child, within: Duration) -> std::process::Output {
-    let ok = wait_until(within, || c.try_wait().ok().flatten().is_some());
-    if !ok {
-        let _ = c.kill();
-    }
-    c.wait_with_output().expect("ch-remote output")
-}
-
-fn info(dir: &TempDir, sock: &str) -> serde_json::Value {
-    let (code, body) = api(&dir.path(sock), "GET", "vm.info", None);
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("vm.info JSON")
+/// An empty VMM `name` on host A waiting in `ft-receive-backup` on host
+/// A's logging address, port `CHANNEL_PORT + 1`, beside the primary (the
+/// guest's tap of host A is opened only by a VMM that goes live). Returns
+/// its listen URL, the VMM and the waiting `ch-remote`.
+fn wait_on_host_a(
+    net: &PairNet,
+    dir: &TempDir,
+    key: &Path,
+    name: &str,
+) -> (String, GuestVmm, Child) {
+    let listen = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 1);
+    let vmm = start_empty(net, Host::A, dir, name);
+    let recv = receive_backup(dir, name, &listen, key, &net.links(Host::A).tap, "");
+    (listen, vmm, recv)
 }
 
 /// The `fault-tolerance` events of VMM `name` with `"spare": "..."`
@@ -207,7 +115,7 @@ fn protect_with_spares(
         text(&added.stderr),
         primary.stderr_text()
     );
-    let recv = wait_child(recv, Duration::from_secs(60));
+    let recv = wait_child_within(recv, Duration::from_secs(60));
     assert!(
         recv.status.success(),
         "ft-receive-backup: {}\n{}",
@@ -217,41 +125,14 @@ fn protect_with_spares(
     (primary, backup)
 }
 
-/// `ch-remote ft-add-backup` on the VM behind `sock` to `peer`.
-fn add_backup(dir: &TempDir, sock: &str, peer: &str, key: &Path) -> std::process::Output {
-    ch_remote(
-        &dir.path(sock),
-        &[
-            "ft-add-backup",
-            &format!(
-                "peer={peer},key={},tiebreaker={}",
-                key.display(),
-                file_tiebreaker(dir)
-            ),
-        ],
-    )
-}
-
 #[test]
 fn a_live_ex_backup_seeds_the_first_spare_that_answers_and_survives_a_second_failover() {
-    let dir = TempDir::new("ftspares");
-    let _keep = KeepOnFailure(dir.0.clone(), "two-failovers");
-    let net = PairNet::new();
-    let names = net.names();
+    let (dir, net, names) = begin("ftspares", "spares-two-failovers");
     let key = write_key(&dir);
     // The spare: an empty VMM on host A, waiting on its own port; and an
     // address on host A's logging link nobody listens on.
-    let listen_spare = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 1);
+    let (listen_spare, mut spare, spare_recv) = wait_on_host_a(&net, &dir, &key, "spare");
     let nobody = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 2);
-    let mut spare = start_empty(&net, Host::A, &dir, "spare");
-    let spare_recv = receive_backup(
-        &dir,
-        "spare",
-        &listen_spare,
-        &key,
-        &net.links(Host::A).tap,
-        "",
-    );
     let (mut primary, mut backup) =
         protect_with_spares(&net, &dir, &key, &format!("{nobody};{listen_spare}"));
     let b = info(&dir, "backup.sock");
@@ -361,16 +242,14 @@ fn a_live_ex_backup_seeds_the_first_spare_that_answers_and_survives_a_second_fai
     assert_eq!(sp["in_use"], listen_spare.as_str(), "{sp}");
     assert_eq!(sp["failed_attempts"], 1, "{sp}");
 
-    let spare_recv = wait_child(spare_recv, Duration::from_secs(10));
+    let spare_recv = wait_child_within(spare_recv, Duration::from_secs(10));
     assert!(
         spare_recv.status.success(),
         "ft-receive-backup on the spare: {}",
         text(&spare_recv.stderr)
     );
     assert!(spare.child.running(), "{}", spare.stderr_text());
-    drop((primary, backup, spare));
-    drop(net);
-    assert_clean(&names);
+    finish((primary, backup, spare), net, &names);
 }
 
 /// Waits for `event` among VMM `name`'s fault-tolerance events.
@@ -384,26 +263,14 @@ fn wait_event(dir: &TempDir, name: &str, event: &str, within: Duration) -> bool 
 
 #[test]
 fn a_manual_ft_add_backup_during_the_automatic_seed_is_ordered_with_it() {
-    let dir = TempDir::new("ftspares-manual");
-    let _keep = KeepOnFailure(dir.0.clone(), "manual");
-    let net = PairNet::new();
-    let names = net.names();
+    let (dir, net, names) = begin("ftspares-manual", "spares-manual");
     let key = write_key(&dir);
     // Two spares nobody listens on: the automatic seed fails on each.
     let dead1 = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 2);
     let dead2 = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 3);
     let (mut primary, mut backup) =
         protect_with_spares(&net, &dir, &key, &format!("{dead1};{dead2}"));
-    let listen_third = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 1);
-    let third = start_empty(&net, Host::A, &dir, "third");
-    let third_recv = receive_backup(
-        &dir,
-        "third",
-        &listen_third,
-        &key,
-        &net.links(Host::A).tap,
-        "",
-    );
+    let (listen_third, third, third_recv) = wait_on_host_a(&net, &dir, &key, "third");
     primary.kill9();
     assert!(
         wait_event(&dir, "backup", "go-live", Duration::from_secs(30)),
@@ -428,7 +295,7 @@ fn a_manual_ft_add_backup_during_the_automatic_seed_is_ordered_with_it() {
         text(&manual.stderr),
         backup.stderr_text()
     );
-    let third_recv = wait_child(third_recv, Duration::from_secs(30));
+    let third_recv = wait_child_within(third_recv, Duration::from_secs(30));
     assert!(third_recv.status.success(), "{}", text(&third_recv.stderr));
     // The automatic seed notices the VM is protected and stops.
     let stopped = wait_until(Duration::from_secs(30), || {
@@ -464,17 +331,12 @@ fn a_manual_ft_add_backup_during_the_automatic_seed_is_ordered_with_it() {
         "go-live",
         Duration::from_secs(10)
     ));
-    drop((primary, backup, third));
-    drop(net);
-    assert_clean(&names);
+    finish((primary, backup, third), net, &names);
 }
 
 #[test]
 fn spares_that_never_answer_leave_the_vm_live_unprotected_after_the_bounded_rounds() {
-    let dir = TempDir::new("ftspares-none");
-    let _keep = KeepOnFailure(dir.0.clone(), "abandoned");
-    let net = PairNet::new();
-    let names = net.names();
+    let (dir, net, names) = begin("ftspares-none", "spares-abandoned");
     let key = write_key(&dir);
     let dead = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 2);
     let (mut primary, mut backup) = protect_with_spares(&net, &dir, &key, &dead);
@@ -519,19 +381,10 @@ fn spares_that_never_answer_leave_the_vm_live_unprotected_after_the_bounded_roun
     // The guest ran on throughout, and an operator can still protect it.
     let (report, _) = common::ftpair::stream_through(&net, 1.0, None);
     assert!(report.ok() && !report.reset(), "{report}");
-    let listen_third = format!("tcp:{LOG_A}:{}", CHANNEL_PORT + 1);
-    let third = start_empty(&net, Host::A, &dir, "third");
-    let third_recv = receive_backup(
-        &dir,
-        "third",
-        &listen_third,
-        &key,
-        &net.links(Host::A).tap,
-        "",
-    );
+    let (listen_third, third, third_recv) = wait_on_host_a(&net, &dir, &key, "third");
     let manual = add_backup(&dir, "backup.sock", &listen_third, &key);
     assert!(manual.status.success(), "{}", text(&manual.stderr));
-    assert!(wait_child(third_recv, Duration::from_secs(30))
+    assert!(wait_child_within(third_recv, Duration::from_secs(30))
         .status
         .success());
     assert_eq!(
@@ -539,17 +392,12 @@ fn spares_that_never_answer_leave_the_vm_live_unprotected_after_the_bounded_roun
         "protected"
     );
     assert!(backup.child.running(), "{}", backup.stderr_text());
-    drop((primary, backup, third));
-    drop(net);
-    assert_clean(&names);
+    finish((primary, backup, third), net, &names);
 }
 
 #[test]
 fn bad_spares_are_refused_and_the_waiting_vmm_is_unharmed() {
-    let dir = TempDir::new("ftspares-bad");
-    let _keep = KeepOnFailure(dir.0.clone(), "refusals");
-    let net = PairNet::new();
-    let names = net.names();
+    let (dir, net, names) = begin("ftspares-bad", "spares-refusals");
     let key = write_key(&dir);
     let listen_b = format!("tcp:{LOG_B}:{CHANNEL_PORT}");
     let mut backup = start_empty(&net, Host::B, &dir, "backup");
@@ -560,7 +408,7 @@ fn bad_spares_are_refused_and_the_waiting_vmm_is_unharmed() {
         ",spares=tcp:192.168.253.1:7410;",
         ",spares=tcp:192.168.253.1",
     ] {
-        let out = wait_child(
+        let out = wait_child_within(
             receive_backup(&dir, "backup", &listen_b, &key, &tap, bad),
             Duration::from_secs(20),
         );
@@ -615,7 +463,5 @@ fn bad_spares_are_refused_and_the_waiting_vmm_is_unharmed() {
     assert!(backup.child.running(), "{}", backup.stderr_text());
     let (code, body) = api(&dir.path("backup.sock"), "GET", "vmm.ping", None);
     assert_eq!(code, 200, "{body}");
-    drop(backup);
-    drop(net);
-    assert_clean(&names);
+    finish(backup, net, &names);
 }

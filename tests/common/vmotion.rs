@@ -207,10 +207,13 @@ pub fn add_backup_with(
     )
 }
 
-pub fn wait_child(mut c: Child) -> Output {
-    let ok = wait_until(Duration::from_secs(60), || {
-        c.try_wait().ok().flatten().is_some()
-    });
+pub fn wait_child(c: Child) -> Output {
+    wait_child_within(c, Duration::from_secs(60))
+}
+
+/// As [`wait_child`], killing it after `within`.
+pub fn wait_child_within(mut c: Child, within: Duration) -> Output {
+    let ok = wait_until(within, || c.try_wait().ok().flatten().is_some());
     if !ok {
         let _ = c.kill();
     }
