@@ -8,7 +8,8 @@
 //! The key never appears here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -69,6 +70,8 @@ struct Inner {
 pub struct PairStatus {
     role: &'static str,
     inner: Mutex<Inner>,
+    /// Notified whenever `inner.state` changes.
+    changed: Condvar,
     /// The primary's slowdown, in thousandths of its run time.
     throttle_permille: AtomicU64,
     /// The last lag seen, in µs of guest time.
@@ -98,6 +101,7 @@ impl PairStatus {
                 applied: Position::default(),
                 diverged: None,
             }),
+            changed: Condvar::new(),
             throttle_permille: AtomicU64::new(0),
             lag_us: AtomicU64::new(0),
             lag_exits: AtomicU64::new(0),
@@ -139,8 +143,21 @@ impl PairStatus {
     pub fn set_state(&self, state: PairState) {
         let old = std::mem::replace(&mut self.lock().state, state);
         if old != state {
+            self.changed.notify_all();
             log::info!("fault tolerance: {} {}", self.role, state.as_str());
         }
+    }
+
+    /// The state once it is no longer `seen`, or after `timeout` (then
+    /// maybe still `seen`): for watchers that act on a change without
+    /// polling.
+    pub fn wait_for_change(&self, seen: PairState, timeout: Duration) -> PairState {
+        let guard = self.lock();
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |s| s.state == seen)
+            .unwrap_or_else(PoisonError::into_inner);
+        guard.state
     }
 
     /// The channel is open: peer address, generation, handle. Not yet
@@ -170,6 +187,7 @@ impl PairStatus {
             }
             s.state = PairState::Protected;
         }
+        self.changed.notify_all();
         log::info!("fault tolerance: {} protected", self.role);
         self.event("protected", properties);
     }
@@ -308,5 +326,39 @@ impl PairStatus {
             }
         }
         Value::Object(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn a_watcher_wakes_on_a_change_and_times_out_without_one() {
+        let status = PairStatus::new("backup", "tcp:127.0.0.1:1".into());
+        let t = Instant::now();
+        let same = status.wait_for_change(PairState::Connecting, Duration::from_millis(20));
+        assert_eq!(same, PairState::Connecting);
+        assert!(t.elapsed() >= Duration::from_millis(20));
+
+        let setter = Arc::clone(&status);
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            setter.set_state(PairState::LiveUnprotected);
+        });
+        let changed = status.wait_for_change(PairState::Connecting, Duration::from_secs(60));
+        assert_eq!(changed, PairState::LiveUnprotected);
+        thread.join().expect("setter");
+
+        let setter = Arc::clone(&status);
+        let thread = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            setter.set_state(PairState::Stopped);
+        });
+        let stopped = status.wait_for_change(PairState::LiveUnprotected, Duration::from_secs(60));
+        assert_eq!(stopped, PairState::Stopped);
+        thread.join().expect("setter");
     }
 }

@@ -44,8 +44,9 @@ pub const MAX_ROUNDS: u32 = 3;
 /// already, and the next one may be).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How often [`watch`] looks at the backup's state.
-const WATCH_PERIOD: Duration = Duration::from_millis(5);
+/// Longest [`watch`] waits for a change of the backup's state before it
+/// looks whether the status still exists (a change wakes it at once).
+const WATCH_PERIOD: Duration = Duration::from_millis(500);
 
 /// Wait before round `round` (1-based): none before the first (the VM is
 /// unprotected from the failover on), then 1 s, 2 s.
@@ -224,20 +225,25 @@ pub fn watch(status: &Arc<PairStatus>, epoch: u64, events: Sender<ControlEvent>)
     let status: Weak<PairStatus> = Arc::downgrade(status);
     let spawned = std::thread::Builder::new()
         .name("ft_spares".into())
-        .spawn(move || loop {
-            let Some(s) = status.upgrade() else {
-                return;
-            };
-            match s.state() {
-                PairState::LiveUnprotected => {
-                    let _ = events.send(ControlEvent::SpareSeed(Attempt::first(epoch)));
+        .spawn(move || {
+            let mut seen = None;
+            loop {
+                let Some(s) = status.upgrade() else {
                     return;
+                };
+                let state = match seen {
+                    None => s.state(),
+                    Some(seen) => s.wait_for_change(seen, WATCH_PERIOD),
+                };
+                match state {
+                    PairState::LiveUnprotected => {
+                        let _ = events.send(ControlEvent::SpareSeed(Attempt::first(epoch)));
+                        return;
+                    }
+                    PairState::Stopped => return,
+                    _ => seen = Some(state),
                 }
-                PairState::Stopped => return,
-                _ => {}
             }
-            drop(s);
-            std::thread::sleep(WATCH_PERIOD);
         });
     if let Err(e) = spawned {
         log::warn!("fault tolerance: cannot watch the backup for its spares: {e}");
