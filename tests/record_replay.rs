@@ -50,6 +50,31 @@ fn compute_with_a_fast_timer_uses_checkpoints() {
     assert!(checkpoints(&dir.path("run.log")) > 0);
 }
 
+/// The pages a guest writes again between checkpoints (the tick
+/// handler's stack and counters, under a fast timer) stay writable: the
+/// recording leaves them out of the dirty log's re-protection (KVM's manual
+/// protection, `vmm/src/vcpu/ft/dirty_pages.rs`) and carries them in every
+/// checkpoint, and replay still matches. Its summary counts the checkpoint
+/// pages that were kept ones.
+#[test]
+fn pages_rewritten_between_checkpoints_stay_writable_and_replay_exactly() {
+    let dir = TempDir::new("rr-hot");
+    let (rec, _) = record_and_replay("workload=compute steps=60000000 hz=1000", &dir);
+    let err = text(&rec.stderr);
+    let kept = err
+        .lines()
+        .find_map(|l| {
+            l.split("; ")
+                .nth(1)?
+                .strip_suffix(" checkpoint pages were kept ones")?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no hot-page summary in:\n{err}"));
+    assert!(kept > 0, "no checkpoint page was a kept one:\n{err}");
+    assert!(checkpoints(&dir.path("run.log")) > 0);
+}
+
 /// Highest timer rate a `compute` run draws. On these hosts a tick costs
 /// about 350 µs of wall time (the guest's interrupt path runs at CPL0, which
 /// the host emulates): at 1 kHz ticks take a third of the vCPU, at 2 kHz two

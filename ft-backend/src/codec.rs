@@ -33,7 +33,7 @@ pub const RESET_BYTES: u64 = 512 << 20;
 /// zstd level: the fastest of the standard levels (recording speed first;
 /// level 3 gained little on recorded logs, see `ft-backend/README.md`).
 pub const LEVEL: i32 = 1;
-/// log2 of the stream's window (8 MiB): how far back a frame may refer.
+/// log2 of the stream's window (128 MiB): how far back a frame may refer.
 /// A reader needs that much memory per stream.
 pub const WINDOW_LOG: u32 = 27;
 /// Payloads shorter than this are stored: a zstd block header and the

@@ -97,6 +97,27 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
     fn create_vcpu(&self, id: u8) -> Result<Box<dyn Vcpu>>;
     /// The bitmap of pages written since the last call, for `slot` of `size` bytes.
     fn get_dirty_log(&self, slot: u32, size: u64) -> Result<Vec<u64>>;
+    /// True when [`peek_dirty_log`](Self::peek_dirty_log) leaves the pages
+    /// it reports writable and reported (KVM's manual re-protection), so
+    /// that a reader can keep pages it expects to be written again out of
+    /// the dirty-page tracking's write faults.
+    fn keeps_dirty_pages(&self) -> bool {
+        false
+    }
+    /// The bitmap of pages of `slot` written since they were last cleared.
+    /// When [`keeps_dirty_pages`](Self::keeps_dirty_pages), the pages stay
+    /// writable and reported until [`clear_dirty_log`](Self::clear_dirty_log)
+    /// names them; otherwise this is [`get_dirty_log`](Self::get_dirty_log).
+    fn peek_dirty_log(&self, slot: u32, size: u64) -> Result<Vec<u64>> {
+        self.get_dirty_log(slot, size)
+    }
+    /// Clears the pages set in `bitmap` from `slot`'s log and tracks their
+    /// next write again (after [`peek_dirty_log`](Self::peek_dirty_log));
+    /// does nothing when the hypervisor does not keep pages.
+    fn clear_dirty_log(&self, slot: u32, size: u64, bitmap: &[u64]) -> Result<()> {
+        let _ = (slot, size, bitmap);
+        Ok(())
+    }
     /// Makes the hypervisor drop every translation it derived from guest
     /// memory that the VMM rewrote behind the guest's back: `changed` holds
     /// the guest-physical addresses of the pages written (a restored

@@ -14,6 +14,13 @@
 //! page written since its own previous read, whoever read KVM's log in
 //! between.
 //!
+//! A read normally re-protects every page it reports (`get_dirty_log`).
+//! A recording's checkpoint reads without it (`peek_dirty_log`) and then
+//! re-protects all but its hot pages (`clear_dirty_log`; see
+//! `vcpu/ft/dirty_pages.rs`): the pages it keeps stay reported to every
+//! consumer at every read until someone clears them, which costs a
+//! migration at most a resend of pages the guest keeps writing anyway.
+//!
 //! Logging is on while at least one consumer is registered (or from the
 //! start, for a VM that records from its first instruction: its memory is
 //! registered with logging on). The first consumer turns it on, the last
@@ -229,19 +236,37 @@ impl DirtyLog {
         }
     }
 
-    fn read(&self, id: u64, slot: u32) -> Result<Vec<u64>, DirtyLogError> {
-        let (index, s) = self
-            .slots
+    fn slot(&self, slot: u32) -> Result<(usize, &Slot), DirtyLogError> {
+        self.slots
             .iter()
             .enumerate()
             .find(|(_, s)| s.slot == slot)
-            .ok_or(DirtyLogError::NoSlot(slot))?;
+            .ok_or(DirtyLogError::NoSlot(slot))
+    }
+
+    /// Consumer `id`'s pages of `slot`; with `rearm`, every page KVM
+    /// reported is tracked again, else KVM keeps reporting them (and, when
+    /// it keeps pages, leaves them writable) until [`Self::clear`].
+    fn read(&self, id: u64, slot: u32, rearm: bool) -> Result<Vec<u64>, DirtyLogError> {
+        let (index, s) = self.slot(slot)?;
         let mut pending = self.lock();
-        let fresh = self
-            .vm
-            .get_dirty_log(s.slot, s.size)
-            .map_err(|source| DirtyLogError::Read { slot, source })?;
+        let fresh = if rearm {
+            self.vm.get_dirty_log(s.slot, s.size)
+        } else {
+            self.vm.peek_dirty_log(s.slot, s.size)
+        }
+        .map_err(|source| DirtyLogError::Read { slot, source })?;
         Ok(pending.read(id, index, &fresh))
+    }
+
+    /// Tracks the pages of `bitmap` in `slot` again (after a read without
+    /// re-arming).
+    fn clear(&self, slot: u32, bitmap: &[u64]) -> Result<(), DirtyLogError> {
+        let (_, s) = self.slot(slot)?;
+        let _pending = self.lock();
+        self.vm
+            .clear_dirty_log(s.slot, s.size, bitmap)
+            .map_err(|source| DirtyLogError::Read { slot, source })
     }
 }
 
@@ -256,7 +281,7 @@ pub struct DirtyConsumer {
 impl DirtyConsumer {
     /// The pages of `slot` written since this consumer's last read.
     pub fn read_slot(&self, slot: u32) -> Result<Vec<u64>, DirtyLogError> {
-        self.log.read(self.id, slot)
+        self.log.read(self.id, slot, true)
     }
 
     /// Every slot's pages written since this consumer's last read, with
@@ -300,13 +325,28 @@ impl Vm for ConsumerVm {
     }
 
     fn get_dirty_log(&self, slot: u32, _size: u64) -> hypervisor::Result<Vec<u64>> {
-        self.consumer.read_slot(slot).map_err(|e| match e {
-            DirtyLogError::Read { source, .. } | DirtyLogError::Toggle { source, .. } => source,
-            DirtyLogError::NoSlot(_) => HypervisorError::Ioctl {
-                op: "KVM_GET_DIRTY_LOG",
-                source: std::io::Error::from_raw_os_error(libc::ENOENT),
-            },
-        })
+        self.consumer
+            .log
+            .read(self.consumer.id, slot, true)
+            .map_err(hypervisor_error)
+    }
+
+    fn keeps_dirty_pages(&self) -> bool {
+        self.consumer.log.vm.keeps_dirty_pages()
+    }
+
+    fn peek_dirty_log(&self, slot: u32, _size: u64) -> hypervisor::Result<Vec<u64>> {
+        self.consumer
+            .log
+            .read(self.consumer.id, slot, false)
+            .map_err(hypervisor_error)
+    }
+
+    fn clear_dirty_log(&self, slot: u32, _size: u64, bitmap: &[u64]) -> hypervisor::Result<()> {
+        self.consumer
+            .log
+            .clear(slot, bitmap)
+            .map_err(hypervisor_error)
     }
 
     fn drop_cached_translations(&self, changed: &[u64]) -> hypervisor::Result<()> {
@@ -315,6 +355,17 @@ impl Vm for ConsumerVm {
 
     fn set_dirty_logging(&self, on: bool) -> hypervisor::Result<()> {
         self.consumer.log.vm.set_dirty_logging(on)
+    }
+}
+
+/// A dirty-log error as the `hypervisor::Vm` trait reports it.
+fn hypervisor_error(e: DirtyLogError) -> HypervisorError {
+    match e {
+        DirtyLogError::Read { source, .. } | DirtyLogError::Toggle { source, .. } => source,
+        DirtyLogError::NoSlot(_) => HypervisorError::Ioctl {
+            op: "KVM_GET_DIRTY_LOG",
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        },
     }
 }
 

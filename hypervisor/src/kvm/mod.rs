@@ -3,6 +3,7 @@
 
 //! KVM, through kvm-ioctls, with no in-kernel interrupt controller.
 
+mod dirty;
 mod translations;
 mod vcpu;
 
@@ -53,9 +54,11 @@ impl crate::Hypervisor for KvmHypervisor {
         fd.set_tss_address(KVM_TSS_ADDRESS)
             .map_err(|e| HypervisorError::ioctl("KVM_SET_TSS_ADDR", e))?;
         let sync_regs = self.kvm.check_extension(Cap::SyncRegs);
+        let manual_protect = dirty::enable_manual_protect(&fd);
         Ok(Arc::new(KvmVm {
             fd,
             sync_regs,
+            manual_protect,
             slots: Mutex::new(Vec::new()),
         }))
     }
@@ -72,6 +75,9 @@ impl crate::Hypervisor for KvmHypervisor {
 pub struct KvmVm {
     fd: VmFd,
     sync_regs: bool,
+    /// `KVM_GET_DIRTY_LOG` only reports; `KVM_CLEAR_DIRTY_LOG` re-arms
+    /// (see `dirty.rs`).
+    manual_protect: bool,
     /// The registered memory slots, to register them again.
     slots: Mutex<Vec<kvm_userspace_memory_region>>,
 }
@@ -116,10 +122,28 @@ impl Vm for KvmVm {
     }
 
     fn get_dirty_log(&self, slot: u32, size: u64) -> Result<Vec<u64>> {
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let bitmap = self.peek_dirty_log(slot, size)?;
+        self.clear_dirty_log(slot, size, &bitmap)?;
+        Ok(bitmap)
+    }
+
+    fn keeps_dirty_pages(&self) -> bool {
+        self.manual_protect
+    }
+
+    fn peek_dirty_log(&self, slot: u32, size: u64) -> Result<Vec<u64>> {
+        let bytes = usize::try_from(size).unwrap_or(usize::MAX);
         self.fd
-            .get_dirty_log(slot, size)
+            .get_dirty_log(slot, bytes)
             .map_err(|e| HypervisorError::ioctl("KVM_GET_DIRTY_LOG", e))
+    }
+
+    fn clear_dirty_log(&self, slot: u32, size: u64, bitmap: &[u64]) -> Result<()> {
+        if self.manual_protect {
+            dirty::clear(&self.fd, slot, size, bitmap)
+        } else {
+            Ok(())
+        }
     }
 
     fn set_dirty_logging(&self, on: bool) -> Result<()> {

@@ -44,6 +44,7 @@ use crate::config::{FaultToleranceConfig, FaultToleranceMode, VmConfig};
 use crate::memory::GuestMemoryMmapT;
 
 mod debug;
+mod dirty_pages;
 pub mod pair;
 pub mod record;
 pub mod replay;
@@ -178,6 +179,8 @@ pub struct FtContext {
     retired: Option<Box<dyn ExecMode>>,
     /// When checkpoints carry a state digest (recording).
     digests: DigestBudget,
+    /// Recording: the pages the dirty log leaves writable.
+    hot: dirty_pages::HotPages,
 }
 
 /// Recording: which checkpoints carry a full state digest. The first
@@ -409,6 +412,7 @@ impl FtContext {
                 debug: FtDebug::new(config),
                 retired: None,
                 digests: DigestBudget::new(),
+                hot: dirty_pages::HotPages::default(),
             },
             intc_clock,
         ))
@@ -568,6 +572,9 @@ impl FtContext {
             "fault tolerance: final state digest {digest:016x} after {} exits ({reason:?})",
             self.exits
         );
+        if self.vm.keeps_dirty_pages() && !self.mode.replays() {
+            log::info!("fault tolerance: hot pages: {}", self.hot.summary());
+        }
         self.mode.finish(reason, digest, self.exits)
     }
 
@@ -592,7 +599,7 @@ impl FtContext {
         intc: &InterruptController,
     ) -> Result<Checkpoint, FtError> {
         let seq = self.mode.next_checkpoint_seq();
-        let pages = self.dirty_pages()?;
+        let pages = dirty_pages::take(&self.memory, &*self.vm, &mut self.hot)?;
         let vcpu_state = VcpuState::save(vcpu).map_err(FtError::Checkpoint)?;
         let devices = self.device_snapshots(intc);
         let digest = if self.digests.wanted(seq) {
@@ -619,34 +626,6 @@ impl FtContext {
             digest,
             start_registers,
         })
-    }
-
-    /// The pages the guest wrote since the last call (KVM's dirty log,
-    /// read and cleared), with their contents: the one place that reads
-    /// the dirty log.
-    fn dirty_pages(&self) -> Result<Vec<(u64, Vec<u8>)>, FtError> {
-        let mut pages = Vec::new();
-        for (slot, region) in self.memory.iter().enumerate() {
-            let base = region.start_addr().0;
-            let bitmap = self
-                .vm
-                .get_dirty_log(u32::try_from(slot).unwrap_or(u32::MAX), region.len())
-                .map_err(FtError::DirtyLog)?;
-            for (w, word) in bitmap.iter().enumerate() {
-                let mut bits = *word;
-                while bits != 0 {
-                    let b = u64::from(bits.trailing_zeros());
-                    bits &= bits - 1;
-                    let gpa = base + (w as u64 * 64 + b) * PAGE_SIZE;
-                    let mut page = vec![0u8; PAGE_SIZE as usize];
-                    self.memory
-                        .read_slice(&mut page, GuestAddress(gpa))
-                        .map_err(|_| FtError::Memory(gpa))?;
-                    pages.push((gpa, page));
-                }
-            }
-        }
-        Ok(pages)
     }
 
     /// Replay mode: applies a recorded checkpoint after exit `self.exits`.
