@@ -4,7 +4,8 @@
 //! The logging channel over real loopback TCP: a primary and a backup in
 //! two threads; frames, progress and acks round trip, and the handshake
 //! refuses a wrong key, another configuration or protocol version, a
-//! stranger, and gives up on an unreachable backup in bounded time.
+//! stranger, and gives up on an unreachable backup in bounded time; a
+//! backup's divergence report reaches the primary, which closes.
 
 mod channel_support;
 
@@ -259,4 +260,85 @@ fn an_unreachable_backup_fails_in_bounded_time() {
     let err = connect(addr, &key(1), &hello(Role::Primary), &config).expect_err("silent peer");
     assert!(matches!(err, HandshakeError::TimedOut { ms: 500 }), "{err}");
     drop(silent);
+}
+
+/// Pins the calling thread (and the threads it starts after) to one CPU
+/// of those it may use.
+fn pin_to_one_cpu() {
+    // SAFETY: an all-zero cpu_set_t is a valid, empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = size_of::<libc::cpu_set_t>();
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of
+    // `size` bytes that outlives the call.
+    let rc = unsafe { libc::sched_getaffinity(0, size, &mut set) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let cpus = usize::try_from(libc::CPU_SETSIZE).expect("CPU_SETSIZE");
+    // SAFETY: `set` is a valid cpu_set_t and every index is below CPU_SETSIZE.
+    let first = (0..cpus)
+        .find(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .expect("an allowed CPU");
+    // SAFETY: an all-zero cpu_set_t is a valid, empty set.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `one` is a valid cpu_set_t and `first` is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(first, &mut one) };
+    // SAFETY: pid 0 is the calling thread; `one` is a valid cpu_set_t of
+    // `size` bytes that outlives the call.
+    let rc = unsafe { libc::sched_setaffinity(0, size, &one) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+}
+
+/// Short enough for the channels' threads to end within a second of a
+/// close, long enough for a loaded machine.
+fn brief() -> ChannelConfig {
+    ChannelConfig {
+        heartbeat: Duration::from_millis(500),
+        timeout: Duration::from_secs(6),
+        ..quiet()
+    }
+}
+
+#[test]
+fn a_divergence_report_the_primary_answers_by_closing_is_told_not_failed() {
+    let config = brief();
+    // The whole pair on one CPU: the channel's real-time threads write the
+    // report, the primary reads it and closes its side, and the backup's
+    // reader sees the end of the stream, all before the (ordinary) thread
+    // that asked for the report goes on to close the channel.
+    let outcomes = thread::spawn(move || {
+        pin_to_one_cpu();
+        (0..10)
+            .map(|_| {
+                let (p, b) = good_pair(&config);
+                let primary = thread::spawn(move || {
+                    let lost = p.handle.wait_lost(Duration::from_secs(30));
+                    drop(p);
+                    lost
+                });
+                let told = b.sender.close_diverged(7, "expected rip 0x10, found 0x20");
+                (told, primary.join().expect("primary thread"))
+            })
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .expect("pinned thread");
+    for (told, heard) in outcomes {
+        assert!(
+            matches!(
+                &heard,
+                Some(SessionError::PeerDiverged { exit: 7, reason })
+                    if reason == "expected rip 0x10, found 0x20"
+            ),
+            "{heard:?}"
+        );
+        assert!(told.is_ok(), "the primary was told: {told:?}");
+    }
+}
+
+#[test]
+fn a_divergence_report_on_a_lost_channel_is_an_error() {
+    let (p, b) = good_pair(&brief());
+    p.handle.shut_down();
+    assert!(b.handle.wait_lost(Duration::from_secs(30)).is_some());
+    let err = b.sender.close_diverged(7, "x").expect_err("nobody to tell");
+    assert!(err.to_string().starts_with("lost the peer"), "{err}");
 }
