@@ -492,13 +492,28 @@ impl ChannelSender {
     }
 
     /// A backup whose replay diverged at `exit`: tells the peer why, then
-    /// closes as [`close`](Self::close) does.
+    /// closes as [`close`](Self::close) does. Fails only when the report
+    /// could not be written: a peer that read it may close its side before
+    /// the goodbye (the channel is then lost before `close`, or the
+    /// goodbye is not written), which is the expected end.
     pub fn close_diverged(self, exit: u64, reason: &str) -> Result<(), SessionError> {
         self.shared.send(Message::Diverged {
             exit,
             reason: reason.to_string(),
         })?;
-        self.close()
+        let shared = Arc::clone(&self.shared);
+        // `close` joins the writer: whether it wrote the report is final.
+        match self.close() {
+            Err(e) if shared.out.said_diverged() => {
+                log::debug!(
+                    "logging channel: no goodbye after the divergence report \
+                     (the peer had it and closed first): {}",
+                    crate::error_chain(&e)
+                );
+                Ok(())
+            }
+            closed => closed,
+        }
     }
 
     /// Counts `len` bytes into the window, waiting until they fit.

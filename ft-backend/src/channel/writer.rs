@@ -95,6 +95,8 @@ pub(super) struct SendQueue {
     writer: OnceLock<Thread>,
     /// The goodbye was written.
     said_goodbye: AtomicBool,
+    /// A divergence report was written.
+    said_diverged: AtomicBool,
     /// Why writing failed, if it did (kept even when the channel was
     /// already closing, for [`super::ChannelSender::close`]).
     failed: OnceLock<SessionError>,
@@ -110,12 +112,14 @@ impl SendQueue {
                 gathered: 0,
                 oldest: None,
                 last_sent: Instant::now(),
+                diverged: false,
             }),
             queue: Mutex::default(),
             room: Condvar::new(),
             ack: Mutex::default(),
             writer: OnceLock::new(),
             said_goodbye: AtomicBool::new(false),
+            said_diverged: AtomicBool::new(false),
             failed: OnceLock::new(),
         }
     }
@@ -206,6 +210,12 @@ impl SendQueue {
         }
         Err(self.failed.get().cloned().unwrap_or(SessionError::Closed))
     }
+
+    /// Whether the writer wrote a divergence report (final once the
+    /// writer thread ended).
+    pub(super) fn said_diverged(&self) -> bool {
+        self.said_diverged.load(Ordering::SeqCst)
+    }
 }
 
 /// What the writer took from the queue in one look.
@@ -226,6 +236,8 @@ struct Sink {
     gathered: u64,
     oldest: Option<Instant>,
     last_sent: Instant,
+    /// `wire` holds a divergence report.
+    diverged: bool,
 }
 
 impl Sink {
@@ -240,6 +252,7 @@ impl Sink {
             .seal(msg, &mut self.wire)
             .map_err(|e| SessionError::Send(Arc::new(e)))?;
         self.gathered += 1;
+        self.diverged |= matches!(msg, Message::Diverged { .. });
         if let Some(at) = queued {
             self.oldest = Some(self.oldest.map_or(at, |o| o.min(at)));
         }
@@ -274,6 +287,9 @@ impl Sink {
         self.gathered = 0;
         self.wire.clear();
         self.last_sent = done;
+        if std::mem::take(&mut self.diverged) {
+            shared.out.said_diverged.store(true, Ordering::SeqCst);
+        }
         Ok(())
     }
 
