@@ -16,8 +16,8 @@
 //! checkpoints a second, which was most of its record/plain ratio of 2.
 //!
 //! When the hypervisor keeps pages (`hypervisor::Vm::keeps_dirty_pages`,
-//! KVM's manual re-protection), a page reported at two checkpoints in a
-//! row becomes hot: the log leaves it writable and keeps reporting it, so
+//! KVM's manual re-protection), a page reported again within [`WINDOW`]
+//! checkpoints becomes hot: the log leaves it writable and keeps reporting it, so
 //! every checkpoint carries it, whether or not the guest wrote it since.
 //! That is what makes it correct: replay reaches the checkpoint having run
 //! the stretch only up to its last exit, so a page the stretch wrote after
@@ -44,9 +44,13 @@ use crate::memory::GuestMemoryMmapT;
 /// checkpoint at worst).
 pub const MAX_HOT: usize = 512;
 
+/// A page reported again within this many checkpoints becomes hot (a
+/// buffer the guest refills every few checkpoints, not only every one).
+pub const WINDOW: u64 = 8;
+
 /// A hot page is tracked again after this many checkpoints in a row found
 /// it with the same contents.
-pub const COOL_AFTER: u8 = 2;
+pub const COOL_AFTER: u8 = 4;
 
 /// A page kept writable.
 #[derive(Debug, Clone, Copy)]
@@ -60,8 +64,11 @@ struct Hot {
 /// The hot-page policy: which reported pages stay writable.
 #[derive(Debug, Default)]
 pub struct HotPages {
-    /// Per slot index, the pages reported at the previous checkpoint.
-    previous: Vec<Vec<u64>>,
+    /// Checkpoints read so far (the current one's number).
+    read: u64,
+    /// Pages reported at one of the last [`WINDOW`] reads and not hot: the
+    /// read that last reported each.
+    recent: HashMap<u64, u64>,
     /// The pages kept writable, by guest-physical address.
     hot: HashMap<u64, Hot>,
     /// Most pages kept at once.
@@ -87,6 +94,13 @@ impl HotPages {
         )
     }
 
+    /// A new checkpoint's read of the log begins.
+    pub fn next_read(&mut self) {
+        self.read += 1;
+        let oldest = self.read.saturating_sub(WINDOW);
+        self.recent.retain(|_, &mut r| r >= oldest);
+    }
+
     /// Decides, for the pages `reported` in slot `index` (first page at
     /// `base`) whose contents `contents` gives in bit order, which stay
     /// writable; returns the bitmap of the pages to track again.
@@ -97,9 +111,7 @@ impl HotPages {
         reported: &[u64],
         contents: &[&[u8]],
     ) -> Vec<u64> {
-        if self.previous.len() <= index {
-            self.previous.resize(index + 1, Vec::new());
-        }
+        let _ = index;
         let mut rearm = reported.to_vec();
         let mut next = contents.iter();
         for (w, word) in reported.iter().enumerate() {
@@ -111,9 +123,6 @@ impl HotPages {
                     return rearm;
                 };
                 let gpa = base + (w as u64 * 64 + u64::from(b)) * PAGE_SIZE;
-                let was_reported = self.previous[index]
-                    .get(w)
-                    .is_some_and(|p| p & (1 << b) != 0);
                 let room = self.hot.len() < MAX_HOT;
                 let keep = match self.hot.get_mut(&gpa) {
                     Some(hot) => {
@@ -126,17 +135,23 @@ impl HotPages {
                         }
                         if hot.unchanged >= COOL_AFTER {
                             self.hot.remove(&gpa);
+                            self.recent.insert(gpa, self.read);
                             false
                         } else {
                             true
                         }
                     }
-                    None if was_reported && room => {
-                        let hash = xxhash_rust::xxh3::xxh3_64(content);
-                        self.hot.insert(gpa, Hot { hash, unchanged: 0 });
-                        true
+                    None => {
+                        let again = self.recent.insert(gpa, self.read).is_some();
+                        if again && room {
+                            self.recent.remove(&gpa);
+                            let hash = xxhash_rust::xxh3::xxh3_64(content);
+                            self.hot.insert(gpa, Hot { hash, unchanged: 0 });
+                            true
+                        } else {
+                            false
+                        }
                     }
-                    None => false,
                 };
                 if keep {
                     rearm[w] &= !(1 << b);
@@ -153,7 +168,6 @@ impl HotPages {
             let page = (gpa - base) / PAGE_SIZE;
             reported[(page / 64) as usize] & (1 << (page % 64)) != 0
         });
-        self.previous[index] = reported.to_vec();
         self.most = self.most.max(self.hot.len());
         rearm
     }
@@ -168,6 +182,9 @@ pub fn take(
     hot: &mut HotPages,
 ) -> Result<Vec<(u64, Vec<u8>)>, FtError> {
     let keeps = vm.keeps_dirty_pages();
+    if keeps {
+        hot.next_read();
+    }
     let mut pages = Vec::new();
     for (index, region) in memory.iter().enumerate() {
         let slot = u32::try_from(index).unwrap_or(u32::MAX);
@@ -219,6 +236,7 @@ mod tests {
             .map(|p| vec![fill(p); P])
             .collect();
         let contents: Vec<&[u8]> = pages.iter().map(|p| &p[..]).collect();
+        hot.next_read();
         hot.decide(0, 0, &reported, &contents)
     }
 
@@ -231,15 +249,27 @@ mod tests {
     }
 
     #[test]
-    fn a_page_reported_twice_in_a_row_stays_writable() {
+    fn a_page_reported_again_within_the_window_stays_writable() {
         let mut hot = HotPages::default();
         // First sight: everything is tracked again.
         assert_eq!(step(&mut hot, &[1, 70], |p| p as u8), bits(&[1, 70]));
         // Page 1 again (and a new page 3): page 1 becomes hot.
         assert_eq!(step(&mut hot, &[1, 3], |p| p as u8 + 1), bits(&[3]));
         assert_eq!(hot.len(), 1);
-        // Page 70 came back after a gap: not hot yet.
-        assert_eq!(step(&mut hot, &[1, 70], |p| p as u8 + 2), bits(&[70]));
+        // Page 70 comes back after a gap inside the window: hot too.
+        assert_eq!(step(&mut hot, &[1, 70], |p| p as u8 + 2), bits(&[]));
+        assert_eq!(hot.len(), 2);
+    }
+
+    #[test]
+    fn a_page_seen_again_only_after_the_window_is_not_hot() {
+        let mut hot = HotPages::default();
+        step(&mut hot, &[9], |_| 1);
+        for _ in 0..WINDOW {
+            step(&mut hot, &[], |_| 0);
+        }
+        assert_eq!(step(&mut hot, &[9], |_| 2), bits(&[9]));
+        assert_eq!(hot.len(), 0);
     }
 
     #[test]
@@ -247,9 +277,11 @@ mod tests {
         let mut hot = HotPages::default();
         step(&mut hot, &[5], |_| 1);
         assert_eq!(step(&mut hot, &[5], |_| 2), bits(&[]));
-        // Same contents once: still hot.
-        assert_eq!(step(&mut hot, &[5], |_| 2), bits(&[]));
-        // Same contents COOL_AFTER times: tracked again.
+        // The same contents fewer than COOL_AFTER times: still hot.
+        for _ in 1..COOL_AFTER {
+            assert_eq!(step(&mut hot, &[5], |_| 2), bits(&[]));
+        }
+        // COOL_AFTER times: tracked again.
         assert_eq!(step(&mut hot, &[5], |_| 2), bits(&[5]));
         assert_eq!(hot.len(), 0);
     }
@@ -259,9 +291,13 @@ mod tests {
         let mut hot = HotPages::default();
         step(&mut hot, &[5], |_| 1);
         step(&mut hot, &[5], |_| 2);
-        step(&mut hot, &[5], |_| 2);
+        for _ in 1..COOL_AFTER {
+            step(&mut hot, &[5], |_| 2);
+        }
         assert_eq!(step(&mut hot, &[5], |_| 3), bits(&[]));
-        assert_eq!(step(&mut hot, &[5], |_| 3), bits(&[]));
+        for _ in 1..COOL_AFTER {
+            assert_eq!(step(&mut hot, &[5], |_| 3), bits(&[]));
+        }
         assert_eq!(step(&mut hot, &[5], |_| 3), bits(&[5]));
     }
 
@@ -275,9 +311,11 @@ mod tests {
         }
         let pages: Vec<Vec<u8>> = (0..n).map(|p| vec![p as u8; P]).collect();
         let contents: Vec<&[u8]> = pages.iter().map(|p| &p[..]).collect();
+        hot.next_read();
         hot.decide(0, 0, &reported, &contents);
         let changed: Vec<Vec<u8>> = (0..n).map(|p| vec![p as u8 ^ 0xff; P]).collect();
         let contents: Vec<&[u8]> = changed.iter().map(|p| &p[..]).collect();
+        hot.next_read();
         let rearm = hot.decide(0, 0, &reported, &contents);
         assert_eq!(hot.len(), MAX_HOT);
         let rearmed: u32 = rearm.iter().map(|w| w.count_ones()).sum();
@@ -289,9 +327,12 @@ mod tests {
         let mut hot = HotPages::default();
         let one = [1u64];
         let page = vec![0u8; P];
+        hot.next_read();
         hot.decide(0, 0, &one, &[&page]);
-        // The same bit in another slot is another page: not hot.
+        // The same bit in another slot, at the same checkpoint, is another
+        // page: not hot.
         assert_eq!(hot.decide(1, 1 << 32, &one, &[&page]), one.to_vec());
+        hot.next_read();
         assert_eq!(hot.decide(0, 0, &one, &[&page]), vec![0]);
     }
 
