@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::api_vmm::{read, ApiVmm};
+use common::etcd::Etcd;
 use common::ft::{args, assert_replayed_to_the_end, TIMEOUT};
 use common::ftpair::{
     assert_clean, ft_events, kv_setup, stream_through, vmm_args, write_key, Setup, CHANNEL_PORT,
 };
-use common::etcd::Etcd;
 use common::pair::{GuestVmm, Host, PairNet, LAN_IP, LOG_B};
 use common::{api, api_listening, run_vmm, test_guest, text, wait_until, TempDir};
 
@@ -304,13 +305,7 @@ fn spawn_side(
     name: &str,
     disk_options: &str,
 ) -> GuestVmm {
-    let mut a = vmm_args(
-        net,
-        host,
-        s,
-        ft,
-        &dir.path(&format!("events-{name}.json")),
-    );
+    let mut a = vmm_args(net, host, s, ft, &dir.path(&format!("events-{name}.json")));
     let at = a.iter().position(|x| x == "--disk").expect("a disk") + 1;
     a[at].push_str(disk_options);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
@@ -394,4 +389,60 @@ fn a_pair_with_a_shared_direct_disk_fails_over_without_losing_a_write() {
 #[test]
 fn a_pair_with_separate_direct_disks_fails_over_without_losing_a_write() {
     direct_failover(true, ",direct=on");
+}
+
+/// Snapshot with disk requests in flight and restore, `direct=on`: the
+/// restored VM opens its image with `O_DIRECT` again (the option is in the
+/// saved configuration) and the guest's read-back verifies.
+#[test]
+fn a_direct_disk_snapshot_restores_and_verifies() {
+    let dir = TempDir::new("direct-snap");
+    let disk = dir.path("disk.img");
+    sparse_file(&disk, 512 << 20);
+    let serial = dir.path("serial.txt");
+    let vmm = ApiVmm::start(
+        &dir,
+        "first",
+        None,
+        &[
+            "--kernel".into(),
+            guest(),
+            "--cmdline".into(),
+            "workload=disk mib=384 flushes=64".into(),
+            "--memory".into(),
+            "size=128M".into(),
+            "--disk".into(),
+            format!("path={},direct=on", disk.display()),
+            "--serial".into(),
+            format!("file={}", serial.display()),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(30), || read(&serial)
+        .contains("test-guest: ready")));
+    std::thread::sleep(Duration::from_millis(400));
+    let snap = dir.path("snap");
+    vmm.pause_and_snapshot(&snap);
+    vmm.shutdown_vmm();
+    assert!(
+        !read(&serial).contains("disk="),
+        "finished before the snapshot"
+    );
+    std::fs::remove_file(&serial).expect("remove the first part");
+    let vmm = ApiVmm::start(
+        &dir,
+        "restored",
+        None,
+        &[
+            "--restore".into(),
+            format!("source_url=file://{}", snap.display()),
+        ],
+    );
+    let (code, body) = vmm.api("GET", "vm.info", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"direct\":true"), "{body}");
+    assert_eq!(vmm.api("PUT", "vm.resume", None).0, 204);
+    vmm.wait_poweroff(Duration::from_secs(120));
+    let after = read(&serial);
+    assert!(after.contains("disk=ok"), "{after}");
+    assert!(!after.contains("test-guest: ready"), "the guest restarted");
 }
