@@ -22,7 +22,7 @@ use common::ftpair::{
     assert_clean, ft_events, kv_setup, stream_through, vmm_args, write_key, Setup, CHANNEL_PORT,
 };
 use common::pair::{GuestVmm, Host, PairNet, LAN_IP, LOG_B};
-use common::{api, api_listening, run_vmm, test_guest, text, wait_until, TempDir};
+use common::{api, api_listening, ch_remote, run_vmm, test_guest, text, wait_until, TempDir};
 
 /// `O_DIRECT` in the flags of /proc/PID/fdinfo (octal, x86-64).
 const O_DIRECT: u32 = 0o40000;
@@ -445,4 +445,65 @@ fn a_direct_disk_snapshot_restores_and_verifies() {
     let after = read(&serial);
     assert!(after.contains("disk=ok"), "{after}");
     assert!(!after.contains("test-guest: ready"), "the guest restarted");
+}
+
+/// Live migration over a unix socket with disk requests in flight,
+/// `direct=on`: the destination opens the image with `O_DIRECT` again (the
+/// option travels in the configuration) and the guest's read-back
+/// verifies there.
+#[test]
+fn a_direct_disk_migrates_and_verifies() {
+    let dir = TempDir::new("direct-mig");
+    let disk = dir.path("disk.img");
+    sparse_file(&disk, 512 << 20);
+    let serial = dir.path("serial.txt");
+    let mut src = ApiVmm::boot(
+        &dir,
+        "src",
+        None,
+        "workload=disk mib=384 flushes=64",
+        "128M",
+        &serial,
+        &[
+            "--disk".into(),
+            format!("path={},direct=on", disk.display()),
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(30), || read(&serial)
+        .contains("test-guest: ready")));
+    std::thread::sleep(Duration::from_millis(400));
+    // The destination reopens (and truncates) the serial file by its path.
+    std::fs::rename(&serial, dir.path("before.txt")).expect("rename the serial file");
+    let dst = ApiVmm::start(&dir, "dst", None, &[]);
+    let mig = format!("unix:{}", dir.path("mig.sock").display());
+    let socket = dst.socket.clone();
+    let operand = format!("receiver_url={mig}");
+    let receiver = std::thread::spawn(move || ch_remote(&socket, &["receive-migration", &operand]));
+    assert!(
+        wait_until(Duration::from_secs(20), || read(&dir.path("dst.events"))
+            .contains("migration-receive-ready")),
+        "the destination did not listen"
+    );
+    let out = ch_remote(
+        &src.socket,
+        &["send-migration", &format!("destination_url={mig}")],
+    );
+    assert!(
+        out.status.success(),
+        "send-migration: {}",
+        text(&out.stderr)
+    );
+    let r = receiver.join().expect("receiver thread");
+    assert!(r.status.success(), "receive-migration: {}", text(&r.stderr));
+    src.wait_exit(Duration::from_secs(20));
+    assert!(
+        !read(&dir.path("before.txt")).contains("disk="),
+        "finished before the migration"
+    );
+    let (code, body) = dst.api("GET", "vm.info", None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"direct\":true"), "{body}");
+    dst.wait_poweroff(Duration::from_secs(180));
+    let after = read(&serial);
+    assert!(after.contains("disk=ok"), "{after}");
 }
