@@ -237,6 +237,17 @@ impl Image {
     pub fn file(&self) -> &File {
         &self.file
     }
+
+    /// With `O_DIRECT`, a coarser offset alignment than the file system's
+    /// (a multiple of it), for tests of the widening on any file system.
+    #[cfg(test)]
+    pub(super) fn with_offset_alignment(mut self, offset: u64) -> Self {
+        if let Some(d) = &mut self.direct {
+            assert!(offset % d.align.offset == 0);
+            d.align.offset = offset;
+        }
+        self
+    }
 }
 
 /// The aligned range around `len` bytes at `offset`: its start and length.

@@ -25,6 +25,7 @@
 pub mod backup;
 pub mod digest;
 pub mod image;
+mod parallel;
 pub mod worker;
 pub mod written;
 

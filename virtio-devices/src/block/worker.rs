@@ -110,7 +110,8 @@ pub(crate) fn perform(image: &mut Image, op: Op) -> (u8, Vec<u8>) {
     }
 }
 
-/// Starts the thread for `image`; it ends when every sender of `jobs` is
+/// Starts the thread for `image` (with helpers for an `O_DIRECT` image:
+/// [`super::parallel`]); it ends when every sender of `jobs` is
 /// gone. Each write's blocks are marked in `written` once it is done
 /// (failed writes too: the file may have changed).
 pub fn spawn(
@@ -121,6 +122,9 @@ pub fn spawn(
     waker: Arc<dyn Waker>,
     written: Arc<WrittenBlocks>,
 ) -> std::io::Result<JoinHandle<()>> {
+    if image.is_direct() {
+        return super::parallel::spawn(name, image, jobs, done, waker, written);
+    }
     std::thread::Builder::new()
         .name(format!("{name}-io"))
         .spawn(move || {
