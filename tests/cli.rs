@@ -38,8 +38,8 @@ fn unsupported_options_are_refused_not_ignored() {
     let guest = common::test_guest().to_str().unwrap().to_string();
     assert_refused(&["--kernel", &guest, "--cpus", "boot=2"], "vcpu");
     assert_refused(
-        &["--kernel", &guest, "--disk", "path=/tmp/x.img,direct=on"],
-        "disk direct",
+        &["--kernel", &guest, "--disk", "path=/tmp/x.img,iommu=on"],
+        "disk iommu",
     );
     assert_refused(&["--kernel", &guest, "--serial", "pty"], "pty");
     assert_refused(

@@ -160,8 +160,13 @@ fn unusable_disks_are_clear_errors_at_start() {
     );
     assert_start_error(&["--disk", "readonly=on"], &["--disk needs path=FILE"]);
     assert_start_error(
-        &["--disk", "path=/x,direct=on"],
-        &["--disk direct is not supported yet"],
+        &["--disk", "path=/x,iommu=on"],
+        &["--disk iommu is not supported yet"],
+    );
+    // direct=on is supported; a directory is still no disk image.
+    assert_start_error(
+        &["--disk", &format!("path={d},direct=on")],
+        &["cannot open disk image", "(read-write, O_DIRECT)"],
     );
     let img = sparse(&dir, "ok.img", 4096);
     assert_start_error(
@@ -260,11 +265,11 @@ fn disks_through_the_api() {
         &socket,
         "PUT",
         "vm.create",
-        Some(&config(r#"[{"path":"/x","direct":true}]"#)),
+        Some(&config(r#"[{"path":"/x","iommu":true}]"#)),
     );
     assert_eq!(code, 500, "{body}");
     assert!(
-        body.contains("--disk direct=on is not supported yet"),
+        body.contains("--disk iommu=on is not supported yet"),
         "{body}"
     );
     // A missing file is refused at vm.boot, and the VMM serves on.

@@ -7,7 +7,7 @@ use devices::async_event::Waker;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
-use crate::block::Block;
+use crate::block::{Block, ImageMode};
 use crate::chain::testing::{desc, memory, publish, used, AVAIL, DESC, F_NEXT, F_WRITE, USED};
 use crate::output::ImmediateOutput;
 
@@ -38,7 +38,7 @@ fn fixture(tag: &str) -> Fixture {
     let block = Block::open(
         "_disk0",
         &path,
-        false,
+        ImageMode::READ_WRITE,
         None,
         Arc::new(ImmediateOutput),
         Arc::new(NoWake),
@@ -313,7 +313,7 @@ fn events_apply_only_while_live() {
     let block = Block::open(
         "_disk0",
         &f.path,
-        true,
+        ImageMode::READ_ONLY,
         None,
         Arc::new(ImmediateOutput),
         Arc::new(NoWake),

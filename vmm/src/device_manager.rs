@@ -30,7 +30,7 @@ use devices::legacy::{
 use serde_json::json;
 use virtio_devices::pci::{PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT_SIZE};
 
-use virtio_devices::block::BlockError;
+use virtio_devices::block::{BlockError, ImageMode};
 use virtio_devices::net::NetError;
 use virtio_devices::pci::root::PciRootError;
 use virtio_devices::pci::{PciConfigIo, PciConfigMmio, PciMmioWindow, PciRoot};
@@ -405,11 +405,15 @@ impl DeviceManager {
         for disk in config.disks.as_deref().unwrap_or_default() {
             let id = next_id("_disk", &disk.id);
             let path = disk.path.clone().unwrap_or_default();
+            let mode = ImageMode {
+                readonly: disk.readonly,
+                direct: disk.direct,
+            };
             let block = match &backends {
                 Backends::Host(waker) => Block::open(
                     &id,
                     &path,
-                    disk.readonly,
+                    mode,
                     disk.serial.as_deref(),
                     output.clone(),
                     waker.clone(),
@@ -429,14 +433,14 @@ impl DeviceManager {
                             &id,
                             &path,
                             size,
-                            disk.readonly,
+                            mode,
                             disk.serial.as_deref(),
                             output.clone(),
                         ),
                         BackupDisks::Separate => Block::backup_separate(
                             &id,
                             &path,
-                            disk.readonly,
+                            mode,
                             disk.serial.as_deref(),
                             size,
                             output.clone(),

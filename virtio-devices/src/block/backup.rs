@@ -8,7 +8,8 @@
 //! replaying guest issues is performed on the copy at once, on the vCPU
 //! thread (pwrite, fdatasync), so that at go-live the copy holds what the
 //! primary's disk holds; reads are not performed, and no completion comes
-//! from the copy: completions come only from the log.
+//! from the copy: completions come only from the log. The copy is opened
+//! as the disk's configuration says (`O_DIRECT` with `direct=on`).
 //!
 //! At go-live ([`VirtioDevice::go_live`](crate::VirtioDevice::go_live)) the
 //! device opens its image (the copy, or the shared image by its path),
@@ -20,18 +21,18 @@
 //! again a write the copy already holds is harmless (same data, same
 //! offset).
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::image::{Image, ImageMode};
 use super::worker::{self, Op, VIRTIO_BLK_S_IOERR};
-use super::{open_image, Block, BlockError};
+use super::{Block, BlockError};
 use crate::go_live::{GoLive, GoLiveError};
 use crate::output::OutputSink;
 
 impl Block {
     /// A backup's disk with its own copy of the image at `path`
-    /// (`disks=separate`): opened now (read-write unless `readonly`), and
+    /// (`disks=separate`): opened now as `mode` says, and
     /// refused unless its size is `recorded_size`, the primary's. While
     /// replaying, writes and flushes are performed on the copy when the
     /// guest issues them; outputs still go to `sink` (which drops them)
@@ -39,12 +40,12 @@ impl Block {
     pub fn backup_separate(
         id: &str,
         path: &Path,
-        readonly: bool,
+        mode: ImageMode,
         serial: Option<&str>,
         recorded_size: u64,
         sink: Arc<dyn OutputSink>,
     ) -> Result<Self, BlockError> {
-        let (file, found) = open_image(path, readonly)?;
+        let (image, found) = Image::open(path, mode)?;
         if found != recorded_size {
             return Err(BlockError::SizeMismatch {
                 path: path.to_path_buf(),
@@ -52,8 +53,8 @@ impl Block {
                 found,
             });
         }
-        let mut block = Self::without_backend(id, path, recorded_size, readonly, serial, sink);
-        block.copy = Some(file);
+        let mut block = Self::without_backend(id, path, recorded_size, mode, serial, sink);
+        block.copy = Some(image);
         Ok(block)
     }
 
@@ -67,12 +68,12 @@ impl Block {
     /// A failure is logged and remembered: the device then refuses to go
     /// live (its copy no longer equals the primary's disk).
     pub(super) fn perform_on_copy(&mut self, op: &Op) {
-        let Some(copy) = &self.copy else {
+        let Some(copy) = &mut self.copy else {
             return;
         };
         let result = match op {
             Op::Read { .. } => return,
-            Op::Write { offset, data } => copy.write_all_at(data, *offset),
+            Op::Write { offset, data } => copy.write_at(data, *offset),
             Op::Flush => copy.sync_data(),
         };
         if let Err(e) = result {
@@ -140,14 +141,14 @@ impl Block {
                 source: std::io::Error::new(*kind, message.clone()),
             });
         }
-        let file = match &self.copy {
+        let image = match &self.copy {
             Some(copy) => copy.try_clone().map_err(|source| BlockError::Open {
                 path: self.path.clone(),
                 mode: "duplicate",
                 source,
             })?,
             None => {
-                let (file, found) = open_image(&self.path, self.readonly)?;
+                let (image, found) = Image::open(&self.path, self.mode)?;
                 if found != self.size {
                     return Err(BlockError::SizeMismatch {
                         path: self.path.clone(),
@@ -155,9 +156,9 @@ impl Block {
                         found,
                     });
                 }
-                file
+                image
             }
         };
-        self.start(file, live.waker.clone())
+        self.start(image, live.waker.clone())
     }
 }

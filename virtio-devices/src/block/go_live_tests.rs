@@ -4,11 +4,13 @@
 //! A disk built without its backend (or with a backup's own copy) that
 //! goes live on a real file.
 
+use std::fs::OpenOptions;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use vm_memory::{Bytes, GuestAddress};
 
+use super::image::Image;
 use super::tests::{apply, notify, publish_more, request, status, wait_event, Disk, NoWake, DATA};
 use super::*;
 use crate::chain::testing::{memory, publish, queue, used};
@@ -44,7 +46,7 @@ fn going_live_issues_the_pending_requests_again_once_each() {
         "_disk0",
         &disk.path,
         64 * SECTOR_SIZE,
-        false,
+        ImageMode::READ_WRITE,
         None,
         dropped.clone(),
     );
@@ -151,7 +153,7 @@ fn going_live_checks_the_image() {
         "_disk0",
         Path::new("/nonexistent/disk.img"),
         4096,
-        false,
+        ImageMode::READ_WRITE,
         None,
         Arc::new(DroppedOutput::default()),
     );
@@ -168,7 +170,7 @@ fn going_live_checks_the_image() {
         "_disk0",
         &disk.path,
         4096,
-        true,
+        ImageMode::READ_ONLY,
         None,
         Arc::new(DroppedOutput::default()),
     );
@@ -197,7 +199,7 @@ fn a_separate_copy_is_written_while_replaying_without_events() {
     let mut b = Block::backup_separate(
         "_disk0",
         &disk.path,
-        false,
+        ImageMode::READ_WRITE,
         None,
         64 * SECTOR_SIZE,
         dropped.clone(),
@@ -250,7 +252,7 @@ fn a_separate_copy_of_another_size_is_refused() {
     let err = Block::backup_separate(
         "_disk0",
         &disk.path,
-        false,
+        ImageMode::READ_WRITE,
         None,
         16 * SECTOR_SIZE,
         Arc::new(DroppedOutput::default()),
@@ -267,7 +269,7 @@ fn a_separate_copy_of_another_size_is_refused() {
         Block::backup_separate(
             "_disk0",
             Path::new("/nonexistent/copy.img"),
-            false,
+            ImageMode::READ_WRITE,
             None,
             4096,
             Arc::new(DroppedOutput::default()),
@@ -294,7 +296,7 @@ fn restored_requests_keep_what_this_device_issued() {
         "_disk0",
         &disk.path,
         8 * SECTOR_SIZE,
-        false,
+        ImageMode::READ_WRITE,
         None,
         Arc::new(DroppedOutput::default()),
     );
@@ -349,14 +351,14 @@ fn a_copy_that_missed_a_write_refuses_to_go_live() {
     let mut b = Block::backup_separate(
         "_disk0",
         &disk.path,
-        false,
+        ImageMode::READ_WRITE,
         None,
         8 * SECTOR_SIZE,
         Arc::new(DroppedOutput::default()),
     )
     .unwrap();
     // The copy's descriptor turns read-only: the next write fails (EBADF).
-    b.copy = Some(File::open(&disk.path).unwrap());
+    b.copy = Some(Image::open(&disk.path, ImageMode::READ_ONLY).unwrap().0);
     let mem = memory();
     let mut q = [queue(8, 0)];
     request(&mem, 0, VIRTIO_BLK_T_OUT, 0, 512, 0);

@@ -15,17 +15,21 @@
 //! them, and its results come only from the events applied to it. It keeps
 //! its image's path, and opens it when it goes live (see [`backup`]).
 //!
+//! The image is opened through the host's page cache, or with `O_DIRECT`
+//! (`--disk direct=on`): see [`image`].
+//!
 //! The disk thread marks the blocks each write changed in the device's
 //! [`written::WrittenBlocks`] (for a copy of the image made while the
 //! guest runs: FT VMotion with `disks=separate`).
 
 pub mod backup;
 pub mod digest;
+pub mod image;
+mod parallel;
 pub mod worker;
 pub mod written;
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -44,6 +48,8 @@ use crate::device::{Counters, DeviceFault, EventError, QueueContext, VirtioDevic
 use crate::go_live::{GoLive, GoLiveError};
 use crate::output::{Output, OutputKind, OutputSink};
 pub use digest::image_digest;
+use image::Image;
+pub use image::ImageMode;
 use worker::{
     Completions, Job, JobSender, Op, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
 };
@@ -89,6 +95,30 @@ pub enum BlockError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// `direct=on`, and the image's file system refuses `O_DIRECT`.
+    #[error(
+        "disk image {path} cannot be opened with O_DIRECT (direct=on): its file system refuses direct I/O"
+    )]
+    DirectRefused {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `direct=on`, and the image's size is not a whole number of the
+    /// blocks `O_DIRECT` needs on its file system.
+    #[error(
+        "disk image {path} has {size} bytes, not a multiple of {align}, the block size O_DIRECT (direct=on) needs on its file system"
+    )]
+    DirectSize {
+        /// The file.
+        path: PathBuf,
+        /// Bytes in the file.
+        size: u64,
+        /// The file system's O_DIRECT offset alignment.
+        align: u64,
     },
     /// The file's size cannot be read or it is not a regular file.
     #[error("disk image {path} is not a usable regular file")]
@@ -156,7 +186,7 @@ pub struct Block {
     path: PathBuf,
     size: u64,
     capacity: u64,
-    readonly: bool,
+    mode: ImageMode,
     serial: [u8; ID_BYTES],
     sink: Arc<dyn OutputSink>,
     jobs: Option<JobSender>,
@@ -167,7 +197,7 @@ pub struct Block {
     thread: Option<JoinHandle<()>>,
     /// A backup's own copy of the image (`disks=separate`), written at
     /// issue while replaying.
-    copy: Option<File>,
+    copy: Option<Image>,
     /// The first write or flush the copy failed.
     copy_error: Option<(std::io::ErrorKind, String)>,
     /// The blocks the disk thread wrote, for a copy of the image made
@@ -176,28 +206,28 @@ pub struct Block {
 }
 
 impl Block {
-    /// Opens `path` (read-only if `readonly`) as device `id`; get-id
-    /// answers `serial` (the id when absent), cut to 20 bytes.
+    /// Opens `path` as `mode` says (read-only, `O_DIRECT`) as device
+    /// `id`; get-id answers `serial` (the id when absent), cut to 20 bytes.
     pub fn open(
         id: &str,
         path: &Path,
-        readonly: bool,
+        mode: ImageMode,
         serial: Option<&str>,
         sink: Arc<dyn OutputSink>,
         waker: Arc<dyn Waker>,
     ) -> Result<Self, BlockError> {
-        let (file, size) = open_image(path, readonly)?;
-        let mut block = Self::without_backend(id, path, size, readonly, serial, sink);
-        block.start(file, waker)?;
+        let (image, size) = Image::open(path, mode)?;
+        let mut block = Self::without_backend(id, path, size, mode, serial, sink);
+        block.start(image, waker)?;
         Ok(block)
     }
 
-    /// Starts the disk thread on `file`.
-    fn start(&mut self, file: File, waker: Arc<dyn Waker>) -> Result<(), BlockError> {
+    /// Starts the disk thread on `image`.
+    fn start(&mut self, image: Image, waker: Arc<dyn Waker>) -> Result<(), BlockError> {
         let (tx, rx) = mpsc::channel();
         let thread = worker::spawn(
             &self.id,
-            file,
+            image,
             rx,
             self.done.clone(),
             waker,
@@ -213,12 +243,13 @@ impl Block {
     /// no thread started. Requests are still handed to `sink` as outputs
     /// (to be dropped: performing them does nothing), and complete only
     /// through events applied to the device. For replay, where the events
-    /// come from the log. `path` is the image it opens if it goes live.
+    /// come from the log. `path` is the image it opens (as `mode` says)
+    /// if it goes live.
     pub fn without_backend(
         id: &str,
         path: &Path,
         size: u64,
-        readonly: bool,
+        mode: ImageMode,
         serial: Option<&str>,
         sink: Arc<dyn OutputSink>,
     ) -> Self {
@@ -231,7 +262,7 @@ impl Block {
             path: path.to_path_buf(),
             size,
             capacity: size / SECTOR_SIZE,
-            readonly,
+            mode,
             serial: id_bytes,
             sink,
             jobs: None,
@@ -369,7 +400,7 @@ impl Block {
                 Ok(())
             }
             VIRTIO_BLK_T_OUT => {
-                if self.readonly || !self.in_range(sector, out_len) {
+                if self.mode.readonly || !self.in_range(sector, out_len) {
                     return complete(ctx, VIRTIO_BLK_S_IOERR, 0);
                 }
                 let mut data = vec![0u8; out_len as usize];
@@ -394,29 +425,6 @@ impl Block {
             _ => complete(ctx, VIRTIO_BLK_S_UNSUPP, 0),
         }
     }
-}
-
-/// Opens the raw image at `path` (read-write unless `readonly`): the file
-/// and its size.
-fn open_image(path: &Path, readonly: bool) -> Result<(File, u64), BlockError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(!readonly)
-        .open(path)
-        .map_err(|source| BlockError::Open {
-            path: path.to_path_buf(),
-            mode: if readonly { "read-only" } else { "read-write" },
-            source,
-        })?;
-    let meta = file.metadata().map_err(|_| BlockError::NotAFile {
-        path: path.to_path_buf(),
-    })?;
-    if !meta.is_file() {
-        return Err(BlockError::NotAFile {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok((file, meta.len()))
 }
 
 /// The status byte (last byte of the last device-writable buffer) and the
@@ -463,7 +471,7 @@ impl VirtioDevice for Block {
 
     fn features(&self) -> u64 {
         let mut f = VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_SEG_MAX;
-        if self.readonly {
+        if self.mode.readonly {
             f |= VIRTIO_BLK_F_RO;
         }
         f

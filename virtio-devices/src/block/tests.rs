@@ -1,6 +1,7 @@
 // Copyright 2026 The ft-cloud-hypervisor authors.
 // SPDX-License-Identifier: Apache-2.0
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -46,7 +47,11 @@ pub(super) fn open(disk: &Disk, readonly: bool, sink: Arc<dyn OutputSink>) -> Bl
     Block::open(
         "_disk0",
         &disk.path,
-        readonly,
+        if readonly {
+            ImageMode::READ_ONLY
+        } else {
+            ImageMode::READ_WRITE
+        },
         Some("serial-1"),
         sink,
         Arc::new(NoWake),
@@ -153,7 +158,7 @@ fn config_and_features() {
         Block::open(
             "x",
             &PathBuf::from("/nonexistent/disk"),
-            false,
+            ImageMode::READ_WRITE,
             None,
             Arc::new(ImmediateOutput),
             Arc::new(NoWake)
@@ -164,7 +169,7 @@ fn config_and_features() {
         Block::open(
             "x",
             &PathBuf::from("/"),
-            true,
+            ImageMode::READ_ONLY,
             None,
             Arc::new(ImmediateOutput),
             Arc::new(NoWake)
@@ -469,7 +474,7 @@ fn without_a_backend_outputs_are_dropped_and_events_complete_requests() {
         "_disk0",
         Path::new("/nonexistent"),
         4096,
-        false,
+        ImageMode::READ_WRITE,
         Some("serial-1"),
         dropped.clone(),
     );

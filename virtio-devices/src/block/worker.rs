@@ -1,15 +1,14 @@
 // Copyright 2026 The ft-cloud-hypervisor authors.
 // SPDX-License-Identifier: Apache-2.0
 
-//! The disk I/O thread: performs reads, writes and flushes on the raw file
-//! into host buffers, and posts each result as event bytes.
+//! The disk I/O thread: performs reads, writes and flushes on the raw image
+//! (through the page cache or with `O_DIRECT`: [`super::image`]) into
+//! host buffers, and posts each result as event bytes.
 //!
 //! Event bytes: request id (u64 LE), virtio status (u8), then the data read
 //! (reads that succeeded only).
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -18,6 +17,7 @@ use devices::async_event::Waker;
 
 use virtio_bindings::virtio_blk;
 
+use super::image::Image;
 use super::written::WrittenBlocks;
 
 /// Request completed.
@@ -83,27 +83,24 @@ pub fn decode(event: &[u8]) -> Option<(u64, u8, &[u8])> {
     Some((u64::from_le_bytes(id), event[8], &event[EVENT_HEADER..]))
 }
 
-/// Performs `op` on `file`: the virtio status and the data read.
-pub(crate) fn perform(file: &File, op: Op) -> (u8, Vec<u8>) {
+/// Performs `op` on `image`: the virtio status and the data read.
+pub(crate) fn perform(image: &mut Image, op: Op) -> (u8, Vec<u8>) {
     match op {
-        Op::Read { offset, len } => {
-            let mut buf = vec![0u8; len];
-            match file.read_exact_at(&mut buf, offset) {
-                Ok(()) => (VIRTIO_BLK_S_OK, buf),
-                Err(e) => {
-                    log::warn!("disk read of {len} bytes at {offset} failed: {e}");
-                    (VIRTIO_BLK_S_IOERR, Vec::new())
-                }
+        Op::Read { offset, len } => match image.read_at(offset, len) {
+            Ok(buf) => (VIRTIO_BLK_S_OK, buf),
+            Err(e) => {
+                log::warn!("disk read of {len} bytes at {offset} failed: {e}");
+                (VIRTIO_BLK_S_IOERR, Vec::new())
             }
-        }
-        Op::Write { offset, data } => match file.write_all_at(&data, offset) {
+        },
+        Op::Write { offset, data } => match image.write_at(&data, offset) {
             Ok(()) => (VIRTIO_BLK_S_OK, Vec::new()),
             Err(e) => {
                 log::warn!("disk write of {} bytes at {offset} failed: {e}", data.len());
                 (VIRTIO_BLK_S_IOERR, Vec::new())
             }
         },
-        Op::Flush => match file.sync_data() {
+        Op::Flush => match image.sync_data() {
             Ok(()) => (VIRTIO_BLK_S_OK, Vec::new()),
             Err(e) => {
                 log::warn!("disk flush failed: {e}");
@@ -113,17 +110,21 @@ pub(crate) fn perform(file: &File, op: Op) -> (u8, Vec<u8>) {
     }
 }
 
-/// Starts the thread for `file`; it ends when every sender of `jobs` is
+/// Starts the thread for `image` (with helpers for an `O_DIRECT` image:
+/// [`super::parallel`]); it ends when every sender of `jobs` is
 /// gone. Each write's blocks are marked in `written` once it is done
 /// (failed writes too: the file may have changed).
 pub fn spawn(
     name: &str,
-    file: File,
+    mut image: Image,
     jobs: Receiver<Job>,
     done: Completions,
     waker: Arc<dyn Waker>,
     written: Arc<WrittenBlocks>,
 ) -> std::io::Result<JoinHandle<()>> {
+    if image.is_direct() {
+        return super::parallel::spawn(name, image, jobs, done, waker, written);
+    }
     std::thread::Builder::new()
         .name(format!("{name}-io"))
         .spawn(move || {
@@ -132,7 +133,7 @@ pub fn spawn(
                     Op::Write { offset, data } => Some((*offset, data.len() as u64)),
                     _ => None,
                 };
-                let (status, data) = perform(&file, job.op);
+                let (status, data) = perform(&mut image, job.op);
                 if let Some((offset, len)) = wrote {
                     written.mark(offset, len);
                 }
@@ -160,47 +161,51 @@ mod tests {
 
     #[test]
     fn operations_on_a_file() {
-        let dir = std::env::temp_dir().join(format!("vd-worker-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&dir)
-            .unwrap();
-        file.set_len(1024).unwrap();
-        assert_eq!(
-            perform(
-                &file,
-                Op::Write {
-                    offset: 512,
-                    data: vec![9; 512].into()
-                }
-            ),
-            (VIRTIO_BLK_S_OK, vec![])
-        );
-        assert_eq!(perform(&file, Op::Flush).0, VIRTIO_BLK_S_OK);
-        assert_eq!(
-            perform(
-                &file,
-                Op::Read {
-                    offset: 512,
-                    len: 512
-                }
-            ),
-            (VIRTIO_BLK_S_OK, vec![9; 512])
-        );
-        assert_eq!(
-            perform(
-                &file,
-                Op::Read {
-                    offset: 1000,
-                    len: 512
-                }
-            )
-            .0,
-            VIRTIO_BLK_S_IOERR
-        );
-        std::fs::remove_file(&dir).unwrap();
+        use super::super::image::ImageMode;
+        for direct in [false, true] {
+            let path =
+                std::env::temp_dir().join(format!("vd-worker-{direct}-{}", std::process::id()));
+            std::fs::write(&path, vec![0u8; 4096]).unwrap();
+            let mode = ImageMode {
+                readonly: false,
+                direct,
+            };
+            let (mut image, size) = Image::open(&path, mode).unwrap();
+            assert_eq!((size, image.is_direct()), (4096, direct));
+            assert_eq!(
+                perform(
+                    &mut image,
+                    Op::Write {
+                        offset: 512,
+                        data: vec![9; 512].into()
+                    }
+                ),
+                (VIRTIO_BLK_S_OK, vec![])
+            );
+            assert_eq!(perform(&mut image, Op::Flush).0, VIRTIO_BLK_S_OK);
+            assert_eq!(
+                perform(
+                    &mut image,
+                    Op::Read {
+                        offset: 512,
+                        len: 512
+                    }
+                ),
+                (VIRTIO_BLK_S_OK, vec![9; 512])
+            );
+            // Past the end of the file.
+            assert_eq!(
+                perform(
+                    &mut image,
+                    Op::Read {
+                        offset: 3800,
+                        len: 512
+                    }
+                )
+                .0,
+                VIRTIO_BLK_S_IOERR
+            );
+            std::fs::remove_file(&path).unwrap();
+        }
     }
 }

@@ -998,10 +998,10 @@ mod tests {
         assert_eq!(vmm.verbosity, 1);
         assert_eq!(error(&["--kernel", "/k", "--disk"]), "--disk needs a value");
         assert_eq!(error(&["--disk", "path=/a"]), "--disk requires --kernel");
-        assert_eq!(
-            error(&["--kernel", "/k", "--disk", "path=/a,direct=on"]),
-            "--disk direct is not supported yet"
-        );
+        let vmm = run(&["--kernel", "/k", "--disk", "path=/a,direct=on"]);
+        let disks = vmm.vm_config.expect("config").disks.expect("disks");
+        assert!(disks[0].direct && !disks[0].readonly);
+        assert!(error(&["--kernel", "/k", "--disk", "path=/a,direct=1"]).contains("--disk"));
         assert!(error(&["--kernel", "/k", "--net", "tap=a,ip=10.0.0.1"])
             .ends_with("--net ip and mask go together: give both or neither"));
     }

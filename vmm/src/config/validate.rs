@@ -547,8 +547,20 @@ mod tests {
         merge(&mut value, serde_json::from_str(patch).expect("patch"));
         config = serde_json::from_value(value).expect("deserialise");
         config.validate().expect("supported devices");
-        let err = refused(r#"{"disks":[{"path":"/d","direct":true}]}"#);
-        assert_eq!(err.to_string(), "--disk direct=on is not supported yet");
+        // direct is accepted, and kept as given.
+        let mut value = serde_json::to_value(good()).expect("serialise");
+        merge(
+            &mut value,
+            serde_json::from_str(r#"{"disks":[{"path":"/d","direct":true}]}"#).expect("patch"),
+        );
+        let direct: VmConfig = serde_json::from_value(value).expect("deserialise");
+        direct.validate().expect("direct=on is supported");
+        assert!(direct.disks.as_deref().expect("disks")[0].direct);
+        assert!(
+            serde_json::from_str::<crate::config::DiskConfig>(r#"{"path":"/d","direct":"yes"}"#)
+                .is_err(),
+            "direct is a boolean"
+        );
         let err = refused(r#"{"net":[{"tap":"t","mtu":9000}]}"#);
         assert_eq!(err.to_string(), "--net mtu is not supported yet");
         let err = refused(r#"{"disks":[{"readonly":true}]}"#);
