@@ -22,7 +22,9 @@ use common::ftpair::{
     assert_clean, ft_events, kv_setup, stream_through, vmm_args, write_key, Setup, CHANNEL_PORT,
 };
 use common::pair::{GuestVmm, Host, PairNet, LAN_IP, LOG_B};
-use common::{api, api_listening, ch_remote, run_vmm, test_guest, text, wait_until, TempDir};
+use common::{
+    api, api_listening, boot_disk, ch_remote, run_vmm, test_guest, text, wait_until, TempDir,
+};
 
 /// `O_DIRECT` in the flags of /proc/PID/fdinfo (octal, x86-64).
 const O_DIRECT: u32 = 0o40000;
@@ -35,33 +37,6 @@ fn sparse_file(path: &Path, size: u64) -> String {
     let file = std::fs::File::create(path).expect("create disk image");
     file.set_len(size).expect("size disk image");
     path.to_str().expect("utf-8 path").to_string()
-}
-
-/// Boots `cmdline` with `--disk disk`, to the end.
-fn boot_disk(cmdline: &str, disk: &str) -> (bool, Vec<String>, String) {
-    let guest = guest();
-    let out = run_vmm(
-        &[
-            "--kernel",
-            &guest,
-            "--cmdline",
-            cmdline,
-            "--memory",
-            "size=128M",
-            "--disk",
-            disk,
-            "--serial",
-            "tty",
-            "--console",
-            "off",
-        ],
-        Duration::from_secs(120),
-    );
-    let lines = text(&out.stdout)
-        .lines()
-        .map(|l| l.trim_end().to_string())
-        .collect();
-    (out.status.success(), lines, text(&out.stderr))
 }
 
 #[test]

@@ -6,36 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{run_vmm, test_guest, text, TempDir};
-
-/// Boots `workload=disk ...` with `disk` as the `--disk` argument.
-fn boot_disk(cmdline: &str, disk: &str) -> (bool, Vec<String>, String) {
-    let guest = test_guest().to_str().expect("utf-8 path").to_string();
-    let out = run_vmm(
-        &[
-            "--kernel",
-            &guest,
-            "--cmdline",
-            cmdline,
-            "--memory",
-            "size=128M",
-            "--disk",
-            disk,
-            "--serial",
-            "tty",
-            "--console",
-            "off",
-        ],
-        Duration::from_secs(120),
-    );
-    let lines = text(&out.stdout)
-        .lines()
-        .map(|l| l.trim_end().to_string())
-        .collect();
-    (out.status.success(), lines, text(&out.stderr))
-}
+use common::{boot_disk, TempDir};
 
 fn sparse_file(dir: &TempDir, name: &str, size: u64) -> String {
     let path = dir.path(name);

@@ -148,6 +148,34 @@ pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
     }
 }
 
+/// Boots the test guest with `cmdline` and `disk` as the `--disk`
+/// argument, to the end: whether it exited 0, its serial lines, its stderr.
+pub fn boot_disk(cmdline: &str, disk: &str) -> (bool, Vec<String>, String) {
+    let guest = test_guest().to_str().expect("utf-8 path").to_string();
+    let out = run_vmm(
+        &[
+            "--kernel",
+            &guest,
+            "--cmdline",
+            cmdline,
+            "--memory",
+            "size=128M",
+            "--disk",
+            disk,
+            "--serial",
+            "tty",
+            "--console",
+            "off",
+        ],
+        Duration::from_secs(120),
+    );
+    let lines = text(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end().to_string())
+        .collect();
+    (out.status.success(), lines, text(&out.stderr))
+}
+
 /// Boots the test guest with `cmdline` and serial on stdout; returns the output.
 pub fn boot_guest(cmdline: &str, timeout: Duration) -> Output {
     let guest = test_guest().to_str().expect("utf-8 path").to_string();
