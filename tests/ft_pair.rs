@@ -196,9 +196,27 @@ fn vm_create_and_vm_boot_start_a_primary_and_vm_info_shows_the_pair() {
     assert_eq!(code, 204, "{body}");
     let (code, body) = common::api(&socket, "PUT", "vm.boot", None);
     assert_eq!(code, 204, "{body}");
-    let (code, body) = common::api(&socket, "GET", "vm.info", None);
-    assert_eq!(code, 200, "{body}");
-    let info: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    // vm.boot returns once the channel is up; the pair is protected once
+    // the backup acknowledged the stream's header (until then "connecting").
+    let info_now = || {
+        let (code, body) = common::api(&socket, "GET", "vm.info", None);
+        assert_eq!(code, 200, "{body}");
+        let info: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let state = info["fault_tolerance"]["state"].clone();
+        assert!(
+            state == "connecting" || state == "protected",
+            "state {state} after vm.boot: {info}"
+        );
+        (body, info)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (body, info) = loop {
+        let (body, info) = info_now();
+        if info["fault_tolerance"]["state"] == "protected" || std::time::Instant::now() > deadline {
+            break (body, info);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let ft = &info["fault_tolerance"];
     assert_eq!(ft["role"], "primary", "{info}");
     assert_eq!(ft["state"], "protected", "{info}");
