@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use devices::clock::Clock;
 use devices::interrupt::InterruptController;
 use ft_backend::clock::{RecordingClock, ReplayClock};
-use ft_backend::digest::{config_digest, state_digest};
+use ft_backend::digest::{config_digest, state_digest_spans, Span};
 use ft_backend::{
     Checkpoint, EndReason, Event, ExitId, LogError, LogHeader, LogStream, RecordError, Recorder,
     ReplayError, Replayer, Setup,
@@ -41,7 +41,7 @@ use vm_migration::{MigratableError, Snapshottable};
 
 use crate::clock::VmClock;
 use crate::config::{FaultToleranceConfig, FaultToleranceMode, VmConfig};
-use crate::memory::GuestMemoryMmapT;
+use crate::memory::{populated, GuestMemoryMmapT};
 
 mod debug;
 mod dirty_pages;
@@ -536,7 +536,9 @@ impl FtContext {
     ) -> Result<u64, FtError> {
         let regs = vcpu.get_regs().map_err(FtError::Registers)?;
         let sregs = vcpu.get_sregs().map_err(FtError::Registers)?;
-        let regions: Vec<&[u8]> = self
+        // Pages the host never populated are hashed as zeros without being
+        // read (reading them costs a page fault each; see `populated`).
+        let regions: Vec<Vec<Span<'_>>> = self
             .memory
             .iter()
             .map(|r| {
@@ -545,15 +547,17 @@ impl FtContext {
                 // stays mapped while `self.memory` lives; the vCPU is not running
                 // (this is its own thread, between runs) and no other thread
                 // writes guest memory, so the bytes do not change under us.
-                unsafe { std::slice::from_raw_parts(r.as_ptr().cast_const(), len) }
+                let bytes = unsafe { std::slice::from_raw_parts(r.as_ptr().cast_const(), len) };
+                populated::digest_spans(bytes, populated::is_private_anonymous(r))
             })
             .collect();
+        let regions: Vec<&[Span<'_>]> = regions.iter().map(Vec::as_slice).collect();
         let mut state = VcpuState::register_bytes(&regs, &sregs);
         for (id, data) in self.device_snapshots(intc) {
             state.extend_from_slice(id.as_bytes());
             state.extend_from_slice(&data);
         }
-        Ok(state_digest(&regions, &state))
+        Ok(state_digest_spans(&regions, &state))
     }
 
     /// The guest ended (`reason`): record logs the end with the final state

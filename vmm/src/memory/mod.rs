@@ -4,6 +4,8 @@
 //! Guest RAM: its ranges around the 32-bit device hole, the host mapping and
 //! its registration with the hypervisor.
 
+pub mod populated;
+
 use std::sync::Arc;
 
 use hypervisor::{MemoryRegion, Vm};
