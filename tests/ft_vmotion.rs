@@ -275,7 +275,7 @@ fn vmotion_with_separate_disks_copies_the_image_while_the_guest_writes_it() {
     let (pause, bytes) = seeded(&dir.path("events-primary.json"));
     let seed = info(&dir, "primary.sock")["fault_tolerance"]["seed"].clone();
     eprintln!("ft_vmotion: separate disks: pause {pause} ms, {bytes} bytes, seed {seed}");
-    // The image's data went in round 0 (a sparse 16 MiB image: not all of
+    // The image's data went in round 0 (a sparse 64 MiB image: not all of
     // it, the noise included), and blocks the guest wrote during the copy
     // went again.
     let disks = &seed["disks"];
