@@ -71,16 +71,21 @@ fn ifreq_for(name: &str) -> libc::ifreq {
     req
 }
 
-/// Sets IFF_UP on interface `name`; on failure, what failed and why.
-fn bring_up(name: &str) -> Result<(), (&'static str, std::io::Error)> {
-    let last = std::io::Error::last_os_error;
+/// A socket for interface ioctls.
+fn config_socket() -> std::io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call; the result is checked below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
-        return Err(("open a configuration socket", last()));
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: `fd` is a new socket that nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets IFF_UP on interface `name`; on failure, what failed and why.
+fn bring_up(name: &str) -> Result<(), (&'static str, std::io::Error)> {
+    let last = std::io::Error::last_os_error;
+    let sock = config_socket().map_err(|e| ("open a configuration socket", e))?;
     let mut req = ifreq_for(name);
     // SAFETY: SIOCGIFFLAGS fills the ifreq's flags.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
@@ -213,11 +218,11 @@ impl Tap {
     }
 
     fn socket(&self) -> Result<OwnedFd, TapError> {
-        // SAFETY: plain socket(2) call; the result is checked below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        self.check(fd, "open a configuration socket")?;
-        // SAFETY: `fd` is a new socket that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        config_socket().map_err(|source| TapError::Configure {
+            what: "open a configuration socket",
+            name: self.name.clone(),
+            source,
+        })
     }
 
     /// Sets the host-side IPv4 address and netmask.
